@@ -1,0 +1,1 @@
+//! Keel replication (see ../shared/ARCHITECTURE.md, "Replication").

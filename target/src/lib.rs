@@ -1,0 +1,1 @@
+//! Keel NVMe/TCP target.
