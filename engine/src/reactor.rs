@@ -1,0 +1,356 @@
+//! The per-core loop and the engine that starts one per configured CPU.
+//!
+//! Each loop iteration: take mail, reap completions, fire due timers, let the
+//! handler poll, hand new entries to the kernel. While anything happens, or
+//! block I/O is in flight, the core keeps polling; after `spin` with nothing
+//! to do it sleeps in the kernel on its ring (woken by a completion, a timer
+//! or a message), so an idle target costs next to no CPU.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::mesh::{Mailbox, MeshShared, Origin, ShardId};
+use crate::shard::{Completion, Shard, ShardStats};
+use crate::sys::cpu;
+use crate::sys::dma::{BufferPool, PoolConfig};
+use crate::sys::ring::{Ring, RingConfig, RingFeatures};
+
+/// What runs on a shard. All calls come from the shard's own thread.
+pub trait Handler<M> {
+    /// An operation this handler submitted finished.
+    fn on_completion(&mut self, shard: &mut Shard<M>, done: Completion);
+
+    /// A message from another shard or from outside the engine.
+    fn on_message(&mut self, _shard: &mut Shard<M>, _from: Origin, _msg: M) {}
+
+    /// A timer added with [`Shard::add_timer`] is due.
+    fn on_timer(&mut self, _shard: &mut Shard<M>, _tag: u64) {}
+
+    /// Called once per loop iteration; return true if it did any work (which
+    /// keeps the core polling). A handler holding messages that a full queue
+    /// refused must return true until they are sent: room in a queue wakes
+    /// nobody, so a sleeping shard would hold them forever.
+    fn poll(&mut self, _shard: &mut Shard<M>) -> bool {
+        false
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// CPUs to run one shard each on. Empty: the first `shards` allowed CPUs.
+    pub cpus: Vec<usize>,
+    /// Number of shards when `cpus` is empty.
+    pub shards: usize,
+    /// Pin each shard's thread to its CPU.
+    pub pin: bool,
+    pub ring: RingConfig,
+    pub pool: PoolConfig,
+    /// Keep polling this long after the last piece of work before sleeping.
+    pub spin: Duration,
+    /// Capacity of each cross-core queue.
+    pub mesh_capacity: usize,
+    /// Most operations one shard may have in flight.
+    pub max_inflight: usize,
+    /// Slots in each ring's fixed-file table.
+    pub fixed_files: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            cpus: Vec::new(),
+            shards: 1,
+            pin: true,
+            ring: RingConfig::default(),
+            pool: PoolConfig::default(),
+            spin: Duration::from_micros(200),
+            mesh_capacity: 1024,
+            max_inflight: 1024,
+            fixed_files: 64,
+        }
+    }
+}
+
+/// How a shard ran, reported when it stops.
+#[derive(Debug, Clone)]
+pub struct ShardReport {
+    pub shard: ShardId,
+    pub cpu: Option<usize>,
+    pub ring: RingFeatures,
+    pub hugepages: bool,
+    pub stats: ShardStats,
+    /// Thread CPU time over the shard's life.
+    pub cpu_time: Duration,
+    pub wall_time: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("shard {shard} could not start: {source}")]
+    Start {
+        shard: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("shard {shard} failed: {source}")]
+    Run {
+        shard: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("shard {0} panicked")]
+    Panicked(usize),
+    #[error("invalid engine configuration: {0}")]
+    Config(String),
+}
+
+/// A running set of shards.
+pub struct Engine<M> {
+    mesh: Arc<MeshShared<M>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Result<ShardReport, EngineError>>>,
+}
+
+impl<M: Send + 'static> Engine<M> {
+    /// Starts one shard per CPU. `make_handler` runs on each shard's thread
+    /// (after pinning, so what it allocates is local to that core). Returns
+    /// once every shard has its ring and buffers, or the first failure.
+    pub fn start<H, F>(config: EngineConfig, make_handler: F) -> Result<Engine<M>, EngineError>
+    where
+        H: Handler<M> + 'static,
+        F: Fn(&mut Shard<M>) -> std::io::Result<H> + Send + Sync + 'static,
+    {
+        let cpus: Vec<Option<usize>> = if config.cpus.is_empty() {
+            let allowed = cpu::allowed_cpus();
+            (0..config.shards.max(1))
+                .map(|i| config.pin.then(|| allowed[i % allowed.len()]))
+                .collect()
+        } else {
+            config
+                .cpus
+                .iter()
+                .map(|&c| config.pin.then_some(c))
+                .collect()
+        };
+        let mesh =
+            MeshShared::new(cpus.len(), config.mesh_capacity).map_err(|e| EngineError::Start {
+                shard: 0,
+                source: e,
+            })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let make_handler = Arc::new(make_handler);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut threads = Vec::with_capacity(cpus.len());
+        for (index, cpu) in cpus.iter().copied().enumerate() {
+            let mailbox = Mailbox::new(ShardId(index), mesh.clone());
+            let config = config.clone();
+            let stop = stop.clone();
+            let make_handler = make_handler.clone();
+            let ready_tx = ready_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("keel-shard{index}"))
+                .spawn(move || {
+                    let started = Instant::now();
+                    let setup = setup_shard(index, cpu, &config, mailbox)
+                        .and_then(|mut shard| make_handler(&mut shard).map(|h| (shard, h)));
+                    let (mut shard, mut handler) = match setup {
+                        Ok(ok) => {
+                            let _ = ready_tx.send(Ok(()));
+                            ok
+                        }
+                        Err(e) => {
+                            let msg = e.to_string();
+                            let _ = ready_tx.send(Err(msg));
+                            return Err(EngineError::Start {
+                                shard: index,
+                                source: e,
+                            });
+                        }
+                    };
+                    run(&mut shard, &mut handler, config.spin, &stop).map_err(|e| {
+                        EngineError::Run {
+                            shard: index,
+                            source: e,
+                        }
+                    })?;
+                    Ok(ShardReport {
+                        shard: ShardId(index),
+                        cpu,
+                        ring: shard.ring_features(),
+                        hugepages: shard.pool().uses_hugepages(),
+                        stats: shard.stats(),
+                        cpu_time: cpu::thread_cpu_time(),
+                        wall_time: started.elapsed(),
+                    })
+                })
+                .map_err(|e| EngineError::Start {
+                    shard: index,
+                    source: e,
+                })?;
+            threads.push(thread);
+        }
+        drop(ready_tx);
+        let engine = Engine {
+            mesh,
+            stop,
+            threads,
+        };
+        for _ in 0..engine.threads.len() {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    // Collect the real error from the failed thread.
+                    engine.stop.store(true, Ordering::SeqCst);
+                    engine.mesh.wake_all();
+                    let results = engine.join_all();
+                    return Err(results
+                        .into_iter()
+                        .find_map(|r| r.err())
+                        .unwrap_or(EngineError::Config("a shard failed to start".into())));
+                }
+            }
+        }
+        Ok(engine)
+    }
+
+    pub fn shards(&self) -> usize {
+        self.mesh.shards()
+    }
+
+    /// Sends from outside the engine (control plane). Gives the message back
+    /// when the shard's external queue is full.
+    pub fn send(&self, shard: ShardId, msg: M) -> Result<(), M> {
+        self.mesh.send_external(shard, msg)
+    }
+
+    /// Asks every shard to stop (each drains its in-flight I/O first) and
+    /// waits for them.
+    pub fn stop(self) -> Result<Vec<ShardReport>, EngineError> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.mesh.wake_all();
+        self.join()
+    }
+
+    /// Waits for every shard to stop on its own (handlers call
+    /// [`Shard::stop`]).
+    pub fn join(self) -> Result<Vec<ShardReport>, EngineError> {
+        self.join_all().into_iter().collect()
+    }
+
+    fn join_all(self) -> Vec<Result<ShardReport, EngineError>> {
+        self.threads
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| t.join().unwrap_or(Err(EngineError::Panicked(i))))
+            .collect()
+    }
+}
+
+fn setup_shard<M>(
+    index: usize,
+    cpu: Option<usize>,
+    config: &EngineConfig,
+    mailbox: Mailbox<M>,
+) -> std::io::Result<Shard<M>> {
+    if let Some(cpu) = cpu {
+        if let Err(err) = cpu::pin_current_thread(cpu) {
+            tracing::warn!(shard = index, cpu, %err, "could not pin shard thread; running unpinned");
+        }
+    }
+    let ring = Ring::new(&config.ring)?;
+    let pool = BufferPool::new(&config.pool)?;
+    tracing::info!(
+        shard = index,
+        ?cpu,
+        ring = %ring.features(),
+        buffers = pool.capacity(),
+        buffer_bytes = pool.slot_size(),
+        hugepages = pool.uses_hugepages(),
+        "shard ready"
+    );
+    Shard::new(
+        ShardId(index),
+        ring,
+        pool,
+        mailbox,
+        config.max_inflight,
+        config.fixed_files,
+    )
+}
+
+/// Messages taken per loop iteration, so completions are never starved.
+const MAIL_PER_LOOP: usize = 256;
+
+fn run<M, H: Handler<M>>(
+    shard: &mut Shard<M>,
+    handler: &mut H,
+    spin: Duration,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    let mut completions: Vec<Completion> = Vec::with_capacity(1024);
+    let mut mail: Vec<(Origin, M)> = Vec::with_capacity(MAIL_PER_LOOP);
+    let mut last_work = Instant::now();
+    loop {
+        shard.now = Instant::now();
+        shard.stats.loops += 1;
+        let mut worked = false;
+
+        if shard.drain_mail(MAIL_PER_LOOP, &mut mail) > 0 {
+            worked = true;
+            for (from, msg) in mail.drain(..) {
+                handler.on_message(shard, from, msg);
+            }
+        }
+
+        if shard.reap(&mut completions) > 0 {
+            worked = true;
+            for done in completions.drain(..) {
+                handler.on_completion(shard, done);
+            }
+        }
+
+        while let Some(tag) = shard.timers.pop_due(shard.now) {
+            worked = true;
+            handler.on_timer(shard, tag);
+        }
+
+        worked |= handler.poll(shard);
+        shard.ring.submit_nowait()?;
+
+        if stop.load(Ordering::Relaxed) {
+            shard.stop_requested = true;
+        }
+        if shard.stop_requested && shard.in_flight() == 0 {
+            return Ok(());
+        }
+
+        // Block I/O in flight completes soon: keep polling for it rather than
+        // paying a sleep and a wake-up.
+        if worked || shard.in_flight() > 0 || shard.has_ready() {
+            last_work = shard.now;
+        } else if shard.now.duration_since(last_work) >= spin {
+            sleep(shard)?;
+            last_work = Instant::now();
+        }
+    }
+}
+
+fn sleep<M>(shard: &mut Shard<M>) -> std::io::Result<()> {
+    shard.arm_wakeup()?;
+    shard.mailbox.waker().prepare_sleep();
+    // Look again after announcing the sleep: a sender that pushed before it
+    // saw our flag did not wake us.
+    if shard.mailbox.has_mail() || shard.stop_requested {
+        shard.mailbox.waker().awake();
+        return Ok(());
+    }
+    let timeout = shard.timers.time_to_next(Instant::now());
+    let before = Instant::now();
+    let result = shard.ring.submit_and_wait(timeout);
+    shard.mailbox.waker().awake();
+    shard.stats.sleeps += 1;
+    shard.stats.slept += before.elapsed();
+    result.map(|_| ())
+}

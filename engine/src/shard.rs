@@ -1,0 +1,396 @@
+//! What a handler sees of its core: the ring, the buffer pool, attached
+//! devices, the mailbox to other shards, and timers.
+//!
+//! Every operation submitted to the ring is recorded in an in-flight table
+//! that also holds its buffer, so a buffer can never be reused (or freed)
+//! while the kernel may still be reading or writing it; it comes back to the
+//! handler with the completion.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::opcode;
+use slab::Slab;
+
+use crate::backend::{self, BlockBackend, FileRef, Geometry, IoError, IoOp, Prepared, Request};
+use crate::mesh::{Mailbox, Origin, ShardId};
+use crate::sys::dma::{Buf, BufferPool};
+use crate::sys::ring::{Ring, RingFeatures};
+use crate::timer::{TimerId, Timers, TooManyTimers};
+
+/// user_data values at or above this are the engine's own.
+const INTERNAL_BASE: u64 = u64::MAX - 16;
+const EVENTFD_TOKEN: u64 = INTERNAL_BASE;
+
+/// A backend attached to one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceId(pub u32);
+
+struct Device {
+    backend: Arc<dyn BlockBackend>,
+    file: Option<FileRef>,
+    geometry: Geometry,
+}
+
+/// The outcome of an operation, handed back with its buffer.
+#[derive(Debug)]
+pub struct Completion {
+    pub tag: u64,
+    pub op: IoOp,
+    /// Bytes moved, or why not.
+    pub result: Result<u32, IoError>,
+    pub buf: Option<Buf>,
+}
+
+struct InFlight {
+    tag: u64,
+    op: IoOp,
+    buf: Option<Buf>,
+    /// Set when the backend finished the op without the ring.
+    done: Option<Result<u32, IoError>>,
+}
+
+/// Counters a shard keeps about itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardStats {
+    pub loops: u64,
+    pub completions: u64,
+    pub messages: u64,
+    pub sleeps: u64,
+    /// Wall time spent asleep in the kernel waiting for work.
+    pub slept: Duration,
+}
+
+pub struct Shard<M> {
+    id: ShardId,
+    pub(crate) ring: Ring,
+    pool: BufferPool,
+    inflight: Slab<InFlight>,
+    max_inflight: usize,
+    ready: VecDeque<usize>,
+    devices: Vec<Device>,
+    fixed_files: u32,
+    fixed_file_slots: u32,
+    pub(crate) mailbox: Mailbox<M>,
+    pub(crate) timers: Timers,
+    pub(crate) now: Instant,
+    pub(crate) stop_requested: bool,
+    pub(crate) stats: ShardStats,
+    eventfd_buf: Box<[u8; 8]>,
+    eventfd_armed: bool,
+    scratch: Vec<(u64, i32)>,
+}
+
+impl<M> Shard<M> {
+    pub(crate) fn new(
+        id: ShardId,
+        mut ring: Ring,
+        mut pool: BufferPool,
+        mailbox: Mailbox<M>,
+        max_inflight: usize,
+        fixed_file_slots: u32,
+    ) -> std::io::Result<Shard<M>> {
+        let regions = pool.regions();
+        // SAFETY: the pool is owned by this shard and declared after the ring
+        // is no longer used: the shard drops the ring first (field order), and
+        // the kernel keeps the pages pinned until then.
+        unsafe { ring.register_buffers(&regions)? };
+        let fixed_file_slots = match ring.register_file_table(fixed_file_slots) {
+            Ok(()) => fixed_file_slots,
+            Err(err) => {
+                tracing::debug!(%err, "no sparse fixed-file table, using plain descriptors");
+                0
+            }
+        };
+        Ok(Shard {
+            id,
+            ring,
+            pool,
+            inflight: Slab::with_capacity(max_inflight),
+            max_inflight,
+            ready: VecDeque::with_capacity(max_inflight),
+            devices: Vec::new(),
+            fixed_files: 0,
+            fixed_file_slots,
+            mailbox,
+            timers: Timers::new(65536),
+            now: Instant::now(),
+            stop_requested: false,
+            stats: ShardStats::default(),
+            eventfd_buf: Box::new([0; 8]),
+            eventfd_armed: false,
+            scratch: Vec::with_capacity(1024),
+        })
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    pub fn shards(&self) -> usize {
+        self.mailbox.shards()
+    }
+
+    /// The time at the top of this loop iteration (cheap; no clock read).
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub fn ring_features(&self) -> RingFeatures {
+        self.ring.features()
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        self.stats
+    }
+
+    /// Asks the loop to stop once every in-flight operation has completed.
+    pub fn stop(&mut self) {
+        self.stop_requested = true;
+    }
+
+    /// Makes `backend` usable from this shard. Its descriptor goes into the
+    /// ring's fixed-file table while there is room.
+    pub fn attach(&mut self, backend: Arc<dyn BlockBackend>) -> std::io::Result<DeviceId> {
+        let file = match backend.raw_fd() {
+            Some(fd) if self.fixed_files < self.fixed_file_slots => {
+                self.ring.set_fixed_file(self.fixed_files, fd)?;
+                self.fixed_files += 1;
+                Some(FileRef::Fixed(self.fixed_files - 1))
+            }
+            Some(fd) => Some(FileRef::Raw(fd)),
+            None => None,
+        };
+        let geometry = backend.geometry();
+        tracing::debug!(shard = %self.id, backend = %backend.describe(), ?file, "device attached");
+        self.devices.push(Device {
+            backend,
+            file,
+            geometry,
+        });
+        Ok(DeviceId(self.devices.len() as u32 - 1))
+    }
+
+    pub fn geometry(&self, dev: DeviceId) -> Option<Geometry> {
+        self.devices.get(dev.0 as usize).map(|d| d.geometry)
+    }
+
+    /// A buffer of `len` bytes from the registered pool.
+    pub fn alloc(&mut self, len: usize) -> Option<Buf> {
+        self.pool.get(len)
+    }
+
+    pub fn free(&mut self, buf: Buf) {
+        self.pool.put(buf)
+    }
+
+    pub fn pool(&self) -> &BufferPool {
+        &self.pool
+    }
+
+    pub fn pool_mut(&mut self) -> &mut BufferPool {
+        &mut self.pool
+    }
+
+    pub fn buf(&self, buf: &Buf) -> &[u8] {
+        self.pool.bytes(buf)
+    }
+
+    pub fn buf_mut(&mut self, buf: &Buf) -> &mut [u8] {
+        self.pool.bytes_mut(buf)
+    }
+
+    /// Operations submitted and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Starts `op` on `dev`. Read and Write move `buf.len()` bytes through
+    /// `buf`. The completion (with the buffer) reaches the handler later,
+    /// never from inside this call. A request that is invalid or cannot be
+    /// queued is refused at once, and the buffer comes back with the error.
+    pub fn submit(
+        &mut self,
+        dev: DeviceId,
+        op: IoOp,
+        buf: Option<Buf>,
+        tag: u64,
+    ) -> Result<(), (IoError, Option<Buf>)> {
+        let Some(device) = self.devices.get(dev.0 as usize) else {
+            return Err((
+                IoError::Os {
+                    op: op.name(),
+                    errno: libc::ENODEV,
+                },
+                buf,
+            ));
+        };
+        if self.inflight.len() >= self.max_inflight {
+            return Err((IoError::Busy, buf));
+        }
+        let data_len = buf.as_ref().map_or(0, |b| b.len());
+        if op.has_data() && buf.is_none() {
+            return Err((IoError::NoBuffer { op: op.name() }, buf));
+        }
+        if let Err(e) = backend::validate(&op, data_len, device.geometry) {
+            return Err((e, buf));
+        }
+        let backend = device.backend.clone();
+        let file = device.file;
+        let (data, buf_index): (&mut [u8], u16) = match &buf {
+            Some(b) if op.has_data() => {
+                let region = self.pool.region_of(b);
+                (self.pool.bytes_mut(b), region)
+            }
+            _ => (&mut [], 0),
+        };
+        let prepared = backend.prepare(Request {
+            op,
+            data,
+            buf_index,
+            file,
+        });
+        match prepared {
+            Prepared::Done(result) => {
+                let key = self.inflight.insert(InFlight {
+                    tag,
+                    op,
+                    buf,
+                    done: Some(result),
+                });
+                self.ready.push_back(key);
+                Ok(())
+            }
+            Prepared::Sqe(entry) => {
+                let entry_key = self.inflight.vacant_key();
+                let entry = entry.user_data(entry_key as u64);
+                // SAFETY: the entry points into `buf`, which we keep in the
+                // in-flight table until its CQE arrives; the file is kept open
+                // by `backend`, held by `self.devices` for the shard's life.
+                let pushed = unsafe { self.push_with_retry(&entry) };
+                if let Err(e) = pushed {
+                    return Err((e, buf));
+                }
+                let key = self.inflight.insert(InFlight {
+                    tag,
+                    op,
+                    buf,
+                    done: None,
+                });
+                debug_assert_eq!(key, entry_key);
+                Ok(())
+            }
+        }
+    }
+
+    /// # Safety
+    /// Same contract as [`Ring::push`].
+    unsafe fn push_with_retry(&mut self, entry: &io_uring::squeue::Entry) -> Result<(), IoError> {
+        // SAFETY: forwarded.
+        if unsafe { self.ring.push(entry) }.is_ok() {
+            return Ok(());
+        }
+        // SQ full: hand what is queued to the kernel and try once more.
+        self.ring.submit_nowait().map_err(|e| IoError::Os {
+            op: "submit",
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        })?;
+        // SAFETY: forwarded.
+        unsafe { self.ring.push(entry) }.map_err(|_| IoError::Busy)
+    }
+
+    /// Sends a message to another shard (or this one). Gives it back when the
+    /// destination's queue is full.
+    pub fn send(&self, dst: ShardId, msg: M) -> Result<(), M> {
+        self.mailbox.send(dst, msg)
+    }
+
+    /// Fires `on_timer(tag)` after `delay`.
+    pub fn add_timer(&mut self, delay: Duration, tag: u64) -> Result<TimerId, TooManyTimers> {
+        self.timers.add(self.now + delay, tag)
+    }
+
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.timers.cancel(id)
+    }
+
+    /// Moves finished operations out: ring completions and backend-finished
+    /// ones. Returns how many.
+    pub(crate) fn reap(&mut self, out: &mut Vec<Completion>) -> usize {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        self.ring
+            .drain_completions(|cqe| scratch.push((cqe.user_data(), cqe.result())));
+        let mut n = 0;
+        for &(token, result) in &scratch {
+            if token >= INTERNAL_BASE {
+                if token == EVENTFD_TOKEN {
+                    self.eventfd_armed = false;
+                }
+                continue;
+            }
+            let Some(flight) = self.inflight.try_remove(token as usize) else {
+                tracing::error!(token, "completion for an unknown operation");
+                continue;
+            };
+            let wanted = flight.buf.as_ref().map_or(0, |b| b.len());
+            out.push(Completion {
+                tag: flight.tag,
+                op: flight.op,
+                result: backend::complete(&flight.op, wanted, result),
+                buf: flight.buf,
+            });
+            n += 1;
+        }
+        self.scratch = scratch;
+        while let Some(key) = self.ready.pop_front() {
+            if let Some(flight) = self.inflight.try_remove(key) {
+                out.push(Completion {
+                    tag: flight.tag,
+                    op: flight.op,
+                    result: flight.done.unwrap_or(Ok(0)),
+                    buf: flight.buf,
+                });
+                n += 1;
+            }
+        }
+        self.stats.completions += n as u64;
+        n
+    }
+
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Takes messages for this shard.
+    pub(crate) fn drain_mail(&mut self, limit: usize, out: &mut Vec<(Origin, M)>) -> usize {
+        let n = self.mailbox.drain(limit, |o, m| out.push((o, m)));
+        self.stats.messages += n as u64;
+        n
+    }
+
+    /// Makes sure a read on our eventfd is waiting in the ring, so a sender
+    /// can wake us while we sleep.
+    pub(crate) fn arm_wakeup(&mut self) -> std::io::Result<()> {
+        if self.eventfd_armed {
+            return Ok(());
+        }
+        let fd = self.mailbox.waker().eventfd();
+        let entry = opcode::Read::new(io_uring::types::Fd(fd), self.eventfd_buf.as_mut_ptr(), 8)
+            .build()
+            .user_data(EVENTFD_TOKEN);
+        // SAFETY: the 8-byte buffer is boxed (stable address) and owned by the
+        // shard, as is the eventfd (via the mailbox), for the ring's lifetime.
+        match unsafe { self.ring.push(&entry) } {
+            Ok(()) => {
+                self.eventfd_armed = true;
+                Ok(())
+            }
+            Err(_) => {
+                // SQ full: submitting makes room; the caller retries next time.
+                self.ring.submit_nowait().map(|_| ())
+            }
+        }
+    }
+}
