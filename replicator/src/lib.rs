@@ -1,1 +1,31 @@
 //! Keel replication (see ../shared/ARCHITECTURE.md, "Replication").
+//!
+//! What lives here today is the sans-IO core of a replication link:
+//!
+//! - [`wire`]: the framed, versioned replication protocol (frame header,
+//!   every message, the encoder and the incremental decoder);
+//! - [`auth`]: the pre-shared-key challenge-response handshake that opens a
+//!   link, as one small state machine per side.
+//!
+//! Neither module touches sockets, threads or clocks: callers feed bytes or
+//! decoded frames in and get frames to send back out, which keeps the code
+//! testable and fuzzable and lets the TCP and RDMA transports share it.
+//! The protocol itself is specified in `docs/replication-protocol.md`.
+#![forbid(unsafe_code)]
+// Every byte this crate parses comes from the network. Outside tests, forbid
+// the constructs that could turn hostile input into a panic.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
+pub mod auth;
+pub mod wire;
