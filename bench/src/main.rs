@@ -1,1 +1,298 @@
-fn main() {}
+//! keel-bench: Keel's load generator.
+
+mod fio;
+mod local;
+mod progress;
+mod report;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use workload::{parse_duration, parse_size, Pattern, Workload};
+
+#[derive(Parser)]
+#[command(
+    name = "keel-bench",
+    version,
+    about = "Keel's benchmark: the local engine, side by side with fio"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Drive Keel's io_uring engine directly against a file, device or memory.
+    Local(LocalCli),
+    /// Run `local` and fio's io_uring engine alternately on the same file and
+    /// print the medians and the keel/fio ratio.
+    CompareFio(CompareCli),
+    /// Start the engine with nothing to do and report the CPU it uses.
+    Idle {
+        #[arg(long, default_value_t = 1)]
+        cores: usize,
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        time: Duration,
+        #[arg(long, default_value = "200us", value_parser = parse_spin)]
+        spin: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Clone)]
+struct WorkloadCli {
+    #[arg(long, value_enum, default_value_t = Pattern::Randread)]
+    rw: Pattern,
+    /// Percentage of reads in randrw.
+    #[arg(long, default_value_t = 70, value_parser = clap::value_parser!(u8).range(0..=100))]
+    rwmix: u8,
+    #[arg(long, default_value = "4k", value_parser = parse_size)]
+    bs: u64,
+    #[arg(long, default_value_t = 32)]
+    qd: usize,
+    /// One shard (pinned thread with its own ring) per core.
+    #[arg(long, default_value_t = 1)]
+    cores: usize,
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    time: Duration,
+}
+
+impl WorkloadCli {
+    fn workload(&self) -> anyhow::Result<Workload> {
+        anyhow::ensure!(self.qd > 0 && self.qd <= 4096, "--qd must be in 1..=4096");
+        anyhow::ensure!(
+            self.cores > 0 && self.cores <= 1024,
+            "--cores must be in 1..=1024"
+        );
+        anyhow::ensure!(
+            self.bs > 0 && self.bs <= (16 << 20),
+            "--bs must be in 1..=16M"
+        );
+        Ok(Workload {
+            pattern: self.rw,
+            rwmix_read: self.rwmix,
+            block_size: self.bs,
+            queue_depth: self.qd,
+            runtime: self.time,
+        })
+    }
+
+    fn to_args(&self) -> Vec<String> {
+        vec![
+            format!("--rw={}", self.rw.name()),
+            format!("--rwmix={}", self.rwmix),
+            format!("--bs={}", self.bs),
+            format!("--qd={}", self.qd),
+            format!("--cores={}", self.cores),
+            format!("--time={}ms", self.time.as_millis()),
+        ]
+    }
+}
+
+#[derive(Args)]
+struct LocalCli {
+    /// File or block device (opened O_DIRECT); `memory` for a RAM volume.
+    #[arg(long, default_value = "build/keel-bench.dat")]
+    file: String,
+    /// Volume size; a file that does not exist is created and laid out.
+    #[arg(long, value_parser = parse_size)]
+    size: Option<u64>,
+    #[command(flatten)]
+    workload: WorkloadCli,
+    /// Poll this long after the last work before sleeping (e.g. 200us, 1ms).
+    #[arg(long, default_value = "1ms", value_parser = parse_spin)]
+    spin: Duration,
+    /// Let a kernel thread poll the submission queue (costs a core).
+    #[arg(long)]
+    sqpoll: bool,
+    /// One JSON object on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CompareCli {
+    #[arg(long, default_value = "build/keel-bench.dat")]
+    file: PathBuf,
+    #[arg(long, default_value = "4G", value_parser = parse_size)]
+    size: u64,
+    #[command(flatten)]
+    workload: WorkloadCli,
+    /// Runs of each tool (alternating).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    #[arg(long, default_value = "fio")]
+    fio: String,
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_spin(text: &str) -> Result<Duration, String> {
+    if let Some(us) = text.strip_suffix("us") {
+        return us
+            .parse()
+            .map(Duration::from_micros)
+            .map_err(|_| format!("'{text}' is not a duration"));
+    }
+    parse_duration(text)
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(err) = run(Cli::parse()) {
+        eprintln!("keel-bench: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Local(args) => run_local(args),
+        Cmd::CompareFio(args) => run_compare(args),
+        Cmd::Idle {
+            cores,
+            time,
+            spin,
+            json,
+        } => run_idle(cores, time, spin, json),
+    }
+}
+
+fn run_local(args: LocalCli) -> anyhow::Result<()> {
+    let workload = args.workload.workload()?;
+    let file = (args.file != "memory").then(|| PathBuf::from(&args.file));
+    let size = match (&file, args.size) {
+        (Some(path), None) if !path.exists() => Some(1 << 30),
+        (_, size) => size,
+    };
+    let local = local::LocalArgs {
+        file: file.clone(),
+        size,
+        workload,
+        cores: args.workload.cores,
+        spin: args.spin,
+        sqpoll: args.sqpoll,
+        quiet: args.json,
+    };
+    if file.as_ref().is_some_and(|p| !p.exists()) {
+        if let Some(parent) = file
+            .as_ref()
+            .and_then(|p| p.parent())
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+    }
+    if !args.json {
+        eprintln!(
+            "keel-bench local: {} bs={} qd={} cores={} for {:?} on {}",
+            workload.pattern.name(),
+            workload.block_size,
+            workload.queue_depth,
+            args.workload.cores,
+            workload.runtime,
+            file.as_ref()
+                .map_or("memory".into(), |p| p.display().to_string())
+        );
+    }
+    let run = local::run(&local)?;
+    let busy: f64 = run
+        .shards
+        .iter()
+        .map(|s| s.cpu_time.as_secs_f64() / s.wall_time.as_secs_f64().max(1e-9))
+        .sum::<f64>()
+        / run.shards.len().max(1) as f64;
+    if args.json {
+        let context = json!({
+            "tool": "keel-bench local",
+            "rw": workload.pattern.name(),
+            "bs": workload.block_size,
+            "qd": workload.queue_depth,
+            "cores": args.workload.cores,
+            "backend": run.backend,
+            "ring": run.ring,
+            "hugepages": run.hugepages,
+            "shard_cpu_pct": (busy * 1000.0).round() / 10.0,
+        });
+        println!("{}", report::to_json(&run.results, context));
+    } else {
+        println!(
+            "backend: {}\nring: {} | hugepages: {}",
+            run.backend, run.ring, run.hugepages
+        );
+        print!("{}", report::to_table(&run.results));
+    }
+    anyhow::ensure!(run.results.errors == 0, "{} I/O errors", run.results.errors);
+    Ok(())
+}
+
+fn run_compare(args: CompareCli) -> anyhow::Result<()> {
+    let workload = args.workload.workload()?;
+    anyhow::ensure!(args.runs > 0, "--runs must be positive");
+    let compare = fio::CompareArgs {
+        file: args.file.clone(),
+        size: args.size,
+        workload,
+        cores: args.workload.cores,
+        runs: args.runs,
+        fio: args.fio.clone(),
+    };
+    let mut keel_args = vec![
+        "local".to_string(),
+        format!("--file={}", args.file.display()),
+        format!("--size={}", args.size),
+        "--json".to_string(),
+    ];
+    keel_args.extend(args.workload.to_args());
+    let result = fio::compare(&compare, &keel_args, !args.json)?;
+    if args.json {
+        println!("{}", result.to_json(&compare));
+    } else {
+        print!("{}", result.to_table(&compare));
+    }
+    Ok(())
+}
+
+fn run_idle(cores: usize, time: Duration, spin: Duration, json: bool) -> anyhow::Result<()> {
+    struct Nothing;
+    impl keel_engine::Handler<()> for Nothing {
+        fn on_completion(&mut self, _: &mut keel_engine::Shard<()>, _: keel_engine::Completion) {}
+    }
+    let config = keel_engine::EngineConfig {
+        shards: cores,
+        spin,
+        ..Default::default()
+    };
+    let engine = keel_engine::Engine::start(config, |_| Ok(Nothing))?;
+    std::thread::sleep(time);
+    let reports = engine.stop()?;
+    let cpu: f64 = reports.iter().map(|r| r.cpu_time.as_secs_f64()).sum();
+    let wall: f64 = reports.iter().map(|r| r.wall_time.as_secs_f64()).sum();
+    let sleeps: u64 = reports.iter().map(|r| r.stats.sleeps).sum();
+    let pct = 100.0 * cpu / wall.max(1e-9);
+    if json {
+        println!(
+            "{}",
+            json!({"cores": cores, "cpu_pct_per_core": (pct * 100.0).round() / 100.0, "sleeps": sleeps, "wall_s": wall / cores as f64})
+        );
+    } else {
+        println!(
+            "idle engine, {cores} shard(s), {:.1} s: {pct:.2}% CPU per core, {sleeps} sleeps",
+            wall / cores as f64
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! keel-bench as a user runs it: the real binary on a real file.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn keel_bench(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_keel-bench"))
+        .args(args)
+        .output()
+        .expect("keel-bench runs")
+}
+
+fn json_of(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "keel-bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+fn scratch() -> tempfile::TempDir {
+    // Not /tmp: tmpfs refuses O_DIRECT.
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+#[test]
+fn local_json_has_the_documented_keys() {
+    let v = json_of(&keel_bench(&[
+        "local", "--file", "memory", "--size", "64M", "--time", "1s", "--json",
+    ]));
+    assert!(v["iops"].as_f64().unwrap() > 0.0);
+    assert!(v["bw_mib_s"].as_f64().unwrap() > 0.0);
+    for key in ["p50", "p99", "p999"] {
+        assert!(
+            v["lat_us"][key].as_f64().is_some(),
+            "lat_us.{key} missing: {v}"
+        );
+    }
+    assert_eq!(v["errors"], 0);
+    assert_eq!(v["rw"], "randread");
+}
+
+#[test]
+fn local_mixed_run_on_a_new_file_reports_both_directions() {
+    let dir = scratch();
+    let file = dir.path().join("vol.dat");
+    let file = file.to_str().unwrap();
+    let v = json_of(&keel_bench(&[
+        "local", "--file", file, "--size", "32M", "--rw", "randrw", "--rwmix", "50", "--bs", "8k",
+        "--qd", "8", "--time", "1s", "--json",
+    ]));
+    assert!(v["read"]["ops"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["write"]["ops"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["backend"].as_str().unwrap().contains("O_DIRECT"));
+    assert_eq!(std::fs::metadata(file).unwrap().len(), 32 << 20);
+}
+
+#[test]
+fn a_block_size_the_device_cannot_take_is_refused_clearly() {
+    let dir = scratch();
+    let file = dir.path().join("vol.dat");
+    let out = keel_bench(&[
+        "local",
+        "--file",
+        file.to_str().unwrap(),
+        "--size",
+        "8M",
+        "--bs",
+        "1000",
+        "--time",
+        "1s",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a multiple"), "{err}");
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    for args in [
+        &["local", "--qd", "0"][..],
+        &["local", "--bs", "4x"],
+        &["local", "--rw", "sideways"],
+        &["local", "--rwmix", "101"],
+    ] {
+        let out = keel_bench(args);
+        assert!(!out.status.success(), "{args:?} was accepted");
+    }
+}
+
+#[test]
+fn idle_engine_reports_its_cpu_use() {
+    let out = keel_bench(&["idle", "--time", "1s", "--json"]);
+    let v = json_of(&out);
+    assert!(v["cpu_pct_per_core"].as_f64().unwrap() < 50.0, "{v}");
+    assert!(v["sleeps"].as_u64().unwrap() > 0);
+}
+
+/// Needs fio (the README's test command installs it).
+#[test]
+fn compare_fio_runs_both_tools_and_reports_ratios() {
+    let dir = scratch();
+    let file = dir.path().join("cmp.dat");
+    let v = json_of(&keel_bench(&[
+        "compare-fio",
+        "--file",
+        file.to_str().unwrap(),
+        "--size",
+        "64M",
+        "--time",
+        "1s",
+        "--runs",
+        "1",
+        "--qd",
+        "4",
+        "--json",
+    ]));
+    assert!(v["keel"]["iops"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["fio"]["iops"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["ratio_iops"].as_f64().unwrap() > 0.0);
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Keel's whole test suite, as CI runs it. Installs what the tests need first
+# (fio for the side-by-side benchmark test, shellcheck for kernel-setup/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v fio >/dev/null 2>&1 || need+=(fio)
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+if [ ${#need[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "== installing ${need[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
+echo "== kernel-setup: shellcheck and every --dry-run"
+kernel-setup/check-all.sh
+shellcheck tools/*.sh
+echo "== all tests passed"
