@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use keel_engine::backend::OpenOptions;
 use keel_engine::{
     BlockBackend, Buf, Completion, DeviceId, Engine, EngineConfig, FileBackend, Handler, IoOp,
-    MemoryBackend, PoolConfig, RingConfig, Shard, ShardReport,
+    MemoryBackend, Op, PoolConfig, RingConfig, Shard, ShardReport,
 };
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
@@ -113,7 +113,7 @@ impl Handler<()> for Job {
             Ok(_) => {
                 let latency = now.duration_since(self.slots[slot].started);
                 match done.op {
-                    IoOp::Read { .. } => self.results.read.record(bytes, latency),
+                    Op::Block(IoOp::Read { .. }) => self.results.read.record(bytes, latency),
                     _ => self.results.write.record(bytes, latency),
                 }
                 self.counters.ops.fetch_add(1, Ordering::Relaxed);

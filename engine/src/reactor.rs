@@ -225,8 +225,9 @@ impl<M: Send + 'static> Engine<M> {
         self.mesh.send_external(shard, msg)
     }
 
-    /// Asks every shard to stop (each drains its in-flight I/O first) and
-    /// waits for them.
+    /// Asks every shard to stop and waits for them. Each cancels what it has
+    /// in flight (handlers see `ECANCELED` completions), lets disk I/O
+    /// finish, then exits.
     pub fn stop(self) -> Result<Vec<ShardReport>, EngineError> {
         self.stop.store(true, Ordering::SeqCst);
         self.mesh.wake_all();
@@ -292,6 +293,7 @@ fn run<M, H: Handler<M>>(
     let mut completions: Vec<Completion> = Vec::with_capacity(1024);
     let mut mail: Vec<(Origin, M)> = Vec::with_capacity(MAIL_PER_LOOP);
     let mut last_work = Instant::now();
+    let mut cancelled = false;
     loop {
         shard.now = Instant::now();
         shard.stats.loops += 1;
@@ -322,8 +324,16 @@ fn run<M, H: Handler<M>>(
         if stop.load(Ordering::Relaxed) {
             shard.stop_requested = true;
         }
-        if shard.stop_requested && shard.in_flight() == 0 {
-            return Ok(());
+        if shard.stop_requested {
+            if shard.in_flight() == 0 {
+                return Ok(());
+            }
+            // Sockets may wait forever for data that never comes: cancel
+            // them so the in-flight table can drain.
+            if !cancelled {
+                cancelled = true;
+                shard.cancel_all();
+            }
         }
 
         // Block I/O in flight completes soon: keep polling for it rather than

@@ -7,6 +7,7 @@
 //! handler with the completion.
 
 use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use crate::timer::{TimerId, Timers, TooManyTimers};
 /// user_data values at or above this are the engine's own.
 const INTERNAL_BASE: u64 = u64::MAX - 16;
 const EVENTFD_TOKEN: u64 = INTERNAL_BASE;
+const CANCEL_TOKEN: u64 = INTERNAL_BASE + 1;
 
 /// A backend attached to one shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,19 +35,49 @@ struct Device {
     geometry: Geometry,
 }
 
+/// A socket operation on the shard's ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetOp {
+    /// Accept one connection; it arrives as [`Completion::accepted`].
+    Accept,
+    /// Receive into the buffer from `offset` to its end.
+    Recv { offset: u32 },
+    /// Send the buffer from `offset` to its end (may complete short).
+    Send { offset: u32 },
+}
+
+impl NetOp {
+    pub fn name(&self) -> &'static str {
+        match self {
+            NetOp::Accept => "accept",
+            NetOp::Recv { .. } => "recv",
+            NetOp::Send { .. } => "send",
+        }
+    }
+}
+
+/// What an in-flight operation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Block(IoOp),
+    Net(NetOp),
+}
+
 /// The outcome of an operation, handed back with its buffer.
 #[derive(Debug)]
 pub struct Completion {
     pub tag: u64,
-    pub op: IoOp,
-    /// Bytes moved, or why not.
+    pub op: Op,
+    /// Bytes moved (0 at end of stream for a receive), or why not.
     pub result: Result<u32, IoError>,
     pub buf: Option<Buf>,
+    /// The new connection, for an accept.
+    pub accepted: Option<OwnedFd>,
 }
 
 struct InFlight {
     tag: u64,
-    op: IoOp,
+    op: Op,
     buf: Option<Buf>,
     /// Set when the backend finished the op without the ring.
     done: Option<Result<u32, IoError>>,
@@ -255,7 +287,7 @@ impl<M> Shard<M> {
             Prepared::Done(result) => {
                 let key = self.inflight.insert(InFlight {
                     tag,
-                    op,
+                    op: Op::Block(op),
                     buf,
                     done: Some(result),
                 });
@@ -274,7 +306,7 @@ impl<M> Shard<M> {
                 }
                 let key = self.inflight.insert(InFlight {
                     tag,
-                    op,
+                    op: Op::Block(op),
                     buf,
                     done: None,
                 });
@@ -282,6 +314,61 @@ impl<M> Shard<M> {
                 Ok(())
             }
         }
+    }
+
+    /// Starts a socket operation on `fd`. Receives and sends move bytes
+    /// between the socket and `buf[offset..]`. The caller keeps `fd` open
+    /// until the completion arrives (closing early is safe, the kernel holds
+    /// its own reference, but the operation then fails or is lost).
+    pub fn submit_net(
+        &mut self,
+        fd: &impl AsRawFd,
+        op: NetOp,
+        buf: Option<Buf>,
+        tag: u64,
+    ) -> Result<(), (IoError, Option<Buf>)> {
+        if self.inflight.len() >= self.max_inflight {
+            return Err((IoError::Busy, buf));
+        }
+        let raw: RawFd = fd.as_raw_fd();
+        let fd_ref = io_uring::types::Fd(raw);
+        let entry = match (op, &buf) {
+            (NetOp::Accept, _) => {
+                opcode::Accept::new(fd_ref, std::ptr::null_mut(), std::ptr::null_mut())
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build()
+            }
+            (NetOp::Recv { offset }, Some(b)) | (NetOp::Send { offset }, Some(b)) => {
+                let offset = offset as usize;
+                if offset >= b.len() {
+                    return Err((IoError::EmptyTransfer { op: op.name() }, buf));
+                }
+                let len = (b.len() - offset) as u32;
+                // SAFETY: offset < len of the slot, so the pointer stays in it.
+                let ptr = unsafe { self.pool.as_ptr(b).add(offset) };
+                match op {
+                    NetOp::Recv { .. } => opcode::Recv::new(fd_ref, ptr, len).build(),
+                    _ => opcode::Send::new(fd_ref, ptr, len)
+                        .flags(libc::MSG_NOSIGNAL)
+                        .build(),
+                }
+            }
+            (_, None) => return Err((IoError::NoBuffer { op: op.name() }, buf)),
+        };
+        let key = self.inflight.vacant_key();
+        let entry = entry.user_data(key as u64);
+        // SAFETY: the entry points into `buf`, which the in-flight table keeps
+        // until the CQE arrives; accept writes no address (null pointers).
+        if let Err(e) = unsafe { self.push_with_retry(&entry) } {
+            return Err((e, buf));
+        }
+        self.inflight.insert(InFlight {
+            tag,
+            op: Op::Net(op),
+            buf,
+            done: None,
+        });
+        Ok(())
     }
 
     /// # Safety
@@ -298,6 +385,28 @@ impl<M> Shard<M> {
         })?;
         // SAFETY: forwarded.
         unsafe { self.ring.push(entry) }.map_err(|_| IoError::Busy)
+    }
+
+    /// Cancels every operation in flight on `fd` (before closing a
+    /// connection, say). Each still completes, with `ECANCELED`.
+    pub fn cancel_net(&mut self, fd: &impl AsRawFd) {
+        let entry = opcode::AsyncCancel2::new(
+            io_uring::types::CancelBuilder::fd(io_uring::types::Fd(fd.as_raw_fd())).all(),
+        )
+        .build()
+        .user_data(CANCEL_TOKEN);
+        // SAFETY: a cancel request refers to no memory.
+        let _ = unsafe { self.push_with_retry(&entry) };
+    }
+
+    /// Cancels everything in flight that can be cancelled (sockets waiting
+    /// for data; disk I/O already issued simply finishes).
+    pub(crate) fn cancel_all(&mut self) {
+        let entry = opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::any())
+            .build()
+            .user_data(CANCEL_TOKEN);
+        // SAFETY: a cancel request refers to no memory.
+        let _ = unsafe { self.push_with_retry(&entry) };
     }
 
     /// Sends a message to another shard (or this one). Gives it back when the
@@ -334,12 +443,29 @@ impl<M> Shard<M> {
                 tracing::error!(token, "completion for an unknown operation");
                 continue;
             };
-            let wanted = flight.buf.as_ref().map_or(0, |b| b.len());
+            let (result, accepted) = match flight.op {
+                Op::Block(op) => {
+                    let wanted = flight.buf.as_ref().map_or(0, |b| b.len());
+                    (backend::complete(&op, wanted, result), None)
+                }
+                Op::Net(op) if result < 0 => (
+                    Err(IoError::Os {
+                        op: op.name(),
+                        errno: -result,
+                    }),
+                    None,
+                ),
+                // SAFETY: a successful accept returns a new descriptor that
+                // nobody else owns; wrapping it makes us its only owner.
+                Op::Net(NetOp::Accept) => (Ok(0), Some(unsafe { OwnedFd::from_raw_fd(result) })),
+                Op::Net(_) => (Ok(result as u32), None),
+            };
             out.push(Completion {
                 tag: flight.tag,
                 op: flight.op,
-                result: backend::complete(&flight.op, wanted, result),
+                result,
                 buf: flight.buf,
+                accepted,
             });
             n += 1;
         }
@@ -351,6 +477,7 @@ impl<M> Shard<M> {
                     op: flight.op,
                     result: flight.done.unwrap_or(Ok(0)),
                     buf: flight.buf,
+                    accepted: None,
                 });
                 n += 1;
             }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use keel_engine::{
     BlockBackend, Completion, DeviceId, Engine, EngineConfig, FileBackend, Handler, IoError, IoOp,
-    MemoryBackend, Origin, Shard,
+    MemoryBackend, Op, Origin, Shard,
 };
 use proptest::prelude::*;
 
@@ -60,7 +60,7 @@ impl Handler<Request> for Executor {
     fn on_completion(&mut self, shard: &mut Shard<Request>, done: Completion) {
         let reply = self.waiting.remove(done.tag as usize);
         let out = match (&done.result, &done.buf, done.op) {
-            (Ok(_), Some(b), IoOp::Read { .. }) => Ok(shard.buf(b).to_vec()),
+            (Ok(_), Some(b), Op::Block(IoOp::Read { .. })) => Ok(shard.buf(b).to_vec()),
             (Ok(_), _, _) => Ok(Vec::new()),
             (Err(e), _, _) => Err(e.clone()),
         };

@@ -101,7 +101,7 @@ impl Handler<Msg> for PingPong {
 #[test]
 fn every_cross_core_request_gets_exactly_one_reply_under_contention() {
     const SHARDS: usize = 4;
-    const PER_SHARD: u64 = 50_000;
+    const PER_SHARD: u64 = 20_000;
     let (tx, rx) = mpsc::channel();
     let config = EngineConfig {
         shards: SHARDS,
