@@ -1,10 +1,10 @@
 //! The per-core loop and the engine that starts one per configured CPU.
 //!
 //! Each loop iteration: take mail, reap completions, fire due timers, let the
-//! handler poll, hand new entries to the kernel. While anything happens, or
-//! block I/O is in flight, the core keeps polling; after `spin` with nothing
-//! to do it sleeps in the kernel on its ring (woken by a completion, a timer
-//! or a message), so an idle target costs next to no CPU.
+//! handler poll, hand new entries to the kernel. While anything happens the
+//! core keeps polling; after `spin` with nothing to do (I/O in flight or not)
+//! it sleeps in the kernel on its ring (woken by a completion, a timer or a
+//! message), so an idle target costs next to no CPU.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -336,9 +336,11 @@ fn run<M, H: Handler<M>>(
             }
         }
 
-        // Block I/O in flight completes soon: keep polling for it rather than
-        // paying a sleep and a wake-up.
-        if worked || shard.in_flight() > 0 || shard.has_ready() {
+        // Polling for `spin` after the last event covers a fast device's
+        // completion without a sleep and a wake-up; a slow one (or a socket
+        // waiting for its peer) is waited for in the kernel, where a
+        // completion wakes us.
+        if worked || shard.has_ready() {
             last_work = shard.now;
         } else if shard.now.duration_since(last_work) >= spin {
             sleep(shard)?;
