@@ -2,8 +2,10 @@
 
 mod fio;
 mod local;
+mod nvmf;
 mod progress;
 mod report;
+mod verify;
 mod workload;
 
 use std::path::PathBuf;
@@ -30,6 +32,8 @@ struct Cli {
 enum Cmd {
     /// Drive Keel's io_uring engine directly against a file, device or memory.
     Local(LocalCli),
+    /// Load an NVMe/TCP target through Keel's userspace initiator.
+    Nvmf(NvmfCli),
     /// Run `local` and fio's io_uring engine alternately on the same file and
     /// print the medians and the keel/fio ratio.
     CompareFio(CompareCli),
@@ -118,6 +122,36 @@ struct LocalCli {
 }
 
 #[derive(Args)]
+struct NvmfCli {
+    /// Target address (HOST:PORT).
+    #[arg(long, default_value = "127.0.0.1:4420")]
+    addr: String,
+    /// Subsystem NQN.
+    #[arg(long)]
+    nqn: String,
+    /// Namespace ID.
+    #[arg(long, default_value_t = 1)]
+    nsid: u32,
+    #[command(flatten)]
+    workload: WorkloadCli,
+    /// I/O queues (one TCP connection and one thread each).
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Write self-describing blocks and check every read against the last
+    /// acknowledged write; any mismatch fails the run.
+    #[arg(long)]
+    verify: bool,
+    /// Ask for header and data digests (CRC32C).
+    #[arg(long)]
+    digests: bool,
+    /// Host NQN to present (default nqn.2014-08.io.keel:host:keel-bench).
+    #[arg(long)]
+    hostnqn: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct CompareCli {
     #[arg(long, default_value = "build/keel-bench.dat")]
     file: PathBuf,
@@ -160,6 +194,7 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Local(args) => run_local(args),
+        Cmd::Nvmf(args) => run_nvmf(args),
         Cmd::CompareFio(args) => run_compare(args),
         Cmd::Idle {
             cores,
@@ -232,6 +267,72 @@ fn run_local(args: LocalCli) -> anyhow::Result<()> {
         println!(
             "backend: {}\nring: {} | hugepages: {}",
             run.backend, run.ring, run.hugepages
+        );
+        print!("{}", report::to_table(&run.results));
+    }
+    anyhow::ensure!(run.results.errors == 0, "{} I/O errors", run.results.errors);
+    Ok(())
+}
+
+fn run_nvmf(args: NvmfCli) -> anyhow::Result<()> {
+    let workload = args.workload.workload()?;
+    anyhow::ensure!(
+        args.connections > 0 && args.connections <= 1024,
+        "--connections must be in 1..=1024"
+    );
+    anyhow::ensure!(workload.queue_depth < 65535, "--qd must be below 65535");
+    let nvmf_args = nvmf::NvmfArgs {
+        addr: args.addr.clone(),
+        nqn: args.nqn.clone(),
+        nsid: args.nsid,
+        workload,
+        connections: args.connections,
+        verify: args.verify,
+        digests: args.digests,
+        hostnqn: args.hostnqn.clone(),
+        quiet: args.json,
+    };
+    if !args.json {
+        eprintln!(
+            "keel-bench nvmf: {} bs={} qd={} connections={} for {:?} on {} {}{}",
+            workload.pattern.name(),
+            workload.block_size,
+            workload.queue_depth,
+            args.connections,
+            workload.runtime,
+            args.addr,
+            args.nqn,
+            if args.verify { " (verify)" } else { "" }
+        );
+    }
+    let run = nvmf::run(&nvmf_args)?;
+    if args.json {
+        let context = json!({
+            "tool": "keel-bench nvmf",
+            "rw": workload.pattern.name(),
+            "bs": workload.block_size,
+            "qd": workload.queue_depth,
+            "connections": args.connections,
+            "addr": args.addr,
+            "nqn": args.nqn,
+            "digests": args.digests,
+            "verify": args.verify,
+            "verified_reads": run.verified_reads,
+            "namespace": {"block_size": run.namespace.block_size, "blocks": run.namespace.blocks},
+        });
+        println!("{}", report::to_json(&run.results, context));
+    } else {
+        println!(
+            "target: serial {:?} model {:?}; namespace {} x {} B{}",
+            run.target.0,
+            run.target.1,
+            run.namespace.blocks,
+            run.namespace.block_size,
+            if args.verify {
+                format!("; {} reads verified", run.verified_reads)
+            } else {
+                String::new()
+            }
         );
         print!("{}", report::to_table(&run.results));
     }

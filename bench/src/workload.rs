@@ -73,6 +73,20 @@ impl OffsetGen {
         }
     }
 
+    /// Like [`OffsetGen::new`], but random patterns also keep to the shard's
+    /// own slice (so shards never touch the same block).
+    pub fn for_slice(workload: &Workload, capacity: u64, shard: usize, shards: usize) -> OffsetGen {
+        let total_blocks = capacity / workload.block_size;
+        let per_shard = (total_blocks / shards as u64).max(1);
+        OffsetGen {
+            start: per_shard * shard as u64,
+            blocks: per_shard,
+            block_size: workload.block_size,
+            next_seq: 0,
+            random: workload.pattern.is_random(),
+        }
+    }
+
     pub fn next(&mut self, rng: &mut SmallRng) -> u64 {
         let block = if self.random {
             rng.gen_range(0..self.blocks)

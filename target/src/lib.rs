@@ -20,5 +20,6 @@
 mod macros;
 mod wire;
 
+pub mod initiator;
 pub mod nvme;
 pub mod tcp;
