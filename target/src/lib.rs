@@ -20,6 +20,7 @@
 mod macros;
 mod wire;
 
+pub mod controller;
 pub mod initiator;
 pub mod nvme;
 pub mod tcp;
