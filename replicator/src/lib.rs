@@ -28,4 +28,5 @@
 )]
 
 pub mod auth;
+pub mod core;
 pub mod wire;

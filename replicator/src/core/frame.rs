@@ -1,0 +1,76 @@
+//! The frames replication state machines exchange, in the vocabulary of the
+//! wire protocol (`crate::wire`) with the payload kept abstract.
+//!
+//! Each variant maps onto one wire message; the transport encodes it with the
+//! sender's epoch in the envelope. Two fields have no slot in wire 1.0 yet
+//! (see `docs/replication-design.md`, "Wire gaps"): a write's [`Position`]
+//! and the [`Standing`] a replica reports when it accepts an epoch.
+
+use crate::core::ids::Position;
+use crate::core::membership::Membership;
+use crate::core::record::Standing;
+use crate::wire::{ByteRange, NackReason, ResyncOp, Sequence};
+
+/// One frame of a replication stream. `P` is the payload handle: a
+/// registered buffer in production, per-block content hashes in the
+/// simulator. It is cloned once per replica, so it should be cheap to clone
+/// (reference counted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame<P> {
+    /// Wire `Write`: a host write, or the data of a region copy.
+    Write {
+        /// Sequence on this link.
+        seq: Sequence,
+        /// A host write's place in the stream's total order; for a region
+        /// copy, the last position the copy includes. `None` only for data
+        /// that is no write of the stream.
+        position: Option<Position>,
+        /// Bytes written.
+        range: ByteRange,
+        /// The data.
+        data: P,
+        /// Make durable and acknowledge without batching delay.
+        fua: bool,
+    },
+    /// Wire `Resync`.
+    Resync {
+        /// Sequence on this link.
+        seq: Sequence,
+        /// Begin, Region or End.
+        op: ResyncOp,
+    },
+    /// Wire `EpochChange`; the new epoch travels in the envelope.
+    EpochChange {
+        /// Sequence on this link.
+        seq: Sequence,
+        /// Membership from the new epoch on.
+        membership: Membership,
+    },
+    /// Wire `Ack`: every sequenced frame up to `durable_through` is durable.
+    Ack {
+        /// Highest sequence durable (and every one before it).
+        durable_through: Sequence,
+        /// Only in the acknowledgement of an `EpochChange`: how up to date
+        /// the replica was when it accepted the epoch.
+        standing: Option<Standing>,
+    },
+    /// Wire `Nack`: the frame `seq` was refused; the link closes.
+    Nack {
+        /// The refused frame (0 for the link).
+        seq: Sequence,
+        /// Why.
+        reason: NackReason,
+    },
+}
+
+impl<P> Frame<P> {
+    /// The sequence of a sequenced frame (`None` for `Ack` and `Nack`).
+    pub fn sequence(&self) -> Option<Sequence> {
+        match self {
+            Frame::Write { seq, .. }
+            | Frame::Resync { seq, .. }
+            | Frame::EpochChange { seq, .. } => Some(*seq),
+            Frame::Ack { .. } | Frame::Nack { .. } => None,
+        }
+    }
+}

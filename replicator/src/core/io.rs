@@ -1,0 +1,178 @@
+//! Events in, actions out: the whole interface between a state machine and
+//! the world.
+
+use crate::core::frame::Frame;
+use crate::core::ids::{HostOpId, IoToken, LinkId};
+use crate::core::record::DurableRecord;
+use crate::wire::{ByteRange, Epoch, NodeId};
+
+/// Which end opened a link. Primaries open links to their replicas (the
+/// initiator of the wire handshake); a node serves the links others opened
+/// to it with its replica logic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkDirection {
+    /// This node opened it (as primary).
+    Outbound,
+    /// The peer opened it.
+    Inbound,
+}
+
+/// A local I/O failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoError;
+
+/// How a host command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostStatus {
+    /// Done; for a write, durable on a write quorum.
+    Success,
+    /// This node is not (or no longer) the serving primary: the host must use
+    /// another path (NVMe ANA inaccessible). Nothing is promised about the
+    /// write's data.
+    PathError,
+    /// The local device failed the write.
+    MediaError,
+    /// Too many commands outstanding; retry.
+    Busy,
+    /// The range is not block aligned, not inside the volume, or spans two
+    /// regions (the front end splits commands at chunk boundaries).
+    InvalidRange,
+}
+
+/// Something that happened, fed to a state machine with the current time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event<P> {
+    /// A host write of `data` to `range` (block aligned, within one region).
+    HostWrite {
+        /// Echoed in the completion.
+        id: HostOpId,
+        /// Bytes to write.
+        range: ByteRange,
+        /// The data.
+        data: P,
+    },
+    /// A host flush: completes once every write submitted before it has.
+    HostFlush {
+        /// Echoed in the completion.
+        id: HostOpId,
+    },
+    /// A `LocalWrite` finished; `Ok` means durable if it was FUA.
+    LocalWriteDone {
+        /// The action's token.
+        token: IoToken,
+        /// Outcome.
+        result: Result<(), IoError>,
+    },
+    /// A `LocalRead` finished.
+    LocalReadDone {
+        /// The action's token.
+        token: IoToken,
+        /// The data read.
+        result: Result<P, IoError>,
+    },
+    /// A `Persist` finished: the data written before it and the record are
+    /// durable.
+    Persisted {
+        /// The action's token.
+        token: IoToken,
+    },
+    /// A link (handshake done) to `peer` is open.
+    LinkUp {
+        /// The other end.
+        peer: NodeId,
+        /// The connection.
+        link: LinkId,
+        /// Who opened it.
+        direction: LinkDirection,
+    },
+    /// A link died (reset, timeout, closed by either side).
+    LinkDown {
+        /// The other end.
+        peer: NodeId,
+        /// The connection.
+        link: LinkId,
+    },
+    /// A frame arrived on `link`, sent in `epoch`.
+    Received {
+        /// The sender.
+        peer: NodeId,
+        /// The connection.
+        link: LinkId,
+        /// The sender's epoch (the envelope).
+        epoch: Epoch,
+        /// The frame.
+        frame: Frame<P>,
+    },
+    /// The control plane asks this node to become primary in `epoch`, a
+    /// number it has never handed out before.
+    Promote {
+        /// The new epoch.
+        epoch: Epoch,
+    },
+    /// Time passed (lag deadlines are checked on every event anyway).
+    Tick,
+    /// Rate-limit hook: the driver grants this many more resync regions.
+    /// Only read when [`PrimaryLimits::resync_paced`](crate::core::PrimaryLimits) is set.
+    ResyncCredit {
+        /// Regions that may start.
+        regions: u32,
+    },
+}
+
+/// Something a state machine asks its driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action<P> {
+    /// Write `data` at `range` of the local copy; answer with
+    /// `LocalWriteDone`. `fua`: durable before completion.
+    LocalWrite {
+        /// Echo in the completion.
+        token: IoToken,
+        /// Where.
+        range: ByteRange,
+        /// What.
+        data: P,
+        /// Force unit access.
+        fua: bool,
+    },
+    /// Read `range` of the local copy; answer with `LocalReadDone`.
+    LocalRead {
+        /// Echo in the completion.
+        token: IoToken,
+        /// Where.
+        range: ByteRange,
+    },
+    /// Make every completed local write durable (a device flush), then write
+    /// `record` durably; answer with `Persisted`. Nothing that depends on it
+    /// happens before.
+    Persist {
+        /// Echo in the completion.
+        token: IoToken,
+        /// The whole durable record.
+        record: DurableRecord,
+    },
+    /// Send `frame` on `link`, stamped with `epoch`.
+    Send {
+        /// The receiver.
+        peer: NodeId,
+        /// The connection.
+        link: LinkId,
+        /// The envelope's epoch.
+        epoch: Epoch,
+        /// The frame.
+        frame: Frame<P>,
+    },
+    /// Close `link` (after the frames already sent on it).
+    CloseLink {
+        /// The other end.
+        peer: NodeId,
+        /// The connection.
+        link: LinkId,
+    },
+    /// Finish a host command.
+    CompleteHost {
+        /// The command.
+        id: HostOpId,
+        /// How it ended.
+        status: HostStatus,
+    },
+}

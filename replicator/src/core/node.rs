@@ -1,0 +1,273 @@
+//! One node's copy of a volume stream: a role (replica or primary) over the
+//! node's durable record, and the changes between roles.
+//!
+//! Every node starts as a replica from its durable record, crash or not: a
+//! node that was primary must win a new election (`Promote` with a fresh
+//! epoch from the control plane) before it serves again, which is also what
+//! resyncs the copies from its bitmap. A primary turns back into a replica
+//! when it loses its election, is refused with `StaleEpoch`, or sees a frame
+//! of a newer epoch on a link a newer primary opened to it.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::core::frame::Frame;
+use crate::core::geometry::Geometry;
+use crate::core::ids::{IoToken, LinkId, Time};
+use crate::core::io::{Action, Event, HostStatus, LinkDirection};
+use crate::core::primary::{Primary, PrimaryLimits};
+use crate::core::record::DurableRecord;
+use crate::core::replica::{Replica, ReplicaLimits};
+use crate::wire::{Epoch, NackReason, NodeId, ReplicationMode, Sequence};
+
+/// Events held while a retired role's I/O drains; beyond, link events are
+/// dropped (their links are closed, and resync covers the rest).
+const MAX_HELD_EVENTS: usize = 1024;
+
+#[derive(Debug, Clone)]
+enum Role<P> {
+    Replica(Replica<P>),
+    Primary(Primary<P>),
+}
+
+/// A node's replication state machine for one volume stream.
+#[derive(Debug, Clone)]
+pub struct Node<P> {
+    me: NodeId,
+    geometry: Geometry,
+    primary_limits: PrimaryLimits,
+    replica_limits: ReplicaLimits,
+    role: Role<P>,
+    /// Links others opened to this node while it was primary, handed to the
+    /// replica logic if it steps down.
+    inbound: BTreeMap<LinkId, NodeId>,
+    /// Local I/O of a retired role still in flight. Until it drains the new
+    /// role must not touch the device (a late write of the old role could
+    /// land after a newer one), so events wait in `held`.
+    draining: BTreeSet<IoToken>,
+    held: VecDeque<Event<P>>,
+}
+
+impl<P: Clone> Node<P> {
+    /// A node starting (or restarting) from its durable record, as replica.
+    pub fn recover(
+        me: NodeId,
+        geometry: Geometry,
+        primary_limits: PrimaryLimits,
+        replica_limits: ReplicaLimits,
+        record: DurableRecord,
+    ) -> Self {
+        Self {
+            me,
+            geometry,
+            primary_limits,
+            replica_limits,
+            role: Role::Replica(Replica::new(geometry, replica_limits, record, 0)),
+            inbound: BTreeMap::new(),
+            draining: BTreeSet::new(),
+            held: VecDeque::new(),
+        }
+    }
+
+    /// This node.
+    pub fn id(&self) -> NodeId {
+        self.me
+    }
+
+    /// Whether it acts as primary (electing or serving).
+    pub fn is_primary(&self) -> bool {
+        matches!(&self.role, Role::Primary(p) if !p.is_retired())
+    }
+
+    /// Whether it serves host I/O.
+    pub fn is_serving(&self) -> bool {
+        matches!(&self.role, Role::Primary(p) if p.is_serving())
+    }
+
+    /// Whether it serves and its stream is quiet and fully in sync.
+    pub fn is_quiet(&self) -> bool {
+        matches!(&self.role, Role::Primary(p) if p.is_quiet())
+    }
+
+    /// The epoch it is in.
+    pub fn epoch(&self) -> Epoch {
+        match &self.role {
+            Role::Replica(r) => r.epoch(),
+            Role::Primary(p) => p.epoch(),
+        }
+    }
+
+    /// Its last record known durable.
+    pub fn durable_record(&self) -> &DurableRecord {
+        match &self.role {
+            Role::Replica(r) => r.durable_record(),
+            Role::Primary(p) => p.durable_record(),
+        }
+    }
+
+    /// Handles one event at time `now`; appends what to do to `out`.
+    pub fn handle(&mut self, now: Time, event: Event<P>, out: &mut Vec<Action<P>>) {
+        let token = match &event {
+            Event::LocalWriteDone { token, .. }
+            | Event::LocalReadDone { token, .. }
+            | Event::Persisted { token } => Some(*token),
+            _ => None,
+        };
+        if let Some(token) = token {
+            if self.draining.remove(&token) {
+                if self.draining.is_empty() {
+                    let held: Vec<Event<P>> = self.held.drain(..).collect();
+                    for event in held {
+                        self.handle(now, event, out);
+                    }
+                }
+                return;
+            }
+        }
+        if !self.draining.is_empty() {
+            self.hold(event, out);
+            return;
+        }
+        self.dispatch(now, event, out);
+        let retired = matches!(&self.role, Role::Primary(p) if p.is_retired());
+        if retired {
+            self.step_down(now, out);
+        }
+    }
+
+    fn hold(&mut self, event: Event<P>, out: &mut Vec<Action<P>>) {
+        match event {
+            Event::HostWrite { id, .. } | Event::HostFlush { id } => {
+                out.push(Action::CompleteHost {
+                    id,
+                    status: HostStatus::PathError,
+                })
+            }
+            Event::Received { peer, link, .. } if self.held.len() >= MAX_HELD_EVENTS => {
+                out.push(Action::CloseLink { peer, link });
+            }
+            event => self.held.push_back(event),
+        }
+    }
+
+    fn dispatch(&mut self, now: Time, event: Event<P>, out: &mut Vec<Action<P>>) {
+        match &mut self.role {
+            Role::Replica(replica) => match event {
+                Event::HostWrite { id, .. } | Event::HostFlush { id } => {
+                    out.push(Action::CompleteHost {
+                        id,
+                        status: HostStatus::PathError,
+                    });
+                }
+                Event::Promote { epoch } => self.promote(epoch, out),
+                Event::LinkUp {
+                    peer,
+                    link,
+                    direction: LinkDirection::Outbound,
+                } => out.push(Action::CloseLink { peer, link }),
+                event => replica.handle(now, event, out),
+            },
+            Role::Primary(primary) => match event {
+                Event::LinkUp {
+                    peer,
+                    link,
+                    direction: LinkDirection::Inbound,
+                } => {
+                    self.inbound.insert(link, peer);
+                }
+                Event::LinkDown { link, .. } if self.inbound.contains_key(&link) => {
+                    self.inbound.remove(&link);
+                }
+                Event::Received {
+                    peer,
+                    link,
+                    epoch,
+                    frame,
+                } if self.inbound.contains_key(&link) => {
+                    if epoch > primary.epoch() {
+                        // A newer primary: this one is deposed. Step down,
+                        // then let the replica logic take the frame.
+                        primary.step_down(out);
+                        self.step_down(now, out);
+                        let event = Event::Received {
+                            peer,
+                            link,
+                            epoch,
+                            frame,
+                        };
+                        self.handle(now, event, out);
+                    } else {
+                        let seq = frame.sequence().unwrap_or(Sequence(0));
+                        let current = primary.epoch();
+                        out.push(Action::Send {
+                            peer,
+                            link,
+                            epoch: current,
+                            frame: Frame::Nack {
+                                seq,
+                                reason: NackReason::StaleEpoch { current },
+                            },
+                        });
+                        out.push(Action::CloseLink { peer, link });
+                        self.inbound.remove(&link);
+                    }
+                }
+                Event::Promote { .. } => {}
+                event => primary.handle(now, event, out),
+            },
+        }
+    }
+
+    /// Becomes primary of `epoch` if the control plane's request makes
+    /// sense: a newer epoch, a sync member, and no local I/O in flight (the
+    /// durable record must describe the local copy; the control plane
+    /// retries otherwise).
+    fn promote(&mut self, epoch: Epoch, out: &mut Vec<Action<P>>) {
+        let Role::Replica(replica) = &self.role else {
+            return;
+        };
+        let record = replica.durable_record();
+        let is_sync = record.membership.mode_of(self.me) == Some(ReplicationMode::Sync);
+        if !replica.is_idle() || epoch <= replica.epoch() || !is_sync {
+            return;
+        }
+        for (link, peer) in replica.links() {
+            out.push(Action::CloseLink { peer, link });
+        }
+        let primary = Primary::promote(
+            self.me,
+            self.geometry,
+            self.primary_limits,
+            record.clone(),
+            epoch,
+            replica.next_token(),
+            out,
+        );
+        self.role = Role::Primary(primary);
+    }
+
+    /// The primary retired: keep its durable record, wait for its I/O, and
+    /// continue as replica.
+    fn step_down(&mut self, now: Time, out: &mut Vec<Action<P>>) {
+        let Role::Primary(primary) = &self.role else {
+            return;
+        };
+        self.draining = primary.outstanding_io().collect();
+        let replica = Replica::new(
+            self.geometry,
+            self.replica_limits,
+            primary.durable_record().clone(),
+            primary.next_token(),
+        );
+        self.role = Role::Replica(replica);
+        let inbound: Vec<(LinkId, NodeId)> =
+            std::mem::take(&mut self.inbound).into_iter().collect();
+        for (link, peer) in inbound {
+            let event = Event::LinkUp {
+                peer,
+                link,
+                direction: LinkDirection::Inbound,
+            };
+            self.handle(now, event, out);
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Taking over a volume: the new epoch must reach a fence quorum before the
+//! promoted node serves, and it serves only if it holds every write any of
+//! those copies may hold acknowledged.
+//!
+//! Why this is enough: a write acknowledged in an earlier epoch is durable
+//! on W sync copies, and the fence quorum (`sync - W + 1` copies at least)
+//! meets every set of W, so some accepting copy reports a standing at or
+//! beyond the write's position (or is the old primary, whose standing claims
+//! all of its epoch). A candidate whose own consistent standing is at least
+//! every reported one therefore holds the write. And once a fence quorum is
+//! in the new epoch, the old primary can no longer gather W acknowledgements
+//! from copies still in its epoch.
+
+use super::{Phase, Primary};
+use crate::core::io::Action;
+use crate::core::primary::peer::LinkPhase;
+use crate::core::record::Standing;
+use crate::wire::{Epoch, NodeId, ReplicationMode};
+
+impl<P: Clone> Primary<P> {
+    /// `peer` accepted the epoch, reporting how up to date it was.
+    pub(super) fn accepted_epoch(
+        &mut self,
+        peer: NodeId,
+        standing: Standing,
+        out: &mut Vec<Action<P>>,
+    ) {
+        // Copies this primary (or, as a former primary restarting, its
+        // inherited bitmap) tracks keep their dirty sets; any other copy
+        // may differ anywhere and gets a full copy.
+        // (A copy that accepted any later epoch may have been written by
+        // that epoch's primary, whatever its `synced` says.)
+        let tracked = standing.synced == self.epoch
+            || (self.prior.is_primary_of_own_epoch()
+                && standing.synced == self.prior.epoch
+                && standing.epoch == self.prior.epoch);
+        if !tracked {
+            for region in self.geometry.regions() {
+                self.mark_dirty(peer, region);
+            }
+            // Its earlier acknowledgements may be void (a replaced device
+            // comes back blank): pending writes must not count on them.
+            self.forget_durability_on(peer);
+        }
+        if let Some(link) = self.link_mut(peer) {
+            link.phase = LinkPhase::Accepted;
+        }
+        // A blank copy (new, or its device replaced) fences the old epoch
+        // but remembers nothing it acknowledged: it cannot stand in the
+        // quorum whose standings must reveal every acknowledged write.
+        let remembers = standing.synced != Epoch(0);
+        let sync = self
+            .peers
+            .get(&peer)
+            .is_some_and(|p| p.mode == ReplicationMode::Sync);
+        if self.phase == Phase::Electing && sync && remembers {
+            self.standings.insert(peer, standing);
+            self.decide_election(out);
+        }
+    }
+
+    /// Once a fence quorum of sync copies (this one included) has accepted
+    /// the epoch: serve if this copy holds everything they may hold
+    /// acknowledged, otherwise retire and leave the volume to a better
+    /// candidate.
+    pub(super) fn decide_election(&mut self, out: &mut Vec<Action<P>>) {
+        if self.phase != Phase::Electing || self.standings.len() < self.membership.fence_quorum() {
+            return;
+        }
+        let own = self.prior;
+        let holds_everything =
+            own.consistent && self.standings.values().all(|s| s.applied <= own.applied);
+        if holds_everything {
+            self.phase = Phase::Activating;
+        } else {
+            self.retire(out);
+        }
+    }
+}

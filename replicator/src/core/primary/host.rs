@@ -1,0 +1,315 @@
+//! Host commands on the primary: admission, ordering, issue, quorum.
+
+use std::collections::BTreeSet;
+
+use super::{HostWrite, IoPurpose, Op, Phase, Primary, Purpose, RegionCopy, WriteStage};
+use crate::core::frame::Frame;
+use crate::core::ids::{HostOpId, Position, Time};
+use crate::core::io::{Action, HostStatus};
+use crate::wire::{ByteRange, NodeId, RegionIndex, ReplicationMode};
+
+impl<P: Clone> Primary<P> {
+    pub(super) fn admit_write(
+        &mut self,
+        id: HostOpId,
+        range: ByteRange,
+        data: P,
+        out: &mut Vec<Action<P>>,
+    ) {
+        if let Some(status) = self.refuse_host_op() {
+            out.push(Action::CompleteHost { id, status });
+            return;
+        }
+        let Some(region) = self.geometry.region_of(range) else {
+            out.push(Action::CompleteHost {
+                id,
+                status: HostStatus::InvalidRange,
+            });
+            return;
+        };
+        let key = self.take_key();
+        self.ops.insert(
+            key,
+            Op::Write(HostWrite {
+                id,
+                range,
+                region,
+                data: Some(data),
+                stage: WriteStage::Waiting,
+                durable_on: BTreeSet::new(),
+                awaiting: BTreeSet::new(),
+                completed: false,
+                settled: false,
+            }),
+        );
+    }
+
+    pub(super) fn admit_flush(&mut self, id: HostOpId, out: &mut Vec<Action<P>>) {
+        if let Some(status) = self.refuse_host_op() {
+            out.push(Action::CompleteHost { id, status });
+            return;
+        }
+        let key = self.take_key();
+        self.ops.insert(key, Op::Flush { id });
+    }
+
+    fn refuse_host_op(&self) -> Option<HostStatus> {
+        if self.phase != Phase::Serving {
+            return Some(HostStatus::PathError);
+        }
+        let host_ops = self
+            .ops
+            .values()
+            .filter(|op| !matches!(op, Op::Copy(_)))
+            .count();
+        (host_ops >= self.limits.max_host_ops).then_some(HostStatus::Busy)
+    }
+
+    pub(super) fn take_key(&mut self) -> u64 {
+        let key = self.next_key;
+        self.next_key = self.next_key.wrapping_add(1);
+        key
+    }
+
+    /// Whether an operation before `key` still holds a range overlapping
+    /// `range` (a region copy holds its whole region).
+    fn is_held(&self, key: u64, range: ByteRange) -> bool {
+        self.ops.range(..key).any(|(_, op)| match op {
+            Op::Write(w) => {
+                matches!(w.stage, WriteStage::Waiting | WriteStage::Issued)
+                    && overlap(w.range, range)
+            }
+            Op::Copy(c) => overlap(self.geometry.region_range(c.region), range),
+            Op::Flush { .. } => false,
+        })
+    }
+
+    /// Starts every waiting operation that ordering and the bitmap allow.
+    pub(super) fn start_operations(&mut self, now: Time, out: &mut Vec<Action<P>>) {
+        let waiting: Vec<u64> = self
+            .ops
+            .iter()
+            .filter(|(_, op)| match op {
+                Op::Write(w) => w.stage == WriteStage::Waiting,
+                Op::Copy(c) => !c.reading,
+                Op::Flush { .. } => false,
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in waiting {
+            match self.ops.get(&key) {
+                Some(Op::Write(w)) => {
+                    let (range, region) = (w.range, w.region);
+                    if self.is_held(key, range) {
+                        continue;
+                    }
+                    if self.bitmap.may_issue(region) {
+                        self.issue_write(now, key, out);
+                    } else {
+                        self.bitmap.request(region);
+                    }
+                }
+                Some(Op::Copy(c)) => {
+                    let range = self.geometry.region_range(c.region);
+                    if !self.is_held(key, range) {
+                        self.start_copy_read(key, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Issues a write locally (FUA, so its completion means durable) and to
+    /// every replica taking writes; a replica not taking writes now gets the
+    /// region marked dirty.
+    fn issue_write(&mut self, now: Time, key: u64, out: &mut Vec<Action<P>>) {
+        let position = Position {
+            epoch: self.epoch,
+            index: self.next_index,
+        };
+        self.next_index = self.next_index.saturating_add(1);
+        let token = self.alloc_token(IoPurpose::LocalWrite { key });
+        let Some(Op::Write(w)) = self.ops.get_mut(&key) else {
+            return;
+        };
+        let Some(data) = w.data.take() else { return };
+        let (range, region) = (w.range, w.region);
+        w.stage = WriteStage::Issued;
+        self.bitmap.begin_write(region);
+        let peers: Vec<(NodeId, bool)> = self
+            .peers
+            .iter()
+            .map(|(n, p)| (*n, p.link.as_ref().is_some_and(|l| l.takes_writes())))
+            .collect();
+        for (peer, takes_writes) in peers {
+            if !takes_writes {
+                self.mark_dirty(peer, region);
+                continue;
+            }
+            let Some(link) = self.link_mut(peer) else {
+                continue;
+            };
+            let seq = link.take_seq();
+            if let Some(Op::Write(w)) = self.ops.get_mut(&key) {
+                w.awaiting.insert(peer);
+            }
+            let frame = Frame::Write {
+                seq,
+                position: Some(position),
+                range,
+                data: data.clone(),
+                fua: false,
+            };
+            self.send(
+                now,
+                peer,
+                frame,
+                Purpose::HostWrite { key, region },
+                u64::from(range.len),
+                out,
+            );
+        }
+        out.push(Action::LocalWrite {
+            token,
+            range,
+            data,
+            fua: true,
+        });
+    }
+
+    pub(super) fn local_write_done(&mut self, key: u64, ok: bool, out: &mut Vec<Action<P>>) {
+        let Some(Op::Write(w)) = self.ops.get_mut(&key) else {
+            return;
+        };
+        let region = w.region;
+        if ok {
+            w.stage = WriteStage::LocalDone;
+            return;
+        }
+        w.stage = WriteStage::LocalFailed;
+        if !w.completed {
+            w.completed = true;
+            out.push(Action::CompleteHost {
+                id: w.id,
+                status: HostStatus::MediaError,
+            });
+        }
+        // Replicas may have applied what the local copy lacks: bring them
+        // back to the local content.
+        let peers: Vec<NodeId> = self.peers.keys().copied().collect();
+        for peer in peers {
+            self.mark_dirty(peer, region);
+        }
+    }
+
+    /// `peer` holds host write `key` durably.
+    pub(super) fn write_durable_on(&mut self, key: u64, peer: NodeId) {
+        let sync = self.is_sync(peer);
+        if let Some(Op::Write(w)) = self.ops.get_mut(&key) {
+            w.awaiting.remove(&peer);
+            if sync {
+                w.durable_on.insert(peer);
+            }
+        }
+    }
+
+    /// `peer` may no longer hold what it acknowledged.
+    pub(super) fn forget_durability_on(&mut self, peer: NodeId) {
+        for op in self.ops.values_mut() {
+            if let Op::Write(w) = op {
+                w.durable_on.remove(&peer);
+            }
+        }
+    }
+
+    /// Completes host writes that reached the quorum, flushes whose earlier
+    /// writes all finished, and forgets what is finished.
+    pub(super) fn complete_operations(&mut self, out: &mut Vec<Action<P>>) {
+        let quorum = usize::from(self.membership.write_quorum);
+        #[cfg(test)]
+        let quorum = if self.limits.mutation_ack_after_local_only {
+            1
+        } else {
+            quorum
+        };
+        let mut oldest_unfinished_write = None;
+        let mut finished = Vec::new();
+        for (key, op) in self.ops.iter_mut() {
+            match op {
+                Op::Write(w) => {
+                    let local_done = w.stage == WriteStage::LocalDone;
+                    // The local copy always counts and is always required:
+                    // reads are served from it.
+                    debug_assert!(
+                        w.durable_on.iter().all(|n| self
+                            .peers
+                            .get(n)
+                            .is_some_and(|p| p.mode == ReplicationMode::Sync)),
+                        "only sync replicas count toward the quorum"
+                    );
+                    if local_done && !w.completed && 1 + w.durable_on.len() >= quorum {
+                        w.completed = true;
+                        out.push(Action::CompleteHost {
+                            id: w.id,
+                            status: HostStatus::Success,
+                        });
+                    }
+                    let local_finished =
+                        matches!(w.stage, WriteStage::LocalDone | WriteStage::LocalFailed);
+                    if local_finished && w.awaiting.is_empty() && !w.settled {
+                        w.settled = true;
+                        self.bitmap.end_write(w.region);
+                    }
+                    if !w.completed {
+                        oldest_unfinished_write.get_or_insert(*key);
+                    }
+                    if w.completed && w.settled {
+                        finished.push(*key);
+                    }
+                }
+                Op::Flush { id } => {
+                    if oldest_unfinished_write.is_none_or(|k| k > *key) {
+                        out.push(Action::CompleteHost {
+                            id: *id,
+                            status: HostStatus::Success,
+                        });
+                        finished.push(*key);
+                    }
+                }
+                Op::Copy(_) => {}
+            }
+        }
+        for key in finished {
+            self.ops.remove(&key);
+        }
+    }
+
+    /// Host writes in `region` before `key` whose local copy is durable and
+    /// that still wait for their quorum: a copy of the region read now holds
+    /// them.
+    pub(super) fn writes_covered_by_copy(&self, key: u64, region: RegionIndex) -> Vec<u64> {
+        self.ops
+            .range(..key)
+            .filter_map(|(k, op)| match op {
+                Op::Write(w)
+                    if w.region == region && w.stage == WriteStage::LocalDone && !w.completed =>
+                {
+                    Some(*k)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub(super) fn new_copy(&mut self, copy: RegionCopy) {
+        let key = self.take_key();
+        self.ops.insert(key, Op::Copy(copy));
+    }
+}
+
+fn overlap(a: ByteRange, b: ByteRange) -> bool {
+    let a_end = a.end().unwrap_or(u64::MAX);
+    let b_end = b.end().unwrap_or(u64::MAX);
+    a.offset < b_end && b.offset < a_end
+}

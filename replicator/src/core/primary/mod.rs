@@ -1,0 +1,699 @@
+//! The primary side of a stream: sequencing, ordering, quorum, windows, the
+//! write-intent bitmap, resync and elections.
+//!
+//! Life of a primary (`Phase`): it is created by a promotion, durably takes
+//! the new epoch, sends `EpochChange` to every replica it can reach and
+//! collects their standings (`election`). Once a fence quorum of sync copies
+//! has accepted the epoch, it serves only if its own copy holds every write
+//! any of them may hold acknowledged; otherwise it retires. Serving, it runs
+//! host writes (`host`) and brings each replica up to date (`resync`). A
+//! `StaleEpoch` refusal from any replica deposes it: every host command still
+//! pending fails with a path error and the node turns back into a replica.
+//!
+//! Ordering rules, all enforced in `host`:
+//! - an operation never starts while an earlier overlapping one still holds
+//!   its range (a host write until its local write completes, a region copy
+//!   until its local read completes), so overlapping operations reach the
+//!   local device and every stream in admission order;
+//! - a write issues only once its region is durable in the bitmap;
+//! - a write is acknowledged only when durable locally and on enough sync
+//!   replicas to make the write quorum.
+
+mod election;
+mod host;
+mod peer;
+mod resync;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::core::bitmap::WriteIntentBitmap;
+use crate::core::frame::Frame;
+use crate::core::geometry::Geometry;
+use crate::core::ids::{HostOpId, IoToken, LinkId, Position, Time};
+use crate::core::io::{Action, Event, HostStatus, LinkDirection};
+use crate::core::membership::Membership;
+use crate::core::record::{DurableRecord, Standing};
+use crate::wire::{ByteRange, Epoch, NackReason, NodeId, RegionIndex, ReplicationMode, Sequence};
+
+use peer::{Link, LinkPhase, Peer, Purpose, Queued, Sent};
+
+/// Bounds on what one primary holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrimaryLimits {
+    /// Host commands admitted and not yet finished; beyond, `Busy`.
+    pub max_host_ops: usize,
+    /// Sequenced frames in flight (unacknowledged) per replica.
+    pub window_frames: usize,
+    /// Frames waiting for window room per replica; beyond, the replica is
+    /// out of date: its link is closed and it is resynced later.
+    pub max_queued_frames: usize,
+    /// An async replica further behind than this many bytes is out of date.
+    pub async_max_lag_bytes: u64,
+    /// An async replica whose oldest unacknowledged frame is older than this
+    /// is out of date.
+    pub async_max_lag_time: Time,
+    /// Region copies in flight per resyncing replica.
+    pub resync_regions_in_flight: usize,
+    /// When set, a region copy starts only with a credit granted by
+    /// `Event::ResyncCredit` (the driver's rate limiter).
+    pub resync_paced: bool,
+    /// Test-only mutation: complete host writes once the local copy is
+    /// durable, ignoring the quorum. The simulation must catch it.
+    #[cfg(test)]
+    pub(crate) mutation_ack_after_local_only: bool,
+}
+
+impl Default for PrimaryLimits {
+    fn default() -> Self {
+        Self {
+            max_host_ops: 128,
+            window_frames: 32,
+            max_queued_frames: 256,
+            async_max_lag_bytes: 64 << 20,
+            async_max_lag_time: 5_000_000_000,
+            resync_regions_in_flight: 4,
+            resync_paced: false,
+            #[cfg(test)]
+            mutation_ack_after_local_only: false,
+        }
+    }
+}
+
+/// Where the primary stands in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Writing the record that takes the new epoch.
+    TakingEpoch,
+    /// Collecting standings from the replicas.
+    Electing,
+    /// Won; writing the record that makes it primary.
+    Activating,
+    /// Serving host I/O.
+    Serving,
+    /// Lost the election or deposed: the node becomes a replica.
+    Retired,
+}
+
+/// What an outstanding local I/O is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IoPurpose {
+    LocalWrite { key: u64 },
+    CopyRead { key: u64 },
+    Persist,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteStage {
+    /// Admitted, not issued (ordering or bitmap).
+    Waiting,
+    /// Local write and replica frames issued.
+    Issued,
+    /// Local copy durable.
+    LocalDone,
+    /// Local device failed it.
+    LocalFailed,
+}
+
+#[derive(Debug, Clone)]
+struct HostWrite<P> {
+    id: HostOpId,
+    range: ByteRange,
+    region: RegionIndex,
+    /// Held until issued.
+    data: Option<P>,
+    stage: WriteStage,
+    /// Sync replicas holding it durably.
+    durable_on: BTreeSet<NodeId>,
+    /// Replicas it was sent to that have not acknowledged it yet.
+    awaiting: BTreeSet<NodeId>,
+    completed: bool,
+    settled: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RegionCopy {
+    peer: NodeId,
+    link: LinkId,
+    region: RegionIndex,
+    reading: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Op<P> {
+    Write(HostWrite<P>),
+    Copy(RegionCopy),
+    Flush { id: HostOpId },
+}
+
+/// The primary state machine for one stream of a volume.
+#[derive(Debug, Clone)]
+pub struct Primary<P> {
+    me: NodeId,
+    geometry: Geometry,
+    limits: PrimaryLimits,
+    epoch: Epoch,
+    membership: Membership,
+    /// This copy's standing before the promotion.
+    prior: Standing,
+    phase: Phase,
+    /// Standings of the copies that accepted the epoch (the election).
+    standings: BTreeMap<NodeId, Standing>,
+    activation: Option<IoToken>,
+    /// Last record known durable.
+    durable: DurableRecord,
+    next_index: u64,
+    next_key: u64,
+    next_token: u64,
+    ops: BTreeMap<u64, Op<P>>,
+    io: BTreeMap<IoToken, IoPurpose>,
+    peers: BTreeMap<NodeId, Peer<P>>,
+    bitmap: WriteIntentBitmap,
+    resync_credits: u32,
+}
+
+impl<P: Clone> Primary<P> {
+    /// Starts a promotion of this node to primary of `epoch`, from its
+    /// durable `record` (the node must be idle). I/O tokens start at
+    /// `first_token`.
+    pub fn promote(
+        me: NodeId,
+        geometry: Geometry,
+        limits: PrimaryLimits,
+        record: DurableRecord,
+        epoch: Epoch,
+        first_token: u64,
+        out: &mut Vec<Action<P>>,
+    ) -> Self {
+        debug_assert!(
+            epoch > record.standing.epoch,
+            "a promotion must raise the epoch"
+        );
+        let membership = record.membership.with_primary(me);
+        debug_assert!(membership.is_valid(), "promoted with an invalid membership");
+        let prior = record.standing;
+        // A former primary of its epoch inherits its bitmap: the regions
+        // every copy it synced may lack. Anyone else will copy everything to
+        // everyone (`election`).
+        let inherited: Vec<RegionIndex> = if prior.is_primary_of_own_epoch() {
+            record.intent.clone()
+        } else {
+            Vec::new()
+        };
+        let mut bitmap = WriteIntentBitmap::new(record.intent.iter().copied());
+        let mut peers = BTreeMap::new();
+        for member in membership.members.iter().filter(|m| m.node != me) {
+            for region in &inherited {
+                bitmap.mark_dirty(member.node, *region);
+            }
+            peers.insert(
+                member.node,
+                Peer {
+                    mode: member.mode,
+                    link: None,
+                },
+            );
+        }
+        let mut primary = Self {
+            me,
+            geometry,
+            limits,
+            epoch,
+            membership,
+            prior,
+            phase: Phase::TakingEpoch,
+            standings: BTreeMap::new(),
+            activation: None,
+            durable: record,
+            next_index: 1,
+            next_key: 0,
+            next_token: first_token,
+            ops: BTreeMap::new(),
+            io: BTreeMap::new(),
+            peers,
+            bitmap,
+            resync_credits: 0,
+        };
+        primary.persist(out);
+        primary
+    }
+
+    /// This primary's epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// Whether it serves host I/O.
+    pub fn is_serving(&self) -> bool {
+        self.phase == Phase::Serving
+    }
+
+    /// Whether it lost its election or was deposed; the node must turn back
+    /// into a replica.
+    pub fn is_retired(&self) -> bool {
+        self.phase == Phase::Retired
+    }
+
+    /// Last record known durable.
+    pub fn durable_record(&self) -> &DurableRecord {
+        &self.durable
+    }
+
+    /// Local I/O still outstanding (a retiring node waits for it).
+    pub fn outstanding_io(&self) -> impl Iterator<Item = IoToken> + '_ {
+        self.io.keys().copied()
+    }
+
+    /// The next I/O token it would use.
+    pub fn next_token(&self) -> u64 {
+        self.next_token
+    }
+
+    /// Whether it serves, every replica is linked and in sync, nothing is
+    /// dirty and no operation is pending: the stream is quiet.
+    pub fn is_quiet(&self) -> bool {
+        self.is_serving()
+            && self.ops.is_empty()
+            && !self.bitmap.writes_in_flight()
+            && self.peers.iter().all(|(node, peer)| {
+                !self.bitmap.has_dirty(*node)
+                    && peer
+                        .link
+                        .as_ref()
+                        .is_some_and(|l| l.phase == LinkPhase::Streaming && l.in_flight.is_empty())
+            })
+    }
+
+    /// Handles one event at time `now`; appends what to do to `out`.
+    pub fn handle(&mut self, now: Time, event: Event<P>, out: &mut Vec<Action<P>>) {
+        match event {
+            Event::HostWrite { id, range, data } => self.admit_write(id, range, data, out),
+            Event::HostFlush { id } => self.admit_flush(id, out),
+            Event::LocalWriteDone { token, result } => {
+                if let Some(IoPurpose::LocalWrite { key }) = self.io.remove(&token) {
+                    self.local_write_done(key, result.is_ok(), out);
+                }
+            }
+            Event::LocalReadDone { token, result } => {
+                if let Some(IoPurpose::CopyRead { key }) = self.io.remove(&token) {
+                    self.copy_read_done(now, key, result.ok(), out);
+                }
+            }
+            Event::Persisted { token } => {
+                if self.io.remove(&token) == Some(IoPurpose::Persist) {
+                    self.persisted(token, now, out);
+                }
+            }
+            Event::LinkUp {
+                peer,
+                link,
+                direction: LinkDirection::Outbound,
+            } => self.link_up(now, peer, link, out),
+            Event::LinkUp { .. } => {}
+            Event::LinkDown { peer, link } => {
+                if self.link_id(peer) == Some(link) {
+                    self.link_lost(peer);
+                }
+            }
+            Event::Received {
+                peer,
+                link,
+                epoch,
+                frame,
+            } => {
+                if self.link_id(peer) == Some(link) {
+                    self.received(now, peer, epoch, frame, out);
+                }
+            }
+            Event::ResyncCredit { regions } => {
+                self.resync_credits = self.resync_credits.saturating_add(regions);
+            }
+            Event::Promote { .. } | Event::Tick => {}
+        }
+        self.pump(now, out);
+    }
+
+    fn link_id(&self, peer: NodeId) -> Option<LinkId> {
+        self.peers.get(&peer)?.link.as_ref().map(|l| l.id)
+    }
+
+    fn alloc_token(&mut self, purpose: IoPurpose) -> IoToken {
+        let token = IoToken(self.next_token);
+        self.next_token = self.next_token.wrapping_add(1);
+        self.io.insert(token, purpose);
+        token
+    }
+
+    /// The standing this copy has durably once the current phase's record
+    /// is written.
+    fn standing(&self) -> Standing {
+        match self.phase {
+            Phase::Activating | Phase::Serving => Standing {
+                epoch: self.epoch,
+                synced: self.epoch,
+                applied: Position::all_of(self.epoch),
+                consistent: true,
+            },
+            Phase::TakingEpoch | Phase::Electing | Phase::Retired => Standing {
+                epoch: self.epoch,
+                ..self.prior
+            },
+        }
+    }
+
+    /// Writes the record with a fresh bitmap snapshot.
+    fn persist(&mut self, out: &mut Vec<Action<P>>) {
+        let token = self.alloc_token(IoPurpose::Persist);
+        let intent = self.bitmap.start_persist(token);
+        let record = DurableRecord {
+            membership: self.membership.clone(),
+            standing: self.standing(),
+            intent,
+        };
+        if self.phase == Phase::Activating {
+            self.activation = Some(token);
+        }
+        out.push(Action::Persist { token, record });
+    }
+
+    fn persisted(&mut self, token: IoToken, now: Time, out: &mut Vec<Action<P>>) {
+        if !self.bitmap.finish_persist(token) {
+            return;
+        }
+        self.durable = DurableRecord {
+            membership: self.membership.clone(),
+            standing: self.standing(),
+            intent: self.bitmap.persisted().collect(),
+        };
+        match self.phase {
+            Phase::TakingEpoch => {
+                self.phase = Phase::Electing;
+                let me = self.me;
+                self.standings.insert(me, self.prior);
+                // Links that came up meanwhile now get the epoch.
+                let linked: Vec<NodeId> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| p.link.is_some())
+                    .map(|(n, _)| *n)
+                    .collect();
+                for node in linked {
+                    self.send_epoch_change(now, node, out);
+                }
+                self.decide_election(out);
+            }
+            Phase::Activating if self.activation == Some(token) => self.phase = Phase::Serving,
+            _ => {}
+        }
+    }
+
+    fn link_up(&mut self, now: Time, peer: NodeId, link: LinkId, out: &mut Vec<Action<P>>) {
+        if !self.peers.contains_key(&peer) || self.phase == Phase::Retired {
+            out.push(Action::CloseLink { peer, link });
+            return;
+        }
+        if self.link_id(peer).is_some() {
+            self.link_lost(peer);
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.link = Some(Link::new(link));
+        }
+        if self.phase != Phase::TakingEpoch {
+            self.send_epoch_change(now, peer, out);
+        }
+    }
+
+    fn send_epoch_change(&mut self, now: Time, peer: NodeId, out: &mut Vec<Action<P>>) {
+        let membership = self.membership.clone();
+        let Some(link) = self.link_mut(peer) else {
+            return;
+        };
+        if link.next_seq != Sequence(1) {
+            return; // Already sent on this link.
+        }
+        let seq = link.take_seq();
+        self.send(
+            now,
+            peer,
+            Frame::EpochChange { seq, membership },
+            Purpose::EpochChange,
+            0,
+            out,
+        );
+    }
+
+    fn link_mut(&mut self, peer: NodeId) -> Option<&mut Link<P>> {
+        self.peers.get_mut(&peer)?.link.as_mut()
+    }
+
+    /// Sends (or queues behind the window) a sequenced frame whose sequence
+    /// the caller took from the link.
+    fn send(
+        &mut self,
+        now: Time,
+        peer: NodeId,
+        frame: Frame<P>,
+        purpose: Purpose,
+        bytes: u64,
+        out: &mut Vec<Action<P>>,
+    ) {
+        let window = self.limits.window_frames;
+        let max_queued = self.limits.max_queued_frames;
+        let epoch = self.epoch;
+        let Some(link) = self.link_mut(peer) else {
+            return;
+        };
+        link.queued.push_back(Queued {
+            frame,
+            purpose,
+            bytes,
+        });
+        let overflow = link.queued.len() > max_queued;
+        Self::fill_window(now, peer, epoch, window, link, out);
+        if overflow {
+            self.out_of_date(peer, out);
+        }
+    }
+
+    fn fill_window(
+        now: Time,
+        peer: NodeId,
+        epoch: Epoch,
+        window: usize,
+        link: &mut Link<P>,
+        out: &mut Vec<Action<P>>,
+    ) {
+        while link.in_flight.len() < window {
+            let Some(q) = link.queued.pop_front() else {
+                break;
+            };
+            let seq = q.frame.sequence().unwrap_or_default();
+            link.in_flight.push_back(Sent {
+                seq,
+                purpose: q.purpose,
+                bytes: q.bytes,
+                at: now,
+            });
+            out.push(Action::Send {
+                peer,
+                link: link.id,
+                epoch,
+                frame: q.frame,
+            });
+        }
+    }
+
+    fn received(
+        &mut self,
+        now: Time,
+        peer: NodeId,
+        epoch: Epoch,
+        frame: Frame<P>,
+        out: &mut Vec<Action<P>>,
+    ) {
+        match frame {
+            Frame::Ack {
+                durable_through,
+                standing,
+            } => self.acked(now, peer, durable_through, standing, out),
+            Frame::Nack {
+                reason: NackReason::StaleEpoch { current },
+                ..
+            } if current > self.epoch || epoch > self.epoch => self.retire(out),
+            // Any other refusal, or a frame a replica must not send: the
+            // stream is broken; the replica is resynced on a new link.
+            _ => self.out_of_date(peer, out),
+        }
+    }
+
+    fn acked(
+        &mut self,
+        now: Time,
+        peer: NodeId,
+        through: Sequence,
+        standing: Option<Standing>,
+        out: &mut Vec<Action<P>>,
+    ) {
+        let window = self.limits.window_frames;
+        let epoch = self.epoch;
+        let Some(link) = self.link_mut(peer) else {
+            return;
+        };
+        if through >= link.next_seq {
+            self.out_of_date(peer, out); // Acknowledges what was never sent.
+            return;
+        }
+        let mut done = Vec::new();
+        while link.in_flight.front().is_some_and(|s| s.seq <= through) {
+            if let Some(sent) = link.in_flight.pop_front() {
+                done.push(sent.purpose);
+            }
+        }
+        Self::fill_window(now, peer, epoch, window, link, out);
+        for purpose in done {
+            match purpose {
+                Purpose::EpochChange => match standing {
+                    Some(s) => self.accepted_epoch(peer, s, out),
+                    None => return self.out_of_date(peer, out),
+                },
+                Purpose::HostWrite { key, .. } => self.write_durable_on(key, peer),
+                Purpose::ResyncRegion { region, covers } => {
+                    self.region_copied(peer, region, &covers)
+                }
+                Purpose::ResyncEnd => {
+                    if let Some(link) = self.link_mut(peer) {
+                        link.phase = LinkPhase::Streaming;
+                    }
+                }
+                Purpose::ResyncBegin | Purpose::ResyncData => {}
+            }
+        }
+    }
+
+    fn is_sync(&self, peer: NodeId) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.mode == ReplicationMode::Sync)
+    }
+
+    /// Marks `region` as possibly missing on `peer`, and makes a region copy
+    /// in progress for it start over.
+    fn mark_dirty(&mut self, peer: NodeId, region: RegionIndex) {
+        self.bitmap.mark_dirty(peer, region);
+        if let Some(link) = self.link_mut(peer) {
+            if link.resync.started.contains(&region) {
+                link.resync.redo.insert(region);
+            }
+        }
+    }
+
+    /// The link to `peer` is gone: whatever it had not acknowledged it may
+    /// lack.
+    fn link_lost(&mut self, peer: NodeId) {
+        let Some(link) = self.peers.get_mut(&peer).and_then(|p| p.link.take()) else {
+            return;
+        };
+        for purpose in link.unacked_purposes() {
+            if let Purpose::HostWrite { key, region } = purpose {
+                self.bitmap.mark_dirty(peer, *region);
+                if let Some(Op::Write(w)) = self.ops.get_mut(key) {
+                    w.awaiting.remove(&peer);
+                }
+            }
+        }
+        // Copies for that link that have not read yet are dropped; a read in
+        // progress finishes and is discarded.
+        self.ops.retain(|_, op| match op {
+            Op::Copy(c) => c.link != link.id || c.reading,
+            _ => true,
+        });
+    }
+
+    /// Closes the link to a replica that fell too far behind or broke the
+    /// stream; it will be resynced on its next link.
+    fn out_of_date(&mut self, peer: NodeId, out: &mut Vec<Action<P>>) {
+        if let Some(link) = self.link_id(peer) {
+            out.push(Action::CloseLink { peer, link });
+            self.link_lost(peer);
+        }
+    }
+
+    /// A newer primary exists: stop (see `retire`).
+    pub fn step_down(&mut self, out: &mut Vec<Action<P>>) {
+        self.retire(out);
+    }
+
+    /// Deposed, or lost the election: fail every pending host command with
+    /// a path error (the host retries on the new primary) and stop.
+    fn retire(&mut self, out: &mut Vec<Action<P>>) {
+        self.phase = Phase::Retired;
+        for op in self.ops.values_mut() {
+            match op {
+                Op::Write(w) if !w.completed => {
+                    w.completed = true;
+                    out.push(Action::CompleteHost {
+                        id: w.id,
+                        status: HostStatus::PathError,
+                    });
+                }
+                Op::Flush { id } => out.push(Action::CompleteHost {
+                    id: *id,
+                    status: HostStatus::PathError,
+                }),
+                _ => {}
+            }
+        }
+        self.ops.clear();
+        let links: Vec<(NodeId, LinkId)> = self
+            .peers
+            .iter()
+            .filter_map(|(n, p)| p.link.as_ref().map(|l| (*n, l.id)))
+            .collect();
+        for (peer, link) in links {
+            out.push(Action::CloseLink { peer, link });
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.link = None;
+            }
+        }
+    }
+
+    /// Everything that may proceed after an event.
+    fn pump(&mut self, now: Time, out: &mut Vec<Action<P>>) {
+        if self.phase == Phase::Retired {
+            return;
+        }
+        if self.phase == Phase::Serving {
+            self.start_operations(now, out);
+            self.complete_operations(out);
+            self.drive_resyncs(now, out);
+        }
+        if !self.bitmap.is_persisting() {
+            let activate = self.phase == Phase::Activating && self.activation.is_none();
+            if activate || self.bitmap.needs_persist() {
+                self.persist(out);
+            }
+        }
+        self.check_async_lag(now, out);
+    }
+
+    /// Async replicas get a bounded lag; beyond it they are out of date.
+    fn check_async_lag(&mut self, now: Time, out: &mut Vec<Action<P>>) {
+        let lagging: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.mode == ReplicationMode::Async)
+            .filter_map(|(n, p)| {
+                let link = p.link.as_ref()?;
+                let too_old = link
+                    .oldest_unacked()
+                    .is_some_and(|t| now.saturating_sub(t) > self.limits.async_max_lag_time);
+                let too_far = link.unacked_bytes() > self.limits.async_max_lag_bytes;
+                (too_old || too_far).then_some(*n)
+            })
+            .collect();
+        for peer in lagging {
+            self.out_of_date(peer, out);
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! What the primary knows about one replica: its link, the frames in flight
+//! on it (the window), and the frames waiting for room.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use crate::core::frame::Frame;
+use crate::core::ids::{LinkId, Time};
+use crate::wire::{RegionIndex, ReplicationMode, Sequence};
+
+/// Why a sequenced frame was sent; decides what its acknowledgement means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// The `EpochChange` opening the link.
+    EpochChange,
+    /// A host write (key into the primary's operations).
+    HostWrite { key: u64, region: RegionIndex },
+    /// `Resync(Begin)`.
+    ResyncBegin,
+    /// The data of a region copy.
+    ResyncData,
+    /// `Resync(Region)`: its ack makes the region durable on the replica,
+    /// together with the host writes (`covers`) the copy included.
+    ResyncRegion {
+        region: RegionIndex,
+        covers: Vec<u64>,
+    },
+    /// `Resync(End)`.
+    ResyncEnd,
+}
+
+/// Where a link stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkPhase {
+    /// `EpochChange` sent, not yet acknowledged.
+    Handshake,
+    /// Accepted the epoch; waiting to start its resync (the primary must
+    /// serve, and the regions to copy must be durable in the bitmap).
+    Accepted,
+    /// `Begin` sent: receives host writes and region copies.
+    Resyncing,
+    /// `End` acknowledged: in sync, receives host writes.
+    Streaming,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Sent {
+    pub(crate) seq: Sequence,
+    pub(crate) purpose: Purpose,
+    pub(crate) bytes: u64,
+    pub(crate) at: Time,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Queued<P> {
+    pub(crate) frame: Frame<P>,
+    pub(crate) purpose: Purpose,
+    pub(crate) bytes: u64,
+}
+
+/// Resync progress on one link.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ResyncProgress {
+    /// Regions whose copy has started and is not yet acknowledged.
+    pub(crate) started: BTreeSet<RegionIndex>,
+    /// Started regions dirtied again meanwhile: their ack must not clear
+    /// the dirty bit, the copy is redone.
+    pub(crate) redo: BTreeSet<RegionIndex>,
+    /// `End` sent.
+    pub(crate) end_sent: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Link<P> {
+    pub(crate) id: LinkId,
+    pub(crate) phase: LinkPhase,
+    pub(crate) next_seq: Sequence,
+    pub(crate) in_flight: VecDeque<Sent>,
+    pub(crate) queued: VecDeque<Queued<P>>,
+    pub(crate) resync: ResyncProgress,
+}
+
+impl<P> Link<P> {
+    pub(crate) fn new(id: LinkId) -> Self {
+        Self {
+            id,
+            phase: LinkPhase::Handshake,
+            next_seq: Sequence(1),
+            in_flight: VecDeque::new(),
+            queued: VecDeque::new(),
+            resync: ResyncProgress::default(),
+        }
+    }
+
+    /// Takes the next sequence number of the link.
+    pub(crate) fn take_seq(&mut self) -> Sequence {
+        let seq = self.next_seq;
+        self.next_seq = seq.next().unwrap_or(seq);
+        seq
+    }
+
+    /// Whether host writes go to this replica now (after `Begin`, so the
+    /// replica counts itself inconsistent before it sees them if it lags).
+    pub(crate) fn takes_writes(&self) -> bool {
+        matches!(self.phase, LinkPhase::Resyncing | LinkPhase::Streaming)
+    }
+
+    /// Bytes sent or queued and not yet acknowledged.
+    pub(crate) fn unacked_bytes(&self) -> u64 {
+        let sent: u64 = self.in_flight.iter().map(|s| s.bytes).sum();
+        let queued: u64 = self.queued.iter().map(|q| q.bytes).sum();
+        sent.saturating_add(queued)
+    }
+
+    /// When the oldest unacknowledged frame was sent.
+    pub(crate) fn oldest_unacked(&self) -> Option<Time> {
+        self.in_flight.front().map(|s| s.at)
+    }
+
+    /// Every purpose not yet acknowledged, sent or queued.
+    pub(crate) fn unacked_purposes(&self) -> impl Iterator<Item = &Purpose> {
+        self.in_flight
+            .iter()
+            .map(|s| &s.purpose)
+            .chain(self.queued.iter().map(|q| &q.purpose))
+    }
+}
+
+/// One replica of the volume as the primary sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer<P> {
+    pub(crate) mode: ReplicationMode,
+    pub(crate) link: Option<Link<P>>,
+}

@@ -1,0 +1,284 @@
+//! Scenario tests of the primary alone, its replicas played by hand.
+
+use super::*;
+use crate::core::Member;
+
+type Actions = Vec<Action<u64>>;
+
+const ME: NodeId = NodeId(1);
+const R2: NodeId = NodeId(2);
+const R3: NodeId = NodeId(3);
+
+fn record() -> DurableRecord {
+    let sync = |n| Member {
+        node: NodeId(n),
+        mode: ReplicationMode::Sync,
+    };
+    DurableRecord {
+        membership: Membership {
+            members: vec![sync(1), sync(2), sync(3)],
+            primary: ME,
+            write_quorum: 2,
+        },
+        // This node was the primary of epoch 3: it holds everything.
+        standing: Standing {
+            epoch: Epoch(3),
+            synced: Epoch(3),
+            applied: Position::all_of(Epoch(3)),
+            consistent: true,
+        },
+        intent: Vec::new(),
+    }
+}
+
+struct Harness {
+    primary: Primary<u64>,
+    out: Actions,
+}
+
+impl Harness {
+    /// A primary of epoch 4 that won its election with R2 and serves, R2
+    /// resyncing (so taking writes), R3 down.
+    fn serving() -> Self {
+        let geometry = Geometry::new(4096, 16384, 4).expect("geometry");
+        let mut out = Actions::new();
+        let primary = Primary::promote(
+            ME,
+            geometry,
+            PrimaryLimits::default(),
+            record(),
+            Epoch(4),
+            100,
+            &mut out,
+        );
+        let mut h = Harness { primary, out };
+        h.complete_persists();
+        assert!(
+            !h.primary.is_serving(),
+            "one standing is not a fence quorum"
+        );
+        h.event(Event::LinkUp {
+            peer: R2,
+            link: LinkId(1),
+            direction: LinkDirection::Outbound,
+        });
+        assert!(h
+            .sent(R2)
+            .iter()
+            .any(|f| matches!(f, Frame::EpochChange { .. })));
+        h.ack(R2, 1, Some(record().standing_of_replica()));
+        h.complete_persists();
+        assert!(h.primary.is_serving());
+        h.ack(R2, 2, None); // Resync(Begin)
+        h
+    }
+
+    fn event(&mut self, event: Event<u64>) {
+        self.out.clear();
+        self.primary.handle(0, event, &mut self.out);
+    }
+
+    fn ack(&mut self, peer: NodeId, seq: u64, standing: Option<Standing>) {
+        self.event(Event::Received {
+            peer,
+            link: LinkId(1),
+            epoch: Epoch(4),
+            frame: Frame::Ack {
+                durable_through: Sequence(seq),
+                standing,
+            },
+        });
+    }
+
+    /// Completes every persist asked for, until none is.
+    fn complete_persists(&mut self) {
+        while let Some(token) = self.out.iter().find_map(|a| match a {
+            Action::Persist { token, .. } => Some(*token),
+            _ => None,
+        }) {
+            self.event(Event::Persisted { token });
+        }
+    }
+
+    fn sent(&self, peer: NodeId) -> Vec<Frame<u64>> {
+        self.out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { peer: p, frame, .. } if *p == peer => Some(frame.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn local_writes(&self) -> Vec<(IoToken, u64)> {
+        self.out
+            .iter()
+            .filter_map(|a| match a {
+                Action::LocalWrite { token, data, .. } => Some((*token, *data)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn completions(&self) -> Vec<(HostOpId, HostStatus)> {
+        self.out
+            .iter()
+            .filter_map(|a| match a {
+                Action::CompleteHost { id, status } => Some((*id, *status)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn write(&mut self, id: u64, block: u64) {
+        self.event(Event::HostWrite {
+            id: HostOpId(id),
+            range: ByteRange::new(block * 4096, 4096),
+            data: id,
+        });
+        self.complete_persists_keeping_writes();
+    }
+
+    /// Completes bitmap persists; keeps the last batch of actions that
+    /// issued writes visible.
+    fn complete_persists_keeping_writes(&mut self) {
+        let mut issued = Actions::new();
+        loop {
+            issued.extend(
+                self.out
+                    .iter()
+                    .filter(|a| !matches!(a, Action::Persist { .. }))
+                    .cloned(),
+            );
+            let Some(token) = self.out.iter().find_map(|a| match a {
+                Action::Persist { token, .. } => Some(*token),
+                _ => None,
+            }) else {
+                break;
+            };
+            self.event(Event::Persisted { token });
+        }
+        self.out = issued;
+    }
+}
+
+impl DurableRecord {
+    fn standing_of_replica(&self) -> Standing {
+        Standing {
+            applied: Position {
+                epoch: Epoch(3),
+                index: 10,
+            },
+            ..self.standing
+        }
+    }
+}
+
+#[test]
+fn completes_a_write_only_on_a_quorum() {
+    let mut h = Harness::serving();
+    h.write(1, 0);
+    let writes = h.local_writes();
+    assert_eq!(writes.len(), 1, "issued once its intent bit is durable");
+    let seq = h
+        .sent(R2)
+        .iter()
+        .find_map(|f| match f {
+            Frame::Write { seq, data: 1, .. } => Some(*seq),
+            _ => None,
+        })
+        .expect("sent to R2");
+    h.event(Event::LocalWriteDone {
+        token: writes[0].0,
+        result: Ok(()),
+    });
+    assert!(
+        h.completions().is_empty(),
+        "the local copy alone is not W = 2"
+    );
+    h.ack(R2, seq.0, None);
+    assert_eq!(h.completions(), vec![(HostOpId(1), HostStatus::Success)]);
+}
+
+#[test]
+fn holds_back_an_overlapping_write_until_the_first_is_local() {
+    let mut h = Harness::serving();
+    h.write(1, 0);
+    let first = h.local_writes()[0].0;
+    h.write(2, 0);
+    assert!(h.local_writes().is_empty(), "overlaps write 1 in flight");
+    h.write(3, 1);
+    assert_eq!(h.local_writes().len(), 1, "no overlap, no wait");
+    h.event(Event::LocalWriteDone {
+        token: first,
+        result: Ok(()),
+    });
+    assert_eq!(
+        h.local_writes().iter().map(|w| w.1).collect::<Vec<_>>(),
+        vec![2]
+    );
+}
+
+#[test]
+fn a_deposed_primary_fails_its_writes_with_a_path_error() {
+    let mut h = Harness::serving();
+    h.write(1, 0);
+    h.event(Event::Received {
+        peer: R2,
+        link: LinkId(1),
+        epoch: Epoch(5),
+        frame: Frame::Nack {
+            seq: Sequence(3),
+            reason: NackReason::StaleEpoch { current: Epoch(5) },
+        },
+    });
+    assert_eq!(h.completions(), vec![(HostOpId(1), HostStatus::PathError)]);
+    assert!(h.primary.is_retired());
+}
+
+#[test]
+fn a_lost_link_dirties_what_it_had_not_acknowledged() {
+    let mut h = Harness::serving();
+    h.write(1, 0);
+    h.event(Event::LinkDown {
+        peer: R2,
+        link: LinkId(1),
+    });
+    assert!(h.primary.bitmap.dirty_of(R2).any(|r| r == RegionIndex(0)));
+    // R3 was down all along: dirty too.
+    assert!(h.primary.bitmap.dirty_of(R3).any(|r| r == RegionIndex(0)));
+}
+
+#[test]
+fn a_candidate_behind_a_reported_standing_retires() {
+    let geometry = Geometry::new(4096, 16384, 4).expect("geometry");
+    let mut out = Actions::new();
+    let mut behind = record();
+    behind.standing.applied = Position {
+        epoch: Epoch(3),
+        index: 5,
+    };
+    let mut h = Harness {
+        primary: Primary::promote(
+            ME,
+            geometry,
+            PrimaryLimits::default(),
+            behind,
+            Epoch(4),
+            0,
+            &mut out,
+        ),
+        out,
+    };
+    h.complete_persists();
+    h.event(Event::LinkUp {
+        peer: R2,
+        link: LinkId(1),
+        direction: LinkDirection::Outbound,
+    });
+    h.ack(R2, 1, Some(record().standing_of_replica()));
+    assert!(
+        h.primary.is_retired(),
+        "R2 may hold writes up to 10, this copy only to 5"
+    );
+}

@@ -1,0 +1,738 @@
+//! The replica side of a stream: apply in sequence order, acknowledge only
+//! what is durable, fence older epochs.
+//!
+//! Frames from every inbound link go through one queue in arrival order.
+//! Writes are issued to the local device as they come (pipelined, but a
+//! write never overtakes an overlapping one still in flight, since the device
+//! may complete them in any order). Control frames (`EpochChange`, `Resync`)
+//! are barriers: they wait for the writes before them, then change the
+//! durable standing with a `Persist`. Acknowledgements are sent only after a
+//! `Persist` (device flush plus record) covering the frames they name; when
+//! the queue runs dry with unflushed writes, one `Persist` acknowledges the
+//! whole batch.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::core::frame::Frame;
+use crate::core::geometry::Geometry;
+use crate::core::ids::{IoToken, LinkId, Time};
+use crate::core::io::{Action, Event, IoError};
+use crate::core::membership::Membership;
+use crate::core::record::{DurableRecord, Standing};
+use crate::wire::{ByteRange, Epoch, NackReason, NodeId, ResyncOp, Sequence};
+
+/// Bounds on what one replica holds for its upstream links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaLimits {
+    /// Frames received and not yet applied; beyond it the link is refused
+    /// with `Busy` and closed (the primary resyncs).
+    pub max_queued_frames: usize,
+    /// Local writes in flight at once.
+    pub max_writes_in_flight: usize,
+}
+
+impl Default for ReplicaLimits {
+    fn default() -> Self {
+        Self {
+            max_queued_frames: 256,
+            max_writes_in_flight: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct UpstreamLink {
+    peer: NodeId,
+    /// Epoch of the last frame applied from it.
+    epoch: Epoch,
+    /// Next sequence expected on this link.
+    expected: Sequence,
+    /// Highest sequence applied (issued and, once no write is in flight,
+    /// completed).
+    processed: Sequence,
+    /// Highest sequence acknowledged.
+    acked: Sequence,
+}
+
+#[derive(Debug, Clone)]
+struct QueuedFrame<P> {
+    link: LinkId,
+    epoch: Epoch,
+    frame: Frame<P>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct WriteInFlight {
+    link: LinkId,
+    range: ByteRange,
+}
+
+#[derive(Debug, Clone)]
+struct PersistInFlight {
+    token: IoToken,
+    record: DurableRecord,
+    /// Per link, the sequence this persist makes durable.
+    covers: BTreeMap<LinkId, Sequence>,
+    /// An `EpochChange` this persist accepts: its link and the standing to
+    /// report in the acknowledgement.
+    epoch_ack: Option<(LinkId, Standing)>,
+}
+
+/// The replica state machine for one stream.
+#[derive(Debug, Clone)]
+pub struct Replica<P> {
+    geometry: Geometry,
+    limits: ReplicaLimits,
+    /// Last record known durable.
+    durable: DurableRecord,
+    /// The standing as of the frames applied so far (persisted with the next
+    /// `Persist`).
+    working: Standing,
+    /// The membership of `working.epoch`.
+    membership: Membership,
+    links: BTreeMap<LinkId, UpstreamLink>,
+    queue: VecDeque<QueuedFrame<P>>,
+    writes: BTreeMap<IoToken, WriteInFlight>,
+    persist: Option<PersistInFlight>,
+    next_token: u64,
+}
+
+impl<P: Clone> Replica<P> {
+    /// A replica whose durable record is `record`; its I/O tokens start at
+    /// `first_token` (distinct from any still in flight on this node).
+    pub fn new(
+        geometry: Geometry,
+        limits: ReplicaLimits,
+        record: DurableRecord,
+        first_token: u64,
+    ) -> Self {
+        Self {
+            geometry,
+            limits,
+            working: record.standing,
+            membership: record.membership.clone(),
+            durable: record,
+            links: BTreeMap::new(),
+            queue: VecDeque::new(),
+            writes: BTreeMap::new(),
+            persist: None,
+            next_token: first_token,
+        }
+    }
+
+    /// The last record known durable.
+    pub fn durable_record(&self) -> &DurableRecord {
+        &self.durable
+    }
+
+    /// The epoch this replica has accepted (durably or about to be).
+    pub fn epoch(&self) -> Epoch {
+        self.working.epoch
+    }
+
+    /// The next I/O token this replica would use.
+    pub fn next_token(&self) -> u64 {
+        self.next_token
+    }
+
+    /// Whether no local I/O is in flight and nothing waits to be applied:
+    /// the durable record then describes the local copy.
+    pub fn is_idle(&self) -> bool {
+        self.writes.is_empty() && self.persist.is_none() && self.queue.is_empty()
+    }
+
+    /// Inbound links currently open.
+    pub fn links(&self) -> impl Iterator<Item = (LinkId, NodeId)> + '_ {
+        self.links.iter().map(|(id, l)| (*id, l.peer))
+    }
+
+    /// Handles one event; appends what to do to `out`.
+    pub fn handle(&mut self, _now: Time, event: Event<P>, out: &mut Vec<Action<P>>) {
+        match event {
+            Event::LinkUp { peer, link, .. } if self.membership.mode_of(peer).is_none() => {
+                // Not a copy of this volume: nothing it sends can be
+                // applied (and links stay bounded by the membership).
+                out.push(Action::CloseLink { peer, link });
+            }
+            Event::LinkUp { peer, link, .. } => {
+                // A primary opens a new link only after giving up the old
+                // one, but the old one's last frames may still be on their
+                // way: they must not be applied after the new link's.
+                let older: Vec<LinkId> = self
+                    .links
+                    .iter()
+                    .filter(|(_, l)| l.peer == peer)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for old in older {
+                    out.push(Action::CloseLink { peer, link: old });
+                    self.forget_link(old);
+                }
+                self.links.insert(
+                    link,
+                    UpstreamLink {
+                        peer,
+                        epoch: Epoch(0),
+                        expected: Sequence(1),
+                        processed: Sequence(0),
+                        acked: Sequence(0),
+                    },
+                );
+            }
+            Event::LinkDown { link, .. } => self.forget_link(link),
+            Event::Received {
+                link, epoch, frame, ..
+            } => self.receive(link, epoch, frame, out),
+            Event::LocalWriteDone { token, result } => self.write_done(token, result, out),
+            Event::Persisted { token } => self.persisted(token, out),
+            // A replica serves no host I/O; the node answers those.
+            Event::HostWrite { .. }
+            | Event::HostFlush { .. }
+            | Event::LocalReadDone { .. }
+            | Event::Promote { .. }
+            | Event::Tick
+            | Event::ResyncCredit { .. } => {}
+        }
+        self.pump(out);
+    }
+
+    fn receive(&mut self, link: LinkId, epoch: Epoch, frame: Frame<P>, out: &mut Vec<Action<P>>) {
+        if !self.links.contains_key(&link) {
+            return; // A frame of a link already closed.
+        }
+        if frame.sequence().is_none() {
+            // Only sequenced frames flow to a replica.
+            self.refuse(link, Sequence(0), NackReason::ProtocolViolation, out);
+            return;
+        }
+        if self.queue.len() >= self.limits.max_queued_frames {
+            let seq = frame.sequence().unwrap_or_default();
+            self.refuse(link, seq, NackReason::Busy, out);
+            return;
+        }
+        self.queue.push_back(QueuedFrame { link, epoch, frame });
+    }
+
+    fn forget_link(&mut self, link: LinkId) {
+        self.links.remove(&link);
+        self.queue.retain(|q| q.link != link);
+    }
+
+    /// Nacks frame `seq` of `link` and closes the link.
+    fn refuse(
+        &mut self,
+        link: LinkId,
+        seq: Sequence,
+        reason: NackReason,
+        out: &mut Vec<Action<P>>,
+    ) {
+        if let Some(l) = self.links.get(&link) {
+            let peer = l.peer;
+            out.push(Action::Send {
+                peer,
+                link,
+                epoch: self.working.epoch,
+                frame: Frame::Nack { seq, reason },
+            });
+            out.push(Action::CloseLink { peer, link });
+        }
+        self.forget_link(link);
+    }
+
+    fn alloc_token(&mut self) -> IoToken {
+        let token = IoToken(self.next_token);
+        self.next_token = self.next_token.wrapping_add(1);
+        token
+    }
+
+    /// Applies queued frames as far as ordering and barriers allow, then
+    /// flushes an idle batch.
+    fn pump(&mut self, out: &mut Vec<Action<P>>) {
+        while self.persist.is_none() {
+            let Some(front) = self.queue.front() else {
+                break;
+            };
+            let link = front.link;
+            let epoch = front.epoch;
+            let Some(seq) = front.frame.sequence() else {
+                break;
+            };
+            let Some(expected) = self.links.get(&link).map(|l| l.expected) else {
+                self.queue.pop_front();
+                continue;
+            };
+            if seq != expected {
+                self.refuse(link, seq, NackReason::OutOfOrder { expected }, out);
+                continue;
+            }
+            let is_epoch_change = matches!(front.frame, Frame::EpochChange { .. });
+            if epoch < self.working.epoch {
+                let current = self.working.epoch;
+                self.refuse(link, seq, NackReason::StaleEpoch { current }, out);
+                continue;
+            }
+            if epoch > self.working.epoch && !is_epoch_change {
+                let current = self.working.epoch;
+                self.refuse(link, seq, NackReason::EpochAhead { current }, out);
+                continue;
+            }
+            if !self.apply_front(out) {
+                break;
+            }
+        }
+        self.flush_idle_batch(out);
+    }
+
+    /// Applies the frame at the front of the queue (epoch and sequence
+    /// already checked). Returns false if it must wait.
+    fn apply_front(&mut self, out: &mut Vec<Action<P>>) -> bool {
+        let Some(front) = self.queue.front() else {
+            return false;
+        };
+        let link = front.link;
+        let epoch = front.epoch;
+        match &front.frame {
+            Frame::Write {
+                seq,
+                position,
+                range,
+                ..
+            } => {
+                let (seq, position, range) = (*seq, *position, *range);
+                if self.geometry.region_of(range).is_none() {
+                    self.refuse(link, seq, NackReason::OutOfRange, out);
+                    return true;
+                }
+                let overlaps = self.writes.values().any(|w| ranges_overlap(w.range, range));
+                if overlaps || self.writes.len() >= self.limits.max_writes_in_flight {
+                    return false;
+                }
+                let Some(QueuedFrame {
+                    frame: Frame::Write { data, .. },
+                    ..
+                }) = self.queue.pop_front()
+                else {
+                    return false;
+                };
+                let token = self.alloc_token();
+                self.writes.insert(token, WriteInFlight { link, range });
+                if let Some(p) = position {
+                    self.working.applied = self.working.applied.max(p);
+                }
+                self.advance(link, epoch, seq);
+                // Never FUA: the batch flush (`Persist`) makes it durable,
+                // and only then is it acknowledged.
+                out.push(Action::LocalWrite {
+                    token,
+                    range,
+                    data,
+                    fua: false,
+                });
+                true
+            }
+            Frame::Resync { seq, op } => {
+                let (seq, op) = (*seq, *op);
+                if !self.writes.is_empty() {
+                    return false; // Barrier: the copies before it first.
+                }
+                self.queue.pop_front();
+                match op {
+                    ResyncOp::Begin { .. } => self.working.consistent = false,
+                    ResyncOp::Region { .. } => {}
+                    ResyncOp::End => {
+                        self.working.consistent = true;
+                        self.working.synced = epoch;
+                    }
+                }
+                self.advance(link, epoch, seq);
+                self.start_persist(None, out);
+                true
+            }
+            Frame::EpochChange { seq, membership } => {
+                let (seq, membership) = (*seq, membership.clone());
+                if !self.writes.is_empty() {
+                    return false;
+                }
+                self.queue.pop_front();
+                let before = self.working;
+                let repeat = epoch == self.working.epoch && membership == self.membership;
+                if epoch == self.working.epoch && !repeat {
+                    let current = self.working.epoch;
+                    self.refuse(link, seq, NackReason::StaleEpoch { current }, out);
+                    return true;
+                }
+                if !membership.is_valid() {
+                    self.refuse(link, seq, NackReason::ProtocolViolation, out);
+                    return true;
+                }
+                self.working.epoch = epoch;
+                self.membership = membership;
+                self.advance(link, epoch, seq);
+                // Links of older epochs get nothing more acknowledged, not
+                // even writes already applied: their primary is deposed and
+                // must not complete them on this copy's word (the standing
+                // reported below accounts for them).
+                let stale: Vec<LinkId> = self
+                    .links
+                    .iter()
+                    .filter(|(id, l)| **id != link && l.epoch < epoch)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for l in stale {
+                    self.refuse(
+                        l,
+                        Sequence(0),
+                        NackReason::StaleEpoch { current: epoch },
+                        out,
+                    );
+                }
+                self.start_persist(Some((link, before)), out);
+                true
+            }
+            Frame::Ack { .. } | Frame::Nack { .. } => {
+                self.queue.pop_front();
+                true
+            }
+        }
+    }
+
+    fn advance(&mut self, link: LinkId, epoch: Epoch, seq: Sequence) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.epoch = epoch;
+            l.expected = seq.next().unwrap_or(seq);
+            l.processed = seq;
+        }
+    }
+
+    fn start_persist(&mut self, epoch_ack: Option<(LinkId, Standing)>, out: &mut Vec<Action<P>>) {
+        debug_assert!(self.persist.is_none() && self.writes.is_empty());
+        let token = self.alloc_token();
+        let record = DurableRecord {
+            membership: self.membership.clone(),
+            standing: self.working,
+            intent: Vec::new(),
+        };
+        let covers = self
+            .links
+            .iter()
+            .map(|(id, l)| (*id, l.processed))
+            .collect();
+        out.push(Action::Persist {
+            token,
+            record: record.clone(),
+        });
+        self.persist = Some(PersistInFlight {
+            token,
+            record,
+            covers,
+            epoch_ack,
+        });
+    }
+
+    /// With nothing left to apply and writes done but unacknowledged, one
+    /// flush acknowledges the batch.
+    fn flush_idle_batch(&mut self, out: &mut Vec<Action<P>>) {
+        let unacked = self.links.values().any(|l| l.processed > l.acked);
+        if self.persist.is_none() && self.writes.is_empty() && unacked {
+            self.start_persist(None, out);
+        }
+    }
+
+    fn write_done(
+        &mut self,
+        token: IoToken,
+        result: Result<(), IoError>,
+        out: &mut Vec<Action<P>>,
+    ) {
+        let Some(write) = self.writes.remove(&token) else {
+            return;
+        };
+        if result.is_err() {
+            // The range now holds unknown data: not consistent until a
+            // resync, and this link's stream is broken.
+            self.working.consistent = false;
+            let seq = self
+                .links
+                .get(&write.link)
+                .map(|l| l.processed)
+                .unwrap_or_default();
+            self.refuse(write.link, seq, NackReason::MediaError, out);
+        }
+    }
+
+    fn persisted(&mut self, token: IoToken, out: &mut Vec<Action<P>>) {
+        let Some(persist) = self.persist.take_if(|p| p.token == token) else {
+            return;
+        };
+        self.durable = persist.record;
+        for (link_id, seq) in persist.covers {
+            let Some(link) = self.links.get_mut(&link_id) else {
+                continue;
+            };
+            if link.epoch < self.working.epoch {
+                continue; // Refused already; see `EpochChange`.
+            }
+            let standing = match persist.epoch_ack {
+                Some((l, standing)) if l == link_id => Some(standing),
+                _ => None,
+            };
+            debug_assert!(seq <= link.processed, "acknowledging what was not applied");
+            if seq > link.acked || standing.is_some() {
+                link.acked = link.acked.max(seq);
+                out.push(Action::Send {
+                    peer: link.peer,
+                    link: link_id,
+                    epoch: self.working.epoch,
+                    frame: Frame::Ack {
+                        durable_through: seq,
+                        standing,
+                    },
+                });
+            }
+        }
+    }
+}
+
+fn ranges_overlap(a: ByteRange, b: ByteRange) -> bool {
+    let a_end = a.end().unwrap_or(u64::MAX);
+    let b_end = b.end().unwrap_or(u64::MAX);
+    a.offset < b_end && b.offset < a_end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{LinkDirection, Member, Position};
+    use crate::wire::ReplicationMode;
+
+    type Actions = Vec<Action<u64>>;
+
+    const PRIMARY: NodeId = NodeId(1);
+    const LINK: LinkId = LinkId(7);
+
+    fn membership() -> Membership {
+        let sync = |n| Member {
+            node: NodeId(n),
+            mode: ReplicationMode::Sync,
+        };
+        Membership {
+            members: vec![sync(1), sync(2)],
+            primary: PRIMARY,
+            write_quorum: 2,
+        }
+    }
+
+    /// A replica in epoch 3 with a link from the primary.
+    fn replica() -> Replica<u64> {
+        let geometry = Geometry::new(4096, 16384, 4).expect("geometry");
+        let record = DurableRecord {
+            membership: membership(),
+            standing: Standing {
+                epoch: Epoch(3),
+                synced: Epoch(3),
+                applied: Position::ZERO,
+                consistent: true,
+            },
+            intent: Vec::new(),
+        };
+        let mut r = Replica::new(geometry, ReplicaLimits::default(), record, 0);
+        let up = Event::LinkUp {
+            peer: PRIMARY,
+            link: LINK,
+            direction: LinkDirection::Inbound,
+        };
+        r.handle(0, up, &mut Actions::new());
+        r
+    }
+
+    fn handle(r: &mut Replica<u64>, event: Event<u64>) -> Actions {
+        let mut out = Actions::new();
+        r.handle(0, event, &mut out);
+        out
+    }
+
+    fn receive(r: &mut Replica<u64>, epoch: u64, frame: Frame<u64>) -> Actions {
+        let event = Event::Received {
+            peer: PRIMARY,
+            link: LINK,
+            epoch: Epoch(epoch),
+            frame,
+        };
+        handle(r, event)
+    }
+
+    fn persist(out: &Actions) -> (IoToken, DurableRecord) {
+        out.iter()
+            .find_map(|a| match a {
+                Action::Persist { token, record } => Some((*token, record.clone())),
+                _ => None,
+            })
+            .expect("a persist")
+    }
+
+    fn local_write(out: &Actions) -> IoToken {
+        out.iter()
+            .find_map(|a| match a {
+                Action::LocalWrite { token, .. } => Some(*token),
+                _ => None,
+            })
+            .expect("a local write")
+    }
+
+    fn acks(out: &Actions) -> Vec<(Sequence, Option<Standing>)> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    frame:
+                        Frame::Ack {
+                            durable_through,
+                            standing,
+                        },
+                    ..
+                } => Some((*durable_through, *standing)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn nack(out: &Actions) -> Option<NackReason> {
+        out.iter().find_map(|a| match a {
+            Action::Send {
+                frame: Frame::Nack { reason, .. },
+                ..
+            } => Some(*reason),
+            _ => None,
+        })
+    }
+
+    fn epoch_change(seq: u64) -> Frame<u64> {
+        Frame::EpochChange {
+            seq: Sequence(seq),
+            membership: membership(),
+        }
+    }
+
+    fn write(seq: u64, index: u64) -> Frame<u64> {
+        Frame::Write {
+            seq: Sequence(seq),
+            position: Some(Position {
+                epoch: Epoch(4),
+                index,
+            }),
+            range: ByteRange::new(0, 4096),
+            data: index,
+            fua: false,
+        }
+    }
+
+    fn resync(seq: u64, op: ResyncOp) -> Frame<u64> {
+        Frame::Resync {
+            seq: Sequence(seq),
+            op,
+        }
+    }
+
+    #[test]
+    fn acknowledges_only_what_a_persist_made_durable() {
+        let mut r = replica();
+        let out = receive(&mut r, 4, epoch_change(1));
+        assert!(acks(&out).is_empty(), "no ack before the epoch is durable");
+        let (token, record) = persist(&out);
+        assert_eq!(record.standing.epoch, Epoch(4));
+        let out = handle(&mut r, Event::Persisted { token });
+        let reported = acks(&out);
+        assert_eq!(reported.len(), 1);
+        assert_eq!(reported[0].0, Sequence(1));
+        assert_eq!(
+            reported[0].1.map(|s| s.epoch),
+            Some(Epoch(3)),
+            "the standing before"
+        );
+
+        let out = receive(&mut r, 4, write(2, 1));
+        let written = local_write(&out);
+        assert!(acks(&out).is_empty());
+        let out = handle(
+            &mut r,
+            Event::LocalWriteDone {
+                token: written,
+                result: Ok(()),
+            },
+        );
+        assert!(acks(&out).is_empty(), "written is not durable");
+        let (token, record) = persist(&out);
+        assert_eq!(record.standing.applied.index, 1);
+        let out = handle(&mut r, Event::Persisted { token });
+        assert_eq!(acks(&out), vec![(Sequence(2), None)]);
+    }
+
+    #[test]
+    fn refuses_an_older_epoch_with_its_own() {
+        let mut r = replica();
+        let out = receive(&mut r, 2, write(1, 1));
+        assert_eq!(
+            nack(&out),
+            Some(NackReason::StaleEpoch { current: Epoch(3) })
+        );
+        assert!(out.iter().any(|a| matches!(a, Action::CloseLink { .. })));
+        assert!(!out.iter().any(|a| matches!(a, Action::LocalWrite { .. })));
+    }
+
+    #[test]
+    fn refuses_a_newer_epoch_it_was_not_told_about() {
+        let mut r = replica();
+        let out = receive(&mut r, 5, write(1, 1));
+        assert_eq!(
+            nack(&out),
+            Some(NackReason::EpochAhead { current: Epoch(3) })
+        );
+    }
+
+    #[test]
+    fn refuses_a_gap_or_a_repeat() {
+        let mut r = replica();
+        let out = receive(&mut r, 3, write(2, 1));
+        assert_eq!(
+            nack(&out),
+            Some(NackReason::OutOfOrder {
+                expected: Sequence(1)
+            })
+        );
+    }
+
+    #[test]
+    fn a_write_waits_for_an_overlapping_one_in_flight() {
+        let mut r = replica();
+        let (token, _) = persist(&receive(&mut r, 4, epoch_change(1)));
+        handle(&mut r, Event::Persisted { token });
+        let first = local_write(&receive(&mut r, 4, write(2, 1)));
+        let out = receive(&mut r, 4, write(3, 2));
+        assert!(out.is_empty(), "the overlapping write must wait");
+        let out = handle(
+            &mut r,
+            Event::LocalWriteDone {
+                token: first,
+                result: Ok(()),
+            },
+        );
+        local_write(&out);
+    }
+
+    #[test]
+    fn is_inconsistent_durably_from_begin_to_end() {
+        let mut r = replica();
+        let (token, _) = persist(&receive(&mut r, 4, epoch_change(1)));
+        handle(&mut r, Event::Persisted { token });
+        let begin = ResyncOp::Begin {
+            region_size: 16384,
+            region_count: 1,
+        };
+        let (token, record) = persist(&receive(&mut r, 4, resync(2, begin)));
+        assert!(!record.standing.consistent);
+        assert_eq!(acks(&handle(&mut r, Event::Persisted { token })).len(), 1);
+        let (token, record) = persist(&receive(&mut r, 4, resync(3, ResyncOp::End)));
+        assert!(record.standing.consistent);
+        assert_eq!(record.standing.synced, Epoch(4));
+        assert_eq!(acks(&handle(&mut r, Event::Persisted { token })).len(), 1);
+    }
+}

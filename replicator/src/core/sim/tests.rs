@@ -1,0 +1,126 @@
+//! The simulation tests: many seeds in CI, more on demand, one to replay.
+//!
+//! - `SIM_SEEDS=N` runs N seeds in `many_seeds` instead of the default;
+//!   `SIM_SEED_START=S` starts from seed S.
+//! - `SIM_SEED=S cargo test -p keel-replicator sim_replay -- --ignored
+//!   --nocapture` replays one seed with a trace.
+#![cfg(test)]
+
+use super::cluster::{Sim, SimConfig, Stats};
+
+const DEFAULT_SEEDS: u64 = 10_000;
+const STEPS: usize = 150;
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn config(steps: usize) -> SimConfig {
+    SimConfig {
+        steps,
+        mutation_ack_after_local_only: false,
+        verbose: false,
+    }
+}
+
+/// Runs `seeds` and panics on the first failure, with its reproduction line.
+fn run_seeds(seeds: impl Iterator<Item = u64>, cfg: SimConfig) -> Stats {
+    let mut total = Stats::default();
+    for seed in seeds {
+        match Sim::new(seed, cfg).run() {
+            Ok(stats) => {
+                total.acked_writes += stats.acked_writes;
+                total.path_errors += stats.path_errors;
+                total.primaries_served += stats.primaries_served;
+                total.crashes += stats.crashes;
+                total.steps += stats.steps;
+                total.max_epoch = total.max_epoch.max(stats.max_epoch);
+            }
+            Err(report) => panic!("{report}"),
+        }
+    }
+    total
+}
+
+/// The CI run: 10,000 short seeds, split in two tests so both cores help.
+fn ci_shard(shard: u64) {
+    let count = env_u64("SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+    let start = env_u64("SIM_SEED_START").unwrap_or(0);
+    let half = count / 2;
+    let (from, to) = if shard == 0 {
+        (start, start + half)
+    } else {
+        (start + half, start + count)
+    };
+    let stats = run_seeds(from..to, config(STEPS));
+    eprintln!("seeds {from}..{to}: {stats:?}");
+    // A run that never acknowledges, crashes or promotes checks nothing.
+    assert!(
+        stats.acked_writes > (to - from),
+        "too few writes: {stats:?}"
+    );
+    assert!(
+        stats.crashes > 0 && stats.max_epoch > 3,
+        "too few faults: {stats:?}"
+    );
+}
+
+#[test]
+fn many_seeds_first_half() {
+    ci_shard(0);
+}
+
+#[test]
+fn many_seeds_second_half() {
+    ci_shard(1);
+}
+
+/// Longer runs (more faults between heals), for soak testing.
+#[test]
+#[ignore]
+fn long_seeds() {
+    let count = env_u64("SIM_SEEDS").unwrap_or(2_000);
+    let start = env_u64("SIM_SEED_START").unwrap_or(1_000_000);
+    run_seeds(start..start + count, config(2_000));
+}
+
+/// Replays one seed with a trace: `SIM_SEED=S` (and `SIM_STEPS`).
+#[test]
+#[ignore]
+fn sim_replay() {
+    let seed = env_u64("SIM_SEED").expect("set SIM_SEED");
+    let steps = env_u64("SIM_STEPS").map_or(STEPS, |s| s as usize);
+    let cfg = SimConfig {
+        verbose: true,
+        ..config(steps)
+    };
+    match Sim::new(seed, cfg).run() {
+        Ok(stats) => println!("seed {seed} passed: {stats:?}"),
+        Err(report) => panic!("{report}"),
+    }
+}
+
+/// The same seed gives the same run.
+#[test]
+fn a_seed_reproduces_exactly() {
+    for seed in [1, 2, 3] {
+        let a = Sim::new(seed, config(STEPS)).run().expect("seed passes");
+        let b = Sim::new(seed, config(STEPS)).run().expect("seed passes");
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    }
+}
+
+/// The checks have teeth: a primary that acknowledges writes once only its
+/// own copy is durable must be caught, by the quorum check (d).
+#[test]
+fn acking_after_the_local_copy_only_is_caught() {
+    let cfg = SimConfig {
+        mutation_ack_after_local_only: true,
+        ..config(STEPS)
+    };
+    let caught = (0..50)
+        .filter_map(|seed| Sim::new(seed, cfg).run().err())
+        .find(|report| report.contains("(d)"));
+    let report = caught.expect("the mutation went unnoticed in 50 seeds");
+    assert!(report.contains("durable copies"), "{report}");
+}
