@@ -21,6 +21,7 @@ mod macros;
 mod wire;
 
 pub mod controller;
+pub mod daemon;
 pub mod initiator;
 pub mod nvme;
 pub mod tcp;

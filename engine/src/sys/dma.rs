@@ -150,6 +150,24 @@ impl BufferPool {
         &mut self.map[start..start + buf.len()]
     }
 
+    /// Copies `src[range]` into `dst` at `dst_offset` (two slots of this
+    /// pool, or the same one). Panics when a range leaves its buffer: the
+    /// callers compute both from lengths they checked.
+    pub fn copy(&mut self, src: &Buf, range: std::ops::Range<usize>, dst: &Buf, dst_offset: usize) {
+        assert!(
+            range.start <= range.end && range.end <= src.len(),
+            "copy source out of range"
+        );
+        let len = range.end - range.start;
+        assert!(
+            dst_offset + len <= dst.len(),
+            "copy destination out of range"
+        );
+        let src_start = src.slot as usize * self.slot_size + range.start;
+        let dst_start = dst.slot as usize * self.slot_size + dst_offset;
+        self.map.copy_within(src_start..src_start + len, dst_start);
+    }
+
     /// Address of the buffer's first byte, for building an SQE.
     pub fn as_ptr(&mut self, buf: &Buf) -> *mut u8 {
         self.bytes_mut(buf).as_mut_ptr()

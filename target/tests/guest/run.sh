@@ -1,13 +1,18 @@
 #!/bin/sh
-# Builds keel-bench/keeld (release) and runs a guest payload from this folder
-# under ../shared/guest/run.sh (qemu, the Debian kernel's nvme-tcp/nvmet).
+# Builds keel-bench and keeld (release) and runs a guest payload from this
+# folder under ../shared/guest/run.sh (qemu, the Debian kernel's nvme-tcp/nvmet).
+# Both programs go into the guest as /extra/keel-bench and /extra/keeld.
 # Usage: target/tests/guest/run.sh PAYLOAD.sh
+#   e.g. initiator-vs-kernel-nvmet.sh (our initiator vs the kernel's target)
+#        keeld-kernel-host.sh         (the kernel's host vs our keeld)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
 guest=${KEEL_GUEST_DIR:-$repo/../shared/guest}
 payload=${1:?usage: run.sh PAYLOAD.sh}
+[ -f "$here/$payload" ] || { echo "no payload $here/$payload" >&2; exit 2; }
 [ -x "$guest/run.sh" ] || { echo "no guest runner at $guest (set KEEL_GUEST_DIR)" >&2; exit 2; }
 "$guest/setup.sh" >/dev/null
-(cd "$repo" && cargo build --release -p keel-bench)
-exec "$guest/run.sh" "$here/$payload" "$repo/build/release/keel-bench"
+# --bin selects targets across every -p given, so keel-bench needs its own --bin.
+(cd "$repo" && cargo build --release -p keel-target --bin keeld -p keel-bench --bin keel-bench)
+exec "$guest/run.sh" "$here/$payload" "$repo/build/release/keel-bench" "$repo/build/release/keeld"

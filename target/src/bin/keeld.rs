@@ -1,0 +1,144 @@
+//! keeld: Keel's NVMe/TCP storage target.
+//!
+//! `keeld --config keel.toml`, or one volume from flags:
+//! `keeld --listen HOST:PORT --nqn NQN --backend PATH|memory [--size SIZE]
+//! [--block-size 512|4096] [--cores N] [--allow-host HOSTNQN]...`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use keel_target::daemon::config::{
+    parse_size, Backend, DaemonConfig, ListenerConfig, NamespaceConfig, SubsystemConfig,
+};
+use keel_target::daemon::{Daemon, RuntimeOptions};
+use nix::sys::signal::{SigSet, Signal};
+
+#[derive(Parser)]
+#[command(name = "keeld", version, about = "Keel's NVMe/TCP storage target")]
+struct Cli {
+    /// Configuration file (keel.toml). Excludes the quick-start flags.
+    #[arg(long, conflicts_with_all = ["listen", "nqn", "backend"])]
+    config: Option<PathBuf>,
+    /// Address to listen on (quick start).
+    #[arg(long, requires_all = ["nqn", "backend"])]
+    listen: Option<SocketAddr>,
+    /// Subsystem NQN of the volume (quick start).
+    #[arg(long)]
+    nqn: Option<String>,
+    /// File or block device backing the volume, or `memory`.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Volume size (e.g. 1G); needed for memory or to create a file.
+    #[arg(long, value_parser = parse_size)]
+    size: Option<u64>,
+    /// Logical block size.
+    #[arg(long, default_value_t = 512)]
+    block_size: u32,
+    /// Shards (cores) to run.
+    #[arg(long)]
+    cores: Option<usize>,
+    /// Host NQN allowed to connect (repeatable; none: any host).
+    #[arg(long = "allow-host")]
+    allow_hosts: Vec<String>,
+    /// Engine buffers per shard (128 KiB each).
+    #[arg(long, default_value_t = 1024)]
+    buffers: usize,
+    /// How long an idle shard keeps polling before it sleeps (e.g. 200us).
+    #[arg(long, default_value = "200us", value_parser = parse_micros)]
+    spin: Duration,
+    /// Do not pin shards to CPUs.
+    #[arg(long)]
+    no_pin: bool,
+}
+
+fn parse_micros(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, "us"), |at| text.split_at(at));
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 200us or 1ms"))?;
+    match unit {
+        "us" => Ok(Duration::from_micros(value)),
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" => Ok(Duration::from_secs(value)),
+        _ => Err(format!("{text:?}: unit must be us, ms or s")),
+    }
+}
+
+fn quick_start_config(cli: &Cli) -> anyhow::Result<DaemonConfig> {
+    let (Some(listen), Some(nqn), Some(backend)) = (cli.listen, &cli.nqn, &cli.backend) else {
+        anyhow::bail!("give either --config FILE or --listen, --nqn and --backend");
+    };
+    let backend = if backend == "memory" {
+        Backend::Memory
+    } else {
+        Backend::Path(PathBuf::from(backend))
+    };
+    let config = DaemonConfig {
+        cores: cli.cores.unwrap_or(1),
+        listeners: vec![ListenerConfig { addr: listen }],
+        subsystems: vec![SubsystemConfig {
+            nqn: nqn.clone(),
+            serial: None,
+            model: None,
+            allowed_hosts: cli.allow_hosts.clone(),
+            namespaces: vec![NamespaceConfig {
+                nsid: 1,
+                backend,
+                size: cli.size,
+                block_size: cli.block_size,
+            }],
+        }],
+    };
+    config
+        .validate(std::path::Path::new("command line"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(config)
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let mut config = match &cli.config {
+        Some(path) => DaemonConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => quick_start_config(&cli)?,
+    };
+    if let (Some(cores), Some(path)) = (cli.cores, &cli.config) {
+        config.cores = cores;
+        config.validate(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    // Block the stop signals before any thread starts so every shard
+    // inherits the mask and only this thread takes them.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals.thread_block().context("blocking SIGTERM/SIGINT")?;
+    let runtime = RuntimeOptions {
+        buffers_per_shard: cli.buffers,
+        spin: cli.spin,
+        pin: !cli.no_pin,
+    };
+    let daemon = Daemon::start(&config, &runtime).context("starting keeld")?;
+    tracing::info!(addrs = ?daemon.local_addrs(), cores = config.cores, "keeld serving");
+    // One line on stdout per listener, for scripts and tests that listen on
+    // port 0.
+    for addr in daemon.local_addrs() {
+        println!("keeld listening on {addr}");
+    }
+    let signal = signals.wait().context("waiting for a signal")?;
+    tracing::info!(?signal, "stopping: draining connections");
+    daemon.shutdown().context("stopping keeld")?;
+    tracing::info!("keeld stopped");
+    Ok(())
+}

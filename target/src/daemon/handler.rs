@@ -1,0 +1,1116 @@
+//! keeld's handler on one shard: accepts connections (shard 0), runs each
+//! connection it owns from ICReq to close, and executes I/O commands on the
+//! shard's ring with the engine's registered buffers.
+
+use std::collections::VecDeque;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_engine::{Completion, DeviceId, IoOp, NetOp, Op, Origin, Shard, ShardId};
+use slab::Slab;
+
+use crate::controller::io::NSID_BROADCAST;
+use crate::controller::{AsyncCompletion, DataSource, IoCommand, IoOperation};
+use crate::daemon::command::{disk_status, Command, Phase, MAX_SEGMENTS};
+use crate::daemon::connection::{Closing, Connection, Payload};
+use crate::daemon::shared::Shared;
+use crate::daemon::tags::{Tag, TagKind, MAX_CONNECTIONS_PER_SHARD};
+use crate::nvme::cqe::CompletionQueueEntry;
+use crate::nvme::status::Status;
+use crate::tcp::pdu::{field_offset, TERM_REQ_MAX_ERROR_DATA};
+use crate::tcp::{
+    negotiated, CapsuleResp, DataPdu, Decoded, DecoderLimits, IcReq, IcResp, PduDecoder, PduError,
+    PduHeader, R2t, Role, TxParams,
+};
+
+/// Most data keeld takes in one H2CData PDU (MAXH2CDATA) and puts in one
+/// C2HData PDU: half a pool buffer, so any PDU fits one receive or send
+/// buffer with its header.
+pub(crate) const MAX_DATA_PER_PDU: u32 = 64 * 1024;
+/// Pool buffers a command may need (data, compare data, send buffers): a
+/// command is taken off the socket only when this many are free.
+const BUFFER_RESERVE: usize = 2 * MAX_SEGMENTS + 4;
+const TIMER_KEEP_ALIVE: u64 = 1;
+const TIMER_SHUTDOWN: u64 = 2;
+const KEEP_ALIVE_CHECK: Duration = Duration::from_secs(1);
+/// How long a shutdown waits for hosts to take their completions.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Messages between keeld's shards (and from its main thread).
+pub enum Message {
+    /// A connection accepted elsewhere, now this shard's.
+    Adopt(TcpStream),
+    /// An AER completion for a controller whose admin queue is here.
+    Async(AsyncCompletion),
+    /// Controller torn down: close its queues.
+    CloseController(u16),
+    /// Stop accepting, drain connections, stop the shard.
+    Shutdown,
+}
+
+/// A namespace's device on this shard.
+pub(crate) struct Volume {
+    pub nqn: String,
+    pub nsid: u32,
+    pub device: DeviceId,
+}
+
+pub(crate) struct ShardHandler {
+    me: ShardId,
+    shared: Arc<Shared>,
+    listeners: Arc<Vec<TcpListener>>,
+    accept_armed: Vec<bool>,
+    conns: Slab<Connection>,
+    volumes: Vec<Volume>,
+    /// Admin command output (Identify, log pages), MDTS bytes.
+    out: Vec<u8>,
+    outbox: VecDeque<(ShardId, Message)>,
+    next_shard: usize,
+    stalled: Vec<usize>,
+    decoder_limits: DecoderLimits,
+    shutting_down: bool,
+}
+
+impl ShardHandler {
+    pub fn new(
+        shard: &mut Shard<Message>,
+        shared: Arc<Shared>,
+        listeners: Arc<Vec<TcpListener>>,
+        volumes: Vec<Volume>,
+    ) -> ShardHandler {
+        let (out_len, in_capsule) = {
+            let control = shared.lock();
+            (
+                control.target.output_buffer_len(),
+                control.target.limits().in_capsule_data_size,
+            )
+        };
+        let owns_listeners = shard.id() == ShardId(0);
+        let mut handler = ShardHandler {
+            me: shard.id(),
+            shared,
+            accept_armed: vec![false; if owns_listeners { listeners.len() } else { 0 }],
+            listeners,
+            conns: Slab::new(),
+            volumes,
+            out: vec![0; out_len],
+            outbox: VecDeque::new(),
+            next_shard: 0,
+            stalled: Vec::new(),
+            decoder_limits: DecoderLimits {
+                max_in_capsule_data: in_capsule,
+                max_data_per_pdu: MAX_DATA_PER_PDU,
+            },
+            shutting_down: false,
+        };
+        for index in 0..handler.accept_armed.len() {
+            handler.arm_accept(shard, index);
+        }
+        if owns_listeners {
+            let _ = shard.add_timer(KEEP_ALIVE_CHECK, TIMER_KEEP_ALIVE);
+        }
+        handler
+    }
+
+    // ----- accepting and adopting ---------------------------------------
+
+    fn arm_accept(&mut self, shard: &mut Shard<Message>, index: usize) {
+        if self.shutting_down || self.accept_armed[index] {
+            return;
+        }
+        let tag = Tag::new(TagKind::Accept, index, 0, 0).raw();
+        match shard.submit_net(&self.listeners[index], NetOp::Accept, None, tag) {
+            Ok(()) => self.accept_armed[index] = true,
+            Err((error, _)) => tracing::error!(%error, "cannot accept connections"),
+        }
+    }
+
+    fn on_accept(&mut self, shard: &mut Shard<Message>, index: usize, done: Completion) {
+        self.accept_armed[index] = false;
+        match (done.result, done.accepted) {
+            (Ok(_), Some(fd)) => {
+                let stream = TcpStream::from(fd);
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::warn!(%error, "TCP_NODELAY refused");
+                }
+                let shards = shard.shards();
+                let dst = ShardId(self.next_shard % shards);
+                self.next_shard = self.next_shard.wrapping_add(1);
+                if dst == self.me {
+                    self.adopt(shard, stream);
+                } else {
+                    self.post(shard, dst, Message::Adopt(stream));
+                }
+            }
+            (Err(error), _) if !self.shutting_down => {
+                tracing::warn!(%error, "accept failed");
+            }
+            _ => {}
+        }
+        self.arm_accept(shard, index);
+    }
+
+    fn adopt(&mut self, shard: &mut Shard<Message>, stream: TcpStream) {
+        if self.shutting_down || self.conns.len() >= MAX_CONNECTIONS_PER_SHARD {
+            tracing::warn!("refusing a connection: shutting down or at the connection limit");
+            return;
+        }
+        let Some(rx) = shard.alloc(shard.pool().slot_size()) else {
+            tracing::warn!("refusing a connection: buffer pool exhausted");
+            return;
+        };
+        let decoder = PduDecoder::new(Role::Controller, self.decoder_limits);
+        let mut conn = Connection::new(stream, decoder);
+        conn.rx = Some(rx);
+        tracing::info!(peer = ?conn.peer, shard = self.me.0, "connection accepted");
+        let key = self.conns.insert(conn);
+        let armed = self.conns[key].arm_recv(shard, key);
+        if let Err(error) = armed {
+            self.abort(shard, key, &error);
+        }
+    }
+
+    fn post(&mut self, shard: &mut Shard<Message>, dst: ShardId, msg: Message) {
+        if let Err(msg) = shard.send(dst, msg) {
+            self.outbox.push_back((dst, msg));
+        }
+    }
+
+    fn broadcast_close(&mut self, shard: &mut Shard<Message>, cntlid: u16) {
+        for index in 0..shard.shards() {
+            let dst = ShardId(index);
+            if dst == self.me {
+                self.close_controller(shard, cntlid);
+            } else {
+                self.post(shard, dst, Message::CloseController(cntlid));
+            }
+        }
+    }
+
+    fn close_controller(&mut self, shard: &mut Shard<Message>, cntlid: u16) {
+        let doomed: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| conn.session.cntlid() == Some(cntlid))
+            .map(|(key, _)| key)
+            .collect();
+        for key in doomed {
+            self.abort(shard, key, "controller torn down");
+        }
+    }
+
+    fn route_async(&mut self, shard: &mut Shard<Message>, routed: Vec<(ShardId, AsyncCompletion)>) {
+        for (dst, completion) in routed {
+            if dst == self.me {
+                self.deliver_async(shard, completion);
+            } else {
+                self.post(shard, dst, Message::Async(completion));
+            }
+        }
+    }
+
+    fn deliver_async(&mut self, shard: &mut Shard<Message>, completion: AsyncCompletion) {
+        let found = self.conns.iter().find(|(_, conn)| {
+            conn.session.cntlid() == Some(completion.cntlid) && conn.session.qid() == Some(0)
+        });
+        if let Some((key, _)) = found {
+            self.respond(shard, key, completion.cqe);
+            self.flush(shard, key);
+        }
+    }
+
+    // ----- receiving ----------------------------------------------------
+
+    fn on_recv(&mut self, shard: &mut Shard<Message>, key: usize, done: Completion) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            if let Some(buf) = done.buf {
+                shard.free(buf);
+            }
+            return;
+        };
+        conn.ops -= 1;
+        conn.rx = done.buf;
+        match done.result {
+            Ok(0) => {
+                conn.read_shut = true;
+                if conn.closing == Closing::No {
+                    tracing::info!(peer = ?conn.peer, "host closed the connection");
+                }
+                self.begin_close(shard, key, Closing::Drain);
+            }
+            Ok(n) => {
+                conn.rx_end += n as usize;
+                self.process_rx(shard, key);
+            }
+            Err(error) => {
+                let message = format!("receive failed: {error}");
+                self.abort(shard, key, &message);
+            }
+        }
+    }
+
+    /// Takes every whole PDU out of the receive buffer, then re-arms the
+    /// receive.
+    fn process_rx(&mut self, shard: &mut Shard<Message>, key: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.closing != Closing::No {
+                break;
+            }
+            let Some(rx) = conn.rx.as_ref() else {
+                break;
+            };
+            let bytes = &shard.buf(rx)[conn.rx_start..conn.rx_end];
+            let pdu = match conn.decoder.decode(bytes) {
+                Ok(Decoded::NeedMore(_)) => break,
+                Ok(Decoded::Ready(pdu)) => pdu,
+                Err(error) => {
+                    let term = conn
+                        .decoder
+                        .termination_for(&error, bytes)
+                        .map(|(header, data)| {
+                            let mut copy = [0u8; TERM_REQ_MAX_ERROR_DATA];
+                            let len = data.len().min(copy.len());
+                            copy[..len].copy_from_slice(&data[..len]);
+                            (header, copy, len)
+                        });
+                    self.fatal(shard, key, &error, term);
+                    return;
+                }
+            };
+            let header = *pdu.header();
+            let layout = *pdu.layout();
+            let digest_error = pdu.data().err();
+            let data =
+                conn.rx_start + layout.data_range().start..conn.rx_start + layout.data_range().end;
+            let takes_buffers = matches!(header, PduHeader::CapsuleCmd(_) | PduHeader::H2cData(_));
+            if takes_buffers && shard.pool().available() < BUFFER_RESERVE {
+                conn.rx_paused = true;
+                self.stalled.push(key);
+                break;
+            }
+            conn.rx_start += pdu.wire_len();
+            self.handle_pdu(shard, key, header, data, digest_error);
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let cap = shard.pool().slot_size();
+        let max_pdu = MAX_DATA_PER_PDU as usize + 256;
+        if conn.rx_start == conn.rx_end || cap - conn.rx_end < max_pdu {
+            conn.compact_rx(shard);
+        }
+        if let Err(error) = conn.arm_recv(shard, key) {
+            self.abort(shard, key, &error);
+            return;
+        }
+        self.flush(shard, key);
+    }
+
+    fn handle_pdu(
+        &mut self,
+        shard: &mut Shard<Message>,
+        key: usize,
+        header: PduHeader,
+        data: Range<usize>,
+        digest_error: Option<PduError>,
+    ) {
+        match header {
+            PduHeader::IcReq(icreq) => self.on_icreq(shard, key, icreq),
+            PduHeader::CapsuleCmd(capsule) => {
+                self.on_capsule(shard, key, &capsule.sqe, data, digest_error)
+            }
+            PduHeader::H2cData(pdu) => self.on_h2c_data(shard, key, pdu, data, digest_error),
+            PduHeader::H2cTermReq(term) => {
+                let message = format!("host terminated the connection: {:?}", term.fes);
+                self.abort(shard, key, &message);
+            }
+            // The decoder lets through only what a controller receives.
+            other => {
+                let message = format!("unexpected {:?}", other.pdu_type());
+                self.abort(shard, key, &message);
+            }
+        }
+    }
+
+    fn on_icreq(&mut self, shard: &mut Shard<Message>, key: usize, icreq: IcReq) {
+        let icresp = IcResp {
+            pfv: 0,
+            cpda: 0,
+            digest: icreq.digest,
+            maxh2cdata: MAX_DATA_PER_PDU,
+        };
+        let conn = &mut self.conns[key];
+        let agreed = negotiated(Role::Controller, &icreq, &icresp);
+        let queued = conn.queue_pdu(
+            shard,
+            &PduHeader::IcResp(icresp),
+            TxParams::PLAIN,
+            Payload::None,
+        );
+        if let Err(error) = queued {
+            self.abort(shard, key, &error);
+            return;
+        }
+        if let Err(error) = conn.decoder.establish(agreed.rx) {
+            self.fatal(shard, key, &error, None);
+            return;
+        }
+        conn.tx_params = agreed.tx;
+        tracing::debug!(peer = ?conn.peer, digests = ?icreq.digest, hpda = icreq.hpda, "connection initialized");
+    }
+
+    fn on_capsule(
+        &mut self,
+        shard: &mut Shard<Message>,
+        key: usize,
+        sqe: &crate::nvme::sqe::SubmissionQueueEntry,
+        data: Range<usize>,
+        digest_error: Option<PduError>,
+    ) {
+        let now = self.shared.now();
+        let conn = &mut self.conns[key];
+        if digest_error.is_some() {
+            tracing::warn!(peer = ?conn.peer, cid = sqe.cid, "data digest error in a command capsule");
+            let mut cqe = CompletionQueueEntry::new(sqe.cid, Status::DATA_TRANSFER_ERROR);
+            cqe.sqid = conn.session.qid().unwrap_or(0);
+            self.respond(shard, key, cqe);
+            return;
+        }
+        let Some(rx) = conn.rx.as_ref() else {
+            return;
+        };
+        let capsule = &shard.buf(rx)[data.clone()];
+        let was_connected = conn.session.is_connected();
+        let mut control = self.shared.lock();
+        let reply = control
+            .target
+            .submit(&mut conn.session, sqe, capsule, &mut self.out, now);
+        if !was_connected {
+            if let (Some(cntlid), Some(qid)) = (conn.session.cntlid(), conn.session.qid()) {
+                if qid == 0 {
+                    control.admin_shard.insert(cntlid, self.me);
+                }
+                if let Some(info) = control.target.controller_info(cntlid) {
+                    conn.namespaces = self
+                        .volumes
+                        .iter()
+                        .filter(|volume| volume.nqn == info.subnqn)
+                        .map(|volume| (volume.nsid, volume.device))
+                        .collect();
+                    tracing::info!(peer = ?conn.peer, cntlid, qid, subnqn = info.subnqn, hostnqn = info.hostnqn, "queue connected");
+                }
+            }
+        }
+        let disconnected = was_connected && !conn.session.is_connected();
+        let routed = control.routed_async();
+        drop(control);
+        match reply {
+            crate::controller::Reply::Complete(response) => {
+                if response.data_len > 0 {
+                    self.send_heap_data(shard, key, sqe.cid, response.data_len);
+                }
+                self.respond(shard, key, response.cqe);
+            }
+            crate::controller::Reply::Io(io) => self.start_io(shard, key, io, data),
+            crate::controller::Reply::Deferred => {}
+        }
+        self.route_async(shard, routed);
+        if disconnected {
+            self.flush(shard, key);
+            self.begin_close(shard, key, Closing::Drain);
+        }
+    }
+
+    /// C2HData from the admin output buffer.
+    fn send_heap_data(&mut self, shard: &mut Shard<Message>, key: usize, cid: u16, len: usize) {
+        let conn = &mut self.conns[key];
+        let tx = conn.tx_params;
+        let len = len.min(self.out.len());
+        let mut offset = 0;
+        while offset < len {
+            let chunk = (len - offset).min(MAX_DATA_PER_PDU as usize);
+            let last = offset + chunk == len;
+            let header = PduHeader::C2hData(DataPdu {
+                cccid: cid,
+                ttag: 0,
+                datao: offset as u32,
+                datal: chunk as u32,
+                last,
+                success: false,
+            });
+            let payload = Payload::Heap(&self.out[offset..offset + chunk]);
+            if let Err(error) = conn.queue_pdu(shard, &header, tx, payload) {
+                self.abort(shard, key, &error);
+                return;
+            }
+            offset += chunk;
+        }
+    }
+
+    fn respond(&mut self, shard: &mut Shard<Message>, key: usize, cqe: CompletionQueueEntry) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let tx = conn.tx_params;
+        let header = PduHeader::CapsuleResp(CapsuleResp { cqe });
+        if let Err(error) = conn.queue_pdu(shard, &header, tx, Payload::None) {
+            self.abort(shard, key, &error);
+        }
+    }
+
+    // ----- I/O commands -------------------------------------------------
+
+    fn start_io(
+        &mut self,
+        shard: &mut Shard<Message>,
+        key: usize,
+        io: IoCommand,
+        capsule: Range<usize>,
+    ) {
+        let slot = shard.pool().slot_size();
+        let conn = &mut self.conns[key];
+        let device = conn.device_of(io.nsid);
+        let broadcast_flush = io.nsid == NSID_BROADCAST && io.operation == IoOperation::Flush;
+        let mut command = Command::new(io, device);
+        if device.is_none() && !broadcast_flush {
+            command.fail(Status::INTERNAL_ERROR);
+        }
+        // Host data to gather first (in the capsule or through R2T).
+        let host_data = match &command.io.operation {
+            IoOperation::Write { data, .. } | IoOperation::Compare { data, .. } => Some(*data),
+            IoOperation::DatasetManagement(request) => Some(request.data),
+            _ => None,
+        };
+        let transfer = match &command.io.operation {
+            IoOperation::Read { range, .. } => range.len,
+            _ => host_data.map_or(0, |data| data.len()),
+        };
+        if command.status.is_success() && transfer > 0 {
+            let segments = (transfer as usize).div_ceil(slot);
+            if segments > MAX_SEGMENTS {
+                command.fail(Status::INTERNAL_ERROR);
+            } else {
+                for index in 0..segments {
+                    let len = (transfer as usize - index * slot).min(slot);
+                    match shard.alloc(len) {
+                        Some(buf) => command.data[index] = Some(buf),
+                        None => command.fail(Status::COMMAND_INTERRUPTED),
+                    }
+                }
+                command.segments = segments;
+            }
+        }
+        let cmd_key = conn.commands.insert(command);
+        let command = &mut conn.commands[cmd_key];
+        if !command.status.is_success() {
+            self.finish(shard, key, cmd_key);
+            return;
+        }
+        match host_data {
+            Some(DataSource::InCapsule { offset, len }) => {
+                let start = capsule.start + offset;
+                let Some(rx) = conn.rx.as_ref() else {
+                    return;
+                };
+                for index in 0..command.segments {
+                    let seg_start = start + index * slot;
+                    let seg_len = (len - index * slot).min(slot);
+                    if let Some(buf) = &command.data[index] {
+                        shard
+                            .pool_mut()
+                            .copy(rx, seg_start..seg_start + seg_len, buf, 0);
+                    }
+                }
+                self.data_arrived(shard, key, cmd_key);
+            }
+            Some(DataSource::FromHost { len }) => {
+                command.phase = Phase::AwaitingHostData {
+                    received: 0,
+                    expected: len,
+                };
+                let r2t = PduHeader::R2t(R2t {
+                    cccid: command.io.cid,
+                    ttag: cmd_key as u16,
+                    r2to: 0,
+                    r2tl: len as u32,
+                });
+                let tx = conn.tx_params;
+                if let Err(error) = conn.queue_pdu(shard, &r2t, tx, Payload::None) {
+                    self.abort(shard, key, &error);
+                }
+            }
+            None => self.data_arrived(shard, key, cmd_key),
+        }
+    }
+
+    fn on_h2c_data(
+        &mut self,
+        shard: &mut Shard<Message>,
+        key: usize,
+        pdu: DataPdu,
+        data: Range<usize>,
+        digest_error: Option<PduError>,
+    ) {
+        let slot = shard.pool().slot_size();
+        let conn = &mut self.conns[key];
+        let cmd_key = usize::from(pdu.ttag);
+        let expected = match conn.commands.get(cmd_key) {
+            Some(command) if command.io.cid == pdu.cccid => match command.phase {
+                Phase::AwaitingHostData { expected, .. } => Some(expected),
+                Phase::Disk => None,
+            },
+            _ => None,
+        };
+        let Some(expected) = expected else {
+            let error = PduError::InvalidHeaderField {
+                offset: field_offset::TTAG,
+                field: "TTAG",
+            };
+            self.fatal(shard, key, &error, None);
+            return;
+        };
+        if let Err(error) = pdu.check_within(0, expected as u32) {
+            self.fatal(shard, key, &error, None);
+            return;
+        }
+        let Some(rx) = conn.rx.as_ref() else {
+            return;
+        };
+        let command = &mut conn.commands[cmd_key];
+        if digest_error.is_some() {
+            tracing::warn!(peer = ?conn.peer, cid = pdu.cccid, "data digest error in H2CData");
+            command.fail(Status::DATA_TRANSFER_ERROR);
+        }
+        // Scatter into the command's buffers (a PDU may straddle two).
+        let mut at = pdu.datao as usize;
+        let mut src = data.start;
+        while src < data.end {
+            let index = at / slot;
+            let offset = at % slot;
+            let len = (data.end - src).min(slot - offset);
+            if let Some(buf) = command.data.get(index).and_then(Option::as_ref) {
+                if offset + len <= buf.len() {
+                    shard.pool_mut().copy(rx, src..src + len, buf, offset);
+                }
+            }
+            at += len;
+            src += len;
+        }
+        let Phase::AwaitingHostData { received, .. } = &mut command.phase else {
+            return;
+        };
+        *received += u64::from(pdu.datal);
+        if *received > expected {
+            let error = PduError::DataOutOfRange {
+                datao: pdu.datao,
+                datal: pdu.datal,
+            };
+            self.fatal(shard, key, &error, None);
+        } else if *received == expected {
+            command.phase = Phase::Disk;
+            self.data_arrived(shard, key, cmd_key);
+        }
+    }
+
+    /// All host data is in: start the disk work.
+    fn data_arrived(&mut self, shard: &mut Shard<Message>, key: usize, cmd_key: usize) {
+        let slot = shard.pool().slot_size() as u64;
+        let conn = &mut self.conns[key];
+        let command = &mut conn.commands[cmd_key];
+        command.phase = Phase::Disk;
+        if !command.status.is_success() {
+            self.finish(shard, key, cmd_key);
+            return;
+        }
+        let mut ops: Vec<(TagKind, usize, IoOp)> = Vec::new();
+        match command.io.operation.clone() {
+            IoOperation::Read { range, .. } => {
+                for index in 0..command.segments {
+                    let offset = range.offset + index as u64 * slot;
+                    ops.push((TagKind::Disk, index, IoOp::Read { offset }));
+                }
+            }
+            IoOperation::Write { range, fua, .. } => {
+                for index in 0..command.segments {
+                    let offset = range.offset + index as u64 * slot;
+                    ops.push((TagKind::Disk, index, IoOp::Write { offset, fua }));
+                }
+            }
+            IoOperation::Compare { range, .. } => {
+                for index in 0..command.segments {
+                    let len = command.data[index].as_ref().map_or(0, |b| b.len());
+                    match shard.alloc(len) {
+                        Some(buf) => command.compare[index] = Some(buf),
+                        None => command.fail(Status::COMMAND_INTERRUPTED),
+                    }
+                    let offset = range.offset + index as u64 * slot;
+                    ops.push((TagKind::CompareRead, index, IoOp::Read { offset }));
+                }
+            }
+            IoOperation::WriteZeroes {
+                range, deallocate, ..
+            } => {
+                let op = if deallocate {
+                    IoOp::Discard {
+                        offset: range.offset,
+                        len: range.len,
+                    }
+                } else {
+                    IoOp::WriteZeroes {
+                        offset: range.offset,
+                        len: range.len,
+                    }
+                };
+                ops.push((TagKind::Disk, 0, op));
+            }
+            IoOperation::Flush => ops.push((TagKind::Disk, 0, IoOp::Flush)),
+            IoOperation::DatasetManagement(request) => {
+                let list = match command.data[0].as_ref() {
+                    Some(buf) => request.byte_ranges(shard.buf(buf)),
+                    None => request.byte_ranges(&[]),
+                };
+                match list {
+                    Ok(ranges) if request.deallocate => {
+                        for range in &ranges {
+                            ops.push((
+                                TagKind::Disk,
+                                0,
+                                IoOp::Discard {
+                                    offset: range.offset,
+                                    len: range.len,
+                                },
+                            ));
+                        }
+                        command.ranges = ranges;
+                    }
+                    // Hints only: nothing to do.
+                    Ok(_) => {}
+                    Err(error) => command.fail(error.status()),
+                }
+            }
+        }
+        if !command.status.is_success() {
+            self.finish(shard, key, cmd_key);
+            return;
+        }
+        let devices: Vec<DeviceId> = match command.device {
+            Some(device) => vec![device],
+            None => conn.namespaces.iter().map(|&(_, dev)| dev).collect(),
+        };
+        for (kind, index, op) in ops {
+            for &device in &devices {
+                let buf = match (kind, op.has_data()) {
+                    (TagKind::CompareRead, _) => command.compare[index].take(),
+                    (_, true) => command.data[index].take(),
+                    _ => None,
+                };
+                let tag = Tag::new(kind, key, cmd_key, index).raw();
+                match shard.submit(device, op, buf, tag) {
+                    Ok(()) => {
+                        command.disk_pending += 1;
+                        conn.ops += 1;
+                    }
+                    Err((error, buf)) => {
+                        tracing::warn!(%error, "disk submission refused");
+                        let reading = command.is_read();
+                        command.fail(disk_status(&error, reading));
+                        if let Some(buf) = buf {
+                            match kind {
+                                TagKind::CompareRead => command.compare[index] = Some(buf),
+                                _ => command.data[index] = Some(buf),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if command.disk_pending == 0 {
+            self.finish(shard, key, cmd_key);
+        }
+    }
+
+    fn on_disk(&mut self, shard: &mut Shard<Message>, tag: Tag, done: Completion) {
+        let Some(conn) = self.conns.get_mut(tag.conn) else {
+            if let Some(buf) = done.buf {
+                shard.free(buf);
+            }
+            return;
+        };
+        conn.ops -= 1;
+        let Some(command) = conn.commands.get_mut(tag.command) else {
+            if let Some(buf) = done.buf {
+                shard.free(buf);
+            }
+            return;
+        };
+        if let Some(buf) = done.buf {
+            let slot = match tag.kind {
+                TagKind::CompareRead => command.compare.get_mut(tag.segment),
+                _ => command.data.get_mut(tag.segment),
+            };
+            match slot {
+                Some(slot) if slot.is_none() => *slot = Some(buf),
+                _ => shard.free(buf),
+            }
+        }
+        if let Err(error) = &done.result {
+            tracing::warn!(%error, "disk operation failed");
+            let reading = matches!(done.op, Op::Block(IoOp::Read { .. }));
+            command.fail(disk_status(error, reading));
+        }
+        command.disk_pending -= 1;
+        if command.disk_pending == 0 {
+            self.finish(shard, tag.conn, tag.command);
+        }
+    }
+
+    /// Sends the command's data (reads) and completion, frees its buffers.
+    fn finish(&mut self, shard: &mut Shard<Message>, key: usize, cmd_key: usize) {
+        let conn = &mut self.conns[key];
+        let mut command = conn.commands.remove(cmd_key);
+        if command.status.is_success() {
+            if let IoOperation::Compare { .. } = command.io.operation {
+                let differs = (0..command.segments).any(|index| {
+                    match (&command.data[index], &command.compare[index]) {
+                        (Some(a), Some(b)) => shard.buf(a) != shard.buf(b),
+                        _ => true,
+                    }
+                });
+                if differs {
+                    command.status = Status::COMPARE_FAILURE;
+                }
+            }
+        }
+        if command.status.is_success() && conn.closing != Closing::Abort {
+            if let IoOperation::Read { .. } = command.io.operation {
+                let tx = conn.tx_params;
+                let chunk = MAX_DATA_PER_PDU as usize;
+                let mut datao = 0usize;
+                let total: usize = command.data.iter().flatten().map(|b| b.len()).sum();
+                'segments: for buf in command.data.iter().flatten() {
+                    let mut at = 0;
+                    while at < buf.len() {
+                        let len = (buf.len() - at).min(chunk);
+                        let header = PduHeader::C2hData(DataPdu {
+                            cccid: command.io.cid,
+                            ttag: 0,
+                            datao: datao as u32,
+                            datal: len as u32,
+                            last: datao + len == total,
+                            success: false,
+                        });
+                        if let Err(error) =
+                            conn.queue_pdu(shard, &header, tx, Payload::Slot(buf, at..at + len))
+                        {
+                            tracing::warn!(%error, "cannot queue read data");
+                            conn.closing = Closing::Abort;
+                            break 'segments;
+                        }
+                        at += len;
+                        datao += len;
+                    }
+                }
+            }
+        }
+        let mut control = self.shared.lock();
+        let cqe = control
+            .target
+            .complete_io(&mut conn.session, &command.io, command.status);
+        let routed = control.routed_async();
+        drop(control);
+        for buf in command.take_buffers() {
+            shard.free(buf);
+        }
+        self.respond(shard, key, cqe);
+        self.route_async(shard, routed);
+        self.flush(shard, key);
+    }
+
+    // ----- sending and closing ------------------------------------------
+
+    fn flush(&mut self, shard: &mut Shard<Message>, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Err(error) = conn.flush(shard, key) {
+            self.abort(shard, key, &error);
+            return;
+        }
+        self.maybe_finalize(shard, key);
+    }
+
+    fn on_send(&mut self, shard: &mut Shard<Message>, key: usize, done: Completion) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            if let Some(buf) = done.buf {
+                shard.free(buf);
+            }
+            return;
+        };
+        conn.ops -= 1;
+        conn.sending = false;
+        let Some(buf) = done.buf else {
+            return;
+        };
+        let offset = match done.op {
+            Op::Net(NetOp::Send { offset }) => offset as usize,
+            _ => 0,
+        };
+        match done.result {
+            Ok(sent) if offset + (sent as usize) < buf.len() && sent > 0 => {
+                // Short send: the rest of this buffer goes first.
+                let tag = Tag::new(TagKind::Send, key, 0, 0).raw();
+                let next = NetOp::Send {
+                    offset: (offset + sent as usize) as u32,
+                };
+                match shard.submit_net(&conn.socket, next, Some(buf), tag) {
+                    Ok(()) => {
+                        conn.sending = true;
+                        conn.ops += 1;
+                    }
+                    Err((error, buf)) => {
+                        if let Some(buf) = buf {
+                            shard.free(buf);
+                        }
+                        let message = format!("send: {error}");
+                        self.abort(shard, key, &message);
+                    }
+                }
+            }
+            Ok(sent) if sent > 0 => {
+                shard.free(buf);
+                self.flush(shard, key);
+            }
+            Ok(_) => {
+                shard.free(buf);
+                self.abort(shard, key, "send made no progress");
+            }
+            Err(error) => {
+                shard.free(buf);
+                let message = format!("send failed: {error}");
+                self.abort(shard, key, &message);
+            }
+        }
+    }
+
+    /// A protocol error: tell the host with a C2HTermReq (when the error
+    /// has one), then close.
+    fn fatal(
+        &mut self,
+        shard: &mut Shard<Message>,
+        key: usize,
+        error: &PduError,
+        term: Option<(PduHeader, [u8; TERM_REQ_MAX_ERROR_DATA], usize)>,
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        tracing::warn!(peer = ?conn.peer, %error, "protocol error, terminating the connection");
+        let term = term.or_else(|| {
+            conn.decoder
+                .termination_for(error, &[])
+                .map(|(header, _)| (header, [0u8; TERM_REQ_MAX_ERROR_DATA], 0))
+        });
+        if let Some((header, data, len)) = term {
+            let queued =
+                conn.queue_pdu(shard, &header, TxParams::PLAIN, Payload::Heap(&data[..len]));
+            if queued.is_err() {
+                self.abort(shard, key, "cannot queue the termination request");
+                return;
+            }
+        }
+        self.begin_close(shard, key, Closing::Drain);
+        self.flush(shard, key);
+    }
+
+    fn abort(&mut self, shard: &mut Shard<Message>, key: usize, why: &str) {
+        if let Some(conn) = self.conns.get(key) {
+            if conn.closing != Closing::Abort {
+                tracing::info!(peer = ?conn.peer, why, "closing connection");
+            }
+        }
+        self.begin_close(shard, key, Closing::Abort);
+    }
+
+    fn begin_close(&mut self, shard: &mut Shard<Message>, key: usize, mode: Closing) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.closing == Closing::Abort || conn.closing == mode {
+            self.maybe_finalize(shard, key);
+            return;
+        }
+        conn.closing = mode;
+        let how = match mode {
+            Closing::Abort => Shutdown::Both,
+            _ => Shutdown::Read,
+        };
+        // Makes a pending receive (and, for Both, send) complete now.
+        let _ = conn.socket.shutdown(how);
+        // Commands waiting for host data will never get it.
+        let waiting: Vec<usize> = conn
+            .commands
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::AwaitingHostData { .. }))
+            .map(|(k, _)| k)
+            .collect();
+        for cmd_key in waiting {
+            let mut command = conn.commands.remove(cmd_key);
+            for buf in command.take_buffers() {
+                shard.free(buf);
+            }
+        }
+        if mode == Closing::Abort {
+            for (buf, _) in conn.tx_queue.drain(..) {
+                shard.free(buf);
+            }
+        }
+        self.maybe_finalize(shard, key);
+    }
+
+    fn maybe_finalize(&mut self, shard: &mut Shard<Message>, key: usize) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        if conn.closing == Closing::No || !conn.is_quiescent() {
+            return;
+        }
+        let mut conn = self.conns.remove(key);
+        if let Some(buf) = conn.rx.take() {
+            shard.free(buf);
+        }
+        for (buf, _) in conn.tx_queue.drain(..) {
+            shard.free(buf);
+        }
+        for mut command in conn.commands.drain() {
+            for buf in command.take_buffers() {
+                shard.free(buf);
+            }
+        }
+        self.stalled.retain(|&k| k != key);
+        let admin = conn.session.qid() == Some(0);
+        let cntlid = conn.session.cntlid();
+        let mut control = self.shared.lock();
+        control.target.close_queue(&mut conn.session);
+        if let (true, Some(cntlid)) = (admin, cntlid) {
+            control.admin_shard.remove(&cntlid);
+        }
+        let routed = control.routed_async();
+        drop(control);
+        tracing::info!(peer = ?conn.peer, ?cntlid, "connection closed");
+        drop(conn);
+        self.route_async(shard, routed);
+        if let (true, Some(cntlid)) = (admin, cntlid) {
+            // The controller is gone; its I/O queues must not linger.
+            self.broadcast_close(shard, cntlid);
+        }
+    }
+
+    fn start_shutdown(&mut self, shard: &mut Shard<Message>) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        for listener in self.listeners.iter().take(self.accept_armed.len()) {
+            shard.cancel_net(listener);
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.begin_close(shard, key, Closing::Drain);
+        }
+        let _ = shard.add_timer(SHUTDOWN_GRACE, TIMER_SHUTDOWN);
+    }
+}
+
+impl keel_engine::Handler<Message> for ShardHandler {
+    fn on_completion(&mut self, shard: &mut Shard<Message>, done: Completion) {
+        let Some(tag) = Tag::parse(done.tag) else {
+            if let Some(buf) = done.buf {
+                shard.free(buf);
+            }
+            return;
+        };
+        match tag.kind {
+            TagKind::Accept => self.on_accept(shard, tag.conn, done),
+            TagKind::Recv => self.on_recv(shard, tag.conn, done),
+            TagKind::Send => self.on_send(shard, tag.conn, done),
+            TagKind::Disk | TagKind::CompareRead => self.on_disk(shard, tag, done),
+        }
+        self.maybe_finalize(shard, tag.conn);
+    }
+
+    fn on_message(&mut self, shard: &mut Shard<Message>, _from: Origin, msg: Message) {
+        match msg {
+            Message::Adopt(stream) => self.adopt(shard, stream),
+            Message::Async(completion) => self.deliver_async(shard, completion),
+            Message::CloseController(cntlid) => self.close_controller(shard, cntlid),
+            Message::Shutdown => self.start_shutdown(shard),
+        }
+    }
+
+    fn on_timer(&mut self, shard: &mut Shard<Message>, tag: u64) {
+        match tag {
+            TIMER_KEEP_ALIVE => {
+                let now = self.shared.now();
+                let mut control = self.shared.lock();
+                let expired = control.target.tick(now);
+                for &cntlid in &expired {
+                    tracing::warn!(cntlid, "keep alive timeout: tearing the controller down");
+                    control.target.teardown(cntlid);
+                }
+                let routed = control.routed_async();
+                drop(control);
+                self.route_async(shard, routed);
+                for cntlid in expired {
+                    self.broadcast_close(shard, cntlid);
+                }
+                if !self.shutting_down {
+                    let _ = shard.add_timer(KEEP_ALIVE_CHECK, TIMER_KEEP_ALIVE);
+                }
+            }
+            TIMER_SHUTDOWN => {
+                let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+                for key in keys {
+                    self.abort(shard, key, "shutdown grace period over");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn poll(&mut self, shard: &mut Shard<Message>) -> bool {
+        let mut worked = false;
+        while let Some((dst, msg)) = self.outbox.pop_front() {
+            if let Err(msg) = shard.send(dst, msg) {
+                if !self.shutting_down {
+                    self.outbox.push_front((dst, msg));
+                }
+                worked = true;
+                break;
+            }
+            worked = true;
+        }
+        if !self.stalled.is_empty() && shard.pool().available() >= BUFFER_RESERVE {
+            let stalled = std::mem::take(&mut self.stalled);
+            for key in stalled {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.rx_paused = false;
+                    self.process_rx(shard, key);
+                }
+            }
+            worked = true;
+        }
+        if self.shutting_down
+            && self.conns.is_empty()
+            && self.outbox.is_empty()
+            && !self.accept_armed.iter().any(|&armed| armed)
+        {
+            shard.stop();
+        }
+        worked
+    }
+}
