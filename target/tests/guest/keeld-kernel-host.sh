@@ -11,7 +11,7 @@
 #   FIO_RUNTIME (s, 60)  FIO_DIGEST_RUNTIME (s, 10)  FIO_SIZE (256M)
 #   NS_SIZE_MB (512)  BLOCK_SIZE (512|4096, 512)  KEELD (/extra/keeld)
 #   KEELD_ARGS (extra keeld flags)  KEELD_START_TIMEOUT (s, 30)
-#   KEELD_STOP_TIMEOUT (s, 60)  RUST_LOG (info)
+#   KEELD_STOP_TIMEOUT (s, 60)  CTRL_LOSS_TMO (s, 30)  RUST_LOG (info)
 set -eu
 NQN=nqn.2014-08.io.keel:kernel-host
 DISC_NQN=nqn.2014-08.org.nvmexpress.discovery
@@ -26,6 +26,9 @@ FIO_DIGEST_RUNTIME=${FIO_DIGEST_RUNTIME:-10}
 FIO_SIZE=${FIO_SIZE:-256M}
 KEELD_START_TIMEOUT=${KEELD_START_TIMEOUT:-30}
 KEELD_STOP_TIMEOUT=${KEELD_STOP_TIMEOUT:-60}
+# If keeld dies or stops answering, the kernel gives up on the controller after
+# this many seconds and fails the I/O (default 600 s would outlast the guest).
+CTRL_LOSS_TMO=${CTRL_LOSS_TMO:-30}
 BACKING_DIR=/srv/keel
 BACKING=$BACKING_DIR/ns1.img
 MNT=/mnt/ns1
@@ -84,7 +87,7 @@ ns_dev_of() {
 
 # connect [extra nvme-cli flags]: connect to $NQN and wait for the namespace.
 connect() {
-    nvme connect -t tcp -a $ADDR -s $PORT -n $NQN "$@"
+    nvme connect -t tcp -a $ADDR -s $PORT -n $NQN --ctrl-loss-tmo="$CTRL_LOSS_TMO" "$@"
     i=0 DEV=
     while [ $i -lt 100 ]; do
         DEV=$(ns_dev_of $NQN)
@@ -120,6 +123,14 @@ show() {
     "$@" >"$f" 2>&1 || src=$?
     cat "$f"
     [ "$src" -eq 0 ] || fail "'$*' exited $src"
+}
+
+# Kernel complaints about the nvme controller or block I/O since boot: digest
+# errors, error recovery/reconnects, I/O timeouts or errors, ext4 errors.
+check_kernel_log() {
+    bad=$(dmesg | grep -E 'nvme|blk_update|I/O error|Buffer I/O' |
+        grep -iE 'digest|error|recovery|timeout|timed out|reconnect|failed|abort|reset' || true)
+    [ -z "$bad" ] || { echo "$bad"; fail "kernel reported nvme/block errors ($1)"; }
 }
 
 # Is something listening on $ADDR:$PORT? (/proc/net/tcp: local address in hex, state 0A)
@@ -216,6 +227,7 @@ echo "block device $DEV: $bytes bytes, logical block size $lbs"
 step "4. fio randrw 4k-128k qd16, crc32c verify, ${FIO_RUNTIME}s on $FIO_SIZE"
 run_fio randrw-verify --rw=randrw --bsrange=4k-128k --iodepth=16 --size="$FIO_SIZE" \
     --runtime="$FIO_RUNTIME" --time_based --verify=crc32c --verify_fatal=1 --do_verify=1
+check_kernel_log "fio"
 
 step "5. ext4 on the namespace, files survive disconnect/reconnect"
 mkfs.ext4 -F "$DEV"
@@ -237,12 +249,14 @@ mount -t ext4 "$DEV" $MNT
 (cd $MNT && sha256sum -c /tmp/sums.txt) || fail "files changed across disconnect/reconnect"
 umount $MNT
 disconnect
+check_kernel_log "ext4"
 
 step "6. connect with header and data digests (-g -G), fio verify ${FIO_DIGEST_RUNTIME}s"
 connect -g -G
 run_fio digest-verify --rw=randrw --bsrange=4k-128k --iodepth=16 --size="$FIO_SIZE" \
     --runtime="$FIO_DIGEST_RUNTIME" --time_based --verify=crc32c --verify_fatal=1 --do_verify=1
 disconnect
+check_kernel_log "digests"
 
 step "7. a host NQN not on the allow list is refused"
 before=$(all_ctrls)

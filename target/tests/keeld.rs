@@ -1,0 +1,344 @@
+//! keeld as a real process on loopback, driven by Keel's initiator and by
+//! raw sockets: verified I/O through every data path, hostile PDUs, hosts
+//! that are not allowed, kill -9 with a file backend, clean SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use keel_target::initiator::{Controller, HostOptions, InitiatorError, IoDone, IoKind, IoQueue};
+use keel_target::nvme::Status;
+use keel_target::tcp::DigestOptions;
+
+const NQN: &str = "nqn.2026-11.io.keel:test";
+
+/// A keeld child process, stopped with SIGKILL if a test fails midway.
+struct Keeld {
+    child: Option<Child>,
+    addr: SocketAddr,
+}
+
+impl Keeld {
+    fn start(args: &[&str]) -> Keeld {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keeld"))
+            .args(["--listen", "127.0.0.1:0", "--nqn", NQN, "--no-pin"])
+            .args(args)
+            .env("KEEL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn keeld");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read keeld's first line");
+        let addr = line
+            .trim()
+            .strip_prefix("keeld listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from keeld: {line:?}"))
+            .parse()
+            .expect("address");
+        Keeld {
+            child: Some(child),
+            addr,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("kill");
+    }
+
+    /// SIGTERM and the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let mut child = self.child.take().expect("child");
+        child.wait().expect("wait")
+    }
+
+    fn kill9(mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        let mut child = self.child.take().expect("child");
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Keeld {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn host(digests: bool) -> HostOptions {
+    HostOptions {
+        digests: DigestOptions {
+            header: digests,
+            data: digests,
+        },
+        ..HostOptions::default()
+    }
+}
+
+/// A pattern that names its block and generation, so a misplaced or stale
+/// block is caught.
+fn fill(buf: &mut [u8], lba: u64, generation: u64) {
+    for (index, chunk) in buf.chunks_mut(8).enumerate() {
+        let word = lba
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(generation << 32)
+            .wrapping_add(index as u64);
+        chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+fn run_one(queue: &mut IoQueue, kind: IoKind, lba: u64, blocks: u32) -> Status {
+    queue.submit(0, kind, lba, blocks).expect("submit");
+    let mut done: Vec<IoDone> = Vec::new();
+    while done.is_empty() {
+        queue.wait(&mut done).expect("wait");
+    }
+    done[0].status
+}
+
+/// Writes then reads back extents of every size class: in-capsule (4 KiB),
+/// one R2T (64 KiB), several engine buffers (1 MiB), unaligned to buffers.
+fn write_read_verify(queue: &mut IoQueue, generation: u64) {
+    let block = queue.namespace().block_size as usize;
+    let sizes = [4096usize, 8192, 65536, 200 * 1024, 1 << 20];
+    let mut lba = 8u64;
+    for (round, &bytes) in sizes.iter().enumerate() {
+        let blocks = (bytes / block) as u32;
+        let fua = round % 2 == 1;
+        fill(queue.buffer(0, bytes), lba, generation);
+        let status = run_one(queue, IoKind::Write { fua }, lba, blocks);
+        assert!(status.is_success(), "write of {bytes} bytes: {status}");
+        queue.buffer(0, bytes).fill(0);
+        let status = run_one(queue, IoKind::Read, lba, blocks);
+        assert!(status.is_success(), "read of {bytes} bytes: {status}");
+        let mut expected = vec![0u8; bytes];
+        fill(&mut expected, lba, generation);
+        assert!(
+            queue.buffer(0, bytes) == expected.as_slice(),
+            "read back of {bytes} bytes at LBA {lba} differs"
+        );
+        lba += u64::from(blocks) + 3;
+    }
+}
+
+fn read_back_matches(queue: &mut IoQueue, generation: u64) {
+    let block = queue.namespace().block_size as usize;
+    let sizes = [4096usize, 8192, 65536, 200 * 1024, 1 << 20];
+    let mut lba = 8u64;
+    for &bytes in &sizes {
+        let blocks = (bytes / block) as u32;
+        let status = run_one(queue, IoKind::Read, lba, blocks);
+        assert!(status.is_success(), "read of {bytes} bytes: {status}");
+        let mut expected = vec![0u8; bytes];
+        fill(&mut expected, lba, generation);
+        assert!(
+            queue.buffer(0, bytes) == expected.as_slice(),
+            "after restart, {bytes} bytes at LBA {lba} differ"
+        );
+        lba += u64::from(blocks) + 3;
+    }
+}
+
+#[test]
+fn verified_io_in_capsule_r2t_and_multi_buffer_with_and_without_digests() {
+    let keeld = Keeld::start(&["--backend", "memory", "--size", "64M"]);
+    for digests in [false, true] {
+        let mut ctrl = Controller::connect(keeld.addr, NQN, &host(digests), 1).expect("connect");
+        let ns = ctrl.namespace(1).expect("identify namespace");
+        assert_eq!(ns.blocks * u64::from(ns.block_size), 64 << 20);
+        let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+        write_read_verify(&mut queue, u64::from(digests) + 1);
+        drop(queue);
+        ctrl.shutdown().expect("shutdown");
+    }
+    assert!(keeld.terminate().success(), "keeld exits 0 on SIGTERM");
+}
+
+#[test]
+fn out_of_range_lba_gets_lba_out_of_range_and_the_queue_lives_on() {
+    let keeld = Keeld::start(&[
+        "--backend",
+        "memory",
+        "--size",
+        "8M",
+        "--block-size",
+        "4096",
+    ]);
+    let mut ctrl = Controller::connect(keeld.addr, NQN, &host(false), 1).expect("connect");
+    let ns = ctrl.namespace(1).expect("identify");
+    assert_eq!(ns.block_size, 4096);
+    let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    let status = run_one(&mut queue, IoKind::Read, ns.blocks - 1, 2);
+    assert!(status.same_code(Status::LBA_OUT_OF_RANGE), "got {status}");
+    let status = run_one(&mut queue, IoKind::Read, ns.blocks - 1, 1);
+    assert!(status.is_success(), "last block readable: {status}");
+}
+
+#[test]
+fn a_host_not_allowed_is_refused_at_connect() {
+    let allowed = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555";
+    let keeld = Keeld::start(&[
+        "--backend",
+        "memory",
+        "--size",
+        "8M",
+        "--allow-host",
+        allowed,
+    ]);
+    match Controller::connect(keeld.addr, NQN, &host(false), 1) {
+        Err(InitiatorError::Command { status, .. }) => {
+            assert!(
+                status.same_code(Status::CONNECT_INVALID_HOST),
+                "got {status}"
+            )
+        }
+        Err(other) => panic!("refused the wrong way: {other}"),
+        Ok(_) => panic!("a host not on the list connected"),
+    }
+    let options = HostOptions {
+        hostnqn: allowed.into(),
+        ..HostOptions::default()
+    };
+    Controller::connect(keeld.addr, NQN, &options, 1).expect("the allowed host connects");
+}
+
+/// Reads until the target closes, returning what it sent.
+fn drain(mut stream: TcpStream) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    got
+}
+
+#[test]
+fn malformed_pdus_get_a_termination_request_and_only_that_connection_closes() {
+    let keeld = Keeld::start(&["--backend", "memory", "--size", "8M"]);
+    // Keep a good controller connected across the attacks.
+    let mut ctrl = Controller::connect(keeld.addr, NQN, &host(false), 1).expect("connect");
+    let ns = ctrl.namespace(1).expect("identify");
+    let mut queue = ctrl.io_queue(1, 2, ns).expect("I/O queue");
+
+    let attacks: Vec<(&str, Vec<u8>)> = vec![
+        // A CapsuleCmd before ICReq: PDU sequence error.
+        ("capsule before ICReq", {
+            let mut pdu = vec![0x04, 0, 72, 0];
+            pdu.extend_from_slice(&72u32.to_le_bytes());
+            pdu.resize(72, 0);
+            pdu
+        }),
+        // ICReq with a bad header length.
+        ("ICReq with HLEN 99", {
+            let mut pdu = vec![0x00, 0, 99, 0];
+            pdu.extend_from_slice(&128u32.to_le_bytes());
+            pdu.resize(128, 0);
+            pdu
+        }),
+        // A PDU type that does not exist.
+        ("unknown PDU type", {
+            let mut pdu = vec![0x7F, 0, 8, 0];
+            pdu.extend_from_slice(&8u32.to_le_bytes());
+            pdu
+        }),
+    ];
+    for (what, bytes) in attacks {
+        let mut stream = TcpStream::connect(keeld.addr).expect("connect");
+        stream.write_all(&bytes).expect("send");
+        let reply = drain(stream);
+        assert!(
+            reply.first() == Some(&0x03),
+            "{what}: expected a C2HTermReq (type 3), got {:02x?}",
+            &reply[..reply.len().min(16)]
+        );
+    }
+    // Garbage followed by a hang-up must not take the target down either.
+    let mut stream = TcpStream::connect(keeld.addr).expect("connect");
+    let _ = stream.write_all(&[0xFF; 3]);
+    drop(stream);
+
+    // The good connection never noticed.
+    fill(queue.buffer(0, 4096), 1, 9);
+    let status = run_one(&mut queue, IoKind::Write { fua: false }, 1, 8);
+    assert!(status.is_success(), "{status}");
+    assert!(keeld.terminate().success());
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    // O_DIRECT needs a real filesystem: not /tmp, which may be tmpfs.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9_of_a_file_backed_keeld() {
+    let dir = scratch_dir("keeld-kill9");
+    let image = dir.join("vol.img");
+    let image = image.to_str().expect("utf-8 path");
+    let keeld = Keeld::start(&["--backend", image, "--size", "32M"]);
+    {
+        let mut ctrl = Controller::connect(keeld.addr, NQN, &host(false), 1).expect("connect");
+        let ns = ctrl.namespace(1).expect("identify");
+        let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+        write_read_verify(&mut queue, 7);
+        keeld.kill9();
+    }
+    let keeld = Keeld::start(&["--backend", image]);
+    let mut ctrl = Controller::connect(keeld.addr, NQN, &host(false), 1).expect("reconnect");
+    let ns = ctrl.namespace(1).expect("identify");
+    assert_eq!(ns.blocks * u64::from(ns.block_size), 32 << 20);
+    let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    read_back_matches(&mut queue, 7);
+    assert!(keeld.terminate().success());
+}
+
+#[test]
+fn bad_command_lines_and_config_files_fail_with_a_message() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_keeld"))
+            .args(args)
+            .output()
+            .expect("run keeld")
+    };
+    let out = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--nqn",
+        NQN,
+        "--backend",
+        "memory",
+    ]);
+    assert!(!out.status.success(), "memory without --size must fail");
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(message.contains("size"), "{message}");
+
+    let dir = scratch_dir("keeld-badconfig");
+    let config = dir.join("keel.toml");
+    std::fs::write(
+        &config,
+        "cores = 1\n[[listener]]\nlisten = \"127.0.0.1:0\"\nbogus = 1\n",
+    )
+    .expect("write config");
+    let out = run(&["--config", config.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        message.contains("keel.toml") && message.contains("bogus"),
+        "the error names the file and the field: {message}"
+    );
+}
