@@ -144,6 +144,11 @@ struct NvmfCli {
     /// Ask for header and data digests (CRC32C).
     #[arg(long)]
     digests: bool,
+    /// Busy-poll each queue's socket (a core per connection) instead of
+    /// sleeping in the kernel, as SPDK's perf does: measures the target,
+    /// not the initiator's wake-ups.
+    #[arg(long)]
+    poll: bool,
     /// Host NQN to present (default nqn.2014-08.io.keel:host:keel-bench).
     #[arg(long)]
     hostnqn: Option<String>,
@@ -289,6 +294,7 @@ fn run_nvmf(args: NvmfCli) -> anyhow::Result<()> {
         connections: args.connections,
         verify: args.verify,
         digests: args.digests,
+        poll: args.poll,
         hostnqn: args.hostnqn.clone(),
         quiet: args.json,
     };

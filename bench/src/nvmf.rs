@@ -26,6 +26,7 @@ pub struct NvmfArgs {
     pub connections: usize,
     pub verify: bool,
     pub digests: bool,
+    pub poll: bool,
     pub hostnqn: Option<String>,
     pub quiet: bool,
 }
@@ -88,6 +89,9 @@ pub fn run(args: &NvmfArgs) -> anyhow::Result<NvmfRun> {
                 ns,
             )
             .with_context(|| format!("opening I/O queue {}", i + 1))?;
+        let mut q = q;
+        q.set_busy_poll(args.poll)
+            .context("switching the queue to busy polling")?;
         queues.push(q);
     }
     let counters: Vec<Arc<Counters>> = (0..args.connections)

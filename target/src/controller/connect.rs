@@ -244,6 +244,7 @@ impl Target {
             instance,
             io_epoch: 0,
             entries: command.queue_entries(),
+            sq_flow_control_disabled: command.sq_flow_control_disabled(),
         })
     }
 
@@ -289,6 +290,7 @@ impl Target {
             instance: controller.instance,
             io_epoch: controller.queues.epoch,
             entries: command.queue_entries(),
+            sq_flow_control_disabled: command.sq_flow_control_disabled(),
         })
     }
 }

@@ -18,6 +18,8 @@ pub(crate) struct QueueBinding {
     pub io_epoch: u32,
     /// Submission queue entries (SQSIZE + 1).
     pub entries: u32,
+    /// The host asked to disable SQ flow control (Connect CATTR bit 2).
+    pub sq_flow_control_disabled: bool,
 }
 
 /// One NVMe/TCP connection's queue. Create one per accepted connection
@@ -55,6 +57,14 @@ impl QueueSession {
     /// Queue depth the host negotiated (SQSIZE + 1), once connected.
     pub fn queue_entries(&self) -> Option<u32> {
         self.binding.map(|binding| binding.entries)
+    }
+
+    /// Whether the host disabled SQ flow control at Connect. Only then may
+    /// a read complete with the C2HData SUCCESS flag instead of a
+    /// CapsuleResp (NVMe/TCP 1.0 §3.3.3.2: the host then needs no SQHD).
+    pub fn sq_flow_control_disabled(&self) -> bool {
+        self.binding
+            .is_some_and(|binding| binding.sq_flow_control_disabled)
     }
 
     /// I/O commands handed to the data path and not completed yet.

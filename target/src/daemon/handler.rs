@@ -627,29 +627,42 @@ impl ShardHandler {
             self.finish(shard, key, cmd_key);
             return;
         }
-        let mut ops: Vec<(TagKind, usize, IoOp)> = Vec::new();
+        let segments = command.segments;
         match command.io.operation.clone() {
             IoOperation::Read { range, .. } => {
-                for index in 0..command.segments {
+                for index in 0..segments {
                     let offset = range.offset + index as u64 * slot;
-                    ops.push((TagKind::Disk, index, IoOp::Read { offset }));
+                    self.submit_disk(
+                        shard,
+                        key,
+                        cmd_key,
+                        TagKind::Disk,
+                        index,
+                        IoOp::Read { offset },
+                    );
                 }
             }
             IoOperation::Write { range, fua, .. } => {
-                for index in 0..command.segments {
+                for index in 0..segments {
                     let offset = range.offset + index as u64 * slot;
-                    ops.push((TagKind::Disk, index, IoOp::Write { offset, fua }));
+                    let op = IoOp::Write { offset, fua };
+                    self.submit_disk(shard, key, cmd_key, TagKind::Disk, index, op);
                 }
             }
             IoOperation::Compare { range, .. } => {
-                for index in 0..command.segments {
+                for index in 0..segments {
+                    let command = &mut self.conns[key].commands[cmd_key];
                     let len = command.data[index].as_ref().map_or(0, |b| b.len());
                     match shard.alloc(len) {
                         Some(buf) => command.compare[index] = Some(buf),
-                        None => command.fail(Status::COMMAND_INTERRUPTED),
+                        None => {
+                            command.fail(Status::COMMAND_INTERRUPTED);
+                            continue;
+                        }
                     }
                     let offset = range.offset + index as u64 * slot;
-                    ops.push((TagKind::CompareRead, index, IoOp::Read { offset }));
+                    let op = IoOp::Read { offset };
+                    self.submit_disk(shard, key, cmd_key, TagKind::CompareRead, index, op);
                 }
             }
             IoOperation::WriteZeroes {
@@ -666,10 +679,13 @@ impl ShardHandler {
                         len: range.len,
                     }
                 };
-                ops.push((TagKind::Disk, 0, op));
+                self.submit_disk(shard, key, cmd_key, TagKind::Disk, 0, op);
             }
-            IoOperation::Flush => ops.push((TagKind::Disk, 0, IoOp::Flush)),
+            IoOperation::Flush => {
+                self.submit_disk(shard, key, cmd_key, TagKind::Disk, 0, IoOp::Flush)
+            }
             IoOperation::DatasetManagement(request) => {
+                let command = &mut self.conns[key].commands[cmd_key];
                 let list = match command.data[0].as_ref() {
                     Some(buf) => request.byte_ranges(shard.buf(buf)),
                     None => request.byte_ranges(&[]),
@@ -677,16 +693,13 @@ impl ShardHandler {
                 match list {
                     Ok(ranges) if request.deallocate => {
                         for range in &ranges {
-                            ops.push((
-                                TagKind::Disk,
-                                0,
-                                IoOp::Discard {
-                                    offset: range.offset,
-                                    len: range.len,
-                                },
-                            ));
+                            let op = IoOp::Discard {
+                                offset: range.offset,
+                                len: range.len,
+                            };
+                            self.submit_disk(shard, key, cmd_key, TagKind::Disk, 0, op);
                         }
-                        command.ranges = ranges;
+                        self.conns[key].commands[cmd_key].ranges = ranges;
                     }
                     // Hints only: nothing to do.
                     Ok(_) => {}
@@ -694,43 +707,56 @@ impl ShardHandler {
                 }
             }
         }
-        if !command.status.is_success() {
+        if self.conns[key].commands[cmd_key].disk_pending == 0 {
             self.finish(shard, key, cmd_key);
-            return;
         }
-        let devices: Vec<DeviceId> = match command.device {
-            Some(device) => vec![device],
-            None => conn.namespaces.iter().map(|&(_, dev)| dev).collect(),
+    }
+
+    /// Submits one disk operation of a command: on its namespace's device,
+    /// or for a broadcast Flush on every device of the connection.
+    fn submit_disk(
+        &mut self,
+        shard: &mut Shard<Message>,
+        key: usize,
+        cmd_key: usize,
+        kind: TagKind,
+        index: usize,
+        op: IoOp,
+    ) {
+        let conn = &mut self.conns[key];
+        let command = &mut conn.commands[cmd_key];
+        let tag = Tag::new(kind, key, cmd_key, index).raw();
+        let devices = match command.device {
+            Some(_) => 1,
+            None => conn.namespaces.len(),
         };
-        for (kind, index, op) in ops {
-            for &device in &devices {
-                let buf = match (kind, op.has_data()) {
-                    (TagKind::CompareRead, _) => command.compare[index].take(),
-                    (_, true) => command.data[index].take(),
-                    _ => None,
-                };
-                let tag = Tag::new(kind, key, cmd_key, index).raw();
-                match shard.submit(device, op, buf, tag) {
-                    Ok(()) => {
-                        command.disk_pending += 1;
-                        conn.ops += 1;
-                    }
-                    Err((error, buf)) => {
-                        tracing::warn!(%error, "disk submission refused");
-                        let reading = command.is_read();
-                        command.fail(disk_status(&error, reading));
-                        if let Some(buf) = buf {
-                            match kind {
-                                TagKind::CompareRead => command.compare[index] = Some(buf),
-                                _ => command.data[index] = Some(buf),
-                            }
+        for nth in 0..devices {
+            let device = match command.device {
+                Some(device) => device,
+                None => conn.namespaces[nth].1,
+            };
+            let buf = match (kind, op.has_data()) {
+                (TagKind::CompareRead, _) => command.compare[index].take(),
+                (_, true) => command.data[index].take(),
+                _ => None,
+            };
+            match shard.submit(device, op, buf, tag) {
+                Ok(()) => {
+                    command.disk_pending += 1;
+                    conn.ops += 1;
+                }
+                Err((error, buf)) => {
+                    tracing::warn!(%error, "disk submission refused");
+                    let reading = command.is_read();
+                    command.fail(disk_status(&error, reading));
+                    if let Some(buf) = buf {
+                        match kind {
+                            TagKind::CompareRead => command.compare[index] = Some(buf),
+                            _ => command.data[index] = Some(buf),
                         }
                     }
                 }
             }
-        }
-        if command.disk_pending == 0 {
-            self.finish(shard, key, cmd_key);
         }
     }
 
@@ -786,8 +812,19 @@ impl ShardHandler {
                 }
             }
         }
+        let mut control = self.shared.lock();
+        let cqe = control
+            .target
+            .complete_io(&mut conn.session, &command.io, command.status);
+        let routed = control.routed_async();
+        drop(control);
+        // A successful read may end with the SUCCESS flag on its last
+        // C2HData instead of a CapsuleResp, when the host disabled SQ flow
+        // control (it then needs no SQHD): one PDU less per read.
+        let mut responded = false;
         if command.status.is_success() && conn.closing != Closing::Abort {
             if let IoOperation::Read { .. } = command.io.operation {
+                let success_flag = conn.session.sq_flow_control_disabled();
                 let tx = conn.tx_params;
                 let chunk = MAX_DATA_PER_PDU as usize;
                 let mut datao = 0usize;
@@ -796,13 +833,14 @@ impl ShardHandler {
                     let mut at = 0;
                     while at < buf.len() {
                         let len = (buf.len() - at).min(chunk);
+                        let last = datao + len == total;
                         let header = PduHeader::C2hData(DataPdu {
                             cccid: command.io.cid,
                             ttag: 0,
                             datao: datao as u32,
                             datal: len as u32,
-                            last: datao + len == total,
-                            success: false,
+                            last,
+                            success: last && success_flag,
                         });
                         if let Err(error) =
                             conn.queue_pdu(shard, &header, tx, Payload::Slot(buf, at..at + len))
@@ -815,18 +853,15 @@ impl ShardHandler {
                         datao += len;
                     }
                 }
+                responded = success_flag;
             }
         }
-        let mut control = self.shared.lock();
-        let cqe = control
-            .target
-            .complete_io(&mut conn.session, &command.io, command.status);
-        let routed = control.routed_async();
-        drop(control);
         for buf in command.take_buffers() {
             shard.free(buf);
         }
-        self.respond(shard, key, cqe);
+        if !responded {
+            self.respond(shard, key, cqe);
+        }
         self.route_async(shard, routed);
         self.flush(shard, key);
     }

@@ -274,6 +274,9 @@ impl Daemon {
                 cpu = ?report.cpu,
                 ring = %report.ring,
                 cpu_time = ?report.cpu_time,
+                loops = report.stats.loops,
+                completions = report.stats.completions,
+                sleeps = report.stats.sleeps,
                 wall_time = ?report.wall_time,
                 "shard stopped"
             );

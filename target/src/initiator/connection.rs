@@ -23,6 +23,7 @@ pub struct Connection {
     rx_end: usize,
     tx_buf: Vec<u8>,
     maxh2cdata: u32,
+    busy_poll: bool,
 }
 
 impl Connection {
@@ -45,6 +46,7 @@ impl Connection {
             rx_end: 0,
             tx_buf: Vec::with_capacity(max_data as usize + HEADER_SLACK),
             maxh2cdata: 0,
+            busy_poll: false,
         };
         let icreq = IcReq {
             pfv: 0,
@@ -70,18 +72,50 @@ impl Connection {
         Ok(conn)
     }
 
+    /// Spin on a non-blocking socket instead of sleeping in the kernel:
+    /// a core per connection, for measuring a target's latency without the
+    /// initiator's wake-ups (SPDK's perf polls the same way).
+    pub fn set_busy_poll(&mut self, on: bool) -> Result<()> {
+        self.stream.set_nonblocking(on)?;
+        self.busy_poll = on;
+        Ok(())
+    }
+
     /// Most data per H2CData PDU the target accepts.
     pub fn maxh2cdata(&self) -> u32 {
         self.maxh2cdata
     }
 
-    /// Sends one PDU with `data` (one write: header, digests and data are
-    /// assembled in one buffer).
+    /// Sends one PDU with `data` now (with anything queued before it).
     pub fn send(&mut self, header: &PduHeader, data: &[u8]) -> Result<()> {
+        self.queue(header, data)?;
+        self.flush()
+    }
+
+    /// Queues one PDU; it goes out with the next [`Self::flush`], or
+    /// before this connection next waits for the target. Commands issued
+    /// together then cost one write, not one each.
+    pub fn queue(&mut self, header: &PduHeader, data: &[u8]) -> Result<()> {
         let layout = header.layout(&self.tx, data.len())?;
-        self.tx_buf.resize(layout.pdu_len, 0);
-        header.encode(&self.tx, data, &mut self.tx_buf)?;
-        self.stream.write_all(&self.tx_buf)?;
+        let start = self.tx_buf.len();
+        self.tx_buf.resize(start + layout.pdu_len, 0);
+        header.encode(&self.tx, data, &mut self.tx_buf[start..])?;
+        Ok(())
+    }
+
+    /// Writes everything queued.
+    pub fn flush(&mut self) -> Result<()> {
+        let mut sent = 0;
+        while sent < self.tx_buf.len() {
+            match self.stream.write(&self.tx_buf[sent..]) {
+                Ok(0) => return Err(InitiatorError::Closed),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.tx_buf.clear();
         Ok(())
     }
 
@@ -121,6 +155,8 @@ impl Connection {
 
     /// Reads at least `more` bytes into the receive buffer.
     fn fill(&mut self, more: usize) -> Result<()> {
+        // Whatever we owe the target goes out before we wait for it.
+        self.flush()?;
         if self.rx_start == self.rx_end {
             self.rx_start = 0;
             self.rx_end = 0;
@@ -138,7 +174,15 @@ impl Connection {
         }
         let target = self.rx_end + more;
         while self.rx_end < target {
-            let n = self.stream.read(&mut self.rx[self.rx_end..])?;
+            let n = match self.stream.read(&mut self.rx[self.rx_end..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
             if n == 0 {
                 return Err(InitiatorError::Closed);
             }

@@ -314,7 +314,9 @@ fn fabrics_connect(
         recfmt: 0,
         qid,
         sqsize: entries - 1,
-        cattr: 0,
+        // As the Linux host: SQHD is never needed, and reads may then
+        // complete with the C2HData SUCCESS flag.
+        cattr: crate::nvme::fabrics::CATTR_DISABLE_SQ_FLOW_CONTROL,
         kato: if qid == 0 { options.kato_ms } else { 0 },
     }
     .to_sqe(0);

@@ -96,6 +96,12 @@ impl IoQueue {
         self.namespace
     }
 
+    /// Busy-poll the connection instead of sleeping (see
+    /// [`crate::initiator::Connection::set_busy_poll`]).
+    pub fn set_busy_poll(&mut self, on: bool) -> Result<()> {
+        self.conn.set_busy_poll(on)
+    }
+
     /// The slot's buffer sized for `len` bytes: fill it before a write, read
     /// it after a read completes.
     pub fn buffer(&mut self, slot: u16, len: usize) -> &mut [u8] {
@@ -155,8 +161,9 @@ impl IoQueue {
         s.received = 0;
         self.busy += 1;
         let data: &[u8] = if in_capsule { &s.buf } else { &[] };
+        // Queued: it goes out with the others issued before the next wait.
         self.conn
-            .send(&PduHeader::CapsuleCmd(CapsuleCmd { sqe }), data)
+            .queue(&PduHeader::CapsuleCmd(CapsuleCmd { sqe }), data)
     }
 
     /// Waits for at least one completion and appends every completion that
@@ -169,7 +176,9 @@ impl IoQueue {
         while done.len() == before || self.conn.has_buffered_pdu() {
             self.handle_one(done)?;
         }
-        Ok(())
+        // H2CData queued for R2Ts answered above must not wait for the
+        // caller's next call.
+        self.conn.flush()
     }
 
     fn handle_one(&mut self, done: &mut Vec<IoDone>) -> Result<()> {
@@ -219,7 +228,7 @@ impl IoQueue {
                         last: offset as u64 + n as u64 == end,
                         success: false,
                     };
-                    if let Err(e) = self.conn.send(
+                    if let Err(e) = self.conn.queue(
                         &PduHeader::H2cData(pdu),
                         &buf[offset as usize..(offset + n) as usize],
                     ) {

@@ -8,10 +8,11 @@
 # Run from the repo: target/tests/guest/run.sh keeld-kernel-host.sh
 #
 # Env (GUEST_PAYLOAD_ENV="VAR=value ..."):
-#   FIO_RUNTIME (s, 60)  FIO_DIGEST_RUNTIME (s, 10)  FIO_SIZE (256M)
+#   FIO_RUNTIME (s, 60)  FIO_DIGEST_RUNTIME (s, 10)  FIO_SIZE (half the namespace)
 #   NS_SIZE_MB (512)  BLOCK_SIZE (512|4096, 512)  KEELD (/extra/keeld)
 #   KEELD_ARGS (extra keeld flags)  KEELD_START_TIMEOUT (s, 30)
 #   KEELD_STOP_TIMEOUT (s, 60)  CTRL_LOSS_TMO (s, 30)  RUST_LOG (info)
+#   MKFS_EXT4_OPTS (extra mkfs.ext4 flags, e.g. "-E nodiscard")
 set -eu
 NQN=nqn.2014-08.io.keel:kernel-host
 DISC_NQN=nqn.2014-08.org.nvmexpress.discovery
@@ -23,12 +24,13 @@ NS_SIZE_MB=${NS_SIZE_MB:-512}
 BLOCK_SIZE=${BLOCK_SIZE:-512}
 FIO_RUNTIME=${FIO_RUNTIME:-60}
 FIO_DIGEST_RUNTIME=${FIO_DIGEST_RUNTIME:-10}
-FIO_SIZE=${FIO_SIZE:-256M}
+FIO_SIZE=${FIO_SIZE:-$((NS_SIZE_MB / 2))M}
 KEELD_START_TIMEOUT=${KEELD_START_TIMEOUT:-30}
 KEELD_STOP_TIMEOUT=${KEELD_STOP_TIMEOUT:-60}
 # If keeld dies or stops answering, the kernel gives up on the controller after
 # this many seconds and fails the I/O (default 600 s would outlast the guest).
 CTRL_LOSS_TMO=${CTRL_LOSS_TMO:-30}
+MKFS_EXT4_OPTS=${MKFS_EXT4_OPTS:-}
 BACKING_DIR=/srv/keel
 BACKING=$BACKING_DIR/ns1.img
 MNT=/mnt/ns1
@@ -105,6 +107,8 @@ disconnect() {
 }
 
 # run_fio NAME ARGS...: fio against $DEV; prints its report; fails on any error.
+# The verify jobs add --verify_backlog: with time_based, fio's verify phase only
+# runs after a full pass over the file, which a short run may never finish.
 run_fio() {
     name=$1; shift
     frc=0
@@ -175,7 +179,7 @@ step "1. start keeld: $NQN, ${NS_SIZE_MB} MiB file namespace, block size $BLOCK_
 set -- --listen $ADDR:$PORT --nqn $NQN --backend $BACKING --size "${NS_SIZE_MB}M" \
     --block-size "$BLOCK_SIZE" --allow-host "$HOSTNQN" $KEELD_ARGS
 echo "$KEELD $*"
-RUST_LOG=${RUST_LOG:-info} "$KEELD" "$@" >"$LOG" 2>&1 &
+RUST_LOG=${RUST_LOG:-info} NO_COLOR=1 "$KEELD" "$@" >"$LOG" 2>&1 &
 KEELD_PID=$!
 i=0 limit=$((KEELD_START_TIMEOUT * 5))
 until listening; do
@@ -226,11 +230,13 @@ echo "block device $DEV: $bytes bytes, logical block size $lbs"
 
 step "4. fio randrw 4k-128k qd16, crc32c verify, ${FIO_RUNTIME}s on $FIO_SIZE"
 run_fio randrw-verify --rw=randrw --bsrange=4k-128k --iodepth=16 --size="$FIO_SIZE" \
-    --runtime="$FIO_RUNTIME" --time_based --verify=crc32c --verify_fatal=1 --do_verify=1
+    --runtime="$FIO_RUNTIME" --time_based --verify=crc32c --verify_fatal=1 --do_verify=1 \
+    --verify_backlog=256
 check_kernel_log "fio"
 
 step "5. ext4 on the namespace, files survive disconnect/reconnect"
-mkfs.ext4 -F "$DEV"
+# shellcheck disable=SC2086 # MKFS_EXT4_OPTS is a list of flags
+mkfs.ext4 -F $MKFS_EXT4_OPTS "$DEV"
 mkdir -p $MNT
 mount -t ext4 "$DEV" $MNT
 for kb in 1 4 13 64 300 1024 2048 4096; do
@@ -254,7 +260,8 @@ check_kernel_log "ext4"
 step "6. connect with header and data digests (-g -G), fio verify ${FIO_DIGEST_RUNTIME}s"
 connect -g -G
 run_fio digest-verify --rw=randrw --bsrange=4k-128k --iodepth=16 --size="$FIO_SIZE" \
-    --runtime="$FIO_DIGEST_RUNTIME" --time_based --verify=crc32c --verify_fatal=1 --do_verify=1
+    --runtime="$FIO_DIGEST_RUNTIME" --time_based --verify=crc32c --verify_fatal=1 --do_verify=1 \
+    --verify_backlog=256
 disconnect
 check_kernel_log "digests"
 
@@ -283,7 +290,6 @@ KEELD_PID=
 echo "keeld exited 0"
 echo "== keeld log, last 20 lines"
 tail -n 20 "$LOG"
-umount $BACKING_DIR
 
 echo
 echo "KEELD-GUEST: PASS"
