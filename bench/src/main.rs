@@ -1,5 +1,6 @@
 //! keel-bench: Keel's load generator.
 
+mod demo;
 mod fio;
 mod local;
 mod nvmf;
@@ -30,6 +31,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Keel's main job: keeld on loopback over a file-backed volume, driven
+    /// over NVMe/TCP (random write, random read, verified mix), one table.
+    Demo {
+        /// Where the volume file goes (a filesystem with O_DIRECT: not tmpfs).
+        #[arg(long, default_value = "build/keel-demo")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "1G", value_parser = parse_size)]
+        size: u64,
+        /// Length of each phase.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        time: Duration,
+        #[arg(long, default_value_t = 32)]
+        qd: usize,
+        #[arg(long, default_value = "4k", value_parser = parse_size)]
+        bs: u64,
+    },
     /// Drive Keel's io_uring engine directly against a file, device or memory.
     Local(LocalCli),
     /// Load an NVMe/TCP target through Keel's userspace initiator.
@@ -198,6 +215,19 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Cmd::Demo {
+            data_dir,
+            size,
+            time,
+            qd,
+            bs,
+        } => demo::run(&demo::DemoArgs {
+            data_dir,
+            size,
+            phase_time: time,
+            qd,
+            bs,
+        }),
         Cmd::Local(args) => run_local(args),
         Cmd::Nvmf(args) => run_nvmf(args),
         Cmd::CompareFio(args) => run_compare(args),

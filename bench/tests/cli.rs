@@ -121,3 +121,33 @@ fn compare_fio_runs_both_tools_and_reports_ratios() {
     assert!(v["fio"]["iops"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["ratio_iops"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn demo_runs_keeld_over_nvme_tcp_and_verifies_the_mixed_phase() {
+    let dir = scratch();
+    let data_dir = dir.path().join("demo");
+    let out = keel_bench(&[
+        "demo",
+        "--data-dir",
+        data_dir.to_str().expect("utf-8"),
+        "--size",
+        "64M",
+        "--time",
+        "1s",
+        "--qd",
+        "8",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for phase in ["random write", "random read", "mixed 70/30, verified"] {
+        assert!(stdout.contains(phase), "no {phase} row: {stdout}");
+    }
+    assert!(stdout.contains("reads verified"), "{stdout}");
+    assert!(stdout.contains("keeld stopped cleanly"), "{stdout}");
+    let image = std::fs::metadata(data_dir.join("vol0.img")).expect("volume file");
+    assert_eq!(image.len(), 64 << 20);
+}
