@@ -143,8 +143,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
 
 fn print_table(rows: &[(&str, Results, u64)]) {
     println!(
-        "\n{:<24} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}  {}",
-        "phase", "IOPS", "MiB/s", "p50 us", "p99 us", "p99.9 us", "max us", "checked"
+        "\n{:<24} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}  checked",
+        "phase", "IOPS", "MiB/s", "p50 us", "p99 us", "p99.9 us", "max us"
     );
     for (name, results, verified) in rows {
         let total = results.total();
