@@ -89,9 +89,22 @@ pub(crate) fn expect_data_from_host(
     capsule_data: &[u8],
     in_capsule_max: u32,
 ) -> Result<DataSource, Status> {
+    expect_data_from_host_within(sqe, len..=len, capsule_data, in_capsule_max)
+}
+
+/// Like [`expect_data_from_host`] for a command whose data may be longer
+/// than what it uses: Dataset Management, whose range list the Linux host
+/// always sends in a 4 KiB buffer (room for 256 ranges) whatever NR says;
+/// nvmet accepts any length of at least NR ranges too.
+pub(crate) fn expect_data_from_host_within(
+    sqe: &SubmissionQueueEntry,
+    len: std::ops::RangeInclusive<u64>,
+    capsule_data: &[u8],
+    in_capsule_max: u32,
+) -> Result<DataSource, Status> {
     match sqe.sgl1() {
         SglDescriptor::InCapsule { offset, length } => {
-            if u64::from(length) != len {
+            if !len.contains(&u64::from(length)) {
                 return Err(Status::DATA_SGL_LENGTH_INVALID);
             }
             let end = offset.checked_add(u64::from(length));
@@ -107,8 +120,10 @@ pub(crate) fn expect_data_from_host(
                 len: length as usize,
             })
         }
-        SglDescriptor::TransportDataBlock { length } if u64::from(length) == len => {
-            Ok(DataSource::FromHost { len })
+        SglDescriptor::TransportDataBlock { length } if len.contains(&u64::from(length)) => {
+            Ok(DataSource::FromHost {
+                len: u64::from(length),
+            })
         }
         SglDescriptor::TransportDataBlock { .. } => Err(Status::DATA_SGL_LENGTH_INVALID),
         _ => Err(Status::SGL_DESCRIPTOR_TYPE_INVALID),

@@ -7,6 +7,10 @@ use crate::controller::transfer::DataSource;
 use crate::nvme::command::{DatasetManagementCommand, DsmRange, DSM_RANGE_LEN};
 use crate::nvme::status::Status;
 
+/// Most ranges one Dataset Management command carries (NR is 8 bits,
+/// 0's based).
+pub const MAX_RANGES: usize = 256;
+
 /// A Dataset Management command waiting for its range list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DsmRequest {
@@ -35,11 +39,12 @@ impl DsmRequest {
     }
 
     /// Decodes the range list into byte ranges, skipping empty ranges.
-    /// `list` must be exactly the transferred range list.
+    /// `list` is the transferred data: at least NR ranges (hosts may send
+    /// a whole 4 KiB list buffer); only the first NR are read.
     pub fn byte_ranges(&self, list: &[u8]) -> Result<Vec<ByteRange>, IoError> {
-        if list.len() != self.range_count * DSM_RANGE_LEN {
+        let Some(list) = list.get(..self.range_count * DSM_RANGE_LEN) else {
             return Err(IoError::DataPointer(Status::DATA_SGL_LENGTH_INVALID));
-        }
+        };
         let mut ranges = Vec::with_capacity(self.range_count);
         for range in DsmRange::parse_all(list).filter(|range| range.blocks != 0) {
             let end = range.slba.checked_add(u64::from(range.blocks));

@@ -15,7 +15,8 @@ pub use error::IoError;
 use crate::controller::config::TargetLimits;
 use crate::controller::subsystem::{BlockGeometry, Subsystem};
 use crate::controller::transfer::{
-    check_psdt, expect_data_from_host, expect_data_to_host, expect_no_data, DataSource,
+    check_psdt, expect_data_from_host, expect_data_from_host_within, expect_data_to_host,
+    expect_no_data, DataSource,
 };
 use crate::nvme::command::{DatasetManagementCommand, ReadWriteCommand};
 use crate::nvme::opcode::IoOpcode;
@@ -252,9 +253,12 @@ fn parse_dsm(
         return Err(IoError::UnsupportedField("DSM attributes"));
     }
     let dsm = DatasetManagementCommand::from_sqe(sqe);
-    let data = expect_data_from_host(
+    // At least NR ranges; at most the 256 a list can hold.
+    let needed = dsm.data_len() as u64;
+    let most = (dsm::MAX_RANGES * crate::nvme::command::DSM_RANGE_LEN) as u64;
+    let data = expect_data_from_host_within(
         sqe,
-        dsm.data_len() as u64,
+        needed..=most.max(needed),
         capsule_data,
         limits.in_capsule_data_size,
     )

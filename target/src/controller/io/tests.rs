@@ -352,3 +352,37 @@ fn dataset_management_in_capsule_and_transferred() {
     dsm.set_sgl1(transport(32));
     assert_eq!(status(&dsm, &[]), Status::DATA_SGL_LENGTH_INVALID);
 }
+
+/// The Linux host sends a discard's range list in a whole 4 KiB buffer
+/// (room for 256 ranges) with NR = 0: seen from `blkdiscard` and mkfs.ext4
+/// in the guest. Only NR + 1 ranges count; shorter than that, or longer
+/// than 256 ranges, is still refused.
+#[test]
+fn dataset_management_accepts_the_linux_hosts_4k_range_buffer() {
+    let mut list = ranges(&[(8, 16)]);
+    list.resize(4096, 0xEE);
+    let mut dsm = sqe(IoOpcode::DatasetManagement, 1, 0, 1, transport(4096));
+    dsm.cdw10 = 0;
+    dsm.cdw11 = 1 << 2;
+    let IoOperation::DatasetManagement(request) = parse(&dsm, &[]).unwrap().operation else {
+        panic!("not DSM");
+    };
+    assert_eq!(request.data, DataSource::FromHost { len: 4096 });
+    assert_eq!(
+        request.byte_ranges(&list).unwrap(),
+        vec![ByteRange {
+            offset: 8 * 512,
+            len: 16 * 512
+        }]
+    );
+    dsm.set_sgl1(transport(8));
+    assert_eq!(
+        parse(&dsm, &[]).map(|_| ()),
+        Err(IoError::DataPointer(Status::DATA_SGL_LENGTH_INVALID))
+    );
+    dsm.set_sgl1(transport(4112));
+    assert_eq!(
+        parse(&dsm, &[]).map(|_| ()),
+        Err(IoError::DataPointer(Status::DATA_SGL_LENGTH_INVALID))
+    );
+}
