@@ -24,4 +24,14 @@ cargo test --workspace --locked
 echo "== kernel-setup: shellcheck and every --dry-run"
 kernel-setup/check-all.sh
 shellcheck tools/*.sh
+echo "== the Linux kernel's NVMe/TCP host against keeld, in qemu (TCG: a few minutes)"
+guest_dir=${KEEL_GUEST_DIR:-$PWD/../shared/guest}
+if [ "${KEEL_SKIP_GUEST:-0}" = 1 ]; then
+    echo "SKIPPED (KEEL_SKIP_GUEST=1)"
+elif [ -x "$guest_dir/run.sh" ]; then
+    KEEL_GUEST_DIR=$guest_dir GUEST_OUTDIR=$PWD/build/guest-out \
+        target/tests/guest/run.sh keeld-kernel-host.sh
+else
+    echo "SKIPPED: no guest runner at $guest_dir (set KEEL_GUEST_DIR to ../shared/guest)"
+fi
 echo "== all tests passed"

@@ -342,3 +342,31 @@ fn bad_command_lines_and_config_files_fail_with_a_message() {
         "the error names the file and the field: {message}"
     );
 }
+
+#[test]
+fn a_controller_whose_host_stops_sending_keep_alives_is_torn_down() {
+    let keeld = Keeld::start(&["--backend", "memory", "--size", "8M"]);
+    let options = HostOptions {
+        kato_ms: 1000,
+        ..HostOptions::default()
+    };
+    let mut ctrl = Controller::connect(keeld.addr, NQN, &options, 1).expect("connect");
+    let ns = ctrl.namespace(1).expect("identify");
+    let mut queue = ctrl.io_queue(1, 2, ns).expect("I/O queue");
+    let status = run_one(&mut queue, IoKind::Read, 0, 1);
+    assert!(status.is_success(), "{status}");
+    // No Keep Alive for well over KATO (1 s, checked every second): the
+    // controller goes, and with it the I/O queue's connection.
+    std::thread::sleep(Duration::from_millis(3500));
+    let _ = queue.submit(0, IoKind::Read, 0, 1);
+    let mut done = Vec::new();
+    match queue.wait(&mut done) {
+        Err(_) => {}
+        Ok(()) => panic!("the I/O queue outlived its controller: {done:?}"),
+    }
+    // The target itself is fine: a new controller works.
+    let mut ctrl = Controller::connect(keeld.addr, NQN, &host(false), 1).expect("reconnect");
+    let ns = ctrl.namespace(1).expect("identify");
+    let mut queue = ctrl.io_queue(1, 2, ns).expect("I/O queue");
+    assert!(run_one(&mut queue, IoKind::Read, 0, 1).is_success());
+}

@@ -13,6 +13,7 @@
 #   KEELD_ARGS (extra keeld flags)  KEELD_START_TIMEOUT (s, 30)
 #   KEELD_STOP_TIMEOUT (s, 60)  CTRL_LOSS_TMO (s, 30)  RUST_LOG (info)
 #   MKFS_EXT4_OPTS (extra mkfs.ext4 flags, e.g. "-E nodiscard")
+#   PERF_RUNTIME (s, 15): each side of the keeld vs kernel nvmet comparison
 set -eu
 NQN=nqn.2014-08.io.keel:kernel-host
 DISC_NQN=nqn.2014-08.org.nvmexpress.discovery
@@ -31,6 +32,7 @@ KEELD_STOP_TIMEOUT=${KEELD_STOP_TIMEOUT:-60}
 # this many seconds and fails the I/O (default 600 s would outlast the guest).
 CTRL_LOSS_TMO=${CTRL_LOSS_TMO:-30}
 MKFS_EXT4_OPTS=${MKFS_EXT4_OPTS:-}
+PERF_RUNTIME=${PERF_RUNTIME:-15}
 BACKING_DIR=/srv/keel
 BACKING=$BACKING_DIR/ns1.img
 MNT=/mnt/ns1
@@ -290,6 +292,73 @@ KEELD_PID=
 echo "keeld exited 0"
 echo "== keeld log, last 20 lines"
 tail -n 20 "$LOG"
+
+
+# perf_job NAME: the comparison job on $DEV (fio terse v3: read IOPS in field 8,
+# mean read latency in 40, write IOPS in 49, mean write latency in 81; us).
+perf_job() {
+    fio --name="$1" --filename="$DEV" --ioengine=libaio --direct=1 --rw=randrw \
+        --rwmixread=70 --bs=4k --iodepth=32 --size="$FIO_SIZE" --runtime="$PERF_RUNTIME" \
+        --time_based --output-format=terse --terse-version=3 >"$OUT/perf-$1.terse" ||
+        fail "fio $1 failed"
+    awk -F';' -v name="$1" '{ printf "%-14s %10.0f %10.0f %12.1f %12.1f\n", name, $8, $49, $40, $81 }' \
+        "$OUT/perf-$1.terse" >"$OUT/perf-$1.row"
+    cat "$OUT/perf-$1.row"
+}
+
+step "9. side by side: the same fio job (4k randrw 70/30 qd32, ${PERF_RUNTIME}s) on keeld and on the kernel's nvmet-tcp, same backing file"
+set -- --listen $ADDR:$PORT --nqn $NQN --backend $BACKING --block-size "$BLOCK_SIZE" \
+    --allow-host "$HOSTNQN"
+NO_COLOR=1 "$KEELD" "$@" >>"$LOG" 2>&1 &
+KEELD_PID=$!
+i=0
+until listening; do
+    kill -0 "$KEELD_PID" 2>/dev/null || fail "keeld exited before listening (second start)"
+    i=$((i + 1)); [ $i -lt 150 ] || fail "keeld not listening after restart"
+    sleep 0.2
+done
+connect
+perf_job keeld
+disconnect
+kill -TERM "$KEELD_PID"
+wait "$KEELD_PID" || fail "keeld exited non-zero after the comparison run"
+KEELD_PID=
+
+KNQN=nqn.2014-08.io.keel:kernel-nvmet KPORT=4421
+modprobe nvmet
+modprobe nvmet-tcp
+CFG=/sys/kernel/config/nvmet
+[ -d $CFG ] || mount -t configfs none /sys/kernel/config
+mkdir $CFG/subsystems/$KNQN
+echo 1 >$CFG/subsystems/$KNQN/attr_allow_any_host
+mkdir $CFG/subsystems/$KNQN/namespaces/1
+printf %s $BACKING >$CFG/subsystems/$KNQN/namespaces/1/device_path
+echo 1 >$CFG/subsystems/$KNQN/namespaces/1/enable
+mkdir $CFG/ports/1
+echo tcp >$CFG/ports/1/addr_trtype
+echo ipv4 >$CFG/ports/1/addr_adrfam
+echo $ADDR >$CFG/ports/1/addr_traddr
+echo $KPORT >$CFG/ports/1/addr_trsvcid
+ln -s $CFG/subsystems/$KNQN $CFG/ports/1/subsystems/$KNQN
+SAVED_NQN=$NQN SAVED_PORT=$PORT
+NQN=$KNQN PORT=$KPORT
+connect
+perf_job kernel-nvmet
+disconnect
+NQN=$SAVED_NQN PORT=$SAVED_PORT
+rm $CFG/ports/1/subsystems/$KNQN
+rmdir $CFG/ports/1
+echo 0 >$CFG/subsystems/$KNQN/namespaces/1/enable
+rmdir $CFG/subsystems/$KNQN/namespaces/1
+rmdir $CFG/subsystems/$KNQN
+
+{
+    echo "side by side (TCG guest: only the ratio means anything)"
+    printf "%-14s %10s %10s %12s %12s\n" target "read IOPS" "write IOPS" "read lat us" "write lat us"
+    cat "$OUT/perf-keeld.row" "$OUT/perf-kernel-nvmet.row"
+    awk '{ iops[NR] = $2 + $3 } END { if (iops[2] > 0) printf "keeld / kernel nvmet, total IOPS: %.2f\n", iops[1] / iops[2] }' \
+        "$OUT/perf-keeld.row" "$OUT/perf-kernel-nvmet.row"
+} | tee "$OUT/side-by-side.txt"
 
 echo
 echo "KEELD-GUEST: PASS"
