@@ -24,4 +24,5 @@ pub mod controller;
 pub mod daemon;
 pub mod initiator;
 pub mod nvme;
+pub mod rpc;
 pub mod tcp;

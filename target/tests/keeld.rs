@@ -18,6 +18,7 @@ const NQN: &str = "nqn.2026-11.io.keel:test";
 struct Keeld {
     child: Option<Child>,
     addr: SocketAddr,
+    metrics: Option<SocketAddr>,
 }
 
 impl Keeld {
@@ -31,8 +32,9 @@ impl Keeld {
             .spawn()
             .expect("spawn keeld");
         let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
+        reader
             .read_line(&mut line)
             .expect("read keeld's first line");
         let addr = line
@@ -41,9 +43,27 @@ impl Keeld {
             .unwrap_or_else(|| panic!("unexpected first line from keeld: {line:?}"))
             .parse()
             .expect("address");
+        let metrics = if args.contains(&"--metrics") {
+            line.clear();
+            reader
+                .read_line(&mut line)
+                .expect("read keeld's metrics line");
+            let url = line
+                .trim()
+                .strip_prefix("keeld metrics on http://")
+                .unwrap_or_else(|| panic!("unexpected metrics line from keeld: {line:?}"));
+            Some(
+                url.trim_end_matches("/metrics")
+                    .parse()
+                    .expect("metrics address"),
+            )
+        } else {
+            None
+        };
         Keeld {
             child: Some(child),
             addr,
+            metrics,
         }
     }
 
@@ -369,4 +389,84 @@ fn a_controller_whose_host_stops_sending_keep_alives_is_torn_down() {
     let ns = ctrl.namespace(1).expect("identify");
     let mut queue = ctrl.io_queue(1, 2, ns).expect("I/O queue");
     assert!(run_one(&mut queue, IoKind::Read, 0, 1).is_success());
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect to metrics");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: keel\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+}
+
+#[test]
+fn the_prometheus_endpoint_counts_commands_and_parses_with_a_real_parser() {
+    let keeld = Keeld::start(&[
+        "--backend",
+        "memory",
+        "--size",
+        "8M",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let metrics = keeld.metrics.expect("metrics address");
+    let mut ctrl = Controller::connect(keeld.addr, NQN, &host(false), 1).expect("connect");
+    let ns = ctrl.namespace(1).expect("identify");
+    let mut queue = ctrl.io_queue(1, 2, ns).expect("I/O queue");
+    for lba in 0..10u64 {
+        fill(queue.buffer(0, 4096), lba, 1);
+        assert!(run_one(&mut queue, IoKind::Write { fua: false }, lba * 8, 8).is_success());
+    }
+    for lba in 0..3u64 {
+        assert!(run_one(&mut queue, IoKind::Read, lba * 8, 8).is_success());
+    }
+    // Shards publish their own counters once a second.
+    std::thread::sleep(Duration::from_millis(1200));
+    let response = http_get(metrics, "/metrics");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{head}"
+    );
+    assert!(head.contains("text/plain"), "{head}");
+    let lines = body.lines().map(|line| Ok(line.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text format");
+    let value = |name: &str, op: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == name
+                    && s.labels.get("op") == Some(op)
+                    && s.labels.get("nqn") == Some(NQN)
+            })
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no {name}{{op={op}}} in {body}"))
+    };
+    assert_eq!(value("keel_volume_commands_total", "write"), 10.0);
+    assert_eq!(value("keel_volume_commands_total", "read"), 3.0);
+    assert_eq!(value("keel_volume_bytes_total", "write"), 40960.0);
+    let histogram = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "keel_volume_latency_seconds" && s.labels.get("op") == Some("write"))
+        .expect("latency histogram");
+    match &histogram.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            let total = buckets.last().map(|b| b.count).unwrap_or(0.0);
+            assert_eq!(total, 10.0, "every write in the +Inf bucket");
+        }
+        other => panic!("latency is not a histogram: {other:?}"),
+    }
+    assert!(scrape
+        .samples
+        .iter()
+        .any(|s| s.metric == "keel_shard_busy_seconds_total"));
+    assert!(http_get(metrics, "/nope").contains(" 404 "));
+    assert!(keeld.terminate().success());
 }

@@ -52,6 +52,13 @@ struct Cli {
     /// Do not pin shards to CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default;
+    /// `--metrics` alone listens on 127.0.0.1:9464).
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
+    metrics: Option<SocketAddr>,
+    /// Serve the JSON-RPC control API (keelctl) on this Unix socket.
+    #[arg(long, value_name = "PATH")]
+    rpc_socket: Option<PathBuf>,
 }
 
 fn parse_micros(text: &str) -> Result<Duration, String> {
@@ -128,6 +135,8 @@ fn main() -> anyhow::Result<()> {
         buffers_per_shard: cli.buffers,
         spin: cli.spin,
         pin: !cli.no_pin,
+        metrics: cli.metrics,
+        rpc_socket: cli.rpc_socket.clone(),
     };
     let daemon = Daemon::start(&config, &runtime).context("starting keeld")?;
     tracing::info!(addrs = ?daemon.local_addrs(), cores = config.cores, "keeld serving");
@@ -135,6 +144,9 @@ fn main() -> anyhow::Result<()> {
     // port 0.
     for addr in daemon.local_addrs() {
         println!("keeld listening on {addr}");
+    }
+    if let Some(addr) = daemon.metrics_addr() {
+        println!("keeld metrics on http://{addr}/metrics");
     }
     let signal = signals.wait().context("waiting for a signal")?;
     tracing::info!(?signal, "stopping: draining connections");

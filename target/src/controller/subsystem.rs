@@ -149,6 +149,18 @@ impl Subsystem {
         Ok(())
     }
 
+    /// Removes `hostnqn` from the access list; false if it was not on it.
+    /// Removing the last host leaves the list empty, which lets ANY host
+    /// connect: callers that do not mean that must check first.
+    pub fn disallow_host(&mut self, hostnqn: &str) -> bool {
+        self.allowed_hosts.remove(hostnqn)
+    }
+
+    /// The hosts allowed to connect, sorted (empty: any host may).
+    pub fn allowed_hosts(&self) -> impl Iterator<Item = &str> {
+        self.allowed_hosts.iter().map(String::as_str)
+    }
+
     /// Whether `hostnqn` may connect.
     pub fn host_allowed(&self, hostnqn: &str) -> bool {
         self.allowed_hosts.is_empty() || self.allowed_hosts.contains(hostnqn)

@@ -161,6 +161,18 @@ impl Target {
         Ok(())
     }
 
+    /// Takes `hostnqn` off subsystem `nqn`'s access list (see
+    /// [`Subsystem::disallow_host`]); returns whether it was on it.
+    /// Controllers the host has now stay until they disconnect; its next
+    /// Connect is refused.
+    pub fn disallow_host(&mut self, nqn: &str, hostnqn: &str) -> Result<bool, ConfigError> {
+        let removed = self.hosted_mut(nqn)?.subsystem.disallow_host(hostnqn);
+        if removed {
+            self.discovery_changed();
+        }
+        Ok(removed)
+    }
+
     /// Adds a namespace to a live subsystem; its controllers get a
     /// Namespace Attribute Changed event.
     pub fn add_namespace(
@@ -216,6 +228,21 @@ impl Target {
     /// The subsystem named `nqn`.
     pub fn subsystem(&self, nqn: &str) -> Option<&Subsystem> {
         self.subsystems.get(nqn).map(|hosted| &hosted.subsystem)
+    }
+
+    /// Every subsystem, in NQN order.
+    pub fn subsystems(&self) -> impl Iterator<Item = &Subsystem> {
+        self.subsystems.values().map(|hosted| &hosted.subsystem)
+    }
+
+    /// The listeners, in the order they were added.
+    pub fn listeners(&self) -> &[Listener] {
+        &self.listeners
+    }
+
+    /// IDs of the live controllers, ascending.
+    pub fn controller_ids(&self) -> impl Iterator<Item = u16> + '_ {
+        self.controllers.keys().copied()
     }
 
     /// I/O counters of subsystem `nqn`.

@@ -2,6 +2,8 @@
 //! holding its data, how much host data has arrived, the disk operations
 //! still out, and the first error seen.
 
+use std::time::Instant;
+
 use keel_engine::{Buf, DeviceId, IoError};
 
 use crate::controller::{ByteRange, IoCommand, IoOperation};
@@ -36,10 +38,19 @@ pub(crate) struct Command {
     pub status: Status,
     /// Dataset Management ranges to deallocate.
     pub ranges: Vec<ByteRange>,
+    /// Metrics index of its volume.
+    pub volume: Option<usize>,
+    /// When its capsule was taken (the shard's loop clock).
+    pub started: Instant,
 }
 
 impl Command {
-    pub fn new(io: IoCommand, device: Option<DeviceId>) -> Command {
+    pub fn new(
+        io: IoCommand,
+        device: Option<DeviceId>,
+        volume: Option<usize>,
+        started: Instant,
+    ) -> Command {
         Command {
             io,
             device,
@@ -50,6 +61,8 @@ impl Command {
             disk_pending: 0,
             status: Status::SUCCESS,
             ranges: Vec::new(),
+            volume,
+            started,
         }
     }
 

@@ -57,9 +57,9 @@ pub(crate) struct Connection {
     pub decoder: PduDecoder,
     pub tx_params: TxParams,
     pub session: QueueSession,
-    /// The connection's namespaces and their devices on this shard, set at
-    /// Connect.
-    pub namespaces: Vec<(u32, DeviceId)>,
+    /// The connection's namespaces: NSID, device on this shard, metrics
+    /// index; set at Connect.
+    pub namespaces: Vec<(u32, DeviceId, usize)>,
     /// Receive buffer (None while a receive holds it) and its live bytes.
     pub rx: Option<Buf>,
     pub rx_start: usize,
@@ -104,8 +104,15 @@ impl Connection {
     pub fn device_of(&self, nsid: u32) -> Option<DeviceId> {
         self.namespaces
             .iter()
-            .find(|(id, _)| *id == nsid)
-            .map(|&(_, dev)| dev)
+            .find(|(id, _, _)| *id == nsid)
+            .map(|&(_, dev, _)| dev)
+    }
+
+    pub fn volume_of(&self, nsid: u32) -> Option<usize> {
+        self.namespaces
+            .iter()
+            .find(|(id, _, _)| *id == nsid)
+            .map(|&(_, _, index)| index)
     }
 
     /// Appends one PDU to the send queue. Fails only when the pool has no

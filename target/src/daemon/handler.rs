@@ -15,6 +15,7 @@ use crate::controller::io::NSID_BROADCAST;
 use crate::controller::{AsyncCompletion, DataSource, IoCommand, IoOperation};
 use crate::daemon::command::{disk_status, Command, Phase, MAX_SEGMENTS};
 use crate::daemon::connection::{Closing, Connection, Payload};
+use crate::daemon::metrics::{Metrics, OpClass};
 use crate::daemon::shared::Shared;
 use crate::daemon::tags::{Tag, TagKind, MAX_CONNECTIONS_PER_SHARD};
 use crate::nvme::cqe::CompletionQueueEntry;
@@ -34,6 +35,8 @@ pub(crate) const MAX_DATA_PER_PDU: u32 = 64 * 1024;
 const BUFFER_RESERVE: usize = 2 * MAX_SEGMENTS + 4;
 const TIMER_KEEP_ALIVE: u64 = 1;
 const TIMER_SHUTDOWN: u64 = 2;
+const TIMER_STATS: u64 = 3;
+const STATS_PERIOD: Duration = Duration::from_secs(1);
 const KEEP_ALIVE_CHECK: Duration = Duration::from_secs(1);
 /// How long a shutdown waits for hosts to take their completions.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -55,11 +58,14 @@ pub(crate) struct Volume {
     pub nqn: String,
     pub nsid: u32,
     pub device: DeviceId,
+    /// Its index in [`Metrics`].
+    pub index: usize,
 }
 
 pub(crate) struct ShardHandler {
     me: ShardId,
     shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
     listeners: Arc<Vec<TcpListener>>,
     accept_armed: Vec<bool>,
     conns: Slab<Connection>,
@@ -77,6 +83,7 @@ impl ShardHandler {
     pub fn new(
         shard: &mut Shard<Message>,
         shared: Arc<Shared>,
+        metrics: Arc<Metrics>,
         listeners: Arc<Vec<TcpListener>>,
         volumes: Vec<Volume>,
     ) -> ShardHandler {
@@ -91,6 +98,7 @@ impl ShardHandler {
         let mut handler = ShardHandler {
             me: shard.id(),
             shared,
+            metrics,
             accept_armed: vec![false; if owns_listeners { listeners.len() } else { 0 }],
             listeners,
             conns: Slab::new(),
@@ -111,6 +119,7 @@ impl ShardHandler {
         if owns_listeners {
             let _ = shard.add_timer(KEEP_ALIVE_CHECK, TIMER_KEEP_ALIVE);
         }
+        let _ = shard.add_timer(STATS_PERIOD, TIMER_STATS);
         handler
     }
 
@@ -400,7 +409,7 @@ impl ShardHandler {
                         .volumes
                         .iter()
                         .filter(|volume| volume.nqn == info.subnqn)
-                        .map(|volume| (volume.nsid, volume.device))
+                        .map(|volume| (volume.nsid, volume.device, volume.index))
                         .collect();
                     tracing::info!(peer = ?conn.peer, cntlid, qid, subnqn = info.subnqn, hostnqn = info.hostnqn, "queue connected");
                 }
@@ -476,7 +485,8 @@ impl ShardHandler {
         let conn = &mut self.conns[key];
         let device = conn.device_of(io.nsid);
         let broadcast_flush = io.nsid == NSID_BROADCAST && io.operation == IoOperation::Flush;
-        let mut command = Command::new(io, device);
+        let volume = conn.volume_of(io.nsid);
+        let mut command = Command::new(io, device, volume, shard.now());
         if device.is_none() && !broadcast_flush {
             command.fail(Status::INTERNAL_ERROR);
         }
@@ -812,6 +822,19 @@ impl ShardHandler {
                 }
             }
         }
+        if let Some(volume) = command.volume {
+            let (class, bytes) = match &command.io.operation {
+                IoOperation::Read { range, .. } | IoOperation::Compare { range, .. } => {
+                    (OpClass::Read, range.len)
+                }
+                IoOperation::Write { range, .. } => (OpClass::Write, range.len),
+                IoOperation::WriteZeroes { range, .. } => (OpClass::Write, range.len),
+                IoOperation::Flush | IoOperation::DatasetManagement(_) => (OpClass::Other, 0),
+            };
+            let latency = shard.now().saturating_duration_since(command.started);
+            self.metrics
+                .record(volume, class, bytes, command.status.is_success(), latency);
+        }
         let mut control = self.shared.lock();
         let cqe = control
             .target
@@ -1105,6 +1128,13 @@ impl keel_engine::Handler<Message> for ShardHandler {
                 }
                 if !self.shutting_down {
                     let _ = shard.add_timer(KEEP_ALIVE_CHECK, TIMER_KEEP_ALIVE);
+                }
+            }
+            TIMER_STATS => {
+                self.metrics
+                    .publish_shard(self.me.0, shard.stats(), self.conns.len());
+                if !self.shutting_down {
+                    let _ = shard.add_timer(STATS_PERIOD, TIMER_STATS);
                 }
             }
             TIMER_SHUTDOWN => {

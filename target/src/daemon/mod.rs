@@ -16,7 +16,9 @@ pub mod config;
 
 mod command;
 mod connection;
+mod control;
 mod handler;
+mod metrics;
 mod shared;
 mod tags;
 
@@ -32,9 +34,12 @@ use keel_engine::{
 
 use crate::controller::{BlockGeometry, Listener, Namespace, Subsystem, Target, TargetLimits};
 use crate::nvme::discovery::AddressFamily;
+use crate::rpc::RpcServer;
 use config::{Backend, DaemonConfig};
+use control::ControlService;
 pub use handler::Message;
 use handler::{ShardHandler, Volume};
+use metrics::{Metrics, MetricsServer};
 use shared::Shared;
 
 /// Bytes per engine buffer. Commands larger than this use several.
@@ -54,6 +59,18 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// The control socket could not be opened.
+    #[error("control socket {path}: {source}")]
+    Rpc {
+        /// The socket's path.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metrics endpoint could not be started.
+    #[error("{0}")]
+    Metrics(std::io::Error),
     /// A namespace's backend could not be opened.
     #[error("subsystem {nqn} namespace {nsid}: {message}")]
     Backend {
@@ -81,6 +98,10 @@ pub struct RuntimeOptions {
     pub spin: Duration,
     /// Pin each shard to a CPU.
     pub pin: bool,
+    /// Serve Prometheus metrics over HTTP here (off when None).
+    pub metrics: Option<SocketAddr>,
+    /// Serve the JSON-RPC control API (keelctl) on this Unix socket.
+    pub rpc_socket: Option<std::path::PathBuf>,
 }
 
 impl Default for RuntimeOptions {
@@ -89,6 +110,8 @@ impl Default for RuntimeOptions {
             buffers_per_shard: 1024,
             spin: Duration::from_micros(200),
             pin: true,
+            metrics: None,
+            rpc_socket: None,
         }
     }
 }
@@ -97,6 +120,8 @@ impl Default for RuntimeOptions {
 pub struct Daemon {
     engine: Engine<Message>,
     addrs: Vec<SocketAddr>,
+    metrics_server: Option<MetricsServer>,
+    rpc: Option<RpcServer>,
 }
 
 struct OpenVolume {
@@ -213,8 +238,26 @@ impl Daemon {
         }
 
         let shared = Arc::new(Shared::new(target));
+        let control = Arc::new(ControlService::new(shared.clone()));
         let listeners = Arc::new(listeners);
+        let names: Vec<(String, u32)> = volumes.iter().map(|v| (v.nqn.clone(), v.nsid)).collect();
+        let metrics = Arc::new(Metrics::new(&names, config.cores.max(1)));
         let volumes = Arc::new(volumes);
+        let metrics_server = match runtime.metrics {
+            Some(addr) => {
+                let metrics = metrics.clone();
+                let shared = shared.clone();
+                let server = MetricsServer::start(addr, move || {
+                    let controllers = shared.lock().target.controller_count();
+                    metrics.render(controllers)
+                })
+                .map_err(DaemonError::Metrics)?;
+                tracing::info!(addr = %server.addr(), "metrics at http://{}/metrics", server.addr());
+                Some(server)
+            }
+            None => None,
+        };
+        let handler_metrics = metrics.clone();
         let engine_config = EngineConfig {
             shards: config.cores.max(1),
             pin: runtime.pin,
@@ -229,22 +272,41 @@ impl Daemon {
         };
         let engine = Engine::start(engine_config, move |shard| {
             let mut attached = Vec::with_capacity(volumes.len());
-            for volume in volumes.iter() {
+            for (index, volume) in volumes.iter().enumerate() {
                 let device = shard.attach(volume.backend.clone())?;
                 attached.push(Volume {
                     nqn: volume.nqn.clone(),
                     nsid: volume.nsid,
                     device,
+                    index,
                 });
             }
             Ok(ShardHandler::new(
                 shard,
                 shared.clone(),
+                handler_metrics.clone(),
                 listeners.clone(),
                 attached,
             ))
         })?;
-        Ok(Daemon { engine, addrs })
+        // After the shards run, so no control call arrives before them.
+        let rpc = match &runtime.rpc_socket {
+            Some(path) => {
+                Some(
+                    RpcServer::start(path, control).map_err(|source| DaemonError::Rpc {
+                        path: path.clone(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        Ok(Daemon {
+            engine,
+            addrs,
+            metrics_server,
+            rpc,
+        })
     }
 
     /// The addresses listened on (with the port the kernel chose for 0).
@@ -252,9 +314,21 @@ impl Daemon {
         &self.addrs
     }
 
+    /// Where the metrics endpoint listens, if it runs.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::addr)
+    }
+
     /// Stops accepting, lets every connection finish the commands it has
     /// (up to a grace period), closes them and stops the shards.
-    pub fn shutdown(self) -> Result<(), DaemonError> {
+    pub fn shutdown(mut self) -> Result<(), DaemonError> {
+        // No control calls while draining.
+        if let Some(rpc) = self.rpc.take() {
+            rpc.stop();
+        }
+        if let Some(server) = self.metrics_server.take() {
+            server.stop();
+        }
         for index in 0..self.engine.shards() {
             let mut msg = Message::Shutdown;
             loop {

@@ -1,0 +1,693 @@
+//! keeld's control methods, served on the control socket by
+//! [`crate::rpc::RpcServer`]. The reference is `docs/rpc.md`.
+//!
+//! Every method checks its parameters first (types, NQN syntax, ranges;
+//! -32602 naming the parameter) and then works on the shared [`Target`]
+//! under its lock, for a few microseconds. Events a change raises (an
+//! Asynchronous Event for Namespace Attribute Changed or Discovery Log
+//! Changed) wait in the target's outbox until a shard next drains it, at
+//! its keep-alive check at the latest.
+//!
+//! [`Target`]: crate::controller::Target
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+use super::shared::Shared;
+use crate::controller::{BlockGeometry, ConfigError, IoStatistics, Namespace, Subsystem, Target};
+use crate::rpc::{Params, RpcError, RpcService};
+
+/// Grows the backend of namespace (nqn, nsid) to a capacity in bytes,
+/// making it usable on every shard before it returns. keeld installs one
+/// with [`ControlService::with_backend_resizer`] once its backends can grow.
+pub(crate) type BackendResizer = Box<dyn Fn(&str, u32, u64) -> Result<(), String> + Send + Sync>;
+
+/// Methods served, and whether this keeld can serve them now.
+pub(crate) const METHODS: &[(&str, bool)] = &[
+    ("rpc_get_methods", true),
+    ("status", true),
+    ("volume_list", true),
+    ("volume_resize", true),
+    ("volume_create", false),
+    ("volume_delete", false),
+    ("subsystem_list", true),
+    ("subsystem_add_host", true),
+    ("subsystem_remove_host", true),
+    ("stats", true),
+    ("replica_add", false),
+    ("replica_remove", false),
+    ("replica_list", false),
+    ("quorum_set", false),
+    ("promote", false),
+    ("resync_status", false),
+];
+
+const NO_REPLICATOR: &str = "the replicator is not wired into keeld yet";
+const NO_VOLUME_LIFECYCLE: &str = "keeld cannot open or close a backend at run time yet; \
+     add or remove the namespace in keel.toml and restart keeld";
+
+/// keeld's [`RpcService`].
+pub(crate) struct ControlService {
+    shared: Arc<Shared>,
+    resize_backend: Option<BackendResizer>,
+    /// Serializes resizes: the backend grows outside the target lock.
+    resizing: Mutex<()>,
+}
+
+impl ControlService {
+    /// Serves the target in `shared`. Without a backend resizer,
+    /// `volume_resize` answers "not available".
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            resize_backend: None,
+            resizing: Mutex::new(()),
+        }
+    }
+
+    /// Lets `volume_resize` grow namespaces, with `resizer` growing their
+    /// backends first.
+    #[allow(dead_code)] // Until keeld's backends can grow.
+    pub(crate) fn with_backend_resizer(mut self, resizer: BackendResizer) -> Self {
+        self.resize_backend = Some(resizer);
+        self
+    }
+
+    fn methods(params: Option<Value>) -> Result<Value, RpcError> {
+        Params::new(params)?.finish()?;
+        Ok(Value::Array(
+            METHODS
+                .iter()
+                .map(|(name, available)| json!({ "name": name, "available": available }))
+                .collect(),
+        ))
+    }
+
+    fn status(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        Params::new(params)?.finish()?;
+        let uptime = self.shared.now().since_origin();
+        let control = self.shared.lock();
+        let target = &control.target;
+        let listeners: Vec<Value> = target
+            .listeners()
+            .iter()
+            .map(|listener| {
+                json!({
+                    "port_id": listener.port_id(),
+                    "traddr": listener.traddr(),
+                    "trsvcid": listener.trsvcid(),
+                })
+            })
+            .collect();
+        Ok(json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": uptime.as_secs(),
+            "subsystems": target.subsystems().count(),
+            "namespaces": target.subsystems().map(|s| s.namespaces().count()).sum::<usize>(),
+            "controllers": target.controller_count(),
+            "listeners": listeners,
+            "discovery_generation": target.discovery_generation(),
+        }))
+    }
+
+    fn volume_list(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        let mut params = Params::new(params)?;
+        let nqn = params.opt_nqn("nqn")?;
+        params.finish()?;
+        let control = self.shared.lock();
+        let volumes: Vec<Value> = selected(&control.target, nqn.as_deref())?
+            .into_iter()
+            .flat_map(|subsystem| {
+                subsystem
+                    .namespaces()
+                    .map(|(nsid, namespace)| volume_json(subsystem.nqn(), nsid, namespace))
+            })
+            .collect();
+        Ok(Value::Array(volumes))
+    }
+
+    fn volume_resize(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        let mut params = Params::new(params)?;
+        let nqn = params.nqn("nqn")?;
+        let nsid = params.nsid("nsid")?;
+        let size = params.size("size")?;
+        params.finish()?;
+        let _serial = self
+            .resizing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (block_size, current) = {
+            let control = self.shared.lock();
+            let namespace = namespace(&control.target, &nqn, nsid)?;
+            (namespace.geometry.block_size(), namespace.geometry)
+        };
+        if size % u64::from(block_size) != 0 {
+            return Err(RpcError::invalid_params(format!(
+                "parameter \"size\" ({size} bytes) must be a multiple of the block size, {block_size}"
+            )));
+        }
+        let blocks = size / u64::from(block_size);
+        if blocks < current.blocks() {
+            return Err(RpcError::invalid_params(format!(
+                "parameter \"size\" ({size} bytes) is smaller than the namespace ({} bytes): \
+                 namespaces can only grow",
+                current.bytes()
+            )));
+        }
+        BlockGeometry::new(block_size, blocks)
+            .map_err(|e| RpcError::invalid_params(format!("parameter \"size\": {e}")))?;
+        if blocks == current.blocks() {
+            let control = self.shared.lock();
+            let namespace = namespace(&control.target, &nqn, nsid)?;
+            let mut volume = volume_json(&nqn, nsid, namespace);
+            volume["changed"] = json!(false);
+            return Ok(volume);
+        }
+        let Some(resize_backend) = &self.resize_backend else {
+            return Err(RpcError::not_available(format!(
+                "resizing needs backend support: keeld cannot grow a namespace's backend \
+                 at run time yet, so namespace {nsid} of {nqn} stays at {} bytes",
+                current.bytes()
+            )));
+        };
+        // The backend grows first and outside the lock (it may allocate
+        // on disk): hosts must never see a capacity the backend lacks.
+        resize_backend(&nqn, nsid, size).map_err(|e| {
+            RpcError::refused(format!(
+                "growing the backend of {nqn} namespace {nsid}: {e}"
+            ))
+        })?;
+        let mut control = self.shared.lock();
+        control
+            .target
+            .resize_namespace(&nqn, nsid, blocks)
+            .map_err(config_error)?;
+        tracing::info!(%nqn, nsid, bytes = size, "namespace resized");
+        let namespace = namespace(&control.target, &nqn, nsid)?;
+        let mut volume = volume_json(&nqn, nsid, namespace);
+        volume["changed"] = json!(true);
+        Ok(volume)
+    }
+
+    fn subsystem_list(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        let mut params = Params::new(params)?;
+        let nqn = params.opt_nqn("nqn")?;
+        params.finish()?;
+        let control = self.shared.lock();
+        let target = &control.target;
+        let subsystems: Vec<Value> = selected(target, nqn.as_deref())?
+            .into_iter()
+            .map(|subsystem| {
+                let controllers: Vec<Value> = target
+                    .controller_ids()
+                    .filter_map(|cntlid| target.controller_info(cntlid).map(|c| (cntlid, c)))
+                    .filter(|(_, info)| info.subnqn == subsystem.nqn())
+                    .map(|(cntlid, info)| {
+                        json!({
+                            "cntlid": cntlid,
+                            "hostnqn": info.hostnqn,
+                            "io_queues": info.io_queues,
+                            "kato_ms": info.kato_ms,
+                        })
+                    })
+                    .collect();
+                let hosts: Vec<&str> = subsystem.allowed_hosts().collect();
+                json!({
+                    "nqn": subsystem.nqn(),
+                    "serial": subsystem.serial(),
+                    "model": subsystem.model(),
+                    "firmware": subsystem.firmware(),
+                    "namespaces": subsystem.namespaces().map(|(nsid, _)| nsid).collect::<Vec<_>>(),
+                    "allow_any_host": hosts.is_empty(),
+                    "allowed_hosts": hosts,
+                    "controllers": controllers,
+                })
+            })
+            .collect();
+        Ok(Value::Array(subsystems))
+    }
+
+    fn subsystem_add_host(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        let mut params = Params::new(params)?;
+        let nqn = params.nqn("nqn")?;
+        let host = params.nqn("host")?;
+        params.finish()?;
+        let mut control = self.shared.lock();
+        let target = &mut control.target;
+        let subsystem = subsystem_ref(target, &nqn)?;
+        let added = !subsystem.allowed_hosts().any(|h| h == host);
+        if added {
+            target.allow_host(&nqn, &host).map_err(config_error)?;
+            tracing::info!(%nqn, %host, "host allowed");
+        }
+        Ok(hosts_json(
+            subsystem_ref(target, &nqn)?,
+            &host,
+            "added",
+            added,
+        ))
+    }
+
+    fn subsystem_remove_host(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        let mut params = Params::new(params)?;
+        let nqn = params.nqn("nqn")?;
+        let host = params.nqn("host")?;
+        params.finish()?;
+        let mut control = self.shared.lock();
+        let target = &mut control.target;
+        let subsystem = subsystem_ref(target, &nqn)?;
+        let hosts: Vec<&str> = subsystem.allowed_hosts().collect();
+        if !hosts.contains(&host.as_str()) {
+            return Err(RpcError::not_found(format!(
+                "host {host} is not on the allowed list of {nqn}"
+            )));
+        }
+        if hosts.len() == 1 {
+            // An empty list means "any host": removing the last one would
+            // open the subsystem, the opposite of what was asked.
+            return Err(RpcError::refused(format!(
+                "{host} is the last allowed host of {nqn}; removing it would let ANY host \
+                 connect. Allow another host first"
+            )));
+        }
+        target.disallow_host(&nqn, &host).map_err(config_error)?;
+        tracing::info!(%nqn, %host, "host no longer allowed (its live connections stay)");
+        Ok(hosts_json(
+            subsystem_ref(target, &nqn)?,
+            &host,
+            "removed",
+            true,
+        ))
+    }
+
+    fn stats(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        let mut params = Params::new(params)?;
+        let nqn = params.opt_nqn("nqn")?;
+        params.finish()?;
+        let control = self.shared.lock();
+        let target = &control.target;
+        let stats: Vec<Value> = selected(target, nqn.as_deref())?
+            .into_iter()
+            .map(|subsystem| {
+                let stats = target.statistics(subsystem.nqn()).unwrap_or_default();
+                stats_json(subsystem.nqn(), &stats)
+            })
+            .collect();
+        Ok(Value::Array(stats))
+    }
+}
+
+impl RpcService for ControlService {
+    fn call(&self, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
+        match method {
+            "rpc_get_methods" => Self::methods(params),
+            "status" => self.status(params),
+            "volume_list" => self.volume_list(params),
+            "volume_resize" => self.volume_resize(params),
+            "subsystem_list" => self.subsystem_list(params),
+            "subsystem_add_host" => self.subsystem_add_host(params),
+            "subsystem_remove_host" => self.subsystem_remove_host(params),
+            "stats" => self.stats(params),
+            "volume_create" | "volume_delete" => Err(RpcError::not_available(format!(
+                "{method}: {NO_VOLUME_LIFECYCLE}"
+            ))),
+            "replica_add" | "replica_remove" | "replica_list" | "quorum_set" | "promote"
+            | "resync_status" => Err(RpcError::not_available(format!(
+                "{method}: {NO_REPLICATOR}"
+            ))),
+            _ => Err(RpcError::method_not_found(method)),
+        }
+    }
+}
+
+/// The subsystem `nqn`, or every subsystem.
+fn selected<'a>(target: &'a Target, nqn: Option<&str>) -> Result<Vec<&'a Subsystem>, RpcError> {
+    match nqn {
+        Some(nqn) => Ok(vec![subsystem_ref(target, nqn)?]),
+        None => Ok(target.subsystems().collect()),
+    }
+}
+
+fn subsystem_ref<'a>(target: &'a Target, nqn: &str) -> Result<&'a Subsystem, RpcError> {
+    target
+        .subsystem(nqn)
+        .ok_or_else(|| RpcError::not_found(format!("no subsystem {nqn}")))
+}
+
+fn namespace<'a>(target: &'a Target, nqn: &str, nsid: u32) -> Result<&'a Namespace, RpcError> {
+    subsystem_ref(target, nqn)?
+        .namespace(nsid)
+        .ok_or_else(|| RpcError::not_found(format!("subsystem {nqn} has no namespace {nsid}")))
+}
+
+fn config_error(error: ConfigError) -> RpcError {
+    match error {
+        ConfigError::UnknownSubsystem(_)
+        | ConfigError::UnknownNamespace(_)
+        | ConfigError::UnknownListener(_) => RpcError::not_found(error),
+        ConfigError::InvalidNqn { .. }
+        | ConfigError::InvalidNsid { .. }
+        | ConfigError::InvalidGeometry(_)
+        | ConfigError::InvalidText { .. }
+        | ConfigError::InvalidListener(_) => RpcError::invalid_params(error),
+        other => RpcError::refused(other),
+    }
+}
+
+fn volume_json(nqn: &str, nsid: u32, namespace: &Namespace) -> Value {
+    json!({
+        "nqn": nqn,
+        "nsid": nsid,
+        "block_size": namespace.geometry.block_size(),
+        "blocks": namespace.geometry.blocks(),
+        "bytes": namespace.geometry.bytes(),
+        "ready": namespace.ready,
+        "nguid": hex(&namespace.nguid),
+        "uuid": uuid(&namespace.uuid),
+    })
+}
+
+fn hosts_json(subsystem: &Subsystem, host: &str, verb: &str, changed: bool) -> Value {
+    let hosts: Vec<&str> = subsystem.allowed_hosts().collect();
+    json!({
+        "nqn": subsystem.nqn(),
+        "host": host,
+        verb: changed,
+        "allow_any_host": hosts.is_empty(),
+        "allowed_hosts": hosts,
+    })
+}
+
+fn stats_json(nqn: &str, stats: &IoStatistics) -> Value {
+    // JSON numbers are read as doubles by many tools, and as u64 at most by
+    // serde_json: 2^64 bytes (16 EiB) is beyond any uptime, so saturate.
+    let clamp = |value: u128| u64::try_from(value).unwrap_or(u64::MAX);
+    json!({
+        "nqn": nqn,
+        "bytes_read": clamp(stats.bytes_read),
+        "bytes_written": clamp(stats.bytes_written),
+        "read_commands": clamp(stats.host_read_commands),
+        "write_commands": clamp(stats.host_write_commands),
+        "data_units_read": clamp(stats.data_units_read()),
+        "data_units_written": clamp(stats.data_units_written()),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn uuid(bytes: &[u8; 16]) -> String {
+    let h = hex(bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::controller::TargetLimits;
+    use crate::rpc::codes;
+
+    const NQN: &str = "nqn.2026-11.io.keel:vol0";
+    const OTHER: &str = "nqn.2026-11.io.keel:vol1";
+    const HOST_A: &str = "nqn.2026-11.io.keel:host-a";
+    const HOST_B: &str = "nqn.2026-11.io.keel:host-b";
+
+    fn service() -> ControlService {
+        let mut target = Target::new(TargetLimits::default());
+        let mut vol0 = Subsystem::new(NQN, "SERIAL0", "Keel volume", "0.1.0").unwrap();
+        let geometry = BlockGeometry::new(4096, 256).unwrap();
+        vol0.add_namespace(1, Namespace::new(geometry, [1; 16], [2; 16]))
+            .unwrap();
+        vol0.allow_host(HOST_A).unwrap();
+        target.add_subsystem(vol0).unwrap();
+        target
+            .add_subsystem(Subsystem::new(OTHER, "SERIAL1", "Keel volume", "0.1.0").unwrap())
+            .unwrap();
+        target
+            .add_listener(
+                crate::controller::Listener::new(
+                    1,
+                    crate::nvme::discovery::AddressFamily::Ipv4,
+                    "127.0.0.1",
+                    "4420",
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        ControlService::new(Arc::new(Shared::new(target)))
+    }
+
+    fn call(service: &ControlService, method: &str, params: Value) -> Result<Value, RpcError> {
+        let params = if params.is_null() { None } else { Some(params) };
+        service.call(method, params)
+    }
+
+    fn code(result: Result<Value, RpcError>) -> (i64, String) {
+        let error = result.expect_err("expected an error");
+        (error.code, error.message)
+    }
+
+    #[test]
+    fn status_and_lists() {
+        let s = service();
+        let status = call(&s, "status", Value::Null).unwrap();
+        assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(status["subsystems"], 2);
+        assert_eq!(status["namespaces"], 1);
+        assert_eq!(status["controllers"], 0);
+        assert_eq!(status["listeners"][0]["trsvcid"], "4420");
+
+        let volumes = call(&s, "volume_list", Value::Null).unwrap();
+        assert_eq!(
+            volumes,
+            json!([{
+                "nqn": NQN, "nsid": 1, "block_size": 4096, "blocks": 256,
+                "bytes": 1 << 20, "ready": true,
+                "nguid": "01".repeat(16),
+                "uuid": "02020202-0202-0202-0202-020202020202",
+            }])
+        );
+        assert_eq!(
+            call(&s, "volume_list", json!({"nqn": OTHER})).unwrap(),
+            json!([])
+        );
+
+        let subsystems = call(&s, "subsystem_list", Value::Null).unwrap();
+        assert_eq!(subsystems.as_array().unwrap().len(), 2);
+        assert_eq!(subsystems[0]["nqn"], NQN);
+        assert_eq!(subsystems[0]["allowed_hosts"], json!([HOST_A]));
+        assert_eq!(subsystems[0]["allow_any_host"], false);
+        assert_eq!(subsystems[1]["allow_any_host"], true);
+        assert_eq!(subsystems[0]["namespaces"], json!([1]));
+
+        let stats = call(&s, "stats", json!({"nqn": NQN})).unwrap();
+        assert_eq!(stats[0]["bytes_read"], 0);
+        assert_eq!(stats[0]["write_commands"], 0);
+
+        let methods = call(&s, "rpc_get_methods", Value::Null).unwrap();
+        assert_eq!(methods.as_array().unwrap().len(), METHODS.len());
+    }
+
+    #[test]
+    fn arguments_are_checked() {
+        let s = service();
+        let (c, m) = code(call(&s, "status", json!({"verbose": true})));
+        assert_eq!(c, codes::INVALID_PARAMS);
+        assert!(m.contains("\"verbose\""), "{m}");
+        let (c, m) = code(call(&s, "volume_list", json!({"nqn": "vol0"})));
+        assert_eq!(c, codes::INVALID_PARAMS);
+        assert!(m.contains("\"nqn\""), "{m}");
+        let (c, _) = code(call(
+            &s,
+            "volume_list",
+            json!({"nqn": "nqn.2026-11.io.keel:nope"}),
+        ));
+        assert_eq!(c, codes::NOT_FOUND);
+        let (c, m) = code(call(&s, "subsystem_add_host", json!({"nqn": NQN})));
+        assert_eq!(c, codes::INVALID_PARAMS);
+        assert!(m.contains("\"host\"") && m.contains("required"), "{m}");
+        let (c, m) = code(call(
+            &s,
+            "subsystem_add_host",
+            json!({"nqn": NQN, "host": 5}),
+        ));
+        assert_eq!(c, codes::INVALID_PARAMS);
+        assert!(m.contains("\"host\"") && m.contains("string"), "{m}");
+        let (c, m) = code(call(
+            &s,
+            "volume_resize",
+            json!({"nqn": NQN, "nsid": 0, "size": 4096}),
+        ));
+        assert_eq!(c, codes::INVALID_PARAMS);
+        assert!(m.contains("\"nsid\""), "{m}");
+        let (c, _) = code(call(
+            &s,
+            "volume_resize",
+            json!({"nqn": NQN, "nsid": 2, "size": 4096}),
+        ));
+        assert_eq!(c, codes::NOT_FOUND);
+        let (c, m) = code(call(
+            &s,
+            "volume_resize",
+            json!({"nqn": NQN, "nsid": 1, "size": "lots"}),
+        ));
+        assert_eq!(c, codes::INVALID_PARAMS);
+        assert!(m.contains("\"size\""), "{m}");
+        let (c, m) = code(call(
+            &s,
+            "volume_resize",
+            json!({"nqn": NQN, "nsid": 1, "size": (2 << 20) + 1}),
+        ));
+        assert_eq!(c, codes::INVALID_PARAMS);
+        assert!(m.contains("multiple of the block size"), "{m}");
+        let (c, m) = code(call(
+            &s,
+            "volume_resize",
+            json!({"nqn": NQN, "nsid": 1, "size": 4096}),
+        ));
+        assert_eq!(c, codes::INVALID_PARAMS);
+        assert!(m.contains("only grow"), "{m}");
+        let (c, _) = code(call(&s, "stats", json!([NQN])));
+        assert_eq!(c, codes::INVALID_PARAMS);
+        let (c, _) = code(call(&s, "nope", Value::Null));
+        assert_eq!(c, codes::METHOD_NOT_FOUND);
+    }
+
+    #[test]
+    fn hosts_are_added_and_removed_but_never_opened_by_accident() {
+        let s = service();
+        let added = call(
+            &s,
+            "subsystem_add_host",
+            json!({"nqn": NQN, "host": HOST_B}),
+        )
+        .unwrap();
+        assert_eq!(added["added"], true);
+        assert_eq!(added["allowed_hosts"], json!([HOST_A, HOST_B]));
+        let again = call(
+            &s,
+            "subsystem_add_host",
+            json!({"nqn": NQN, "host": HOST_B}),
+        )
+        .unwrap();
+        assert_eq!(again["added"], false);
+        {
+            let control = s.shared.lock();
+            let subsystem = control.target.subsystem(NQN).unwrap();
+            assert!(subsystem.host_allowed(HOST_B));
+        }
+        let removed = call(
+            &s,
+            "subsystem_remove_host",
+            json!({"nqn": NQN, "host": HOST_A}),
+        )
+        .unwrap();
+        assert_eq!(removed["allowed_hosts"], json!([HOST_B]));
+        assert!(!s
+            .shared
+            .lock()
+            .target
+            .subsystem(NQN)
+            .unwrap()
+            .host_allowed(HOST_A));
+        let (c, m) = code(call(
+            &s,
+            "subsystem_remove_host",
+            json!({"nqn": NQN, "host": HOST_B}),
+        ));
+        assert_eq!(c, codes::REFUSED);
+        assert!(m.contains("ANY host"), "{m}");
+        let (c, _) = code(call(
+            &s,
+            "subsystem_remove_host",
+            json!({"nqn": NQN, "host": HOST_A}),
+        ));
+        assert_eq!(c, codes::NOT_FOUND);
+        let (c, _) = code(call(
+            &s,
+            "subsystem_add_host",
+            json!({"nqn": NQN, "host": "not-an-nqn"}),
+        ));
+        assert_eq!(c, codes::INVALID_PARAMS);
+    }
+
+    #[test]
+    fn resize_without_backend_support_is_refused_and_changes_nothing() {
+        let s = service();
+        let (c, m) = code(call(
+            &s,
+            "volume_resize",
+            json!({"nqn": NQN, "nsid": 1, "size": "2M"}),
+        ));
+        assert_eq!(c, codes::NOT_AVAILABLE);
+        assert!(m.contains("backend"), "{m}");
+        let volumes = call(&s, "volume_list", Value::Null).unwrap();
+        assert_eq!(volumes[0]["bytes"], 1 << 20);
+        // The same size is no change, and fine.
+        let same = call(
+            &s,
+            "volume_resize",
+            json!({"nqn": NQN, "nsid": 1, "size": "1M"}),
+        )
+        .unwrap();
+        assert_eq!(same["changed"], false);
+    }
+
+    #[test]
+    fn resize_grows_the_backend_then_the_namespace() {
+        let grown = Arc::new(AtomicU64::new(0));
+        let seen = grown.clone();
+        let s = service().with_backend_resizer(Box::new(move |nqn, nsid, bytes| {
+            assert_eq!((nqn, nsid), (NQN, 1));
+            if bytes > 1 << 30 {
+                return Err("no space".into());
+            }
+            seen.store(bytes, Ordering::SeqCst);
+            Ok(())
+        }));
+        let resized = call(
+            &s,
+            "volume_resize",
+            json!({"nqn": NQN, "nsid": 1, "size": "2M"}),
+        )
+        .unwrap();
+        assert_eq!(resized["bytes"], 2 << 20);
+        assert_eq!(resized["blocks"], 512);
+        assert_eq!(resized["changed"], true);
+        assert_eq!(grown.load(Ordering::SeqCst), 2 << 20);
+        let (c, m) = code(call(
+            &s,
+            "volume_resize",
+            json!({"nqn": NQN, "nsid": 1, "size": "2G"}),
+        ));
+        assert_eq!(c, codes::REFUSED);
+        assert!(m.contains("no space"), "{m}");
+        assert_eq!(
+            call(&s, "volume_list", Value::Null).unwrap()[0]["bytes"],
+            2 << 20
+        );
+    }
+
+    #[test]
+    fn replicator_methods_are_not_available_yet() {
+        let s = service();
+        for (method, available) in METHODS {
+            if !available {
+                let (c, m) = code(call(&s, method, json!({})));
+                assert_eq!(c, codes::NOT_AVAILABLE, "{method}");
+                assert!(m.starts_with("not available: "), "{m}");
+            }
+        }
+    }
+}
