@@ -5,9 +5,14 @@
 //! - [`wire`]: the framed, versioned replication protocol (frame header,
 //!   every message, the encoder and the incremental decoder);
 //! - [`auth`]: the pre-shared-key challenge-response handshake that opens a
-//!   link, as one small state machine per side.
+//!   link, as one small state machine per side;
+//! - [`core`]: the replication state machines (primary, replica, elections);
+//! - [`link`]: the mapping between the core's frames and the wire, and the
+//!   blocking handshake helper run on a real socket before the reactor
+//!   takes it over.
 //!
-//! Neither module touches sockets, threads or clocks: callers feed bytes or
+//! Apart from `link::handshake`, none of it touches sockets, threads or
+//! clocks: callers feed bytes or
 //! decoded frames in and get frames to send back out, which keeps the code
 //! testable and fuzzable and lets the TCP and RDMA transports share it.
 //! The protocol itself is specified in `docs/replication-protocol.md`.
@@ -29,4 +34,5 @@
 
 pub mod auth;
 pub mod core;
+pub mod link;
 pub mod wire;

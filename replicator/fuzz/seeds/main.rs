@@ -10,7 +10,7 @@ use keel_replicator::wire::{
     Ack, AuthTag, ByteRange, Challenge, CopyInfo, CopyList, Envelope, Epoch, EpochChange, Flush,
     Heartbeat, Hello, Membership, Message, Nack, NackReason, NodeId, Nonce, ReadRequest,
     ReadResponse, ReadTag, RegionIndex, ReplicationMode, Response, Resync, ResyncOp, Role,
-    Sequence, StreamId, VersionRange, VolumeId, Write,
+    Sequence, StandingReport, StreamId, VersionRange, VolumeId, Write, WritePosition,
 };
 
 fn encode(message: &Message<'_>) -> Vec<u8> {
@@ -20,10 +20,10 @@ fn encode(message: &Message<'_>) -> Vec<u8> {
     out
 }
 
-/// A frame claiming minor version 1, with an 8-byte header extension and
+/// A frame claiming minor version 2, with an 8-byte header extension and
 /// bytes appended to its body, as a newer peer could send.
 fn newer_minor(mut frame: Vec<u8>, message_type: Option<u8>, flags: u8) -> Vec<u8> {
-    frame[5] = 1;
+    frame[5] = 2;
     if let Some(code) = message_type {
         frame[6] = code;
     }
@@ -99,6 +99,21 @@ fn main() {
                 offset: 4096,
                 data: &data,
                 fua: true,
+                position: None,
+            }),
+        ),
+        (
+            "write_positioned",
+            Message::Write(Write {
+                stream,
+                sequence: Sequence(1),
+                offset: 4096,
+                data: &data,
+                fua: false,
+                position: Some(WritePosition {
+                    epoch: Epoch(3),
+                    index: 17,
+                }),
             }),
         ),
         (
@@ -113,6 +128,23 @@ fn main() {
             Message::Ack(Ack {
                 stream,
                 durable_through: Sequence(2),
+                standing: None,
+            }),
+        ),
+        (
+            "ack_standing",
+            Message::Ack(Ack {
+                stream,
+                durable_through: Sequence(2),
+                standing: Some(StandingReport {
+                    epoch: Epoch(3),
+                    synced: Epoch(2),
+                    applied: WritePosition {
+                        epoch: Epoch(2),
+                        index: 1000,
+                    },
+                    consistent: true,
+                }),
             }),
         ),
         (

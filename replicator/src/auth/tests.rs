@@ -395,6 +395,7 @@ fn data_before_authentication_is_a_protocol_violation() {
             offset: 0,
             data: b"sneaky",
             fua: false,
+            position: None,
         }),
     };
     let bytes = wire(&write);

@@ -2,7 +2,7 @@
 //! wire protocol (`crate::wire`) with the payload kept abstract.
 //!
 //! Each variant maps onto one wire message; the transport encodes it with the
-//! sender's epoch in the envelope. Two fields have no slot in wire 1.0 yet
+//! sender's epoch in the envelope (`crate::link`). Two fields need wire 1.1
 //! (see `docs/replication-design.md`, "Wire gaps"): a write's [`Position`]
 //! and the [`Standing`] a replica reports when it accepts an epoch.
 

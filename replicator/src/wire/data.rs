@@ -5,13 +5,14 @@
 //! what the caller asks for: [`Write::encode_header`] leaves the data where
 //! it is, and decoding borrows it from the receive buffer.
 
-use crate::wire::bytes::Writer;
+use crate::wire::bytes::{Reader, Writer};
 use crate::wire::error::{DecodeError, EncodeError, FieldProblem, Violation};
 use crate::wire::header::{Flags, FrameHeader, HEADER_LEN};
 use crate::wire::ids::{ByteRange, ReadTag, Sequence, StreamId};
 use crate::wire::limits::MAX_PAYLOAD_LEN;
 use crate::wire::message::{Envelope, HeaderFields, Message, WireMessage};
 use crate::wire::message_type::MessageType;
+use crate::wire::standing::{StandingReport, WritePosition, STANDING_LEN};
 use crate::wire::tolerance::Tolerance;
 
 /// Data of a write or read response: non-empty, at most one payload, and
@@ -30,7 +31,8 @@ fn data_range(offset: u64, data: &[u8], field: &'static str) -> Result<ByteRange
 
 /// Primary -> replica: apply `data` at byte `offset` of the volume.
 /// Sequenced. Header: stream, sequence, range = (offset, data length),
-/// flag `WRITE_FUA`. Payload: the data.
+/// flag `WRITE_FUA`, and from 1.1 on the position in the header extension
+/// (header length 80; 64 without a position). Payload: the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Write<'a> {
     /// Stream of the shard that owns the range.
@@ -43,6 +45,9 @@ pub struct Write<'a> {
     pub data: &'a [u8],
     /// Force unit access: make it durable and ack without batching.
     pub fua: bool,
+    /// 1.1: the write's place in the stream's total order (header bytes
+    /// 64..80). Needs an envelope of 1.1 or later.
+    pub position: Option<WritePosition>,
 }
 
 impl Write<'_> {
@@ -54,13 +59,26 @@ impl Write<'_> {
         )
     }
 
-    /// Encodes only the header; send it followed by `self.data`.
+    /// Encodes only the header; send it followed by `self.data`. A write
+    /// with a position has an 80-byte header and fails here with
+    /// `BufferTooSmall`: use [`encode_header_into`](Self::encode_header_into).
     pub fn encode_header(
         &self,
         envelope: &Envelope,
         out: &mut [u8; HEADER_LEN],
     ) -> Result<(), EncodeError> {
         Message::Write(*self).encode_header(envelope, out)
+    }
+
+    /// Encodes only the header (64 bytes, or 80 with a position) into the
+    /// front of `out` and returns its length; send it followed by
+    /// `self.data`.
+    pub fn encode_header_into(
+        &self,
+        envelope: &Envelope,
+        out: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        Message::Write(*self).encode_header_into(envelope, out)
     }
 }
 
@@ -77,6 +95,7 @@ impl<'a> WireMessage<'a> for Write<'a> {
             } else {
                 Flags::NONE
             },
+            position: self.position,
         }
     }
 
@@ -99,6 +118,7 @@ impl<'a> WireMessage<'a> for Write<'a> {
             offset: header.range.offset,
             data: body,
             fua: header.flags.contains(Flags::WRITE_FUA),
+            position: header.position,
         })
     }
 }
@@ -143,12 +163,16 @@ impl<'a> WireMessage<'a> for Flush {
 /// Replica -> primary: every sequenced frame of `stream` up to and including
 /// `durable_through` is applied and durable. Cumulative, so a lost `Ack` is
 /// covered by the next one. Header: stream, sequence = `durable_through`.
+/// Payload: empty, or (1.1) the replica's standing, 40 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ack {
     /// Stream acknowledged.
     pub stream: StreamId,
     /// Highest sequence number durable with all before it.
     pub durable_through: Sequence,
+    /// 1.1, in the `Ack` of an `EpochChange`: how up to date the copy was
+    /// when it accepted the epoch. Needs an envelope of 1.1 or later.
+    pub standing: Option<StandingReport>,
 }
 
 impl<'a> WireMessage<'a> for Ack {
@@ -163,17 +187,35 @@ impl<'a> WireMessage<'a> for Ack {
     }
 
     fn body_len(&self) -> usize {
-        0
+        self.standing.map_or(0, |_| STANDING_LEN)
     }
 
-    fn write_body(&self, _: &mut Writer<'_>) -> Result<(), EncodeError> {
-        Ok(())
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        match &self.standing {
+            Some(standing) => standing.write(w),
+            None => Ok(()),
+        }
     }
 
-    fn read(header: &FrameHeader, _: &'a [u8], _: Tolerance) -> Result<Self, DecodeError> {
+    fn read(
+        header: &FrameHeader,
+        body: &'a [u8],
+        tolerance: Tolerance,
+    ) -> Result<Self, DecodeError> {
+        // The header check allowed a body only from 1.1 on, and only
+        // empty or a whole standing (plus a newer minor's additions).
+        let standing = if body.is_empty() {
+            None
+        } else {
+            let mut r = Reader::new(body);
+            let standing = StandingReport::read(&mut r, tolerance)?;
+            tolerance.end_of_body(&r, "Ack")?;
+            Some(standing)
+        };
         Ok(Self {
             stream: header.stream,
             durable_through: header.sequence,
+            standing,
         })
     }
 }

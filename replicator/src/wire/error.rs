@@ -140,6 +140,15 @@ pub enum EncodeError {
         /// What is wrong with it.
         problem: FieldProblem,
     },
+    /// The message has a field the envelope's version cannot carry (a
+    /// `Write` position or an `Ack` standing below 1.1).
+    #[error("{field} cannot be encoded in protocol version {version}")]
+    NotInVersion {
+        /// Which field.
+        field: &'static str,
+        /// The envelope's version.
+        version: Version,
+    },
     /// Only messages whose payload is caller data (Write, ReadResponse) can
     /// be encoded header-only.
     #[error("{0:?} has a structured payload and cannot be encoded header-only")]

@@ -24,12 +24,15 @@
 //!
 //! A newer minor version may extend the header past byte 64 (header length
 //! says by how much); the extension is covered by the header CRC and skipped
-//! by older receivers.
+//! by older receivers. Version 1.1 defines one extension: a `Write` may carry
+//! its [position](WritePosition) in header bytes 64..80 (header length 80).
 
 use crate::wire::bytes::{Reader, Required, Writer};
 use crate::wire::error::{DecodeError, EncodeError};
 use crate::wire::ids::{ByteRange, Epoch, Sequence, StreamId, VolumeId};
 use crate::wire::limits::Limits;
+use crate::wire::message_type::MessageType;
+use crate::wire::standing::{WritePosition, WRITE_POSITION_LEN};
 use crate::wire::tolerance::Tolerance;
 use crate::wire::version::{Version, SUPPORTED_MAJOR};
 
@@ -38,6 +41,10 @@ pub const MAGIC: [u8; 4] = *b"KLRP";
 
 /// Length of the version-1 header, which is also the smallest header.
 pub const HEADER_LEN: usize = 64;
+
+/// Header length of a `Write` that carries its position (1.1 on): the base
+/// header and the 16-byte position extension.
+pub const WRITE_HEADER_LEN: usize = HEADER_LEN + WRITE_POSITION_LEN;
 
 /// Largest header a receiver accepts, extensions from newer minors included.
 pub const MAX_HEADER_LEN: usize = 256;
@@ -95,6 +102,10 @@ pub struct FrameHeader {
     pub range: ByteRange,
     /// CRC32C of the payload (0 for an empty payload).
     pub payload_crc: u32,
+    /// `Write` from 1.1 on: the write's position, carried in the header
+    /// extension (bytes 64..80, header length 80). `None` for every other
+    /// frame, and for a write sent without one (header length 64).
+    pub position: Option<WritePosition>,
 }
 
 impl FrameHeader {
@@ -107,16 +118,35 @@ impl FrameHeader {
         Tolerance::for_version(self.version)
     }
 
-    /// Writes this header, CRC included. Only the base 64-byte layout is
-    /// ever encoded: this implementation defines no extension.
-    pub(crate) fn write(&self, out: &mut [u8; HEADER_LEN]) -> Result<(), EncodeError> {
-        let mut w = Writer::new(out.as_mut_slice());
+    /// Length of the header as this implementation encodes it: the base 64
+    /// bytes, plus the position extension of a `Write` that has one.
+    pub(crate) fn encoded_len(&self) -> usize {
+        if self.position.is_some() {
+            WRITE_HEADER_LEN
+        } else {
+            HEADER_LEN
+        }
+    }
+
+    /// Writes this header, CRC included, into the front of `out` and
+    /// returns its length. Only the base layout and the 1.1 position
+    /// extension are ever encoded.
+    pub(crate) fn write(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        let header_len = self.encoded_len();
+        let available = out.len();
+        let out = out
+            .get_mut(..header_len)
+            .ok_or(EncodeError::BufferTooSmall {
+                needed: header_len,
+                available,
+            })?;
+        let mut w = Writer::new(&mut *out);
         w.put(&MAGIC)?;
         w.u8(self.version.major)?;
         w.u8(self.version.minor)?;
         w.u8(self.message_type)?;
         w.u8(self.flags.0)?;
-        w.u16(HEADER_LEN as u16)?;
+        w.u16(u16::try_from(header_len).unwrap_or(u16::MAX))?;
         w.zeros::<2>()?;
         w.u32(self.payload_len)?;
         w.u64(self.volume.0)?;
@@ -126,9 +156,17 @@ impl FrameHeader {
         w.u32(self.range.len)?;
         w.u64(self.range.offset)?;
         w.u32(self.payload_crc)?;
-        let crc = header_crc(out.as_slice());
-        let mut w = Writer::new(out.get_mut(HEADER_CRC_OFFSET..).unwrap_or_default());
-        w.u32(crc)
+        w.zeros::<4>()?; // the header CRC, computed below
+        if let Some(position) = &self.position {
+            position.write(&mut w)?;
+        }
+        let crc = header_crc(out);
+        let mut w = Writer::new(
+            out.get_mut(HEADER_CRC_OFFSET..HEADER_LEN)
+                .unwrap_or_default(),
+        );
+        w.u32(crc)?;
+        Ok(header_len)
     }
 }
 
@@ -181,11 +219,14 @@ pub(crate) fn parse(buf: &[u8], limits: &Limits) -> Result<HeaderProgress, Decod
     let carried_crc = r.u32().field("header.header_crc")?;
 
     let full_len = usize::from(header_len);
-    let extension_allowed = tolerance == Tolerance::Lenient;
-    if !(HEADER_LEN..=MAX_HEADER_LEN).contains(&full_len)
-        || full_len % 4 != 0
-        || (full_len != HEADER_LEN && !extension_allowed)
-    {
+    // From 1.1 on, header bytes 64..80 of a `Write` are its position: such a
+    // header is 64 bytes (no position) or at least 80.
+    let positioned = message_type == MessageType::Write.code() && version >= Version::V1_1;
+    let extension_ok = match tolerance {
+        Tolerance::Strict => full_len == HEADER_LEN || (positioned && full_len == WRITE_HEADER_LEN),
+        Tolerance::Lenient => !positioned || full_len == HEADER_LEN || full_len >= WRITE_HEADER_LEN,
+    };
+    if !(HEADER_LEN..=MAX_HEADER_LEN).contains(&full_len) || full_len % 4 != 0 || !extension_ok {
         return Err(DecodeError::BadHeaderLength { len: header_len });
     }
     let Some(full) = buf.get(..full_len) else {
@@ -199,6 +240,12 @@ pub(crate) fn parse(buf: &[u8], limits: &Limits) -> Result<HeaderProgress, Decod
         });
     }
     tolerance.reserved_zero(reserved == 0, "header.reserved")?;
+    let position = if positioned && full_len >= WRITE_HEADER_LEN {
+        let mut r = Reader::new(full.get(HEADER_LEN..).unwrap_or_default());
+        Some(WritePosition::read(&mut r, "header.position")?)
+    } else {
+        None
+    };
     if payload_len > limits.max_payload() {
         return Err(DecodeError::PayloadTooLarge {
             len: payload_len,
@@ -217,6 +264,7 @@ pub(crate) fn parse(buf: &[u8], limits: &Limits) -> Result<HeaderProgress, Decod
         stream,
         range: ByteRange::new(range_offset, range_len),
         payload_crc,
+        position,
     }))
 }
 

@@ -13,6 +13,7 @@ use crate::wire::membership::EpochChange;
 use crate::wire::message_type::MessageType;
 use crate::wire::nack::Nack;
 use crate::wire::resync::Resync;
+use crate::wire::standing::WritePosition;
 use crate::wire::tolerance::Tolerance;
 use crate::wire::version::{Version, PROTOCOL_VERSION, SUPPORTED_MAJOR};
 
@@ -106,16 +107,48 @@ impl<'a> Message<'a> {
         with_each_message!(self, m => m.body_len())
     }
 
+    /// Length of the header this message encodes to: 64 bytes, or
+    /// [`WRITE_HEADER_LEN`](crate::wire::WRITE_HEADER_LEN) for a `Write`
+    /// with a position.
+    pub fn header_len(&self) -> usize {
+        match self {
+            Message::Write(Write {
+                position: Some(_), ..
+            }) => crate::wire::header::WRITE_HEADER_LEN,
+            _ => HEADER_LEN,
+        }
+    }
+
     /// Length of the whole frame this message encodes to.
     pub fn encoded_len(&self) -> usize {
-        HEADER_LEN.saturating_add(self.payload_len())
+        self.header_len().saturating_add(self.payload_len())
     }
 
     /// Encodes the whole frame (header and payload) into the front of `out`
     /// and returns its length. Nothing is allocated.
     pub fn encode(&self, envelope: &Envelope, out: &mut [u8]) -> Result<usize, EncodeError> {
         check_encodable(envelope.version)?;
+        self.check_fields_in(envelope.version)?;
         with_each_message!(self, m => encode_frame(m, envelope, out))
+    }
+
+    /// Fields that only later minor versions can carry.
+    fn check_fields_in(&self, version: Version) -> Result<(), EncodeError> {
+        let needs_1_1 = match self {
+            Message::Write(Write {
+                position: Some(_), ..
+            }) => Some("Write.position"),
+            Message::Ack(Ack {
+                standing: Some(_), ..
+            }) => Some("Ack.standing"),
+            _ => None,
+        };
+        match needs_1_1 {
+            Some(field) if version < Version::V1_1 => {
+                Err(EncodeError::NotInVersion { field, version })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Encodes only the header of a message whose payload is caller data
@@ -126,7 +159,19 @@ impl<'a> Message<'a> {
         envelope: &Envelope,
         out: &mut [u8; HEADER_LEN],
     ) -> Result<(), EncodeError> {
+        self.encode_header_into(envelope, out).map(|_| ())
+    }
+
+    /// Like [`encode_header`](Self::encode_header), into the front of a
+    /// buffer of any size (a `Write` with a position has an 80-byte
+    /// header); returns the header's length.
+    pub fn encode_header_into(
+        &self,
+        envelope: &Envelope,
+        out: &mut [u8],
+    ) -> Result<usize, EncodeError> {
         check_encodable(envelope.version)?;
+        self.check_fields_in(envelope.version)?;
         match self {
             Message::Write(m) => encode_data_header(m, m.data, envelope, out),
             Message::ReadResponse(m) => encode_data_header(m, m.data, envelope, out),
@@ -176,6 +221,7 @@ pub(crate) struct HeaderFields {
     pub(crate) sequence: Sequence,
     pub(crate) range: ByteRange,
     pub(crate) flags: Flags,
+    pub(crate) position: Option<WritePosition>,
 }
 
 /// What each message type implements to be encoded and decoded.
@@ -229,11 +275,16 @@ fn frame_header<'a, M: WireMessage<'a>>(
     payload_crc: u32,
 ) -> FrameHeader {
     let fields = message.header_fields();
+    let header_len = if fields.position.is_some() {
+        crate::wire::header::WRITE_HEADER_LEN
+    } else {
+        HEADER_LEN
+    };
     FrameHeader {
         version: envelope.version,
         message_type: M::TYPE.code(),
         flags: fields.flags,
-        header_len: HEADER_LEN as u16,
+        header_len: u16::try_from(header_len).unwrap_or(u16::MAX),
         payload_len,
         volume: envelope.volume,
         epoch: envelope.epoch,
@@ -241,6 +292,7 @@ fn frame_header<'a, M: WireMessage<'a>>(
         stream: fields.stream,
         range: fields.range,
         payload_crc,
+        position: fields.position,
     }
 }
 
@@ -252,17 +304,21 @@ fn encode_frame<'a, M: WireMessage<'a>>(
     message.validate()?;
     let body_len = message.body_len();
     let payload_len = checked_payload_len(body_len)?;
-    let needed = HEADER_LEN.saturating_add(body_len);
+    // The CRC is filled in below, once the body is written.
+    let header = frame_header(message, envelope, payload_len, 0);
+    let header_len = header.encoded_len();
+    let needed = header_len.saturating_add(body_len);
     let available = out.len();
     let too_small = EncodeError::BufferTooSmall { needed, available };
     let frame = out.get_mut(..needed).ok_or(too_small.clone())?;
-    let (header_bytes, body) = frame
-        .split_first_chunk_mut::<HEADER_LEN>()
-        .ok_or(too_small)?;
+    let (header_bytes, body) = frame.split_at_mut_checked(header_len).ok_or(too_small)?;
     let mut w = Writer::new(body);
     message.write_body(&mut w)?;
     debug_assert_eq!(w.written(), body_len, "body_len disagrees with write_body");
-    let header = frame_header(message, envelope, payload_len, crc32c::crc32c(body));
+    let header = FrameHeader {
+        payload_crc: crc32c::crc32c(body),
+        ..header
+    };
     header.write(header_bytes)?;
     Ok(needed)
 }
@@ -271,8 +327,8 @@ fn encode_data_header<'a, M: WireMessage<'a>>(
     message: &M,
     data: &[u8],
     envelope: &Envelope,
-    out: &mut [u8; HEADER_LEN],
-) -> Result<(), EncodeError> {
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
     message.validate()?;
     let payload_len = checked_payload_len(data.len())?;
     frame_header(message, envelope, payload_len, crc32c::crc32c(data)).write(out)

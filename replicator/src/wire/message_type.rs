@@ -9,7 +9,9 @@ use crate::wire::heartbeat::HEARTBEAT_BODY_LEN;
 use crate::wire::membership::{EPOCH_CHANGE_MAX_BODY_LEN, EPOCH_CHANGE_MIN_BODY_LEN};
 use crate::wire::nack::NACK_BODY_LEN;
 use crate::wire::resync::RESYNC_BODY_LEN;
+use crate::wire::standing::STANDING_LEN;
 use crate::wire::tolerance::Tolerance;
+use crate::wire::version::Version;
 
 /// Every message type of the protocol and its code on the wire. Codes are
 /// grouped by purpose: 0x0_ handshake, 0x1_ write path, 0x2_ reads, 0x3_
@@ -135,6 +137,21 @@ pub(crate) enum PayloadRule {
     Bounded { min: usize, max: usize },
     /// Caller data: exactly the range length, at least one byte.
     Data,
+    /// Empty, or a structured body of `len` bytes (a newer minor may append
+    /// fields to it, so only `len` binds such frames).
+    EmptyOr { len: usize },
+}
+
+impl MessageType {
+    /// The payload rule of this type in frames of `version`: an `Ack` may
+    /// carry a standing from 1.1 on.
+    fn payload_rule(self, version: Version, base: PayloadRule) -> PayloadRule {
+        if self == Self::Ack && version >= Version::V1_1 {
+            PayloadRule::EmptyOr { len: STANDING_LEN }
+        } else {
+            base
+        }
+    }
 }
 
 /// Checks a header against its message type's shape. An unknown type passes
@@ -152,6 +169,17 @@ pub(crate) fn check_header(header: &FrameHeader) -> Result<(), DecodeError> {
         };
     };
     let shape = message_type.shape();
+    // Set only by the header parser, for a 1.1+ `Write` with a header of at
+    // least 80 bytes; checked again for headers that did not come from it.
+    let position_allowed = message_type == MessageType::Write
+        && header.version >= Version::V1_1
+        && usize::from(header.header_len) >= crate::wire::header::WRITE_HEADER_LEN;
+    if header.position.is_some() != position_allowed {
+        return Err(DecodeError::malformed(
+            "header.position",
+            FieldProblem::Inconsistent,
+        ));
+    }
     if tolerance == Tolerance::Strict {
         let unknown_flags = header.flags.0 & !shape.allowed_flags.0;
         if unknown_flags != 0 {
@@ -186,7 +214,7 @@ pub(crate) fn check_header(header: &FrameHeader) -> Result<(), DecodeError> {
         ));
     }
     let payload_len = payload_len_usize(header.payload_len);
-    match shape.payload {
+    match message_type.payload_rule(header.version, shape.payload) {
         PayloadRule::Data => {
             if header.range.len == 0 {
                 return Err(DecodeError::malformed(
@@ -204,6 +232,15 @@ pub(crate) fn check_header(header: &FrameHeader) -> Result<(), DecodeError> {
         PayloadRule::Bounded { min, max } => {
             let too_long = payload_len > max && tolerance == Tolerance::Strict;
             if payload_len < min || too_long {
+                return Err(DecodeError::malformed(
+                    "header.payload_len",
+                    FieldProblem::LengthMismatch,
+                ));
+            }
+        }
+        PayloadRule::EmptyOr { len } => {
+            let appended = payload_len > len && tolerance == Tolerance::Lenient;
+            if payload_len != 0 && payload_len != len && !appended {
                 return Err(DecodeError::malformed(
                     "header.payload_len",
                     FieldProblem::LengthMismatch,

@@ -14,6 +14,12 @@ pub struct Version {
 }
 
 impl Version {
+    /// 1.0: the first version.
+    pub const V1_0: Version = Version::new(1, 0);
+    /// 1.1: adds a `Write`'s position (header extension) and the standing
+    /// in an `Ack` (appended payload).
+    pub const V1_1: Version = Version::new(1, 1);
+
     /// Builds a version.
     pub const fn new(major: u8, minor: u8) -> Self {
         Self { major, minor }
@@ -28,7 +34,7 @@ impl fmt::Display for Version {
 
 /// The version this implementation speaks: the highest it can encode and
 /// the one whose rules its decoder applies strictly.
-pub const PROTOCOL_VERSION: Version = Version::new(1, 0);
+pub const PROTOCOL_VERSION: Version = Version::V1_1;
 
 /// The only major version whose frame layout this implementation knows.
 pub(crate) const SUPPORTED_MAJOR: u8 = PROTOCOL_VERSION.major;

@@ -48,6 +48,7 @@ fn write_is_byte_exact() {
         offset: 4096,
         data: b"keel",
         fua: true,
+        position: None,
     });
     assert_golden(&message, &envelope(), &WRITE_FRAME);
 }
@@ -60,6 +61,7 @@ fn write_header_only_matches_full_encoding() {
         offset: 4096,
         data: b"keel",
         fua: true,
+        position: None,
     };
     let mut header = [0u8; HEADER_LEN];
     write.encode_header(&envelope(), &mut header).unwrap();
@@ -90,6 +92,7 @@ fn ack_is_byte_exact() {
     let message = Message::Ack(Ack {
         stream: StreamId(2),
         durable_through: Sequence(42),
+        standing: None,
     });
     assert_golden(&message, &envelope(), &ACK_FRAME);
 }
@@ -203,7 +206,10 @@ fn epoch_change_is_byte_exact() {
             copies: CopyList::Borrowed(&copies),
         },
     });
-    let envelope = Envelope::new(VolumeId(7), Epoch(4));
+    let envelope = Envelope {
+        version: Version::V1_0,
+        ..Envelope::new(VolumeId(7), Epoch(4))
+    };
     assert_golden(&message, &envelope, &EPOCH_CHANGE_FRAME);
 }
 
@@ -237,6 +243,9 @@ fn stale_epoch_nack_is_byte_exact() {
         sequence: Sequence(42),
         reason: NackReason::StaleEpoch { current: Epoch(9) },
     });
-    let envelope = Envelope::new(VolumeId(7), Epoch(9));
+    let envelope = Envelope {
+        version: Version::V1_0,
+        ..Envelope::new(VolumeId(7), Epoch(9))
+    };
     assert_golden(&message, &envelope, &STALE_EPOCH_NACK_FRAME);
 }

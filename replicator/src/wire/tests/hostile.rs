@@ -77,12 +77,22 @@ proptest! {
         spec in spec(),
         envelope in envelope(),
     ) {
-        let bytes = encode(&spec.message(), &envelope);
+        let message = spec.message();
+        let bytes = encode(&message, &envelope);
+        let header_len = message.header_len();
         // Every cut point of the header, and a sample of the payload's.
         let step = (bytes.len() / 512).max(1);
-        let cuts = (0..HEADER_LEN).chain((HEADER_LEN..bytes.len()).step_by(step));
+        let cuts = (0..header_len).chain((header_len..bytes.len()).step_by(step));
         for cut in cuts {
-            let missing = if cut < HEADER_LEN { HEADER_LEN - cut } else { bytes.len() - cut };
+            // The base header first; its length field then says how much
+            // more header there is (an 80-byte positioned write).
+            let missing = if cut < HEADER_LEN {
+                HEADER_LEN - cut
+            } else if cut < header_len {
+                header_len - cut
+            } else {
+                bytes.len() - cut
+            };
             let decoded = FrameDecoder::default().decode(&bytes[..cut]).unwrap();
             prop_assert_eq!(decoded, Decoded::NeedMore(missing), "cut at {}", cut);
         }
@@ -94,14 +104,16 @@ proptest! {
         envelope in envelope(),
         bit in any::<prop::sample::Index>(),
     ) {
-        let mut bytes = encode(&spec.message(), &envelope);
-        let payload_bits = (bytes.len() - HEADER_LEN) * 8;
+        let message = spec.message();
+        let mut bytes = encode(&message, &envelope);
+        let header_len = message.header_len();
+        let payload_bits = (bytes.len() - header_len) * 8;
         if payload_bits == 0 {
             // Flush, Ack, ReadRequest: nothing to flip.
             return Ok(());
         }
         let bit = bit.index(payload_bits);
-        bytes[HEADER_LEN + bit / 8] ^= 1 << (bit % 8);
+        bytes[header_len + bit / 8] ^= 1 << (bit % 8);
         let header = match FrameDecoder::default().decode_header(&bytes).unwrap() {
             HeaderProgress::Complete(header) => header,
             other => panic!("{other:?}"),
@@ -125,6 +137,7 @@ fn every_single_bit_flip_in_the_header_is_caught() {
         offset: 512,
         data: &data,
         fua: false,
+        position: None,
     });
     let bytes = encode(&message, &fixed_envelope());
     for bit in 0..HEADER_LEN * 8 {
@@ -168,6 +181,7 @@ fn a_failed_decoder_stays_failed() {
         &Message::Ack(crate::wire::Ack {
             stream: StreamId(1),
             durable_through: Sequence(1),
+            standing: None,
         }),
         &fixed_envelope(),
     );

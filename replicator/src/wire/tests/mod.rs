@@ -7,9 +7,20 @@ mod roundtrip;
 pub(crate) mod strategies;
 mod versioning;
 
-use crate::wire::{Decoded, Envelope, Epoch, Frame, FrameDecoder, Message, VolumeId};
+use crate::wire::{Decoded, Envelope, Epoch, Frame, FrameDecoder, Message, Version, VolumeId};
 
+mod v1_1;
+
+/// A 1.0 envelope (the golden frames of 1.0 are written against it).
 pub(crate) fn envelope() -> Envelope {
+    Envelope {
+        version: Version::V1_0,
+        ..Envelope::new(VolumeId(7), Epoch(3))
+    }
+}
+
+/// A 1.1 envelope.
+pub(crate) fn envelope_1_1() -> Envelope {
     Envelope::new(VolumeId(7), Epoch(3))
 }
 

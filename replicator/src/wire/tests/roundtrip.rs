@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use super::strategies::{envelope, spec};
 use super::{decode_one, encode};
-use crate::wire::{Decoded, FrameDecoder, Message, HEADER_LEN, MAX_PAYLOAD_LEN};
+use crate::wire::{Decoded, FrameDecoder, Message, HEADER_LEN, MAX_HEADER_LEN, MAX_PAYLOAD_LEN};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(3000))]
@@ -20,7 +20,8 @@ proptest! {
         prop_assert_eq!(&frame.message, &message);
         prop_assert_eq!(frame.envelope(), envelope);
         prop_assert_eq!(frame.header.message_type, message.message_type().code());
-        prop_assert_eq!(frame.payload, &bytes[HEADER_LEN..]);
+        prop_assert_eq!(usize::from(frame.header.header_len), message.header_len());
+        prop_assert_eq!(frame.payload, &bytes[message.header_len()..]);
         // Only one encoding decodes to a given message.
         prop_assert_eq!(encode(&frame.message, &frame.envelope()), bytes);
     }
@@ -29,13 +30,24 @@ proptest! {
     fn header_only_encoding_matches_the_full_frame(spec in spec(), envelope in envelope()) {
         let message = spec.message();
         let mut header = [0u8; HEADER_LEN];
+        let mut long_header = [0u8; MAX_HEADER_LEN];
         match &message {
             Message::Write(_) | Message::ReadResponse(_) => {
-                message.encode_header(&envelope, &mut header).unwrap();
                 let bytes = encode(&message, &envelope);
-                prop_assert_eq!(&header[..], &bytes[..HEADER_LEN]);
+                let len = message.encode_header_into(&envelope, &mut long_header).unwrap();
+                prop_assert_eq!(len, message.header_len());
+                prop_assert_eq!(&long_header[..len], &bytes[..len]);
+                // The fixed-size API only fits headers without an extension.
+                let fits = message.encode_header(&envelope, &mut header).is_ok();
+                prop_assert_eq!(fits, len == HEADER_LEN);
+                if fits {
+                    prop_assert_eq!(&header[..], &bytes[..HEADER_LEN]);
+                }
             }
-            _ => prop_assert!(message.encode_header(&envelope, &mut header).is_err()),
+            _ => {
+                prop_assert!(message.encode_header(&envelope, &mut header).is_err());
+                prop_assert!(message.encode_header_into(&envelope, &mut long_header).is_err());
+            }
         }
     }
 }
@@ -94,6 +106,7 @@ fn largest_write_round_trips() {
         offset: 0,
         data: &data,
         fua: false,
+        position: None,
     });
     let bytes = encode(&message, &super::envelope());
     assert_eq!(bytes.len(), HEADER_LEN + data.len());

@@ -10,8 +10,8 @@ use crate::wire::{
     Ack, AuthTag, ByteRange, Challenge, CopyInfo, CopyList, Envelope, Epoch, EpochChange, Flush,
     Heartbeat, Hello, Membership, Message, Nack, NackReason, NodeId, Nonce, ReadRequest,
     ReadResponse, ReadTag, RegionIndex, ReplicationMode, Response, Resync, ResyncOp, Role,
-    Sequence, StreamId, Version, VersionRange, VolumeId, Write, MAX_COPIES, MAX_PAYLOAD_LEN,
-    PROTOCOL_VERSION,
+    Sequence, StandingReport, StreamId, Version, VersionRange, VolumeId, Write, WritePosition,
+    MAX_COPIES, MAX_PAYLOAD_LEN, PROTOCOL_VERSION,
 };
 
 /// An owning description of a message.
@@ -26,6 +26,7 @@ pub(crate) enum Spec {
         offset: u64,
         data: Vec<u8>,
         fua: bool,
+        position: Option<WritePosition>,
     },
     Flush(Flush),
     Ack(Ack),
@@ -59,12 +60,14 @@ impl Spec {
                 offset,
                 data,
                 fua,
+                position,
             } => Message::Write(Write {
                 stream: *stream,
                 sequence: *sequence,
                 offset: *offset,
                 data,
                 fua: *fua,
+                position: *position,
             }),
             Spec::Flush(m) => Message::Flush(*m),
             Spec::Ack(m) => Message::Ack(*m),
@@ -231,21 +234,32 @@ pub(crate) fn spec() -> impl Strategy<Value = Spec> {
             })
         ),
         any::<[u8; 32]>().prop_map(|tag| Spec::Response(Response { tag: AuthTag(tag) })),
-        (stream(), sequence(), data_at_offset(), any::<bool>()).prop_map(
-            |(stream, sequence, (offset, data), fua)| Spec::Write {
-                stream,
-                sequence,
-                offset,
-                data,
-                fua,
-            }
-        ),
+        (
+            stream(),
+            sequence(),
+            data_at_offset(),
+            any::<bool>(),
+            proptest::option::of(write_position())
+        )
+            .prop_map(
+                |(stream, sequence, (offset, data), fua, position)| Spec::Write {
+                    stream,
+                    sequence,
+                    offset,
+                    data,
+                    fua,
+                    position,
+                }
+            ),
         (stream(), sequence())
             .prop_map(|(stream, sequence)| Spec::Flush(Flush { stream, sequence })),
-        (stream(), sequence()).prop_map(|(stream, durable_through)| Spec::Ack(Ack {
-            stream,
-            durable_through
-        })),
+        (stream(), sequence(), proptest::option::of(standing())).prop_map(
+            |(stream, durable_through, standing)| Spec::Ack(Ack {
+                stream,
+                durable_through,
+                standing,
+            })
+        ),
         (stream(), sequence(), nack_reason()).prop_map(|(stream, sequence, reason)| {
             Spec::Nack(Nack {
                 stream,
@@ -286,6 +300,26 @@ pub(crate) fn spec() -> impl Strategy<Value = Spec> {
         (any::<u64>(), any::<bool>())
             .prop_map(|(token, reply)| Spec::Heartbeat(Heartbeat { token, reply })),
     ]
+}
+
+/// Any 1.1 write position.
+pub(crate) fn write_position() -> impl Strategy<Value = WritePosition> {
+    (any::<u64>(), any::<u64>()).prop_map(|(epoch, index)| WritePosition {
+        epoch: Epoch(epoch),
+        index,
+    })
+}
+
+/// Any 1.1 standing.
+pub(crate) fn standing() -> impl Strategy<Value = StandingReport> {
+    (any::<u64>(), any::<u64>(), write_position(), any::<bool>()).prop_map(
+        |(epoch, synced, applied, consistent)| StandingReport {
+            epoch: Epoch(epoch),
+            synced: Epoch(synced),
+            applied,
+            consistent,
+        },
+    )
 }
 
 /// Any envelope this implementation can encode.

@@ -48,7 +48,7 @@ fn the_same_minor_may_not() {
 #[test]
 fn a_newer_minor_may_set_unknown_flags_and_reserved_bits() {
     let mut raw = RawFrame::new(MessageType::Ack, &[]);
-    raw.minor = 1;
+    raw.minor = 2;
     raw.flags = 0x0e;
     raw.stream = 4;
     raw.sequence = 10;
