@@ -235,6 +235,14 @@ fn a_host_not_allowed_is_refused_at_connect() {
     Controller::connect(keeld.addr, NQN, &options, 1).expect("the allowed host connects");
 }
 
+/// A well-formed ICReq: PFV 0, no digests, HPDA 0.
+fn icreq() -> Vec<u8> {
+    let mut pdu = vec![0x00, 0, 128, 0];
+    pdu.extend_from_slice(&128u32.to_le_bytes());
+    pdu.resize(128, 0);
+    pdu
+}
+
 /// Reads until the target closes, returning what it sent.
 fn drain(mut stream: TcpStream) -> Vec<u8> {
     stream
@@ -274,20 +282,37 @@ fn malformed_pdus_get_a_termination_request_and_only_that_connection_closes() {
             pdu.extend_from_slice(&8u32.to_le_bytes());
             pdu
         }),
+        // A valid ICReq, then a command capsule claiming 1 GiB of
+        // in-capsule data: far beyond IOCCSZ.
+        ("oversized capsule", {
+            let mut pdu = icreq();
+            pdu.extend_from_slice(&[0x04, 0, 72, 72]);
+            pdu.extend_from_slice(&(72u32 + (1 << 30)).to_le_bytes());
+            pdu.resize(128 + 72, 0);
+            pdu
+        }),
     ];
     for (what, bytes) in attacks {
         let mut stream = TcpStream::connect(keeld.addr).expect("connect");
         stream.write_all(&bytes).expect("send");
-        let reply = drain(stream);
+        let mut reply = drain(stream);
+        // After a valid ICReq the ICResp (type 1, 128 bytes) comes first.
+        if reply.first() == Some(&0x01) && reply.len() > 128 {
+            reply.drain(..128);
+        }
         assert!(
             reply.first() == Some(&0x03),
             "{what}: expected a C2HTermReq (type 3), got {:02x?}",
             &reply[..reply.len().min(16)]
         );
     }
-    // Garbage followed by a hang-up must not take the target down either.
+    // Garbage followed by a hang-up, and a PDU cut short by a hang-up, must
+    // not take the target down either.
     let mut stream = TcpStream::connect(keeld.addr).expect("connect");
     let _ = stream.write_all(&[0xFF; 3]);
+    drop(stream);
+    let mut stream = TcpStream::connect(keeld.addr).expect("connect");
+    let _ = stream.write_all(&icreq()[..60]);
     drop(stream);
 
     // The good connection never noticed.
