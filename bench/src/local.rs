@@ -27,6 +27,7 @@ pub struct LocalArgs {
     pub cores: usize,
     pub spin: Duration,
     pub sqpoll: bool,
+    pub task_run: keel_engine::TaskRun,
     pub quiet: bool,
 }
 
@@ -226,6 +227,7 @@ pub fn run(args: &LocalArgs) -> anyhow::Result<LocalRun> {
             entries: (w.queue_depth as u32).next_power_of_two().max(8),
             sqpoll_idle_ms: args.sqpoll.then_some(1000),
             iopoll: false,
+            task_run: args.task_run,
         },
         pool: PoolConfig {
             slot_size: w.block_size as usize,

@@ -133,9 +133,38 @@ struct LocalCli {
     /// Let a kernel thread poll the submission queue (costs a core).
     #[arg(long)]
     sqpoll: bool,
+    /// When completion task work runs: deferred (DEFER_TASKRUN, the
+    /// default), cooperative (COOP_TASKRUN) or immediate (neither).
+    #[arg(long, value_enum, default_value_t = TaskRunCli::Deferred)]
+    task_run: TaskRunCli,
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TaskRunCli {
+    Deferred,
+    Cooperative,
+    Immediate,
+}
+
+impl TaskRunCli {
+    fn engine(self) -> keel_engine::TaskRun {
+        match self {
+            TaskRunCli::Deferred => keel_engine::TaskRun::Deferred,
+            TaskRunCli::Cooperative => keel_engine::TaskRun::Cooperative,
+            TaskRunCli::Immediate => keel_engine::TaskRun::Immediate,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            TaskRunCli::Deferred => "deferred",
+            TaskRunCli::Cooperative => "cooperative",
+            TaskRunCli::Immediate => "immediate",
+        }
+    }
 }
 
 #[derive(Args)]
@@ -186,6 +215,9 @@ struct CompareCli {
     runs: usize,
     #[arg(long, default_value = "fio")]
     fio: String,
+    /// keel's ring task-work mode (see `local --help`).
+    #[arg(long, value_enum, default_value_t = TaskRunCli::Deferred)]
+    task_run: TaskRunCli,
     #[arg(long)]
     json: bool,
 }
@@ -254,6 +286,7 @@ fn run_local(args: LocalCli) -> anyhow::Result<()> {
         cores: args.workload.cores,
         spin: args.spin,
         sqpoll: args.sqpoll,
+        task_run: args.task_run.engine(),
         quiet: args.json,
     };
     if file.as_ref().is_some_and(|p| !p.exists()) {
@@ -392,6 +425,7 @@ fn run_compare(args: CompareCli) -> anyhow::Result<()> {
         format!("--file={}", args.file.display()),
         format!("--size={}", args.size),
         "--json".to_string(),
+        format!("--task-run={}", args.task_run.name()),
     ];
     keel_args.extend(args.workload.to_args());
     let result = fio::compare(&compare, &keel_args, !args.json)?;

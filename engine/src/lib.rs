@@ -18,4 +18,4 @@ pub use mesh::{Origin, ShardId};
 pub use reactor::{Engine, EngineConfig, EngineError, Handler, ShardReport};
 pub use shard::{Completion, DeviceId, NetOp, Op, Shard, ShardStats};
 pub use sys::dma::{Buf, PoolConfig};
-pub use sys::ring::{RingConfig, RingFeatures};
+pub use sys::ring::{RingConfig, RingFeatures, TaskRun};

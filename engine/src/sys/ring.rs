@@ -22,6 +22,25 @@ pub struct RingConfig {
     /// carries nothing but O_DIRECT reads and writes to block devices with
     /// polled queues (`/sys/block/*/queue/io_poll`).
     pub iopoll: bool,
+    /// How completion task work runs (when not SQPOLL).
+    pub task_run: TaskRun,
+}
+
+/// When the kernel runs a ring's completion task work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TaskRun {
+    /// DEFER_TASKRUN, falling back to COOP_TASKRUN: only when the shard
+    /// enters the kernel to reap — nothing interrupts its poll loop. Best
+    /// latency when the shard runs where its completions arrive.
+    #[default]
+    Deferred,
+    /// COOP_TASKRUN: at the next kernel entry or return, no IPI.
+    Cooperative,
+    /// Neither: task work runs as soon as the kernel can (an IPI to the
+    /// shard's CPU when the completion came in elsewhere). Measured faster
+    /// at QD 32 on a VM whose single virtio queue interrupts another CPU
+    /// (docs/benchmarks.md).
+    Immediate,
 }
 
 impl Default for RingConfig {
@@ -30,6 +49,7 @@ impl Default for RingConfig {
             entries: 256,
             sqpoll_idle_ms: None,
             iopoll: false,
+            task_run: TaskRun::Deferred,
         }
     }
 }
@@ -219,20 +239,30 @@ fn candidates(config: &RingConfig) -> Vec<RingFeatures> {
     if !sqpoll {
         // DEFER_TASKRUN runs completion work only when we enter the kernel to
         // reap: no IPIs and no task-work interrupting the poll loop.
-        list.push(RingFeatures {
-            single_issuer: true,
-            defer_taskrun: true,
-            taskrun_flag: true,
-            iopoll,
-            ..Default::default()
-        });
-        list.push(RingFeatures {
-            single_issuer: true,
-            coop_taskrun: true,
-            taskrun_flag: true,
-            iopoll,
-            ..Default::default()
-        });
+        if config.task_run == TaskRun::Deferred {
+            list.push(RingFeatures {
+                single_issuer: true,
+                defer_taskrun: true,
+                taskrun_flag: true,
+                iopoll,
+                ..Default::default()
+            });
+        }
+        if config.task_run != TaskRun::Immediate {
+            list.push(RingFeatures {
+                single_issuer: true,
+                coop_taskrun: true,
+                taskrun_flag: true,
+                iopoll,
+                ..Default::default()
+            });
+        } else {
+            list.push(RingFeatures {
+                single_issuer: true,
+                iopoll,
+                ..Default::default()
+            });
+        }
     } else {
         list.push(RingFeatures {
             single_issuer: true,
@@ -265,6 +295,29 @@ mod tests {
         // Linux >= 6.1 accepts DEFER_TASKRUN; older kernels must still get a ring.
         assert!(!f.sqpoll && !f.iopoll);
         assert!(f.to_string().len() > 2);
+    }
+
+    #[test]
+    fn each_task_run_mode_gets_its_flags() {
+        let ring = |task_run| {
+            Ring::new(&RingConfig {
+                task_run,
+                ..RingConfig::default()
+            })
+            .unwrap()
+            .features()
+        };
+        let deferred = ring(TaskRun::Deferred);
+        let cooperative = ring(TaskRun::Cooperative);
+        let immediate = ring(TaskRun::Immediate);
+        // Whatever the kernel, a mode never gets a stronger flag than asked.
+        assert!(!cooperative.defer_taskrun);
+        assert!(!immediate.defer_taskrun && !immediate.coop_taskrun);
+        // On 6.1+ (every machine we run on) each gets exactly its own.
+        if deferred.defer_taskrun {
+            assert!(cooperative.coop_taskrun);
+            assert!(immediate.single_issuer);
+        }
     }
 
     #[test]
