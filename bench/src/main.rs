@@ -4,6 +4,7 @@ mod demo;
 mod fio;
 mod local;
 mod nvmf;
+mod plot;
 mod progress;
 mod report;
 mod verify;
@@ -54,6 +55,17 @@ enum Cmd {
     /// Run `local` and fio's io_uring engine alternately on the same file and
     /// print the medians and the keel/fio ratio.
     CompareFio(CompareCli),
+    /// Draw one SVG (IOPS bars, latency percentile lines) from `--json`
+    /// results, one per file.
+    Plot {
+        /// Results written by `local --json` or `nvmf --json`.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        #[arg(long, default_value = "keel-bench.svg")]
+        out: PathBuf,
+        #[arg(long, default_value = "keel-bench")]
+        title: String,
+    },
     /// Start the engine with nothing to do and report the CPU it uses.
     Idle {
         #[arg(long, default_value_t = 1)]
@@ -140,6 +152,9 @@ struct LocalCli {
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Write the latency distribution (HdrHistogram percentile format) here.
+    #[arg(long)]
+    hist_out: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -200,6 +215,9 @@ struct NvmfCli {
     hostnqn: Option<String>,
     #[arg(long)]
     json: bool,
+    /// Write the latency distribution (HdrHistogram percentile format) here.
+    #[arg(long)]
+    hist_out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -263,6 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Local(args) => run_local(args),
         Cmd::Nvmf(args) => run_nvmf(args),
         Cmd::CompareFio(args) => run_compare(args),
+        Cmd::Plot { inputs, out, title } => plot::run(&inputs, &out, &title),
         Cmd::Idle {
             cores,
             time,
@@ -312,6 +331,7 @@ fn run_local(args: LocalCli) -> anyhow::Result<()> {
         );
     }
     let run = local::run(&local)?;
+    write_hist(args.hist_out.as_deref(), &run.results)?;
     let busy: f64 = run
         .shards
         .iter()
@@ -375,6 +395,7 @@ fn run_nvmf(args: NvmfCli) -> anyhow::Result<()> {
         );
     }
     let run = nvmf::run(&nvmf_args)?;
+    write_hist(args.hist_out.as_deref(), &run.results)?;
     if args.json {
         let context = json!({
             "tool": "keel-bench nvmf",
@@ -433,6 +454,14 @@ fn run_compare(args: CompareCli) -> anyhow::Result<()> {
         println!("{}", result.to_json(&compare));
     } else {
         print!("{}", result.to_table(&compare));
+    }
+    Ok(())
+}
+
+fn write_hist(path: Option<&std::path::Path>, results: &report::Results) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        let text = report::percentile_distribution(&results.total().latency_ns);
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -102,6 +102,45 @@ pub fn percentiles_us(h: &Histogram<u64>) -> Percentiles {
     }
 }
 
+/// The HdrHistogram "percentile distribution" text that wrk, fio's
+/// hdr tools and the HdrHistogram plotter read: value (microseconds),
+/// percentile, total count, 1/(1-percentile), then a summary.
+pub fn percentile_distribution(h: &Histogram<u64>) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:>12} {:>14} {:>10} {:>14}\n\n",
+        "Value(us)", "Percentile", "TotalCount", "1/(1-Percentile)"
+    ));
+    let mut total = 0u64;
+    for step in h.iter_quantiles(1) {
+        total += step.count_since_last_iteration();
+        let q = step.quantile_iterated_to();
+        let inverse = if q < 1.0 {
+            format!("{:14.2}", 1.0 / (1.0 - q))
+        } else {
+            format!("{:>14}", "")
+        };
+        out.push_str(&format!(
+            "{:12.3} {:14.12} {:10} {}\n",
+            step.value_iterated_to() as f64 / 1000.0,
+            q,
+            total,
+            inverse
+        ));
+    }
+    out.push_str(&format!(
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n",
+        h.mean() / 1000.0,
+        h.stdev() / 1000.0
+    ));
+    out.push_str(&format!(
+        "#[Max     = {:12.3}, Total count    = {:12}]\n",
+        h.max() as f64 / 1000.0,
+        h.len()
+    ));
+    out
+}
+
 fn rate(count: u64, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
     if secs > 0.0 {

@@ -151,3 +151,71 @@ fn demo_runs_keeld_over_nvme_tcp_and_verifies_the_mixed_phase() {
     let image = std::fs::metadata(data_dir.join("vol0.img")).expect("volume file");
     assert_eq!(image.len(), 64 << 20);
 }
+
+#[test]
+fn hist_out_and_plot_turn_results_into_a_distribution_and_an_svg() {
+    let dir = scratch();
+    let hist = dir.path().join("lat.hgrm");
+    let json = dir.path().join("mem-randread.json");
+    let out = keel_bench(&[
+        "local",
+        "--file",
+        "memory",
+        "--size",
+        "64M",
+        "--rw",
+        "randread",
+        "--qd",
+        "4",
+        "--time",
+        "1s",
+        "--json",
+        "--hist-out",
+        hist.to_str().unwrap(),
+    ]);
+    json_of(&out);
+    std::fs::write(&json, &out.stdout).unwrap();
+    let text = std::fs::read_to_string(&hist).unwrap();
+    assert!(text.starts_with("   Value(us)"), "{text}");
+    assert!(text.contains("#[Mean"), "{text}");
+    // Percentiles climb to 1.0 and total counts never decrease.
+    let rows: Vec<(f64, u64)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty() && !l.contains("Value"))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[1].parse().unwrap(), f[2].parse().unwrap())
+        })
+        .collect();
+    assert!(rows
+        .windows(2)
+        .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
+    assert_eq!(rows.last().map(|r| r.0), Some(1.0));
+
+    let svg = dir.path().join("chart.svg");
+    let out = keel_bench(&[
+        "plot",
+        json.to_str().unwrap(),
+        "--out",
+        svg.to_str().unwrap(),
+        "--title",
+        "memory randread",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.starts_with("<svg"));
+    assert!(chart.contains("mem-randread") && chart.contains("memory randread"));
+
+    let out = keel_bench(&[
+        "plot",
+        hist.to_str().unwrap(),
+        "--out",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "a non-JSON input is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a keel-bench --json result"));
+}
