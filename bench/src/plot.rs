@@ -137,7 +137,7 @@ fn draw(runs: &[Run], out: &Path, title: &str) -> Result<(), Box<dyn std::error:
             .collect();
         lat_chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-            .label(r.label.clone())
+            .label(format!("{} {}", i + 1, r.label))
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
