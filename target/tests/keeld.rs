@@ -495,3 +495,236 @@ fn the_prometheus_endpoint_counts_commands_and_parses_with_a_real_parser() {
     assert!(http_get(metrics, "/nope").contains(" 404 "));
     assert!(keeld.terminate().success());
 }
+
+/// A plausible host session as bytes: ICReq, admin Connect, then an I/O
+/// queue's worth of commands (a write with in-capsule data, a write that
+/// needs R2T followed by its H2CData, a read, a flush).
+fn session_transcript(io_queue: bool) -> Vec<u8> {
+    use keel_target::nvme::fabrics::{ConnectCommand, ConnectData, CONNECT_DATA_LEN};
+    use keel_target::nvme::{IoOpcode, SglDescriptor, SubmissionQueueEntry};
+    use keel_target::tcp::{CapsuleCmd, DataPdu, PduHeader, TxParams};
+
+    let mut out = icreq();
+    let mut push = |header: PduHeader, data: &[u8]| {
+        let mut buf = vec![0u8; 256 + data.len()];
+        let len = header
+            .encode(&TxParams::PLAIN, data, &mut buf)
+            .expect("encode");
+        out.extend_from_slice(&buf[..len]);
+    };
+    let connect = ConnectCommand {
+        recfmt: 0,
+        qid: if io_queue { 2 } else { 0 },
+        sqsize: 31,
+        cattr: 0,
+        kato: 0,
+    };
+    let mut data = [0u8; CONNECT_DATA_LEN];
+    ConnectData {
+        host_id: HostOptions::default().hostid,
+        cntlid: if io_queue { 1 } else { 0xFFFF },
+        subnqn: NQN,
+        hostnqn: &HostOptions::default().hostnqn,
+    }
+    .write_into(&mut data)
+    .expect("connect data");
+    push(
+        PduHeader::CapsuleCmd(CapsuleCmd {
+            sqe: connect.to_sqe(1),
+        }),
+        &data,
+    );
+    let rw = |opcode: IoOpcode, cid: u16, slba: u64, sgl: SglDescriptor| {
+        let mut sqe = SubmissionQueueEntry {
+            opcode: opcode.as_u8(),
+            cid,
+            nsid: 1,
+            ..Default::default()
+        };
+        sqe.set_psdt(keel_target::nvme::sqe::Psdt::SglMetadataBuffer);
+        sqe.cdw10 = slba as u32;
+        sqe.cdw12 = 7; // 8 blocks
+        sqe.set_sgl1(sgl);
+        sqe
+    };
+    let block = [0x5Au8; 4096];
+    push(
+        PduHeader::CapsuleCmd(CapsuleCmd {
+            sqe: rw(
+                IoOpcode::Write,
+                2,
+                0,
+                SglDescriptor::InCapsule {
+                    offset: 0,
+                    length: 4096,
+                },
+            ),
+        }),
+        &block,
+    );
+    push(
+        PduHeader::CapsuleCmd(CapsuleCmd {
+            sqe: rw(
+                IoOpcode::Read,
+                4,
+                0,
+                SglDescriptor::TransportDataBlock { length: 4096 },
+            ),
+        }),
+        &[],
+    );
+    let mut flush = rw(
+        IoOpcode::Flush,
+        5,
+        0,
+        SglDescriptor::TransportDataBlock { length: 0 },
+    );
+    flush.cdw12 = 0;
+    push(PduHeader::CapsuleCmd(CapsuleCmd { sqe: flush }), &[]);
+    push(
+        PduHeader::CapsuleCmd(CapsuleCmd {
+            sqe: rw(
+                IoOpcode::Write,
+                3,
+                8,
+                SglDescriptor::TransportDataBlock { length: 4096 },
+            ),
+        }),
+        &[],
+    );
+    push(
+        PduHeader::H2cData(DataPdu {
+            cccid: 3,
+            ttag: 1,
+            datao: 0,
+            datal: 4096,
+            last: true,
+            success: false,
+        }),
+        &block,
+    );
+    out
+}
+
+/// CIDs of the successful CapsuleResps in a controller-to-host byte stream.
+fn successful_cids(stream: &[u8]) -> Vec<u16> {
+    let mut cids = Vec::new();
+    let mut at = 0;
+    while at + 8 <= stream.len() {
+        let plen = u32::from_le_bytes(stream[at + 4..at + 8].try_into().unwrap()) as usize;
+        if plen < 8 || at + plen > stream.len() {
+            break;
+        }
+        if stream[at] == 0x05 && plen >= 24 {
+            let cqe = &stream[at + 8..at + 24];
+            let cid = u16::from_le_bytes([cqe[12], cqe[13]]);
+            let status = u16::from_le_bytes([cqe[14], cqe[15]]) >> 1;
+            if status == 0 {
+                cids.push(cid);
+            }
+        }
+        at += plen;
+    }
+    cids
+}
+
+/// Hundreds of mutated host sessions (bit flips, overwritten bytes,
+/// truncation, duplication, splices) against a real keeld: each may get an
+/// answer, a termination request or a closed connection, but keeld must
+/// stay up and keep serving a well-behaved host with correct data.
+#[test]
+fn mutated_host_sessions_never_take_keeld_down() {
+    let mut keeld = Keeld::start(&["--backend", "memory", "--size", "8M"]);
+    // Two I/O queues granted: ours is 1, the transcripts use 2.
+    let mut ctrl = Controller::connect(keeld.addr, NQN, &host(false), 2).expect("connect");
+    assert_eq!(
+        ctrl.cntlid(),
+        1,
+        "the transcript's I/O Connect names controller 1"
+    );
+    let ns = ctrl.namespace(1).expect("identify");
+    let mut queue = ctrl.io_queue(1, 2, ns).expect("I/O queue");
+    fill(queue.buffer(0, 8192), 100, 3);
+    assert!(run_one(&mut queue, IoKind::Write { fua: true }, 100, 16).is_success());
+
+    // The unmutated transcript is a working session: Connect, the
+    // in-capsule write, the read and the flush all succeed.
+    let mut stream = TcpStream::connect(keeld.addr).expect("connect");
+    stream.write_all(&session_transcript(true)).expect("send");
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let reply = drain(stream);
+    let succeeded = successful_cids(&reply);
+    for cid in [1, 2, 4, 5] {
+        assert!(
+            succeeded.contains(&cid),
+            "cid {cid} did not succeed: {succeeded:?}"
+        );
+    }
+
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for case in 0..300u64 {
+        let mut bytes = session_transcript(case % 3 == 2);
+        let len = bytes.len() as u64;
+        match case % 5 {
+            0 => {
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() % len) as usize;
+                    bytes[at] ^= 1 << (next() % 8);
+                }
+            }
+            1 => {
+                let at = (next() % len) as usize;
+                let end = (at + 1 + (next() % 16) as usize).min(bytes.len());
+                for b in &mut bytes[at..end] {
+                    *b = next() as u8;
+                }
+            }
+            2 => bytes.truncate((next() % len) as usize),
+            3 => {
+                let at = (next() % len) as usize;
+                let end = (at + (next() % 300) as usize).min(bytes.len());
+                let copy = bytes[at..end].to_vec();
+                let to = (next() % len) as usize;
+                bytes.splice(to..to, copy);
+            }
+            _ => {
+                // Header fields of the first PDUs are where parsers break.
+                let at = (next() % 400.min(len)) as usize;
+                bytes[at] = [0, 1, 0x7F, 0x80, 0xFF][(next() % 5) as usize];
+            }
+        }
+        let Ok(mut stream) = TcpStream::connect(keeld.addr) else {
+            panic!("case {case}: keeld stopped accepting");
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let _ = stream.write_all(&bytes);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink);
+        let alive = keeld
+            .child
+            .as_mut()
+            .map(|child| child.try_wait().expect("try_wait").is_none());
+        assert_eq!(alive, Some(true), "keeld died on case {case}");
+    }
+    // The well-behaved host never noticed, and its data is intact.
+    assert!(run_one(&mut queue, IoKind::Read, 100, 16).is_success());
+    let mut expected = vec![0u8; 8192];
+    fill(&mut expected, 100, 3);
+    assert!(queue.buffer(0, 8192) == expected.as_slice(), "data changed");
+    let mut ctrl =
+        Controller::connect(keeld.addr, NQN, &host(false), 1).expect("a new host connects");
+    assert!(ctrl.namespace(1).is_ok());
+    assert!(
+        keeld.terminate().success(),
+        "and keeld still shuts down cleanly"
+    );
+}
