@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::time::Duration;
 
 use keel_target::rpc::{codes, ClientError, RpcClient};
@@ -16,74 +16,29 @@ use serde_json::{json, Value};
 
 const NQN: &str = "nqn.2026-11.io.keel:ctl";
 
-struct Keeld {
-    child: Option<Child>,
-}
+mod support;
 
-impl Keeld {
-    /// Starts keeld with its control socket at `socket`; `None` if keeld
-    /// exited before listening (its exit status).
-    fn start(socket: &Path) -> Result<Keeld, std::process::ExitStatus> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keeld"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--nqn",
-                NQN,
-                "--backend",
-                "memory",
-            ])
-            .args(["--size", "8M", "--no-pin", "--buffers", "64"])
-            .arg("--rpc-socket")
-            .arg(socket)
-            .env("KEEL_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn keeld");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read keeld's first line");
-        if line.starts_with("keeld listening on ") {
-            Ok(Keeld { child: Some(child) })
-        } else {
-            Err(child.wait().expect("wait"))
-        }
-    }
+use support::Keeld;
 
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let child = self.child.take().expect("child");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("kill");
-        child.wait_with_output().expect("wait").status
-    }
-}
-
-impl Drop for Keeld {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Whether keeld serves a control socket; the tests are skipped (with a
-/// note) until `--rpc-socket` is wired into keeld.
-fn wired() -> bool {
-    let help = Command::new(env!("CARGO_BIN_EXE_keeld"))
-        .arg("--help")
-        .output()
-        .expect("keeld --help");
-    let wired = String::from_utf8_lossy(&help.stdout).contains("--rpc-socket");
-    if !wired {
-        eprintln!("SKIPPED: keeld has no --rpc-socket flag yet");
-    }
-    wired
+/// keeld with its control socket at `socket`; `Err` with its exit status if
+/// it stopped before listening.
+fn start(socket: &Path) -> Result<Keeld, std::process::ExitStatus> {
+    let socket = socket.to_str().expect("utf-8 socket path");
+    Keeld::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--nqn",
+        NQN,
+        "--backend",
+        "memory",
+        "--size",
+        "8M",
+        "--no-pin",
+        "--buffers",
+        "64",
+        "--rpc-socket",
+        socket,
+    ])
 }
 
 fn socket_in(dir: &tempfile::TempDir) -> PathBuf {
@@ -92,19 +47,16 @@ fn socket_in(dir: &tempfile::TempDir) -> PathBuf {
 
 #[test]
 fn socket_lifecycle() {
-    if !wired() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let socket = socket_in(&dir);
-    let keeld = Keeld::start(&socket).expect("keeld starts");
+    let keeld = start(&socket).expect("keeld starts");
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
     let mut client = RpcClient::connect(&socket).unwrap();
     assert_eq!(client.call("status", None).unwrap()["subsystems"], 1);
 
     // A second keeld does not take a live socket over: it refuses to start.
-    let status = Keeld::start(&socket).map(drop).expect_err("second keeld");
+    let status = start(&socket).map(drop).expect_err("second keeld");
     assert!(!status.success());
     assert_eq!(client.call("status", None).unwrap()["subsystems"], 1);
 
@@ -114,10 +66,10 @@ fn socket_lifecycle() {
     assert!(client.call("status", None).is_err());
 
     // A socket left by a keeld killed with SIGKILL is replaced.
-    let keeld = Keeld::start(&socket).expect("keeld starts");
+    let keeld = start(&socket).expect("keeld starts");
     drop(keeld); // SIGKILL
     assert!(socket.exists(), "a killed keeld leaves its socket");
-    let keeld = Keeld::start(&socket).expect("keeld replaces a stale socket");
+    let keeld = start(&socket).expect("keeld replaces a stale socket");
     let mut client = RpcClient::connect(&socket).unwrap();
     assert_eq!(client.call("volume_list", None).unwrap()[0]["nqn"], NQN);
     assert!(keeld.terminate().success());
@@ -125,12 +77,9 @@ fn socket_lifecycle() {
 
 #[test]
 fn raw_protocol_against_keeld() {
-    if !wired() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let socket = socket_in(&dir);
-    let _keeld = Keeld::start(&socket).expect("keeld starts");
+    let _keeld = start(&socket).expect("keeld starts");
 
     // Requests back to back without framing, then a batch, on one stream.
     let mut stream = UnixStream::connect(&socket).unwrap();

@@ -2,100 +2,27 @@
 //! raw sockets: verified I/O through every data path, hostile PDUs, hosts
 //! that are not allowed, kill -9 with a file backend, clean SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use keel_target::initiator::{Controller, HostOptions, InitiatorError, IoDone, IoKind, IoQueue};
 use keel_target::nvme::Status;
 use keel_target::tcp::DigestOptions;
+use support::Keeld;
 
 const NQN: &str = "nqn.2026-11.io.keel:test";
 
-/// A keeld child process, stopped with SIGKILL if a test fails midway.
-struct Keeld {
-    child: Option<Child>,
-    addr: SocketAddr,
-    metrics: Option<SocketAddr>,
-}
+mod support;
 
-impl Keeld {
-    fn start(args: &[&str]) -> Keeld {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keeld"))
-            .args(["--listen", "127.0.0.1:0", "--nqn", NQN, "--no-pin"])
-            .args(args)
-            .env("KEEL_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn keeld");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        reader
-            .read_line(&mut line)
-            .expect("read keeld's first line");
-        let addr = line
-            .trim()
-            .strip_prefix("keeld listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from keeld: {line:?}"))
-            .parse()
-            .expect("address");
-        let metrics = if args.contains(&"--metrics") {
-            line.clear();
-            reader
-                .read_line(&mut line)
-                .expect("read keeld's metrics line");
-            let url = line
-                .trim()
-                .strip_prefix("keeld metrics on http://")
-                .unwrap_or_else(|| panic!("unexpected metrics line from keeld: {line:?}"));
-            Some(
-                url.trim_end_matches("/metrics")
-                    .parse()
-                    .expect("metrics address"),
-            )
-        } else {
-            None
-        };
-        Keeld {
-            child: Some(child),
-            addr,
-            metrics,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(0, |c| c.id() as i32)
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("kill");
-    }
-
-    /// SIGTERM and the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        let mut child = self.child.take().expect("child");
-        child.wait().expect("wait")
-    }
-
-    fn kill9(mut self) {
-        self.signal(nix::sys::signal::Signal::SIGKILL);
-        let mut child = self.child.take().expect("child");
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Keeld {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// keeld on an ephemeral loopback port serving subsystem [`NQN`] with
+/// `args` (backend, size, ...).
+fn start(args: &[&str]) -> Keeld {
+    let mut all = vec!["--listen", "127.0.0.1:0", "--nqn", NQN, "--no-pin"];
+    all.extend_from_slice(args);
+    Keeld::spawn(&all).unwrap_or_else(|status| panic!("keeld exited early: {status}"))
 }
 
 fn host(digests: bool) -> HostOptions {
@@ -174,7 +101,7 @@ fn read_back_matches(queue: &mut IoQueue, generation: u64) {
 
 #[test]
 fn verified_io_in_capsule_r2t_and_multi_buffer_with_and_without_digests() {
-    let keeld = Keeld::start(&["--backend", "memory", "--size", "64M"]);
+    let keeld = start(&["--backend", "memory", "--size", "64M"]);
     for digests in [false, true] {
         let mut ctrl = Controller::connect(keeld.addr, NQN, &host(digests), 1).expect("connect");
         let ns = ctrl.namespace(1).expect("identify namespace");
@@ -189,7 +116,7 @@ fn verified_io_in_capsule_r2t_and_multi_buffer_with_and_without_digests() {
 
 #[test]
 fn out_of_range_lba_gets_lba_out_of_range_and_the_queue_lives_on() {
-    let keeld = Keeld::start(&[
+    let keeld = start(&[
         "--backend",
         "memory",
         "--size",
@@ -210,7 +137,7 @@ fn out_of_range_lba_gets_lba_out_of_range_and_the_queue_lives_on() {
 #[test]
 fn a_host_not_allowed_is_refused_at_connect() {
     let allowed = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555";
-    let keeld = Keeld::start(&[
+    let keeld = start(&[
         "--backend",
         "memory",
         "--size",
@@ -255,7 +182,7 @@ fn drain(mut stream: TcpStream) -> Vec<u8> {
 
 #[test]
 fn malformed_pdus_get_a_termination_request_and_only_that_connection_closes() {
-    let keeld = Keeld::start(&["--backend", "memory", "--size", "8M"]);
+    let keeld = start(&["--backend", "memory", "--size", "8M"]);
     // Keep a good controller connected across the attacks.
     let mut ctrl = Controller::connect(keeld.addr, NQN, &host(false), 1).expect("connect");
     let ns = ctrl.namespace(1).expect("identify");
@@ -335,7 +262,7 @@ fn acknowledged_writes_survive_kill_9_of_a_file_backed_keeld() {
     let dir = scratch_dir("keeld-kill9");
     let image = dir.join("vol.img");
     let image = image.to_str().expect("utf-8 path");
-    let keeld = Keeld::start(&["--backend", image, "--size", "32M"]);
+    let keeld = start(&["--backend", image, "--size", "32M"]);
     {
         let mut ctrl = Controller::connect(keeld.addr, NQN, &host(false), 1).expect("connect");
         let ns = ctrl.namespace(1).expect("identify");
@@ -343,7 +270,7 @@ fn acknowledged_writes_survive_kill_9_of_a_file_backed_keeld() {
         write_read_verify(&mut queue, 7);
         keeld.kill9();
     }
-    let keeld = Keeld::start(&["--backend", image]);
+    let keeld = start(&["--backend", image]);
     let mut ctrl = Controller::connect(keeld.addr, NQN, &host(false), 1).expect("reconnect");
     let ns = ctrl.namespace(1).expect("identify");
     assert_eq!(ns.blocks * u64::from(ns.block_size), 32 << 20);
@@ -390,7 +317,7 @@ fn bad_command_lines_and_config_files_fail_with_a_message() {
 
 #[test]
 fn a_controller_whose_host_stops_sending_keep_alives_is_torn_down() {
-    let keeld = Keeld::start(&["--backend", "memory", "--size", "8M"]);
+    let keeld = start(&["--backend", "memory", "--size", "8M"]);
     let options = HostOptions {
         kato_ms: 1000,
         ..HostOptions::default()
@@ -426,7 +353,7 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
 
 #[test]
 fn the_prometheus_endpoint_counts_commands_and_parses_with_a_real_parser() {
-    let keeld = Keeld::start(&[
+    let keeld = start(&[
         "--backend",
         "memory",
         "--size",
@@ -634,7 +561,7 @@ fn successful_cids(stream: &[u8]) -> Vec<u16> {
 /// stay up and keep serving a well-behaved host with correct data.
 #[test]
 fn mutated_host_sessions_never_take_keeld_down() {
-    let mut keeld = Keeld::start(&["--backend", "memory", "--size", "8M"]);
+    let mut keeld = start(&["--backend", "memory", "--size", "8M"]);
     // Two I/O queues granted: ours is 1, the transcripts use 2.
     let mut ctrl = Controller::connect(keeld.addr, NQN, &host(false), 2).expect("connect");
     assert_eq!(
@@ -709,11 +636,7 @@ fn mutated_host_sessions_never_take_keeld_down() {
         let _ = stream.shutdown(std::net::Shutdown::Write);
         let mut sink = Vec::new();
         let _ = stream.read_to_end(&mut sink);
-        let alive = keeld
-            .child
-            .as_mut()
-            .map(|child| child.try_wait().expect("try_wait").is_none());
-        assert_eq!(alive, Some(true), "keeld died on case {case}");
+        assert!(keeld.is_running(), "keeld died on case {case}");
     }
     // The well-behaved host never noticed, and its data is intact.
     assert!(run_one(&mut queue, IoKind::Read, 100, 16).is_success());

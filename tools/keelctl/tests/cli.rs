@@ -410,25 +410,8 @@ impl Drop for Keeld {
     }
 }
 
-/// Whether this keeld serves the control socket; until it is wired into
-/// `keeld` the real-daemon tests are skipped with a note.
-fn keeld_has_rpc() -> bool {
-    let help = Command::new(keeld_binary())
-        .arg("--help")
-        .output()
-        .expect("keeld --help");
-    let wired = String::from_utf8_lossy(&help.stdout).contains("--rpc-socket");
-    if !wired {
-        eprintln!("SKIPPED: keeld has no --rpc-socket flag yet");
-    }
-    wired
-}
-
 #[test]
 fn against_keeld_every_subcommand() {
-    if !keeld_has_rpc() {
-        return;
-    }
     let keeld = Keeld::start();
     let socket = keeld.socket.clone();
     let mode =
@@ -525,9 +508,6 @@ fn against_keeld_every_subcommand() {
 #[test]
 fn against_keeld_io_shows_in_stats_and_controllers() {
     use keel_target::initiator::{Controller, HostOptions, IoDone, IoKind};
-    if !keeld_has_rpc() {
-        return;
-    }
     let keeld = Keeld::start();
     let host = HostOptions {
         hostnqn: HOST_A.to_owned(),

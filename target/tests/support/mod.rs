@@ -1,0 +1,100 @@
+//! A real keeld child process for integration tests (each test crate uses
+//! part of it, hence `dead_code` allowed): started with the given
+//! flags, ready once it prints `keeld listening on ADDR`, stopped by its PID
+//! (SIGTERM for a clean stop, SIGKILL on drop so a failing test leaves no
+//! process behind).
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+pub struct Keeld {
+    pub child: Option<Child>,
+    /// The NVMe/TCP listener.
+    pub addr: SocketAddr,
+    /// The metrics endpoint, when `--metrics` was given.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Keeld {
+    /// Starts keeld with `args`; `Err` with its exit status if it stopped
+    /// before listening.
+    pub fn spawn<S: AsRef<OsStr>>(args: &[S]) -> Result<Keeld, ExitStatus> {
+        let with_metrics = args.iter().any(|a| a.as_ref() == "--metrics");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keeld"))
+            .args(args)
+            .env("KEEL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn keeld");
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .expect("read keeld's first line");
+        let Some(addr) = line.trim().strip_prefix("keeld listening on ") else {
+            return Err(child.wait().expect("wait"));
+        };
+        let addr = addr.parse().expect("listener address");
+        let metrics = with_metrics.then(|| {
+            line.clear();
+            reader
+                .read_line(&mut line)
+                .expect("read keeld's metrics line");
+            line.trim()
+                .strip_prefix("keeld metrics on http://")
+                .and_then(|url| url.trim_end_matches("/metrics").parse().ok())
+                .unwrap_or_else(|| panic!("unexpected metrics line from keeld: {line:?}"))
+        });
+        Ok(Keeld {
+            child: Some(child),
+            addr,
+            metrics,
+        })
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().map_or(0, |c| c.id() as i32))
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).expect("kill");
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().expect("try_wait").is_none())
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        let mut child = self.child.take().expect("child");
+        child.wait().expect("wait")
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(mut self) {
+        self.signal(Signal::SIGKILL);
+        let mut child = self.child.take().expect("child");
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Keeld {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
