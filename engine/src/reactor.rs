@@ -259,6 +259,15 @@ fn setup_shard<M>(
         if let Err(err) = cpu::pin_current_thread(cpu) {
             tracing::warn!(shard = index, cpu, %err, "could not pin shard thread; running unpinned");
         }
+        // Another task on a polling shard's CPU shows up as latency
+        // outliers of a scheduler tick or two (docs/benchmarks.md).
+        if !cpu::isolated_cpus().contains(&cpu) {
+            tracing::info!(
+                shard = index,
+                cpu,
+                "CPU not isolated (isolcpus): other tasks may share it; see kernel-setup/cpu-isolation.sh"
+            );
+        }
     }
     let ring = Ring::new(&config.ring)?;
     let pool = BufferPool::new(&config.pool)?;
