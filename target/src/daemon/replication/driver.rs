@@ -167,6 +167,8 @@ struct Peer {
 
 struct LocalIo {
     token: IoToken,
+    /// A write without FUA (durable only after a flush).
+    volatile: bool,
     /// The data read, for a read.
     read: Option<Vec<u8>>,
     pending: usize,
@@ -189,6 +191,10 @@ pub(crate) struct Replicator {
     persist_queue: VecDeque<(IoToken, DurableRecord)>,
     persisting: Option<(IoToken, DurableRecord)>,
     persist_failed: bool,
+    /// A non-FUA local write completed since the last flush was issued: the
+    /// next persist must flush the data device first. (The primary's writes
+    /// are all FUA, so its bitmap persists skip the flush.)
+    unflushed: bool,
     events: VecDeque<Event<Payload>>,
     actions: Vec<Action<Payload>>,
     completed: Vec<(HostOpId, HostStatus)>,
@@ -240,6 +246,7 @@ impl Replicator {
             persist_queue: VecDeque::new(),
             persisting: None,
             persist_failed: false,
+            unflushed: false,
             events: VecDeque::new(),
             actions: Vec::new(),
             completed: Vec::new(),
@@ -404,6 +411,7 @@ impl Replicator {
         let key = self.ios.insert(LocalIo {
             token,
             read: write.is_none().then(|| vec![0u8; total]),
+            volatile: matches!(write, Some((_, false))),
             pending: 0,
             failed: false,
         });
@@ -444,6 +452,10 @@ impl Replicator {
 
     fn finish_io(&mut self, key: usize) {
         let io = self.ios.remove(key);
+        if io.volatile {
+            // Even a failed one may have written part of its data.
+            self.unflushed = true;
+        }
         let event = match io.read {
             Some(data) => Event::LocalReadDone {
                 token: io.token,
@@ -501,6 +513,12 @@ impl Replicator {
             return;
         };
         self.persisting = Some(next);
+        if !self.unflushed {
+            // Every local write completed so far was FUA: already durable.
+            self.write_record(shard);
+            return;
+        }
+        self.unflushed = false;
         let tag = Tag::new(TagKind::ReplPersist, 0, 0, 0).raw();
         if let Err((error, _)) = shard.submit(self.data_dev, IoOp::Flush, None, tag) {
             self.persist_error(&error.to_string());
@@ -523,11 +541,22 @@ impl Replicator {
             self.persist_error(&error.to_string());
             return;
         }
-        let Some((token, record)) = self.persisting.clone() else {
-            return;
-        };
         if tag.segment == 0 {
             // The data is durable: write the record.
+            self.write_record(shard);
+        } else if let Some((token, _)) = self.persisting.take() {
+            self.generation += 1;
+            self.events.push_back(Event::Persisted { token });
+            self.start_persist(shard);
+        }
+    }
+
+    /// The second step of a persist: the record, FUA, to its next slot.
+    fn write_record(&mut self, shard: &mut Shard<Message>) {
+        let Some((_, record)) = self.persisting.clone() else {
+            return;
+        };
+        {
             let stored = StoredRecord {
                 generation: self.generation,
                 volume: self.volume,
@@ -561,11 +590,6 @@ impl Replicator {
                 }
                 self.persist_error(&error.to_string());
             }
-        } else {
-            self.generation += 1;
-            self.persisting = None;
-            self.events.push_back(Event::Persisted { token });
-            self.start_persist(shard);
         }
     }
 
