@@ -43,11 +43,12 @@ start_keeld() { # PORT BACKEND [ARGS...]
     rm -f "$out"
 }
 
-gauge() { # METRICS_PORT NAME
-    exec 3<>"/dev/tcp/127.0.0.1/$1"
-    printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3
-    grep "^$2 " <&3 | awk '{ print $2 }'
-    exec 3<&-
+gauge() { # METRICS_PORT NAME (empty while the endpoint is not up)
+    (
+        exec 3<>"/dev/tcp/127.0.0.1/$1"
+        printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3
+        grep "^$2 " <&3 | awk '{ print $2 }'
+    ) 2>/dev/null || true
 }
 
 run_series() { # LABEL PORT RW QD
