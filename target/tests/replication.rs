@@ -269,6 +269,8 @@ fn three_keeld_replicate_with_quorum_2_through_a_replica_kill_and_converge() {
         assert_eq!(status, Status::NAMESPACE_NOT_READY);
         let status = run_one(&mut queue, IoKind::Write { fua: false }, 0, 8);
         assert_eq!(status, Status::NAMESPACE_NOT_READY);
+        let status = run_one(&mut queue, IoKind::Flush, 0, 0);
+        assert_eq!(status, Status::NAMESPACE_NOT_READY);
     }
 
     let mut ctrl =
@@ -276,6 +278,8 @@ fn three_keeld_replicate_with_quorum_2_through_a_replica_kill_and_converge() {
     let ns = ctrl.namespace(1).expect("identify");
     let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
     write_read_verify(&mut queue, 8, 1);
+    // A flush goes through the state machine (HostFlush) too.
+    assert_eq!(run_one(&mut queue, IoKind::Flush, 0, 0), Status::SUCCESS);
 
     // One replica dies: quorum 2 of 3 still holds.
     replica3.kill9();

@@ -5,7 +5,7 @@
 //! link went down, and the dialer connects again with backoff.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -24,6 +24,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(50);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Handshakes running at once on the accepting side; connections beyond
+/// are closed at once (one host cannot tie up threads without bound).
+const MAX_HANDSHAKES: usize = 16;
 
 /// The running control threads.
 pub(crate) struct LinkControl {
@@ -139,6 +142,7 @@ fn accept_loop(
     sender: EngineSender<Message>,
     stop: Arc<AtomicBool>,
 ) {
+    let running = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
         let (stream, from) = match listener.accept() {
             Ok(accepted) => accepted,
@@ -152,6 +156,12 @@ fn accept_loop(
                 continue;
             }
         };
+        if running.load(Ordering::SeqCst) >= MAX_HANDSHAKES {
+            tracing::warn!(%from, "replication link refused: too many handshakes in progress");
+            continue;
+        }
+        running.fetch_add(1, Ordering::SeqCst);
+        let guard = HandshakeSlot(running.clone());
         let key = key.clone();
         let members = members.clone();
         let published = published.clone();
@@ -161,6 +171,7 @@ fn accept_loop(
         let spawned = std::thread::Builder::new()
             .name("keel-repl-handshake".into())
             .spawn(move || {
+                let _slot = guard;
                 let mut stream = stream;
                 let _ = stream.set_nonblocking(false);
                 let _ = stream.set_nodelay(true);
@@ -191,6 +202,15 @@ fn accept_loop(
         if let Err(error) = spawned {
             tracing::warn!(%error, "cannot start a handshake thread");
         }
+    }
+}
+
+/// Frees a handshake slot when its thread ends (or never starts).
+struct HandshakeSlot(Arc<AtomicUsize>);
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
