@@ -206,6 +206,7 @@ fn drive(
                         }
                         results.write.record(w.block_size, latency);
                     }
+                    IoKind::Flush => {}
                 }
                 counters.ops.fetch_add(1, Ordering::Relaxed);
                 counters.bytes.fetch_add(w.block_size, Ordering::Relaxed);

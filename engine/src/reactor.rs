@@ -225,6 +225,14 @@ impl<M: Send + 'static> Engine<M> {
         self.mesh.send_external(shard, msg)
     }
 
+    /// A handle other threads can keep to send messages to the shards
+    /// (through the same external queues as [`Engine::send`]).
+    pub fn sender(&self) -> EngineSender<M> {
+        EngineSender {
+            mesh: self.mesh.clone(),
+        }
+    }
+
     /// Asks every shard to stop and waits for them. Each cancels what it has
     /// in flight (handlers see `ECANCELED` completions), lets disk I/O
     /// finish, then exits.
@@ -246,6 +254,27 @@ impl<M: Send + 'static> Engine<M> {
             .enumerate()
             .map(|(i, t)| t.join().unwrap_or(Err(EngineError::Panicked(i))))
             .collect()
+    }
+}
+
+/// A cloneable handle for sending messages to the shards from any thread.
+pub struct EngineSender<M> {
+    mesh: Arc<MeshShared<M>>,
+}
+
+impl<M> Clone for EngineSender<M> {
+    fn clone(&self) -> Self {
+        EngineSender {
+            mesh: self.mesh.clone(),
+        }
+    }
+}
+
+impl<M: Send + 'static> EngineSender<M> {
+    /// Queues `msg` for `shard` and wakes it; gives it back when the queue
+    /// is full (or the shard does not exist).
+    pub fn send(&self, shard: ShardId, msg: M) -> Result<(), M> {
+        self.mesh.send_external(shard, msg)
     }
 }
 

@@ -3,6 +3,11 @@
 //! `keeld --config keel.toml`, or one volume from flags:
 //! `keeld --listen HOST:PORT --nqn NQN --backend PATH|memory [--size SIZE]
 //! [--block-size 512|4096] [--cores N] [--allow-host HOSTNQN]...`
+//!
+//! Replication of the quick-start volume (see docs/replication-keeld.md):
+//! `--node-id N --member ID@HOST:PORT[:sync|:async]... --primary ID
+//! --replica-listen HOST:PORT --write-quorum W --psk-file FILE
+//! [--volume-id V]`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,9 +15,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use keel_replicator::wire::{NodeId, VolumeId};
 use keel_target::daemon::config::{
     parse_size, Backend, DaemonConfig, ListenerConfig, NamespaceConfig, SubsystemConfig,
 };
+use keel_target::daemon::replication::{parse_member, MemberAddress, ReplicationOptions};
 use keel_target::daemon::{Daemon, RuntimeOptions};
 use nix::sys::signal::{SigSet, Signal};
 
@@ -59,6 +66,32 @@ struct Cli {
     /// Serve the JSON-RPC control API (keelctl) on this Unix socket.
     #[arg(long, value_name = "PATH")]
     rpc_socket: Option<PathBuf>,
+    /// Replication: this node's id (turns replication on).
+    #[arg(long, requires_all = ["members", "primary", "replica_listen", "write_quorum", "psk_file"])]
+    node_id: Option<u64>,
+    /// Replication: a copy of the volume, ID@HOST:PORT[:sync|:async]
+    /// (repeatable; every copy, this node's included, the same list on
+    /// every node).
+    #[arg(long = "member", value_parser = parse_member, requires = "node_id")]
+    members: Vec<MemberAddress>,
+    /// Replication: the node that is primary in the first epoch.
+    #[arg(long, requires = "node_id")]
+    primary: Option<u64>,
+    /// Replication: where this node accepts replication links (its own
+    /// --member address).
+    #[arg(long, requires = "node_id")]
+    replica_listen: Option<SocketAddr>,
+    /// Replication: copies durable before a write completes (the
+    /// primary's included).
+    #[arg(long, requires = "node_id")]
+    write_quorum: Option<u8>,
+    /// Replication: file holding the pre-shared key of the links (at least
+    /// 16 bytes; one trailing newline is ignored).
+    #[arg(long, requires = "node_id")]
+    psk_file: Option<PathBuf>,
+    /// Replication: the volume's id, the same on every copy.
+    #[arg(long, default_value_t = 1, requires = "node_id")]
+    volume_id: u64,
 }
 
 fn parse_micros(text: &str) -> Result<Duration, String> {
@@ -108,6 +141,43 @@ fn quick_start_config(cli: &Cli) -> anyhow::Result<DaemonConfig> {
     Ok(config)
 }
 
+fn replication_options(cli: &Cli) -> anyhow::Result<Option<ReplicationOptions>> {
+    let Some(node) = cli.node_id else {
+        return Ok(None);
+    };
+    if cli.config.is_some() {
+        anyhow::bail!(
+            "replication is configured with the quick-start flags only, not with --config"
+        );
+    }
+    let (Some(primary), Some(listen), Some(write_quorum), Some(psk_file)) = (
+        cli.primary,
+        cli.replica_listen,
+        cli.write_quorum,
+        &cli.psk_file,
+    ) else {
+        anyhow::bail!("replication needs --member, --primary, --replica-listen, --write-quorum and --psk-file");
+    };
+    let mut psk = std::fs::read(psk_file)
+        .with_context(|| format!("reading the pre-shared key file {}", psk_file.display()))?;
+    if psk.last() == Some(&b'\n') {
+        psk.pop();
+    }
+    let options = ReplicationOptions {
+        node: NodeId(node),
+        members: cli.members.clone(),
+        primary: NodeId(primary),
+        listen,
+        write_quorum,
+        psk,
+        volume: VolumeId(cli.volume_id),
+    };
+    options
+        .validate()
+        .map_err(|e| anyhow::anyhow!("replication: {e}"))?;
+    Ok(Some(options))
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -117,6 +187,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let replication = replication_options(&cli)?;
     let mut config = match &cli.config {
         Some(path) => DaemonConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => quick_start_config(&cli)?,
@@ -137,6 +208,7 @@ fn main() -> anyhow::Result<()> {
         pin: !cli.no_pin,
         metrics: cli.metrics,
         rpc_socket: cli.rpc_socket.clone(),
+        replication,
     };
     let daemon = Daemon::start(&config, &runtime).context("starting keeld")?;
     tracing::info!(addrs = ?daemon.local_addrs(), cores = config.cores, "keeld serving");

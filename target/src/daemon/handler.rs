@@ -2,7 +2,7 @@
 //! connection it owns from ICReq to close, and executes I/O commands on the
 //! shard's ring with the engine's registered buffers.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::ops::Range;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use crate::controller::{AsyncCompletion, DataSource, IoCommand, IoOperation};
 use crate::daemon::command::{disk_status, Command, Phase, MAX_SEGMENTS};
 use crate::daemon::connection::{Closing, Connection, Payload};
 use crate::daemon::metrics::{Metrics, OpClass};
+use crate::daemon::replication::driver::{Payload as ReplPayload, Replicator};
 use crate::daemon::shared::Shared;
 use crate::daemon::tags::{Tag, TagKind, MAX_CONNECTIONS_PER_SHARD};
 use crate::nvme::cqe::CompletionQueueEntry;
@@ -25,6 +26,8 @@ use crate::tcp::{
     negotiated, CapsuleResp, DataPdu, Decoded, DecoderLimits, IcReq, IcResp, PduDecoder, PduError,
     PduHeader, R2t, Role, TxParams,
 };
+use keel_replicator::core::{HostOpId, HostStatus, LinkDirection};
+use keel_replicator::wire::NodeId;
 
 /// Most data keeld takes in one H2CData PDU (MAXH2CDATA) and puts in one
 /// C2HData PDU: half a pool buffer, so any PDU fits one receive or send
@@ -36,6 +39,11 @@ const BUFFER_RESERVE: usize = 2 * MAX_SEGMENTS + 4;
 const TIMER_KEEP_ALIVE: u64 = 1;
 const TIMER_SHUTDOWN: u64 = 2;
 const TIMER_STATS: u64 = 3;
+const TIMER_REPL_TICK: u64 = 4;
+/// How often the replication state machine gets a `Tick`.
+const REPL_TICK: Duration = Duration::from_millis(50);
+/// Most host operations (region parts) one replicated command may become.
+const MAX_REPL_PARTS: usize = 256;
 const STATS_PERIOD: Duration = Duration::from_secs(1);
 const KEEP_ALIVE_CHECK: Duration = Duration::from_secs(1);
 /// How long a shutdown waits for hosts to take their completions.
@@ -51,6 +59,15 @@ pub enum Message {
     CloseController(u16),
     /// Stop accepting, drain connections, stop the shard.
     Shutdown,
+    /// A replication link whose handshake is done (shard 0).
+    PeerLink {
+        /// The connected socket.
+        stream: TcpStream,
+        /// The node at the other end.
+        peer: NodeId,
+        /// Who opened it.
+        direction: LinkDirection,
+    },
 }
 
 /// A namespace's device on this shard.
@@ -77,6 +94,14 @@ pub(crate) struct ShardHandler {
     stalled: Vec<usize>,
     decoder_limits: DecoderLimits,
     shutting_down: bool,
+    /// The replicated volume's state machine (shard 0, when replicating).
+    repl: Option<Replicator>,
+    /// The replicated volume's device.
+    repl_device: Option<DeviceId>,
+    /// Host operations handed to the state machine: connection, command.
+    repl_ops: HashMap<u64, (usize, usize)>,
+    next_repl_op: u64,
+    repl_closed: bool,
 }
 
 impl ShardHandler {
@@ -86,6 +111,7 @@ impl ShardHandler {
         metrics: Arc<Metrics>,
         listeners: Arc<Vec<TcpListener>>,
         volumes: Vec<Volume>,
+        repl: Option<(Replicator, DeviceId)>,
     ) -> ShardHandler {
         let (out_len, in_capsule) = {
             let control = shared.lock();
@@ -112,7 +138,15 @@ impl ShardHandler {
                 max_data_per_pdu: MAX_DATA_PER_PDU,
             },
             shutting_down: false,
+            repl_device: repl.as_ref().map(|(_, device)| *device),
+            repl: repl.map(|(replicator, _)| replicator),
+            repl_ops: HashMap::new(),
+            next_repl_op: 1,
+            repl_closed: false,
         };
+        if handler.repl.is_some() {
+            let _ = shard.add_timer(REPL_TICK, TIMER_REPL_TICK);
+        }
         for index in 0..handler.accept_armed.len() {
             handler.arm_accept(shard, index);
         }
@@ -637,6 +671,23 @@ impl ShardHandler {
             self.finish(shard, key, cmd_key);
             return;
         }
+        if command.device.is_some() && command.device == self.repl_device {
+            let reads = matches!(
+                command.io.operation,
+                IoOperation::Read { .. } | IoOperation::Compare { .. }
+            );
+            if !reads {
+                self.replicate(shard, key, cmd_key);
+                return;
+            }
+            // Reads come from the local copy, only while it is the serving
+            // primary's (a replica's copy may be stale).
+            if !self.repl.as_ref().is_some_and(Replicator::is_serving) {
+                command.fail(Status::NAMESPACE_NOT_READY);
+                self.finish(shard, key, cmd_key);
+                return;
+            }
+        }
         let segments = command.segments;
         match command.io.operation.clone() {
             IoOperation::Read { range, .. } => {
@@ -889,6 +940,133 @@ impl ShardHandler {
         self.flush(shard, key);
     }
 
+    // ----- replicated commands -----------------------------------------
+
+    /// A write, flush, write zeroes or deallocate on the replicated volume:
+    /// one host operation per region it touches (the state machine wants
+    /// each within one region), completed when all of them are.
+    fn replicate(&mut self, shard: &mut Shard<Message>, key: usize, cmd_key: usize) {
+        let Some(repl) = self.repl.as_ref() else {
+            return;
+        };
+        let region = u64::from(repl.geometry().region_size());
+        let conn = &mut self.conns[key];
+        let command = &mut conn.commands[cmd_key];
+        // (offset, data) per part; None for a flush.
+        let mut parts: Vec<(u64, ReplPayload)> = Vec::new();
+        let mut flush = false;
+        let mut zero_ranges: Vec<crate::controller::ByteRange> = Vec::new();
+        match command.io.operation.clone() {
+            IoOperation::Write { range, .. } => {
+                // The one copy of the write's data (a cost to remove: the
+                // state machine could hold the pool buffers instead).
+                let mut bytes = Vec::with_capacity(range.len as usize);
+                for buf in command.data.iter().flatten() {
+                    bytes.extend_from_slice(shard.buf(buf));
+                }
+                bytes.truncate(range.len as usize);
+                let data = ReplPayload::new(bytes.into());
+                let mut at = 0u64;
+                while at < range.len {
+                    let offset = range.offset + at;
+                    let len = (region - offset % region).min(range.len - at);
+                    parts.push((offset, data.slice(at as usize, len as usize)));
+                    at += len;
+                }
+            }
+            IoOperation::WriteZeroes { range, .. } => zero_ranges.push(range),
+            IoOperation::DatasetManagement(request) => {
+                let list = match command.data[0].as_ref() {
+                    Some(buf) => request.byte_ranges(shard.buf(buf)),
+                    None => request.byte_ranges(&[]),
+                };
+                match list {
+                    // Deallocated blocks read back as zeroes: zero them on
+                    // every copy.
+                    Ok(ranges) if request.deallocate => zero_ranges = ranges,
+                    Ok(_) => {}
+                    Err(error) => command.fail(error.status()),
+                }
+            }
+            IoOperation::Flush => flush = true,
+            IoOperation::Read { .. } | IoOperation::Compare { .. } => {}
+        }
+        for range in zero_ranges {
+            let mut at = 0u64;
+            while at < range.len && parts.len() <= MAX_REPL_PARTS {
+                let offset = range.offset + at;
+                let len = (region - offset % region).min(range.len - at);
+                parts.push((offset, repl.zeroes(len as usize)));
+                at += len;
+            }
+        }
+        if parts.len() > MAX_REPL_PARTS {
+            tracing::warn!(
+                "a replicated write zeroes or deallocate larger than {MAX_REPL_PARTS} regions is refused"
+            );
+            command.fail(Status::INVALID_FIELD);
+        }
+        if !command.status.is_success() || (parts.is_empty() && !flush) {
+            self.finish(shard, key, cmd_key);
+            return;
+        }
+        let count = parts.len() + usize::from(flush);
+        let first = self.next_repl_op;
+        self.next_repl_op += count as u64;
+        command.disk_pending += count;
+        conn.ops += count;
+        for id in first..first + count as u64 {
+            self.repl_ops.insert(id, (key, cmd_key));
+        }
+        let Some(repl) = self.repl.as_mut() else {
+            return;
+        };
+        if flush {
+            repl.host_flush(shard, HostOpId(first));
+        }
+        for (index, (offset, data)) in parts.into_iter().enumerate() {
+            let id = first + u64::from(flush) + index as u64;
+            repl.host_write(shard, HostOpId(id), offset, data);
+        }
+        self.repl_completions(shard);
+    }
+
+    /// Applies the state machine's host completions to their commands.
+    fn repl_completions(&mut self, shard: &mut Shard<Message>) {
+        let Some(repl) = self.repl.as_mut() else {
+            return;
+        };
+        for (id, status) in repl.take_completed() {
+            self.complete_repl_op(shard, id.0, host_status(status));
+        }
+    }
+
+    fn complete_repl_op(&mut self, shard: &mut Shard<Message>, id: u64, status: Status) {
+        let Some((key, cmd_key)) = self.repl_ops.remove(&id) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.ops -= 1;
+        if let Some(command) = conn.commands.get_mut(cmd_key) {
+            command.fail(status);
+            command.disk_pending -= 1;
+            if command.disk_pending == 0 {
+                self.finish(shard, key, cmd_key);
+            }
+        }
+        self.maybe_finalize(shard, key);
+    }
+
+    /// Shutdown grace is over: what the state machine still holds fails.
+    fn fail_repl_ops(&mut self, shard: &mut Shard<Message>) {
+        let ids: Vec<u64> = self.repl_ops.keys().copied().collect();
+        for id in ids {
+            self.complete_repl_op(shard, id, Status::NAMESPACE_NOT_READY);
+        }
+    }
+
     // ----- sending and closing ------------------------------------------
 
     fn flush(&mut self, shard: &mut Shard<Message>, key: usize) {
@@ -1092,11 +1270,27 @@ impl keel_engine::Handler<Message> for ShardHandler {
             }
             return;
         };
+        if matches!(
+            tag.kind,
+            TagKind::ReplRecv | TagKind::ReplSend | TagKind::ReplLocal | TagKind::ReplPersist
+        ) {
+            match self.repl.as_mut() {
+                Some(repl) => repl.on_completion(shard, tag, done),
+                None => {
+                    if let Some(buf) = done.buf {
+                        shard.free(buf);
+                    }
+                }
+            }
+            self.repl_completions(shard);
+            return;
+        }
         match tag.kind {
             TagKind::Accept => self.on_accept(shard, tag.conn, done),
             TagKind::Recv => self.on_recv(shard, tag.conn, done),
             TagKind::Send => self.on_send(shard, tag.conn, done),
             TagKind::Disk | TagKind::CompareRead => self.on_disk(shard, tag, done),
+            _ => {}
         }
         self.maybe_finalize(shard, tag.conn);
     }
@@ -1107,6 +1301,16 @@ impl keel_engine::Handler<Message> for ShardHandler {
             Message::Async(completion) => self.deliver_async(shard, completion),
             Message::CloseController(cntlid) => self.close_controller(shard, cntlid),
             Message::Shutdown => self.start_shutdown(shard),
+            Message::PeerLink {
+                stream,
+                peer,
+                direction,
+            } => {
+                if let Some(repl) = self.repl.as_mut() {
+                    repl.adopt(shard, stream, peer, direction);
+                    self.repl_completions(shard);
+                }
+            }
         }
     }
 
@@ -1137,7 +1341,17 @@ impl keel_engine::Handler<Message> for ShardHandler {
                     let _ = shard.add_timer(STATS_PERIOD, TIMER_STATS);
                 }
             }
+            TIMER_REPL_TICK => {
+                if let Some(repl) = self.repl.as_mut() {
+                    repl.tick(shard);
+                    self.repl_completions(shard);
+                }
+                if !self.repl_closed {
+                    let _ = shard.add_timer(REPL_TICK, TIMER_REPL_TICK);
+                }
+            }
             TIMER_SHUTDOWN => {
+                self.fail_repl_ops(shard);
                 let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
                 for key in keys {
                     self.abort(shard, key, "shutdown grace period over");
@@ -1174,8 +1388,31 @@ impl keel_engine::Handler<Message> for ShardHandler {
             && self.outbox.is_empty()
             && !self.accept_armed.iter().any(|&armed| armed)
         {
+            if let Some(repl) = self.repl.as_mut() {
+                if !self.repl_closed {
+                    self.repl_closed = true;
+                    repl.close_all(shard);
+                    worked = true;
+                }
+                if !repl.is_idle() {
+                    return worked;
+                }
+            }
             shard.stop();
         }
         worked
+    }
+}
+
+/// The NVMe status for how the state machine ended a host operation.
+fn host_status(status: HostStatus) -> Status {
+    match status {
+        HostStatus::Success => Status::SUCCESS,
+        // Not (or no longer) the serving primary: the host must use another
+        // path. Namespace Not Ready until keeld reports ANA states.
+        HostStatus::PathError => Status::NAMESPACE_NOT_READY,
+        HostStatus::MediaError => Status::WRITE_FAULT,
+        HostStatus::Busy => Status::COMMAND_INTERRUPTED,
+        HostStatus::InvalidRange => Status::LBA_OUT_OF_RANGE,
     }
 }

@@ -19,6 +19,7 @@ mod connection;
 mod control;
 mod handler;
 mod metrics;
+pub mod replication;
 mod shared;
 mod tags;
 
@@ -41,6 +42,17 @@ pub use handler::Message;
 use handler::{ShardHandler, Volume};
 use metrics::{Metrics, MetricsServer};
 use shared::Shared;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use keel_replicator::auth::PreSharedKey;
+use keel_replicator::core::{DurableRecord, Geometry as ReplGeometry, Position, Standing};
+use keel_replicator::wire::{Epoch, RegionIndex};
+use replication::driver::{Published, Replicator, ReplicatorSetup};
+use replication::links::{LinkControl, LinkSetup};
+use replication::record::{self as repl_record, StoredRecord};
+use replication::{ReplicationOptions, REGION_SIZE};
 
 /// Bytes per engine buffer. Commands larger than this use several.
 const BUFFER_SIZE: usize = 128 << 10;
@@ -102,6 +114,8 @@ pub struct RuntimeOptions {
     pub metrics: Option<SocketAddr>,
     /// Serve the JSON-RPC control API (keelctl) on this Unix socket.
     pub rpc_socket: Option<std::path::PathBuf>,
+    /// Replicate the (single) volume to other keeld nodes.
+    pub replication: Option<ReplicationOptions>,
 }
 
 impl Default for RuntimeOptions {
@@ -112,6 +126,7 @@ impl Default for RuntimeOptions {
             pin: true,
             metrics: None,
             rpc_socket: None,
+            replication: None,
         }
     }
 }
@@ -122,6 +137,16 @@ pub struct Daemon {
     addrs: Vec<SocketAddr>,
     metrics_server: Option<MetricsServer>,
     rpc: Option<RpcServer>,
+    links: Option<LinkControl>,
+}
+
+/// Replication prepared before the shards start.
+struct ReplPlan {
+    setup: ReplicatorSetup,
+    record_backend: Arc<dyn BlockBackend>,
+    listener: TcpListener,
+    link_down: Vec<(keel_replicator::wire::NodeId, std::sync::mpsc::Receiver<()>)>,
+    options: ReplicationOptions,
 }
 
 struct OpenVolume {
@@ -237,6 +262,15 @@ impl Daemon {
             target.add_subsystem(subsystem).map_err(config_error)?;
         }
 
+        let repl_plan = match &runtime.replication {
+            Some(options) => Some(plan_replication(config, options, &volumes)?),
+            None => None,
+        };
+        let published = repl_plan.as_ref().map(|p| p.setup.published.clone());
+        let repl_setup = repl_plan
+            .as_ref()
+            .map(|p| (p.setup.clone(), p.record_backend.clone()));
+
         let shared = Arc::new(Shared::new(target));
         let control = Arc::new(ControlService::new(shared.clone()));
         let listeners = Arc::new(listeners);
@@ -247,9 +281,14 @@ impl Daemon {
             Some(addr) => {
                 let metrics = metrics.clone();
                 let shared = shared.clone();
+                let published = published.clone();
                 let server = MetricsServer::start(addr, move || {
                     let controllers = shared.lock().target.controller_count();
-                    metrics.render(controllers)
+                    let mut text = metrics.render(controllers);
+                    if let Some(published) = &published {
+                        text.push_str(&published.render());
+                    }
+                    text
                 })
                 .map_err(DaemonError::Metrics)?;
                 tracing::info!(addr = %server.addr(), "metrics at http://{}/metrics", server.addr());
@@ -281,12 +320,25 @@ impl Daemon {
                     index,
                 });
             }
+            let repl = match &repl_setup {
+                Some((setup, record_backend)) if shard.id() == ShardId(0) => {
+                    let data = attached
+                        .first()
+                        .map(|v| v.device)
+                        .ok_or_else(|| std::io::Error::other("no volume to replicate"))?;
+                    let record = shard.attach(record_backend.clone())?;
+                    let replicator = Replicator::new(shard, setup.clone(), data, record);
+                    Some((replicator, data))
+                }
+                _ => None,
+            };
             Ok(ShardHandler::new(
                 shard,
                 shared.clone(),
                 handler_metrics.clone(),
                 listeners.clone(),
                 attached,
+                repl,
             ))
         })?;
         // After the shards run, so no control call arrives before them.
@@ -301,11 +353,39 @@ impl Daemon {
             }
             None => None,
         };
+        let links = match repl_plan {
+            Some(plan) => {
+                let key = PreSharedKey::new(&plan.options.psk)
+                    .map_err(|e| DaemonError::Config(format!("pre-shared key: {e}")))?;
+                let setup = LinkSetup {
+                    me: plan.options.node,
+                    volume: plan.options.volume,
+                    key,
+                    listener: plan.listener,
+                    members: plan
+                        .options
+                        .members
+                        .iter()
+                        .map(|m| (m.node, m.addr))
+                        .collect(),
+                    dial: plan.options.node == plan.options.primary,
+                    link_down: plan.link_down,
+                    published: plan.setup.published.clone(),
+                    sender: engine.sender(),
+                };
+                Some(
+                    LinkControl::start(setup)
+                        .map_err(|e| DaemonError::Config(format!("replication threads: {e}")))?,
+                )
+            }
+            None => None,
+        };
         Ok(Daemon {
             engine,
             addrs,
             metrics_server,
             rpc,
+            links,
         })
     }
 
@@ -328,6 +408,9 @@ impl Daemon {
         }
         if let Some(server) = self.metrics_server.take() {
             server.stop();
+        }
+        if let Some(links) = self.links.take() {
+            links.stop();
         }
         for index in 0..self.engine.shards() {
             let mut msg = Message::Shutdown;
@@ -389,4 +472,210 @@ fn namespace_identity(nqn: &str, nsid: u32) -> ([u8; 16], [u8; 16]) {
     uuid[6] = (uuid[6] & 0x0F) | 0x80;
     uuid[8] = (uuid[8] & 0x3F) | 0x80;
     (nguid, uuid)
+}
+
+/// The sidecar file holding a replicated volume's durable record.
+pub fn record_path(backend: &Path) -> PathBuf {
+    let mut name = backend.as_os_str().to_owned();
+    name.push(".keelrec");
+    PathBuf::from(name)
+}
+
+/// Checks that replication can run with this configuration, reads (or
+/// creates) the durable record, binds the replication listener.
+fn plan_replication(
+    config: &DaemonConfig,
+    options: &ReplicationOptions,
+    volumes: &[OpenVolume],
+) -> Result<ReplPlan, DaemonError> {
+    let err = |m: String| DaemonError::Config(format!("replication: {m}"));
+    options.validate().map_err(err)?;
+    if config.cores.max(1) != 1 {
+        return Err(err(format!(
+            "runs on one core only for now (--cores {} given)",
+            config.cores
+        )));
+    }
+    let [volume] = volumes else {
+        return Err(err(format!(
+            "replicates exactly one namespace ({} configured)",
+            volumes.len()
+        )));
+    };
+    let backend_path = config
+        .subsystems
+        .iter()
+        .flat_map(|s| s.namespaces.iter())
+        .find_map(|ns| match &ns.backend {
+            Backend::Path(path) => Some(path.clone()),
+            Backend::Memory => None,
+        })
+        .ok_or_else(|| err("needs a file or block device backend (not memory)".into()))?;
+    let geometry = volume.backend.geometry();
+    if geometry.capacity == 0 || !geometry.capacity.is_multiple_of(u64::from(REGION_SIZE)) {
+        return Err(err(format!(
+            "the volume size ({} bytes) must be a multiple of the {} byte region",
+            geometry.capacity, REGION_SIZE
+        )));
+    }
+    let repl_geometry = ReplGeometry::new(
+        geometry.block_size,
+        REGION_SIZE,
+        geometry.capacity / u64::from(REGION_SIZE),
+    )
+    .ok_or_else(|| err("volume too large for the write-intent bitmap".into()))?;
+
+    let path = record_path(&backend_path);
+    let stored = read_record(&path, options, repl_geometry).map_err(err)?;
+    let me = options.node;
+    let promote = (options.primary == me).then(|| Epoch(stored.record.standing.epoch.0 + 1));
+    tracing::info!(
+        record = %path.display(),
+        generation = stored.generation,
+        epoch = %stored.record.standing.epoch,
+        synced = %stored.record.standing.synced,
+        consistent = stored.record.standing.consistent,
+        ?promote,
+        "replication record"
+    );
+    let record_backend: Arc<dyn BlockBackend> = Arc::new(
+        FileBackend::open(
+            &path,
+            &OpenOptions {
+                size: Some(repl_record::FILE_LEN),
+                block_size: None,
+            },
+        )
+        .map_err(|e| err(format!("record file {}: {e}", path.display())))?,
+    );
+    if record_backend.geometry().capacity < repl_record::FILE_LEN {
+        return Err(err(format!("record file {} is too short", path.display())));
+    }
+    let listener = TcpListener::bind(options.listen).map_err(|source| DaemonError::Listen {
+        addr: options.listen,
+        source,
+    })?;
+    tracing::info!(addr = %options.listen, node = %me, "replication listening");
+    let mut senders = BTreeMap::new();
+    let mut link_down = Vec::new();
+    for member in options.members.iter().filter(|m| m.node != me) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        senders.insert(member.node, tx);
+        link_down.push((member.node, rx));
+    }
+    let addresses = options
+        .members
+        .iter()
+        .map(|m| (m.node, m.addr.to_string()))
+        .collect();
+    let setup = ReplicatorSetup {
+        me,
+        volume: options.volume,
+        geometry: repl_geometry,
+        stored,
+        promote,
+        addresses,
+        published: Arc::new(Published::default()),
+        link_down: senders,
+    };
+    Ok(ReplPlan {
+        setup,
+        record_backend,
+        listener,
+        link_down,
+        options: options.clone(),
+    })
+}
+
+/// The node's durable record: the newest valid slot of the record file, or
+/// for a node that has none yet the record of a fresh volume.
+///
+/// Fresh: every copy is in epoch 1, synced in epoch 1, and consistent, as
+/// if node `--primary` had been their primary; that primary's bitmap marks
+/// every region dirty, so when it takes epoch 2 it copies the whole volume
+/// to every replica (the backing files need not be identical at the
+/// start). A replica marked blank (`synced = 0`) instead could never count
+/// toward the election's fence quorum, and no fresh volume could start.
+fn read_record(
+    path: &Path,
+    options: &ReplicationOptions,
+    geometry: ReplGeometry,
+) -> Result<StoredRecord, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("record file {}: {e}", path.display())),
+    };
+    if let Some(bytes) = &bytes {
+        let (newest, problems) = repl_record::newest(bytes);
+        if let Some(stored) = newest {
+            if stored.volume != options.volume {
+                return Err(format!(
+                    "record file {} belongs to volume {}, not {}",
+                    path.display(),
+                    stored.volume,
+                    options.volume
+                ));
+            }
+            if stored.region_size != geometry.region_size()
+                || stored.region_count != geometry.region_count()
+            {
+                return Err(format!(
+                    "record file {} describes {} regions of {} bytes, the volume has {} of {}",
+                    path.display(),
+                    stored.region_count,
+                    stored.region_size,
+                    geometry.region_count(),
+                    geometry.region_size()
+                ));
+            }
+            if stored.record.membership.mode_of(options.node).is_none() {
+                return Err(format!(
+                    "record file {}: node {} is not a member of the volume",
+                    path.display(),
+                    options.node
+                ));
+            }
+            if stored.record.membership.members != options.membership().members {
+                tracing::warn!(
+                    "the --member list differs from the recorded membership; the record wins"
+                );
+            }
+            return Ok(stored);
+        }
+        if bytes.iter().any(|&b| b != 0) {
+            return Err(format!(
+                "record file {} is damaged ({}); refusing to start",
+                path.display(),
+                problems.join("; ")
+            ));
+        }
+    }
+    let primary = options.primary == options.node;
+    let standing = Standing {
+        epoch: Epoch(1),
+        synced: Epoch(1),
+        applied: if primary {
+            Position::all_of(Epoch(1))
+        } else {
+            Position::ZERO
+        },
+        consistent: true,
+    };
+    let intent = if primary {
+        geometry.regions().collect()
+    } else {
+        Vec::<RegionIndex>::new()
+    };
+    Ok(StoredRecord {
+        generation: 0,
+        volume: options.volume,
+        region_size: geometry.region_size(),
+        region_count: geometry.region_count(),
+        record: DurableRecord {
+            membership: options.membership(),
+            standing,
+            intent,
+        },
+    })
 }

@@ -14,6 +14,14 @@ pub(crate) enum TagKind {
     Disk = 4,
     /// Disk read for a Compare into buffer `segment`.
     CompareRead = 5,
+    /// Replication: receive on peer link `conn`.
+    ReplRecv = 6,
+    /// Replication: send on peer link `conn`.
+    ReplSend = 7,
+    /// Replication: local I/O `conn`, buffer `segment`.
+    ReplLocal = 8,
+    /// Replication: persist step `segment` (0 flush, 1 record write).
+    ReplPersist = 9,
 }
 
 /// Most connections one shard serves (24 bits of tag).
@@ -52,6 +60,10 @@ impl Tag {
             3 => TagKind::Send,
             4 => TagKind::Disk,
             5 => TagKind::CompareRead,
+            6 => TagKind::ReplRecv,
+            7 => TagKind::ReplSend,
+            8 => TagKind::ReplLocal,
+            9 => TagKind::ReplPersist,
             _ => return None,
         };
         Some(Tag {
@@ -75,6 +87,10 @@ mod tests {
             TagKind::Send,
             TagKind::Disk,
             TagKind::CompareRead,
+            TagKind::ReplRecv,
+            TagKind::ReplSend,
+            TagKind::ReplLocal,
+            TagKind::ReplPersist,
         ] {
             let tag = Tag::new(kind, 0xAB_CDEF, 0x1234, 15);
             assert_eq!(Tag::parse(tag.raw()), Some(tag));

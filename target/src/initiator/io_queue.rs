@@ -20,6 +20,8 @@ pub enum IoKind {
         /// Force Unit Access.
         fua: bool,
     },
+    /// Flush the namespace (no data; `lba` and `blocks` are ignored).
+    Flush,
 }
 
 /// A finished command.
@@ -113,6 +115,9 @@ impl IoQueue {
     /// Starts `kind` of `blocks` logical blocks at `lba` in `slot` (whose
     /// buffer must hold the data for a write).
     pub fn submit(&mut self, slot: u16, kind: IoKind, lba: u64, blocks: u32) -> Result<()> {
+        if kind == IoKind::Flush {
+            return self.submit_flush(slot);
+        }
         let len = blocks
             .checked_mul(self.namespace.block_size)
             .filter(|&len| len > 0 && len <= self.max_transfer && blocks <= 1 << 16)
@@ -130,6 +135,7 @@ impl IoQueue {
         let (opcode, fua) = match kind {
             IoKind::Read => (IoOpcode::Read, false),
             IoKind::Write { fua } => (IoOpcode::Write, fua),
+            IoKind::Flush => (IoOpcode::Flush, false),
         };
         let mut sqe = SubmissionQueueEntry {
             opcode: opcode.as_u8(),
@@ -164,6 +170,30 @@ impl IoQueue {
         // Queued: it goes out with the others issued before the next wait.
         self.conn
             .queue(&PduHeader::CapsuleCmd(CapsuleCmd { sqe }), data)
+    }
+
+    fn submit_flush(&mut self, slot: u16) -> Result<()> {
+        let s = self
+            .slots
+            .get_mut(slot as usize)
+            .ok_or_else(|| InitiatorError::Protocol(format!("no slot {slot}")))?;
+        if s.busy {
+            return Err(InitiatorError::Protocol(format!("slot {slot} is busy")));
+        }
+        let mut sqe = SubmissionQueueEntry {
+            opcode: IoOpcode::Flush.as_u8(),
+            cid: slot,
+            nsid: self.namespace.nsid,
+            ..Default::default()
+        };
+        sqe.set_psdt(Psdt::SglMetadataBuffer);
+        s.busy = true;
+        s.kind = IoKind::Flush;
+        s.len = 0;
+        s.received = 0;
+        self.busy += 1;
+        self.conn
+            .queue(&PduHeader::CapsuleCmd(CapsuleCmd { sqe }), &[])
     }
 
     /// Waits for at least one completion and appends every completion that

@@ -1,0 +1,974 @@
+//! The shard side of replication: one [`Node`] state machine for the
+//! volume, fed with events from the ring and carrying out its actions on
+//! the ring (shard 0 only; keeld refuses replication with more cores).
+//!
+//! - Peer links: socket, receive buffer (a pool buffer the ring receives
+//!   into, copied into a heap buffer where `link::decode` finds whole
+//!   frames), send queue (encoded frames, sent a pool buffer at a time).
+//! - `LocalWrite` / `LocalRead`: the data device through pool buffers,
+//!   split at the buffer size.
+//! - `Persist`: a flush of the data device, then the record written FUA to
+//!   the record device; persists run one at a time, in order.
+//! - Host operations come from the NVMe handler ([`Replicator::host_write`],
+//!   [`Replicator::host_flush`]); their completions are collected for it
+//!   ([`Replicator::take_completed`]).
+//!
+//! Costs to remove later: a write's data is copied once into the payload
+//! (`Rc<[u8]>`), received frames are copied from the pool buffer into the
+//! heap buffer and again into their payload, and encoded frames are copied
+//! into pool buffers for sending.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::net::{Shutdown, TcpStream};
+use std::ops::Range;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use keel_engine::{Buf, Completion, DeviceId, IoOp, NetOp, Op, Shard};
+use keel_replicator::core::{
+    Action, DurableRecord, Event, Frame, Geometry, HostOpId, HostStatus, IoError, IoToken,
+    LinkDirection, LinkId, Node, PrimaryLimits, ReplicaLimits,
+};
+use keel_replicator::link::{self, Decoded, Envelope, Other};
+use keel_replicator::wire::{ByteRange, Epoch, NodeId, StreamId, VolumeId};
+use slab::Slab;
+
+use crate::daemon::handler::Message;
+use crate::daemon::replication::record::{self, StoredRecord};
+use crate::daemon::tags::{Tag, TagKind};
+
+/// The stream every frame of the volume travels on (one per volume while
+/// replication runs on one shard).
+pub(crate) const STREAM: StreamId = StreamId(1);
+
+/// A write's data as the state machine passes it around: a shared,
+/// immutable byte buffer and the part of it that is this write's.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Payload {
+    bytes: Rc<[u8]>,
+    start: usize,
+    len: usize,
+}
+
+impl Payload {
+    pub fn new(bytes: Rc<[u8]>) -> Payload {
+        let len = bytes.len();
+        Payload {
+            bytes,
+            start: 0,
+            len,
+        }
+    }
+
+    /// `len` bytes from `start` of the same buffer (no copy).
+    pub fn slice(&self, start: usize, len: usize) -> Payload {
+        let start = (self.start + start).min(self.bytes.len());
+        let len = len.min(self.bytes.len() - start);
+        Payload {
+            bytes: self.bytes.clone(),
+            start,
+            len,
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[self.start..self.start + self.len]
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Payload({} bytes)", self.len)
+    }
+}
+
+/// What the shard publishes for the control threads and the metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Published {
+    /// The node's epoch.
+    pub epoch: AtomicU64,
+    /// Whether it acts as primary (opens links).
+    pub primary: AtomicBool,
+    /// Whether it serves host I/O.
+    pub serving: AtomicBool,
+    /// Whether it serves and every copy is linked and in sync.
+    pub in_sync: AtomicBool,
+    /// Links up.
+    pub links: AtomicUsize,
+}
+
+impl Published {
+    /// Prometheus text for the replication gauges.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let gauges = [
+            (
+                "keel_replication_epoch",
+                "The node's replication epoch.",
+                self.epoch.load(Ordering::Relaxed),
+            ),
+            (
+                "keel_replication_serving",
+                "1 if this node serves the replicated volume (primary).",
+                u64::from(self.serving.load(Ordering::Relaxed)),
+            ),
+            (
+                "keel_replication_in_sync",
+                "1 if this node serves and every copy is linked, in sync and quiet.",
+                u64::from(self.in_sync.load(Ordering::Relaxed)),
+            ),
+            (
+                "keel_replication_links",
+                "Replication links up.",
+                self.links.load(Ordering::Relaxed) as u64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out
+    }
+}
+
+/// What shard 0 needs to start the state machine.
+#[derive(Clone)]
+pub(crate) struct ReplicatorSetup {
+    pub me: NodeId,
+    pub volume: VolumeId,
+    pub geometry: Geometry,
+    pub stored: StoredRecord,
+    /// Become primary of this epoch right away.
+    pub promote: Option<Epoch>,
+    pub addresses: BTreeMap<NodeId, String>,
+    pub published: Arc<Published>,
+    pub link_down: BTreeMap<NodeId, mpsc::Sender<()>>,
+}
+
+struct Peer {
+    socket: TcpStream,
+    node: NodeId,
+    link: LinkId,
+    direction: LinkDirection,
+    rx: Option<Buf>,
+    rx_heap: Vec<u8>,
+    tx: Vec<u8>,
+    tx_pos: usize,
+    sending: bool,
+    ops: usize,
+    closing: bool,
+    close_after_send: bool,
+}
+
+struct LocalIo {
+    token: IoToken,
+    /// A write without FUA (durable only after a flush).
+    volatile: bool,
+    /// The data read, for a read.
+    read: Option<Vec<u8>>,
+    pending: usize,
+    failed: bool,
+}
+
+pub(crate) struct Replicator {
+    node: Node<Payload>,
+    volume: VolumeId,
+    geometry: Geometry,
+    data_dev: DeviceId,
+    record_dev: DeviceId,
+    record_block: usize,
+    generation: u64,
+    addresses: BTreeMap<NodeId, String>,
+    peers: Slab<Peer>,
+    links: HashMap<LinkId, usize>,
+    next_link: u64,
+    ios: Slab<LocalIo>,
+    persist_queue: VecDeque<(IoToken, DurableRecord)>,
+    persisting: Option<(IoToken, DurableRecord)>,
+    persist_failed: bool,
+    /// A non-FUA local write completed since the last flush was issued: the
+    /// next persist must flush the data device first. (The primary's writes
+    /// are all FUA, so its bitmap persists skip the flush.)
+    unflushed: bool,
+    events: VecDeque<Event<Payload>>,
+    actions: Vec<Action<Payload>>,
+    completed: Vec<(HostOpId, HostStatus)>,
+    origin: Instant,
+    published: Arc<Published>,
+    link_down: BTreeMap<NodeId, mpsc::Sender<()>>,
+    in_sync: bool,
+    serving: bool,
+    closing: bool,
+    zeroes: Payload,
+}
+
+impl Replicator {
+    pub fn new(
+        shard: &mut Shard<Message>,
+        setup: ReplicatorSetup,
+        data_dev: DeviceId,
+        record_dev: DeviceId,
+    ) -> Replicator {
+        let record_block = shard
+            .geometry(record_dev)
+            .map_or(4096, |g| g.block_size as usize);
+        let primary_limits = PrimaryLimits {
+            max_host_ops: 1024,
+            max_queued_frames: 1024,
+            ..PrimaryLimits::default()
+        };
+        let node = Node::recover(
+            setup.me,
+            setup.geometry,
+            primary_limits,
+            ReplicaLimits::default(),
+            setup.stored.record.clone(),
+        );
+        let zeroes = Payload::new(vec![0u8; setup.geometry.region_size() as usize].into());
+        let mut replicator = Replicator {
+            node,
+            volume: setup.volume,
+            geometry: setup.geometry,
+            data_dev,
+            record_dev,
+            record_block,
+            generation: setup.stored.generation + 1,
+            addresses: setup.addresses,
+            peers: Slab::new(),
+            links: HashMap::new(),
+            next_link: 1,
+            ios: Slab::new(),
+            persist_queue: VecDeque::new(),
+            persisting: None,
+            persist_failed: false,
+            unflushed: false,
+            events: VecDeque::new(),
+            actions: Vec::new(),
+            completed: Vec::new(),
+            origin: shard.now(),
+            published: setup.published,
+            link_down: setup.link_down,
+            in_sync: false,
+            serving: false,
+            closing: false,
+            zeroes,
+        };
+        if let Some(epoch) = setup.promote {
+            tracing::info!(%epoch, "replication: taking over as primary");
+            replicator.events.push_back(Event::Promote { epoch });
+        }
+        replicator.run(shard);
+        replicator
+    }
+
+    /// Whether host reads may be served from the local copy.
+    pub fn is_serving(&self) -> bool {
+        self.node.is_serving()
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// A shared buffer of zeroes, one region long.
+    pub fn zeroes(&self, len: usize) -> Payload {
+        self.zeroes.slice(0, len)
+    }
+
+    /// Host completions since the last call.
+    pub fn take_completed(&mut self) -> Vec<(HostOpId, HostStatus)> {
+        std::mem::take(&mut self.completed)
+    }
+
+    /// A host write within one region.
+    pub fn host_write(
+        &mut self,
+        shard: &mut Shard<Message>,
+        id: HostOpId,
+        offset: u64,
+        data: Payload,
+    ) {
+        let range = ByteRange::new(offset, data.len as u32);
+        self.events.push_back(Event::HostWrite { id, range, data });
+        self.run(shard);
+    }
+
+    pub fn host_flush(&mut self, shard: &mut Shard<Message>, id: HostOpId) {
+        self.events.push_back(Event::HostFlush { id });
+        self.run(shard);
+    }
+
+    pub fn tick(&mut self, shard: &mut Shard<Message>) {
+        self.events.push_back(Event::Tick);
+        self.run(shard);
+    }
+
+    /// Closes every link (daemon shutdown); new ones are refused.
+    pub fn close_all(&mut self, shard: &mut Shard<Message>) {
+        self.closing = true;
+        let keys: Vec<usize> = self.peers.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close_peer(shard, key, "shutting down");
+        }
+        self.run(shard);
+    }
+
+    /// Nothing of replication is left with the ring.
+    pub fn is_idle(&self) -> bool {
+        self.peers.is_empty() && self.ios.is_empty() && self.persisting.is_none()
+    }
+
+    // ----- the state machine --------------------------------------------
+
+    fn run(&mut self, shard: &mut Shard<Message>) {
+        while let Some(event) = self.events.pop_front() {
+            let now = shard
+                .now()
+                .saturating_duration_since(self.origin)
+                .as_nanos() as u64;
+            let mut actions = std::mem::take(&mut self.actions);
+            self.node.handle(now, event, &mut actions);
+            for action in actions.drain(..) {
+                self.perform(shard, action);
+            }
+            self.actions = actions;
+        }
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        let p = &self.published;
+        p.epoch.store(self.node.epoch().0, Ordering::SeqCst);
+        p.primary.store(self.node.is_primary(), Ordering::SeqCst);
+        p.links.store(self.peers.len(), Ordering::Relaxed);
+        let serving = self.node.is_serving();
+        if serving != self.serving {
+            self.serving = serving;
+            p.serving.store(serving, Ordering::SeqCst);
+            if serving {
+                tracing::info!(epoch = %self.node.epoch(), "replication: serving as primary");
+            } else {
+                tracing::info!(epoch = %self.node.epoch(), "replication: not serving");
+            }
+        }
+        let in_sync = self.node.is_quiet();
+        if in_sync != self.in_sync {
+            self.in_sync = in_sync;
+            p.in_sync.store(in_sync, Ordering::SeqCst);
+            tracing::debug!(in_sync, "replication: sync state changed");
+        }
+    }
+
+    fn perform(&mut self, shard: &mut Shard<Message>, action: Action<Payload>) {
+        match action {
+            Action::LocalWrite {
+                token,
+                range,
+                data,
+                fua,
+            } => self.local_io(shard, token, range, Some((data, fua))),
+            Action::LocalRead { token, range } => self.local_io(shard, token, range, None),
+            Action::Persist { token, record } => {
+                self.persist_queue.push_back((token, record));
+                self.start_persist(shard);
+            }
+            Action::Send {
+                peer: _,
+                link,
+                epoch,
+                frame,
+            } => self.send(shard, link, epoch, &frame),
+            Action::CloseLink { link, .. } => {
+                if let Some(&key) = self.links.get(&link) {
+                    let peer = &mut self.peers[key];
+                    if peer.sending || peer.tx_pos < peer.tx.len() {
+                        peer.close_after_send = true;
+                    } else {
+                        self.close_peer(shard, key, "closed by the state machine");
+                    }
+                }
+            }
+            Action::CompleteHost { id, status } => self.completed.push((id, status)),
+        }
+    }
+
+    // ----- local I/O ----------------------------------------------------
+
+    fn local_io(
+        &mut self,
+        shard: &mut Shard<Message>,
+        token: IoToken,
+        range: ByteRange,
+        write: Option<(Payload, bool)>,
+    ) {
+        let slot = shard.pool().slot_size();
+        let total = range.len as usize;
+        let key = self.ios.insert(LocalIo {
+            token,
+            read: write.is_none().then(|| vec![0u8; total]),
+            volatile: matches!(write, Some((_, false))),
+            pending: 0,
+            failed: false,
+        });
+        let segments = total.div_ceil(slot);
+        for index in 0..segments {
+            let at = index * slot;
+            let len = (total - at).min(slot);
+            let Some(buf) = shard.alloc(len) else {
+                tracing::warn!("replication: buffer pool exhausted for a local I/O");
+                self.ios[key].failed = true;
+                break;
+            };
+            let offset = range.offset + at as u64;
+            let op = match &write {
+                Some((data, fua)) => {
+                    shard.buf_mut(&buf)[..len].copy_from_slice(&data.as_slice()[at..at + len]);
+                    IoOp::Write { offset, fua: *fua }
+                }
+                None => IoOp::Read { offset },
+            };
+            let tag = Tag::new(TagKind::ReplLocal, key, 0, index).raw();
+            match shard.submit(self.data_dev, op, Some(buf), tag) {
+                Ok(()) => self.ios[key].pending += 1,
+                Err((error, buf)) => {
+                    tracing::warn!(%error, "replication: local I/O refused");
+                    if let Some(buf) = buf {
+                        shard.free(buf);
+                    }
+                    self.ios[key].failed = true;
+                    break;
+                }
+            }
+        }
+        if self.ios[key].pending == 0 {
+            self.finish_io(key);
+        }
+    }
+
+    fn finish_io(&mut self, key: usize) {
+        let io = self.ios.remove(key);
+        if io.volatile {
+            // Even a failed one may have written part of its data.
+            self.unflushed = true;
+        }
+        let event = match io.read {
+            Some(data) => Event::LocalReadDone {
+                token: io.token,
+                result: if io.failed {
+                    Err(IoError)
+                } else {
+                    Ok(Payload::new(data.into()))
+                },
+            },
+            None => Event::LocalWriteDone {
+                token: io.token,
+                result: if io.failed { Err(IoError) } else { Ok(()) },
+            },
+        };
+        self.events.push_back(event);
+    }
+
+    fn on_local(&mut self, shard: &mut Shard<Message>, tag: Tag, done: Completion) {
+        let slot = shard.pool().slot_size();
+        let Some(io) = self.ios.get_mut(tag.conn) else {
+            if let Some(buf) = done.buf {
+                shard.free(buf);
+            }
+            return;
+        };
+        io.pending -= 1;
+        match &done.result {
+            Ok(_) => {
+                if let (Some(data), Some(buf)) = (io.read.as_mut(), done.buf.as_ref()) {
+                    let at = tag.segment * slot;
+                    let bytes = shard.buf(buf);
+                    data[at..at + bytes.len()].copy_from_slice(bytes);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "replication: local I/O failed");
+                io.failed = true;
+            }
+        }
+        if let Some(buf) = done.buf {
+            shard.free(buf);
+        }
+        if io.pending == 0 {
+            self.finish_io(tag.conn);
+        }
+    }
+
+    // ----- the durable record --------------------------------------------
+
+    fn start_persist(&mut self, shard: &mut Shard<Message>) {
+        if self.persisting.is_some() || self.persist_failed {
+            return;
+        }
+        let Some(next) = self.persist_queue.pop_front() else {
+            return;
+        };
+        self.persisting = Some(next);
+        if !self.unflushed {
+            // Every local write completed so far was FUA: already durable.
+            self.write_record(shard);
+            return;
+        }
+        self.unflushed = false;
+        let tag = Tag::new(TagKind::ReplPersist, 0, 0, 0).raw();
+        if let Err((error, _)) = shard.submit(self.data_dev, IoOp::Flush, None, tag) {
+            self.persist_error(&error.to_string());
+        }
+    }
+
+    fn persist_error(&mut self, why: &str) {
+        tracing::error!(
+            why,
+            "replication: cannot persist the durable record; the volume stalls"
+        );
+        self.persist_failed = true;
+    }
+
+    fn on_persist(&mut self, shard: &mut Shard<Message>, tag: Tag, done: Completion) {
+        if let Some(buf) = done.buf {
+            shard.free(buf);
+        }
+        if let Err(error) = &done.result {
+            self.persist_error(&error.to_string());
+            return;
+        }
+        if tag.segment == 0 {
+            // The data is durable: write the record.
+            self.write_record(shard);
+        } else if let Some((token, _)) = self.persisting.take() {
+            self.generation += 1;
+            self.events.push_back(Event::Persisted { token });
+            self.start_persist(shard);
+        }
+    }
+
+    /// The second step of a persist: the record, FUA, to its next slot.
+    fn write_record(&mut self, shard: &mut Shard<Message>) {
+        let Some((_, record)) = self.persisting.clone() else {
+            return;
+        };
+        {
+            let stored = StoredRecord {
+                generation: self.generation,
+                volume: self.volume,
+                region_size: self.geometry.region_size(),
+                region_count: self.geometry.region_count(),
+                record,
+            };
+            let bytes = match record::encode(&stored) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    self.persist_error(&error.to_string());
+                    return;
+                }
+            };
+            let len = bytes.len().div_ceil(self.record_block) * self.record_block;
+            let Some(buf) = shard.alloc(len) else {
+                self.persist_error("buffer pool exhausted");
+                return;
+            };
+            let target = shard.buf_mut(&buf);
+            target.fill(0);
+            target[..bytes.len()].copy_from_slice(&bytes);
+            let op = IoOp::Write {
+                offset: record::slot_offset(self.generation),
+                fua: true,
+            };
+            let tag = Tag::new(TagKind::ReplPersist, 0, 0, 1).raw();
+            if let Err((error, buf)) = shard.submit(self.record_dev, op, Some(buf), tag) {
+                if let Some(buf) = buf {
+                    shard.free(buf);
+                }
+                self.persist_error(&error.to_string());
+            }
+        }
+    }
+
+    // ----- links --------------------------------------------------------
+
+    /// A link whose handshake the control threads finished.
+    pub fn adopt(
+        &mut self,
+        shard: &mut Shard<Message>,
+        socket: TcpStream,
+        node: NodeId,
+        direction: LinkDirection,
+    ) {
+        let rx = if self.closing {
+            None
+        } else {
+            shard.alloc(shard.pool().slot_size())
+        };
+        let Some(rx) = rx else {
+            tracing::warn!(peer = %node, "replication link dropped: shutting down or out of buffers");
+            self.notify_down(node, direction);
+            return;
+        };
+        let link = LinkId(self.next_link);
+        self.next_link += 1;
+        let key = self.peers.insert(Peer {
+            socket,
+            node,
+            link,
+            direction,
+            rx: Some(rx),
+            rx_heap: Vec::new(),
+            tx: Vec::new(),
+            tx_pos: 0,
+            sending: false,
+            ops: 0,
+            closing: false,
+            close_after_send: false,
+        });
+        self.links.insert(link, key);
+        tracing::info!(peer = %node, link = link.0, ?direction, "replication link up");
+        self.arm_recv(shard, key);
+        self.events.push_back(Event::LinkUp {
+            peer: node,
+            link,
+            direction,
+        });
+        self.run(shard);
+    }
+
+    fn notify_down(&self, node: NodeId, direction: LinkDirection) {
+        if direction == LinkDirection::Outbound {
+            if let Some(tx) = self.link_down.get(&node) {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    fn arm_recv(&mut self, shard: &mut Shard<Message>, key: usize) {
+        let peer = &mut self.peers[key];
+        if peer.closing {
+            return;
+        }
+        let Some(buf) = peer.rx.take() else {
+            return;
+        };
+        let tag = Tag::new(TagKind::ReplRecv, key, 0, 0).raw();
+        match shard.submit_net(&peer.socket, NetOp::Recv { offset: 0 }, Some(buf), tag) {
+            Ok(()) => peer.ops += 1,
+            Err((error, buf)) => {
+                peer.rx = buf;
+                let why = format!("recv: {error}");
+                self.close_peer(shard, key, &why);
+            }
+        }
+    }
+
+    fn on_recv(&mut self, shard: &mut Shard<Message>, key: usize, done: Completion) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            if let Some(buf) = done.buf {
+                shard.free(buf);
+            }
+            return;
+        };
+        peer.ops -= 1;
+        let Some(buf) = done.buf else {
+            return;
+        };
+        match done.result {
+            Ok(n) if n > 0 => {
+                peer.rx_heap
+                    .extend_from_slice(&shard.buf(&buf)[..n as usize]);
+                peer.rx = Some(buf);
+                if let Err(why) = self.take_frames(key) {
+                    self.close_peer(shard, key, &why);
+                } else {
+                    self.arm_recv(shard, key);
+                }
+            }
+            Ok(_) => {
+                peer.rx = Some(buf);
+                self.close_peer(shard, key, "closed by the peer");
+            }
+            Err(error) => {
+                peer.rx = Some(buf);
+                let why = format!("recv failed: {error}");
+                self.close_peer(shard, key, &why);
+            }
+        }
+        self.run(shard);
+    }
+
+    /// Decodes every whole frame received on `key` into events.
+    fn take_frames(&mut self, key: usize) -> Result<(), String> {
+        let peer = &mut self.peers[key];
+        if peer.closing {
+            return Ok(());
+        }
+        let mut pos = 0;
+        let result = loop {
+            let decoded = match link::decode(&peer.rx_heap[pos..]) {
+                Ok(decoded) => decoded,
+                Err(error) => break Err(format!("bad frame: {error}")),
+            };
+            match decoded {
+                Decoded::NeedMore(_) => break Ok(()),
+                Decoded::Frame {
+                    envelope,
+                    frame,
+                    consumed,
+                    ..
+                } => {
+                    if envelope.volume != self.volume || envelope.stream != STREAM {
+                        break Err(format!(
+                            "frame of volume {} stream {} on a link of volume {}",
+                            envelope.volume, envelope.stream, self.volume
+                        ));
+                    }
+                    let frame = payload_frame(frame, &peer.rx_heap[pos..pos + consumed]);
+                    self.events.push_back(Event::Received {
+                        peer: peer.node,
+                        link: peer.link,
+                        epoch: envelope.epoch,
+                        frame,
+                    });
+                    pos += consumed;
+                }
+                Decoded::Other {
+                    message, consumed, ..
+                } => {
+                    if let Other::Handshake(kind) = message {
+                        break Err(format!("handshake frame {kind:?} after the handshake"));
+                    }
+                    // Heartbeats, flushes and reads are not used between
+                    // keeld nodes yet: skip them.
+                    pos += consumed;
+                }
+            }
+        };
+        peer.rx_heap.drain(..pos);
+        result
+    }
+
+    fn send(
+        &mut self,
+        shard: &mut Shard<Message>,
+        link: LinkId,
+        epoch: Epoch,
+        frame: &Frame<Payload>,
+    ) {
+        let Some(&key) = self.links.get(&link) else {
+            return;
+        };
+        let peer = &mut self.peers[key];
+        if peer.closing {
+            return;
+        }
+        let envelope = Envelope {
+            volume: self.volume,
+            stream: STREAM,
+            epoch,
+        };
+        let payload: &[u8] = match frame {
+            Frame::Write { data, .. } => data.as_slice(),
+            _ => &[],
+        };
+        if let Err(error) = link::encode(&envelope, frame, payload, &self.addresses, &mut peer.tx) {
+            tracing::error!(%error, "replication: cannot encode a frame");
+            if error.closes_link() {
+                self.close_peer(shard, key, "encode failed");
+            }
+            return;
+        }
+        self.kick_send(shard, key);
+    }
+
+    fn kick_send(&mut self, shard: &mut Shard<Message>, key: usize) {
+        let slot = shard.pool().slot_size();
+        let peer = &mut self.peers[key];
+        if peer.sending || peer.closing {
+            return;
+        }
+        let remaining = peer.tx.len() - peer.tx_pos;
+        if remaining == 0 {
+            if peer.close_after_send {
+                self.close_peer(shard, key, "closed by the state machine");
+            }
+            return;
+        }
+        let len = remaining.min(slot);
+        let Some(buf) = shard.alloc(len) else {
+            self.close_peer(shard, key, "buffer pool exhausted");
+            return;
+        };
+        shard.buf_mut(&buf)[..len].copy_from_slice(&peer.tx[peer.tx_pos..peer.tx_pos + len]);
+        peer.tx_pos += len;
+        if peer.tx_pos == peer.tx.len() {
+            peer.tx.clear();
+            peer.tx_pos = 0;
+        }
+        let tag = Tag::new(TagKind::ReplSend, key, 0, 0).raw();
+        match shard.submit_net(&peer.socket, NetOp::Send { offset: 0 }, Some(buf), tag) {
+            Ok(()) => {
+                peer.sending = true;
+                peer.ops += 1;
+            }
+            Err((error, buf)) => {
+                if let Some(buf) = buf {
+                    shard.free(buf);
+                }
+                let why = format!("send: {error}");
+                self.close_peer(shard, key, &why);
+            }
+        }
+    }
+
+    fn on_send(&mut self, shard: &mut Shard<Message>, key: usize, done: Completion) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            if let Some(buf) = done.buf {
+                shard.free(buf);
+            }
+            return;
+        };
+        peer.ops -= 1;
+        peer.sending = false;
+        let Some(buf) = done.buf else {
+            return;
+        };
+        let offset = match done.op {
+            Op::Net(NetOp::Send { offset }) => offset as usize,
+            _ => 0,
+        };
+        match done.result {
+            Ok(sent) if sent > 0 && offset + (sent as usize) < buf.len() && !peer.closing => {
+                let next = NetOp::Send {
+                    offset: (offset + sent as usize) as u32,
+                };
+                let tag = Tag::new(TagKind::ReplSend, key, 0, 0).raw();
+                match shard.submit_net(&peer.socket, next, Some(buf), tag) {
+                    Ok(()) => {
+                        peer.sending = true;
+                        peer.ops += 1;
+                    }
+                    Err((error, buf)) => {
+                        if let Some(buf) = buf {
+                            shard.free(buf);
+                        }
+                        let why = format!("send: {error}");
+                        self.close_peer(shard, key, &why);
+                    }
+                }
+            }
+            Ok(sent) if sent > 0 => {
+                shard.free(buf);
+                self.kick_send(shard, key);
+            }
+            Ok(_) => {
+                shard.free(buf);
+                self.close_peer(shard, key, "send made no progress");
+            }
+            Err(error) => {
+                shard.free(buf);
+                let why = format!("send failed: {error}");
+                self.close_peer(shard, key, &why);
+            }
+        }
+        self.run(shard);
+    }
+
+    fn close_peer(&mut self, shard: &mut Shard<Message>, key: usize, why: &str) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        if !peer.closing {
+            peer.closing = true;
+            tracing::info!(peer = %peer.node, link = peer.link.0, why, "replication link closing");
+            // Makes a pending receive or send complete now.
+            let _ = peer.socket.shutdown(Shutdown::Both);
+        }
+        if peer.ops > 0 {
+            return;
+        }
+        let mut peer = self.peers.remove(key);
+        if let Some(buf) = peer.rx.take() {
+            shard.free(buf);
+        }
+        self.links.remove(&peer.link);
+        tracing::info!(peer = %peer.node, link = peer.link.0, "replication link down");
+        self.events.push_back(Event::LinkDown {
+            peer: peer.node,
+            link: peer.link,
+        });
+        self.notify_down(peer.node, peer.direction);
+    }
+
+    /// A completion of one of replication's ring operations.
+    pub fn on_completion(&mut self, shard: &mut Shard<Message>, tag: Tag, done: Completion) {
+        match tag.kind {
+            TagKind::ReplRecv => self.on_recv(shard, tag.conn, done),
+            TagKind::ReplSend => self.on_send(shard, tag.conn, done),
+            TagKind::ReplLocal => {
+                self.on_local(shard, tag, done);
+                self.run(shard);
+            }
+            TagKind::ReplPersist => {
+                self.on_persist(shard, tag, done);
+                self.run(shard);
+            }
+            _ => {
+                if let Some(buf) = done.buf {
+                    shard.free(buf);
+                }
+            }
+        }
+        // A closing peer whose last operation just came back.
+        let closing: Vec<usize> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.closing && p.ops == 0)
+            .map(|(k, _)| k)
+            .collect();
+        if !closing.is_empty() {
+            for key in closing {
+                self.close_peer(shard, key, "closed");
+            }
+            self.run(shard);
+        }
+    }
+}
+
+/// A decoded frame with its write data copied out of the receive buffer
+/// (`frame_bytes`: the frame's bytes, which the ranges index).
+fn payload_frame(frame: Frame<Range<usize>>, frame_bytes: &[u8]) -> Frame<Payload> {
+    match frame {
+        Frame::Write {
+            seq,
+            position,
+            range,
+            data,
+            fua,
+        } => {
+            let bytes = frame_bytes.get(data).unwrap_or(&[]);
+            Frame::Write {
+                seq,
+                position,
+                range,
+                data: Payload::new(bytes.into()),
+                fua,
+            }
+        }
+        Frame::Resync { seq, op } => Frame::Resync { seq, op },
+        Frame::EpochChange { seq, membership } => Frame::EpochChange { seq, membership },
+        Frame::Ack {
+            durable_through,
+            standing,
+        } => Frame::Ack {
+            durable_through,
+            standing,
+        },
+        Frame::Nack { seq, reason } => Frame::Nack { seq, reason },
+    }
+}

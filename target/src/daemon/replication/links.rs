@@ -1,0 +1,299 @@
+//! The control threads of replication links: blocking connects, accepts
+//! and PSK handshakes (`keel_replicator::link::handshake`), off the
+//! reactor. A finished link's socket goes to shard 0 as
+//! [`Message::PeerLink`]; the shard tells an outbound link's dialer when the
+//! link went down, and the dialer connects again with backoff.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use keel_engine::{EngineSender, ShardId};
+use keel_replicator::auth::PreSharedKey;
+use keel_replicator::core::LinkDirection;
+use keel_replicator::link::handshake;
+use keel_replicator::wire::{Epoch, NodeId, VolumeId};
+
+use crate::daemon::handler::Message;
+use crate::daemon::replication::driver::Published;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const POLL: Duration = Duration::from_millis(50);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Handshakes running at once on the accepting side; connections beyond
+/// are closed at once (one host cannot tie up threads without bound).
+const MAX_HANDSHAKES: usize = 16;
+
+/// The running control threads.
+pub(crate) struct LinkControl {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Everything the threads need.
+pub(crate) struct LinkSetup {
+    pub me: NodeId,
+    pub volume: VolumeId,
+    pub key: PreSharedKey,
+    pub listener: TcpListener,
+    /// Members with their addresses (this node's included).
+    pub members: Vec<(NodeId, SocketAddr)>,
+    /// Whether this node dials the others (the primary).
+    pub dial: bool,
+    /// Per peer, where the shard reports an outbound link's end.
+    pub link_down: Vec<(NodeId, mpsc::Receiver<()>)>,
+    pub published: Arc<Published>,
+    pub sender: EngineSender<Message>,
+}
+
+impl LinkControl {
+    pub fn start(setup: LinkSetup) -> std::io::Result<LinkControl> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        setup.listener.set_nonblocking(true)?;
+        let LinkSetup {
+            me,
+            volume,
+            key,
+            listener,
+            members,
+            dial,
+            link_down,
+            published,
+            sender,
+        } = setup;
+        {
+            let stop = stop.clone();
+            let key = key.clone();
+            let published = published.clone();
+            let sender = sender.clone();
+            let members: Vec<NodeId> = members.iter().map(|(n, _)| *n).collect();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("keel-repl-accept".into())
+                    .spawn(move || {
+                        accept_loop(listener, me, volume, key, members, published, sender, stop)
+                    })?,
+            );
+        }
+        if dial {
+            for (peer, down) in link_down {
+                let Some(addr) = members.iter().find(|(n, _)| *n == peer).map(|(_, a)| *a) else {
+                    continue;
+                };
+                let dialer = Dialer {
+                    me,
+                    peer,
+                    addr,
+                    volume,
+                    key: key.clone(),
+                    down,
+                    published: published.clone(),
+                    sender: sender.clone(),
+                    stop: stop.clone(),
+                };
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("keel-repl-dial{peer}"))
+                        .spawn(move || dialer.run())?,
+                );
+            }
+        }
+        Ok(LinkControl { stop, threads })
+    }
+
+    /// Stops the threads (links already handed to the shard are its own).
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Hands a link to shard 0, retrying while its queue is full.
+fn hand_over(sender: &EngineSender<Message>, stop: &AtomicBool, mut msg: Message) -> bool {
+    loop {
+        match sender.send(ShardId(0), msg) {
+            Ok(()) => return true,
+            Err(back) => {
+                if stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                msg = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn accept_loop(
+    listener: TcpListener,
+    me: NodeId,
+    volume: VolumeId,
+    key: PreSharedKey,
+    members: Vec<NodeId>,
+    published: Arc<Published>,
+    sender: EngineSender<Message>,
+    stop: Arc<AtomicBool>,
+) {
+    let running = Arc::new(AtomicUsize::new(0));
+    while !stop.load(Ordering::Relaxed) {
+        let (stream, from) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(POLL);
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "replication accept failed");
+                std::thread::sleep(POLL);
+                continue;
+            }
+        };
+        if running.load(Ordering::SeqCst) >= MAX_HANDSHAKES {
+            tracing::warn!(%from, "replication link refused: too many handshakes in progress");
+            continue;
+        }
+        running.fetch_add(1, Ordering::SeqCst);
+        let guard = HandshakeSlot(running.clone());
+        let key = key.clone();
+        let members = members.clone();
+        let published = published.clone();
+        let sender = sender.clone();
+        let stop = stop.clone();
+        // One thread per handshake: a slow or silent peer holds up no one.
+        let spawned = std::thread::Builder::new()
+            .name("keel-repl-handshake".into())
+            .spawn(move || {
+                let _slot = guard;
+                let mut stream = stream;
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_nodelay(true);
+                let catalog = |v: VolumeId| {
+                    (v == volume).then(|| Epoch(published.epoch.load(Ordering::SeqCst)))
+                };
+                match handshake::accept(&mut stream, &key, me, &catalog, HANDSHAKE_TIMEOUT) {
+                    Ok(peer) if peer.node != me && members.contains(&peer.node) => {
+                        tracing::info!(%from, peer = %peer.node, epoch = %peer.epoch, "replication link accepted");
+                        hand_over(
+                            &sender,
+                            &stop,
+                            Message::PeerLink {
+                                stream,
+                                peer: peer.node,
+                                direction: LinkDirection::Inbound,
+                            },
+                        );
+                    }
+                    Ok(peer) => {
+                        tracing::warn!(%from, peer = %peer.node, "replication link refused: not a member of the volume");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%from, %error, "replication link refused");
+                    }
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot start a handshake thread");
+        }
+    }
+}
+
+/// Frees a handshake slot when its thread ends (or never starts).
+struct HandshakeSlot(Arc<AtomicUsize>);
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct Dialer {
+    me: NodeId,
+    peer: NodeId,
+    addr: SocketAddr,
+    volume: VolumeId,
+    key: PreSharedKey,
+    down: mpsc::Receiver<()>,
+    published: Arc<Published>,
+    sender: EngineSender<Message>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Dialer {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn run(self) {
+        let mut backoff = BACKOFF_MIN;
+        let mut last_error = String::new();
+        while !self.stopped() {
+            // Only a primary opens links.
+            if !self.published.primary.load(Ordering::SeqCst) {
+                std::thread::sleep(POLL);
+                continue;
+            }
+            match self.connect() {
+                Ok(stream) => {
+                    last_error.clear();
+                    backoff = BACKOFF_MIN;
+                    let msg = Message::PeerLink {
+                        stream,
+                        peer: self.peer,
+                        direction: LinkDirection::Outbound,
+                    };
+                    if !hand_over(&self.sender, &self.stop, msg) {
+                        return;
+                    }
+                    // Wait for the shard to report the link's end.
+                    loop {
+                        match self.down.recv_timeout(POLL) {
+                            Ok(()) => break,
+                            Err(mpsc::RecvTimeoutError::Timeout) if !self.stopped() => {}
+                            Err(_) => return,
+                        }
+                    }
+                }
+                Err(error) => {
+                    if error != last_error {
+                        tracing::warn!(peer = %self.peer, addr = %self.addr, %error, "replication link failed; retrying");
+                        last_error = error;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    fn connect(&self) -> Result<TcpStream, String> {
+        let mut stream = TcpStream::connect_timeout(&self.addr, CONNECT_TIMEOUT)
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let epoch = Epoch(self.published.epoch.load(Ordering::SeqCst));
+        let peer = handshake::connect(
+            &mut stream,
+            &self.key,
+            self.me,
+            self.volume,
+            epoch,
+            HANDSHAKE_TIMEOUT,
+        )
+        .map_err(|e| e.to_string())?;
+        if peer.node != self.peer {
+            return Err(format!(
+                "node {} answered at {} (expected node {})",
+                peer.node, self.addr, self.peer
+            ));
+        }
+        tracing::info!(peer = %self.peer, addr = %self.addr, %epoch, "replication link connected");
+        Ok(stream)
+    }
+}

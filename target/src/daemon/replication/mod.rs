@@ -1,0 +1,224 @@
+//! Replication of a keeld volume over TCP: the sans-IO state machines of
+//! `keel_replicator::core` driven by shard 0's ring.
+//!
+//! - [`ReplicationOptions`]: who the copies are (from the quick-start
+//!   flags), checked by [`ReplicationOptions::validate`].
+//! - `record`: the node's durable record in a sidecar file.
+//! - `driver`: the shard side: peer connections (receive, decode, encode,
+//!   send on the ring), local writes, reads and persists for the state
+//!   machine, and the mapping from NVMe commands to host operations.
+//! - `links`: the control threads (plain std threads, blocking I/O) that
+//!   open and accept links, run the PSK handshake and hand the sockets to
+//!   the shard with [`crate::daemon::Message::PeerLink`].
+//!
+//! See `docs/replication-keeld.md`.
+
+pub(crate) mod driver;
+pub(crate) mod links;
+pub(crate) mod record;
+
+use std::net::SocketAddr;
+
+use keel_replicator::wire::{NodeId, ReplicationMode, VolumeId, MAX_COPIES};
+
+/// Bytes per write-intent region (one bit of the bitmap, the unit of
+/// resync). Host writes are split at region boundaries.
+pub const REGION_SIZE: u32 = 1 << 20;
+
+/// One copy of the volume: its node, replication address and mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberAddress {
+    /// The node holding the copy.
+    pub node: NodeId,
+    /// Its replication listener.
+    pub addr: SocketAddr,
+    /// Sync (counts toward the write quorum) or async.
+    pub mode: ReplicationMode,
+}
+
+/// Parses `ID@HOST:PORT[:sync|:async]` (sync by default).
+pub fn parse_member(text: &str) -> Result<MemberAddress, String> {
+    let (id, rest) = text
+        .split_once('@')
+        .ok_or_else(|| format!("{text:?}: expected ID@HOST:PORT[:sync|:async]"))?;
+    let node: u64 = id
+        .parse()
+        .map_err(|_| format!("{text:?}: node id {id:?} is not a number"))?;
+    let (addr, mode) = match rest.rsplit_once(':') {
+        Some((addr, "sync")) => (addr, ReplicationMode::Sync),
+        Some((addr, "async")) => (addr, ReplicationMode::Async),
+        _ => (rest, ReplicationMode::Sync),
+    };
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("{text:?}: {addr:?} is not an IP:PORT address"))?;
+    Ok(MemberAddress {
+        node: NodeId(node),
+        addr,
+        mode,
+    })
+}
+
+/// How this keeld replicates its (single) volume.
+#[derive(Debug, Clone)]
+pub struct ReplicationOptions {
+    /// This node.
+    pub node: NodeId,
+    /// Every copy of the volume, this node's included; the same list on
+    /// every node.
+    pub members: Vec<MemberAddress>,
+    /// The primary of the first epoch (the only one that serves in this
+    /// version: no failover yet).
+    pub primary: NodeId,
+    /// Where this node accepts replication links (its own member address).
+    pub listen: SocketAddr,
+    /// Copies durable before a write completes, the primary's included.
+    pub write_quorum: u8,
+    /// The pre-shared key's bytes (at least 16).
+    pub psk: Vec<u8>,
+    /// The replicated volume's id (the same on every copy).
+    pub volume: VolumeId,
+}
+
+impl ReplicationOptions {
+    /// Checks the options against each other; the error says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.members.len() < 2 {
+            return Err("replication needs at least two --member copies".into());
+        }
+        if self.members.len() > MAX_COPIES {
+            return Err(format!("at most {MAX_COPIES} --member copies"));
+        }
+        for (index, member) in self.members.iter().enumerate() {
+            if self.members[index + 1..]
+                .iter()
+                .any(|other| other.node == member.node)
+            {
+                return Err(format!("--member node id {} is given twice", member.node));
+            }
+            if self.members[index + 1..]
+                .iter()
+                .any(|other| other.addr == member.addr)
+            {
+                return Err(format!("--member address {} is given twice", member.addr));
+            }
+        }
+        let me = self
+            .members
+            .iter()
+            .find(|m| m.node == self.node)
+            .ok_or_else(|| format!("--node-id {} is not one of the --member copies", self.node))?;
+        if me.addr != self.listen {
+            return Err(format!(
+                "--replica-listen {} differs from this node's --member address {}",
+                self.listen, me.addr
+            ));
+        }
+        let primary = self
+            .members
+            .iter()
+            .find(|m| m.node == self.primary)
+            .ok_or_else(|| {
+                format!(
+                    "--primary {} is not one of the --member copies",
+                    self.primary
+                )
+            })?;
+        if primary.mode != ReplicationMode::Sync {
+            return Err(format!("--primary {} must be a sync copy", self.primary));
+        }
+        let sync = self
+            .members
+            .iter()
+            .filter(|m| m.mode == ReplicationMode::Sync)
+            .count();
+        if self.write_quorum == 0 || usize::from(self.write_quorum) > sync {
+            return Err(format!(
+                "--write-quorum {} must be between 1 and the {sync} sync copies",
+                self.write_quorum
+            ));
+        }
+        if self.psk.len() < keel_replicator::auth::MIN_KEY_LEN {
+            return Err(format!(
+                "the pre-shared key must be at least {} bytes (it has {})",
+                keel_replicator::auth::MIN_KEY_LEN,
+                self.psk.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The core's membership of the first epoch.
+    pub(crate) fn membership(&self) -> keel_replicator::core::Membership {
+        keel_replicator::core::Membership {
+            members: self
+                .members
+                .iter()
+                .map(|m| keel_replicator::core::Member {
+                    node: m.node,
+                    mode: m.mode,
+                })
+                .collect(),
+            primary: self.primary,
+            write_quorum: self.write_quorum,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> ReplicationOptions {
+        ReplicationOptions {
+            node: NodeId(1),
+            members: vec![
+                parse_member("1@127.0.0.1:7001").expect("member"),
+                parse_member("2@127.0.0.1:7002:sync").expect("member"),
+                parse_member("3@127.0.0.1:7003:async").expect("member"),
+            ],
+            primary: NodeId(1),
+            listen: "127.0.0.1:7001".parse().expect("addr"),
+            write_quorum: 2,
+            psk: vec![7; 32],
+            volume: VolumeId(1),
+        }
+    }
+
+    #[test]
+    fn members_parse() {
+        let m = parse_member("3@[::1]:7003:async").expect("member");
+        assert_eq!(m.node, NodeId(3));
+        assert_eq!(m.mode, ReplicationMode::Async);
+        assert_eq!(m.addr, "[::1]:7003".parse().expect("addr"));
+        assert!(parse_member("x@127.0.0.1:1").is_err());
+        assert!(parse_member("1@nohost").is_err());
+        assert!(parse_member("127.0.0.1:1").is_err());
+    }
+
+    #[test]
+    fn options_are_checked() {
+        assert_eq!(options().validate(), Ok(()));
+        let mut o = options();
+        o.write_quorum = 3;
+        assert!(o.validate().expect_err("W").contains("--write-quorum"));
+        let mut o = options();
+        o.primary = NodeId(3);
+        assert!(o.validate().expect_err("async primary").contains("sync"));
+        let mut o = options();
+        o.listen = "127.0.0.1:9".parse().expect("addr");
+        assert!(o
+            .validate()
+            .expect_err("listen")
+            .contains("--replica-listen"));
+        let mut o = options();
+        o.node = NodeId(9);
+        assert!(o.validate().expect_err("node").contains("--node-id"));
+        let mut o = options();
+        o.psk = vec![1; 4];
+        assert!(o.validate().expect_err("psk").contains("key"));
+        let mut o = options();
+        o.members[1].node = NodeId(1);
+        assert!(o.validate().expect_err("dup").contains("twice"));
+    }
+}

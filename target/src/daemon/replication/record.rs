@@ -1,0 +1,358 @@
+//! The durable record (`core::DurableRecord`) on disk: a sidecar file next
+//! to the backing file (`<backend>.keelrec`) with two slots written in turn,
+//! each a versioned, CRC32C-checked encoding with a generation number. A
+//! torn write damages at most the slot being written; startup takes the
+//! valid slot with the highest generation.
+//!
+//! Slot layout (little endian):
+//!
+//! | bytes | field |
+//! |-------|-------|
+//! | 8 | magic `KEELREC\0` |
+//! | 2 | format version (1) |
+//! | 2 | reserved (0) |
+//! | 4 | body length B (bytes after this header, CRC excluded) |
+//! | B | body |
+//! | 4 | CRC32C of everything before it |
+//!
+//! Body: generation u64, volume id u64, region size u32, region count u64,
+//! primary u64, write quorum u8, member count u8, members (node u64, mode
+//! u8) x count, standing (epoch u64, synced u64, applied epoch u64, applied
+//! index u64, consistent u8), intent bitmap (region count bits, LSB first).
+
+use keel_replicator::core::{DurableRecord, Member, Membership, Position, Standing};
+use keel_replicator::wire::{Epoch, NodeId, RegionIndex, ReplicationMode, VolumeId};
+
+const MAGIC: &[u8; 8] = b"KEELREC\0";
+const FORMAT_VERSION: u16 = 1;
+const HEADER_LEN: usize = 16;
+
+/// Bytes of one slot in the record file.
+pub(crate) const SLOT_LEN: usize = 128 << 10;
+/// Size of the record file: two slots.
+pub(crate) const FILE_LEN: u64 = 2 * SLOT_LEN as u64;
+
+/// What a record slot holds besides the core's record: enough to refuse a
+/// record that belongs to another volume or geometry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredRecord {
+    /// Written in turn to slot `generation % 2`; the highest valid wins.
+    pub generation: u64,
+    pub volume: VolumeId,
+    pub region_size: u32,
+    pub region_count: u64,
+    pub record: DurableRecord,
+}
+
+/// Why a slot does not hold a usable record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RecordError {
+    #[error("no record (bad magic)")]
+    Magic,
+    #[error("record format version {0} is not supported")]
+    Version(u16),
+    #[error("record truncated")]
+    Truncated,
+    #[error("record checksum mismatch")]
+    Checksum,
+    #[error("record field {0} is invalid")]
+    Invalid(&'static str),
+    #[error("record does not fit a slot ({0} bytes)")]
+    TooLarge(usize),
+}
+
+fn mode_code(mode: ReplicationMode) -> u8 {
+    match mode {
+        ReplicationMode::Sync => 1,
+        ReplicationMode::Async => 2,
+    }
+}
+
+/// The encoded slot (not padded).
+pub(crate) fn encode(stored: &StoredRecord) -> Result<Vec<u8>, RecordError> {
+    let record = &stored.record;
+    let mut body = Vec::with_capacity(128);
+    body.extend_from_slice(&stored.generation.to_le_bytes());
+    body.extend_from_slice(&stored.volume.0.to_le_bytes());
+    body.extend_from_slice(&stored.region_size.to_le_bytes());
+    body.extend_from_slice(&stored.region_count.to_le_bytes());
+    body.extend_from_slice(&record.membership.primary.0.to_le_bytes());
+    body.push(record.membership.write_quorum);
+    let count = u8::try_from(record.membership.members.len())
+        .map_err(|_| RecordError::Invalid("members"))?;
+    body.push(count);
+    for member in &record.membership.members {
+        body.extend_from_slice(&member.node.0.to_le_bytes());
+        body.push(mode_code(member.mode));
+    }
+    let standing = &record.standing;
+    body.extend_from_slice(&standing.epoch.0.to_le_bytes());
+    body.extend_from_slice(&standing.synced.0.to_le_bytes());
+    body.extend_from_slice(&standing.applied.epoch.0.to_le_bytes());
+    body.extend_from_slice(&standing.applied.index.to_le_bytes());
+    body.push(u8::from(standing.consistent));
+    let bitmap_len = usize::try_from(stored.region_count.div_ceil(8))
+        .map_err(|_| RecordError::Invalid("region count"))?;
+    let at = body.len();
+    body.resize(at + bitmap_len, 0);
+    for region in &record.intent {
+        if region.0 >= stored.region_count {
+            return Err(RecordError::Invalid("intent region"));
+        }
+        let bit = region.0 as usize;
+        body[at + bit / 8] |= 1 << (bit % 8);
+    }
+    let total = HEADER_LEN + body.len() + 4;
+    if total > SLOT_LEN {
+        return Err(RecordError::TooLarge(total));
+    }
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], RecordError> {
+        if self.bytes.len() < n {
+            return Err(RecordError::Truncated);
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, RecordError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, RecordError> {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(b))
+    }
+    fn u64(&mut self) -> Result<u64, RecordError> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(b))
+    }
+}
+
+/// Decodes one slot (trailing bytes after the record are ignored).
+pub(crate) fn decode(slot: &[u8]) -> Result<StoredRecord, RecordError> {
+    if slot.len() < HEADER_LEN || &slot[..8] != MAGIC {
+        return Err(RecordError::Magic);
+    }
+    let version = u16::from_le_bytes([slot[8], slot[9]]);
+    if version != FORMAT_VERSION {
+        return Err(RecordError::Version(version));
+    }
+    let body_len = u32::from_le_bytes([slot[12], slot[13], slot[14], slot[15]]) as usize;
+    let end = HEADER_LEN
+        .checked_add(body_len)
+        .filter(|end| end + 4 <= slot.len() && end + 4 <= SLOT_LEN)
+        .ok_or(RecordError::Truncated)?;
+    let crc = u32::from_le_bytes([slot[end], slot[end + 1], slot[end + 2], slot[end + 3]]);
+    if crc32c::crc32c(&slot[..end]) != crc {
+        return Err(RecordError::Checksum);
+    }
+    let mut r = Reader {
+        bytes: &slot[HEADER_LEN..end],
+    };
+    let generation = r.u64()?;
+    let volume = VolumeId(r.u64()?);
+    let region_size = r.u32()?;
+    let region_count = r.u64()?;
+    let primary = NodeId(r.u64()?);
+    let write_quorum = r.u8()?;
+    let count = r.u8()?;
+    let mut members = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let node = NodeId(r.u64()?);
+        let mode = match r.u8()? {
+            1 => ReplicationMode::Sync,
+            2 => ReplicationMode::Async,
+            _ => return Err(RecordError::Invalid("member mode")),
+        };
+        members.push(Member { node, mode });
+    }
+    let standing = Standing {
+        epoch: Epoch(r.u64()?),
+        synced: Epoch(r.u64()?),
+        applied: Position {
+            epoch: Epoch(r.u64()?),
+            index: r.u64()?,
+        },
+        consistent: match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(RecordError::Invalid("consistent")),
+        },
+    };
+    let bitmap_len =
+        usize::try_from(region_count.div_ceil(8)).map_err(|_| RecordError::Invalid("regions"))?;
+    let bitmap = r.take(bitmap_len)?;
+    let intent = (0..region_count)
+        .filter(|&bit| bitmap[(bit / 8) as usize] & (1 << (bit % 8)) != 0)
+        .map(RegionIndex)
+        .collect();
+    let membership = Membership {
+        members,
+        primary,
+        write_quorum,
+    };
+    if !membership.is_valid() {
+        return Err(RecordError::Invalid("membership"));
+    }
+    Ok(StoredRecord {
+        generation,
+        volume,
+        region_size,
+        region_count,
+        record: DurableRecord {
+            membership,
+            standing,
+            intent,
+        },
+    })
+}
+
+/// The newest valid record in a record file's contents, if any, and a
+/// description of why each slot was not used (for the log).
+pub(crate) fn newest(file: &[u8]) -> (Option<StoredRecord>, Vec<String>) {
+    let mut best: Option<StoredRecord> = None;
+    let mut problems = Vec::new();
+    for slot in 0..2 {
+        let start = slot * SLOT_LEN;
+        let Some(bytes) = file.get(start..(start + SLOT_LEN).min(file.len())) else {
+            problems.push(format!("slot {slot}: missing"));
+            continue;
+        };
+        match decode(bytes) {
+            Ok(stored) => {
+                if best
+                    .as_ref()
+                    .is_none_or(|b| stored.generation > b.generation)
+                {
+                    best = Some(stored);
+                }
+            }
+            Err(e) => problems.push(format!("slot {slot}: {e}")),
+        }
+    }
+    (best, problems)
+}
+
+/// Byte offset of the slot a record of `generation` is written to.
+pub(crate) fn slot_offset(generation: u64) -> u64 {
+    (generation % 2) * SLOT_LEN as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(generation: u64) -> StoredRecord {
+        StoredRecord {
+            generation,
+            volume: VolumeId(7),
+            region_size: 1 << 20,
+            region_count: 70,
+            record: DurableRecord {
+                membership: Membership {
+                    members: vec![
+                        Member {
+                            node: NodeId(1),
+                            mode: ReplicationMode::Sync,
+                        },
+                        Member {
+                            node: NodeId(2),
+                            mode: ReplicationMode::Sync,
+                        },
+                        Member {
+                            node: NodeId(3),
+                            mode: ReplicationMode::Async,
+                        },
+                    ],
+                    primary: NodeId(1),
+                    write_quorum: 2,
+                },
+                standing: Standing {
+                    epoch: Epoch(5),
+                    synced: Epoch(4),
+                    applied: Position {
+                        epoch: Epoch(4),
+                        index: 99,
+                    },
+                    consistent: true,
+                },
+                intent: vec![RegionIndex(0), RegionIndex(9), RegionIndex(69)],
+            },
+        }
+    }
+
+    #[test]
+    fn a_record_round_trips() {
+        let stored = sample(3);
+        let bytes = encode(&stored).expect("encode");
+        assert_eq!(decode(&bytes), Ok(stored.clone()));
+        // Trailing padding (the slot is written in whole blocks) is ignored.
+        let mut padded = bytes.clone();
+        padded.resize(4096, 0);
+        assert_eq!(decode(&padded), Ok(stored));
+    }
+
+    #[test]
+    fn damage_is_detected() {
+        let bytes = encode(&sample(1)).expect("encode");
+        for at in [0, 9, 20, 40, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x40;
+            assert!(decode(&bad).is_err(), "flip at {at} went unnoticed");
+        }
+        assert_eq!(
+            decode(&bytes[..bytes.len() - 3]),
+            Err(RecordError::Truncated)
+        );
+        let mut version = bytes.clone();
+        version[8] = 9;
+        assert_eq!(decode(&version), Err(RecordError::Version(9)));
+        assert_eq!(decode(&[0u8; 64]), Err(RecordError::Magic));
+    }
+
+    #[test]
+    fn the_newest_valid_slot_wins() {
+        let mut file = vec![0u8; FILE_LEN as usize];
+        assert_eq!(newest(&file).0, None);
+        let older = encode(&sample(4)).expect("encode");
+        let newer = encode(&sample(5)).expect("encode");
+        let at4 = slot_offset(4) as usize;
+        let at5 = slot_offset(5) as usize;
+        file[at4..at4 + older.len()].copy_from_slice(&older);
+        file[at5..at5 + newer.len()].copy_from_slice(&newer);
+        assert_eq!(newest(&file).0.map(|s| s.generation), Some(5));
+        // A torn newer slot falls back to the older one.
+        file[at5 + 30] ^= 1;
+        assert_eq!(newest(&file).0.map(|s| s.generation), Some(4));
+    }
+
+    #[test]
+    fn a_big_volume_still_fits_a_slot() {
+        let mut stored = sample(1);
+        stored.region_count = 512 * 1024; // 512 GiB of 1 MiB regions
+        stored.record.intent = (0..stored.region_count).map(RegionIndex).collect();
+        let bytes = encode(&stored).expect("encode");
+        assert!(bytes.len() <= SLOT_LEN);
+        assert_eq!(
+            decode(&bytes).map(|s| s.record.intent.len()),
+            Ok(512 * 1024)
+        );
+    }
+}

@@ -1,0 +1,392 @@
+//! Replication between real keeld processes on loopback: three copies of a
+//! file-backed volume, a write quorum, a replica killed and restarted, and
+//! the copies compared byte for byte at the end; a replica with the wrong
+//! pre-shared key never counts toward the quorum.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keel_target::initiator::{Controller, HostOptions, IoDone, IoKind, IoQueue};
+use keel_target::nvme::Status;
+
+const NQN: &str = "nqn.2026-11.io.keel:replicated";
+const SIZE: &str = "16M";
+
+struct Keeld {
+    child: Option<Child>,
+    addr: SocketAddr,
+    metrics: SocketAddr,
+}
+
+impl Keeld {
+    fn start(args: &[String]) -> Keeld {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keeld"))
+            .args(["--listen", "127.0.0.1:0", "--nqn", NQN, "--no-pin"])
+            .args(["--metrics", "127.0.0.1:0", "--buffers", "256"])
+            .args(args)
+            .env(
+                "KEEL_LOG",
+                std::env::var("KEEL_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn keeld");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("first line");
+        let addr = line
+            .trim()
+            .strip_prefix("keeld listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from keeld: {line:?}"))
+            .parse()
+            .expect("address");
+        line.clear();
+        reader.read_line(&mut line).expect("metrics line");
+        let metrics = line
+            .trim()
+            .strip_prefix("keeld metrics on http://")
+            .unwrap_or_else(|| panic!("unexpected metrics line from keeld: {line:?}"))
+            .trim_end_matches("/metrics")
+            .parse()
+            .expect("metrics address");
+        Keeld {
+            child: Some(child),
+            addr,
+            metrics,
+        }
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = self.child.as_ref().map_or(0, |c| c.id() as i32);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("kill");
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.child.take().expect("child").wait().expect("wait")
+    }
+
+    fn kill9(mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.take().expect("child").wait();
+    }
+
+    /// A gauge from the metrics endpoint.
+    fn gauge(&self, name: &str) -> Option<u64> {
+        let mut stream = TcpStream::connect(self.metrics).ok()?;
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        text.lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok())?
+        })
+    }
+
+    fn wait_gauge(&self, name: &str, value: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let now = self.gauge(name);
+            if now == Some(value) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} is {now:?}, not {value}, after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Keeld {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    // O_DIRECT needs a real filesystem: not /tmp, which may be tmpfs.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// The three-node cluster's command lines.
+struct Cluster {
+    dir: PathBuf,
+    ports: Vec<u16>,
+    quorum: u8,
+}
+
+impl Cluster {
+    fn new(name: &str, quorum: u8) -> Cluster {
+        let dir = scratch_dir(name);
+        std::fs::write(dir.join("psk"), b"keel replication test key 0123456789\n").expect("psk");
+        std::fs::write(dir.join("bad-psk"), b"some other key entirely, 987654321\n").expect("psk");
+        Cluster {
+            dir,
+            ports: (0..3).map(|_| free_port()).collect(),
+            quorum,
+        }
+    }
+
+    fn image(&self, node: usize) -> PathBuf {
+        self.dir.join(format!("node{node}.img"))
+    }
+
+    fn args(&self, node: usize, psk: &str) -> Vec<String> {
+        let mut args = vec![
+            "--backend".to_string(),
+            self.image(node).to_str().expect("utf-8").to_string(),
+            "--size".into(),
+            SIZE.into(),
+            "--node-id".into(),
+            node.to_string(),
+            "--primary".into(),
+            "1".into(),
+            "--replica-listen".into(),
+            format!("127.0.0.1:{}", self.ports[node - 1]),
+            "--write-quorum".into(),
+            self.quorum.to_string(),
+            "--psk-file".into(),
+            self.dir.join(psk).to_str().expect("utf-8").to_string(),
+        ];
+        for (index, port) in self.ports.iter().enumerate() {
+            args.push("--member".into());
+            args.push(format!("{}@127.0.0.1:{port}:sync", index + 1));
+        }
+        args
+    }
+
+    fn start(&self, node: usize) -> Keeld {
+        Keeld::start(&self.args(node, "psk"))
+    }
+}
+
+fn fill(buf: &mut [u8], lba: u64, generation: u64) {
+    for (index, chunk) in buf.chunks_mut(8).enumerate() {
+        let word = lba
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(generation << 32)
+            .wrapping_add(index as u64);
+        chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+fn run_one(queue: &mut IoQueue, kind: IoKind, lba: u64, blocks: u32) -> Status {
+    queue.submit(0, kind, lba, blocks).expect("submit");
+    let mut done: Vec<IoDone> = Vec::new();
+    while done.is_empty() {
+        queue.wait(&mut done).expect("wait");
+    }
+    done[0].status
+}
+
+const SIZES: [usize; 5] = [4096, 8192, 65536, 200 * 1024, 1 << 20];
+
+/// Writes every size class (in-capsule, one R2T, several buffers, across a
+/// region boundary) at `base` and reads each back.
+fn write_read_verify(queue: &mut IoQueue, base: u64, generation: u64) {
+    let block = queue.namespace().block_size as usize;
+    let mut lba = base;
+    for (round, &bytes) in SIZES.iter().enumerate() {
+        let blocks = (bytes / block) as u32;
+        fill(queue.buffer(0, bytes), lba, generation);
+        let status = run_one(
+            queue,
+            IoKind::Write {
+                fua: round % 2 == 1,
+            },
+            lba,
+            blocks,
+        );
+        assert!(status.is_success(), "write of {bytes} bytes: {status}");
+        queue.buffer(0, bytes).fill(0);
+        let status = run_one(queue, IoKind::Read, lba, blocks);
+        assert!(status.is_success(), "read of {bytes} bytes: {status}");
+        let mut expected = vec![0u8; bytes];
+        fill(&mut expected, lba, generation);
+        assert!(
+            queue.buffer(0, bytes) == expected.as_slice(),
+            "read back of {bytes} bytes at LBA {lba} differs"
+        );
+        lba += u64::from(blocks) + 3;
+    }
+}
+
+fn read_back(queue: &mut IoQueue, base: u64, generation: u64) {
+    let block = queue.namespace().block_size as usize;
+    let mut lba = base;
+    for &bytes in &SIZES {
+        let blocks = (bytes / block) as u32;
+        let status = run_one(queue, IoKind::Read, lba, blocks);
+        assert!(status.is_success(), "read of {bytes} bytes: {status}");
+        let mut expected = vec![0u8; bytes];
+        fill(&mut expected, lba, generation);
+        assert!(
+            queue.buffer(0, bytes) == expected.as_slice(),
+            "{bytes} bytes at LBA {lba} differ"
+        );
+        lba += u64::from(blocks) + 3;
+    }
+}
+
+#[test]
+fn three_keeld_replicate_with_quorum_2_through_a_replica_kill_and_converge() {
+    let cluster = Cluster::new("replication-3", 2);
+    let primary = cluster.start(1);
+    let replica2 = cluster.start(2);
+    let replica3 = cluster.start(3);
+    // The first epoch: the primary copies the whole volume to both.
+    primary.wait_gauge("keel_replication_serving", 1, Duration::from_secs(30));
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    assert_eq!(replica2.gauge("keel_replication_serving"), Some(0));
+
+    // A replica refuses host I/O (it is not the serving primary).
+    {
+        let mut ctrl =
+            Controller::connect(replica2.addr, NQN, &HostOptions::default(), 1).expect("connect");
+        let ns = ctrl.namespace(1).expect("identify");
+        let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+        let status = run_one(&mut queue, IoKind::Read, 0, 8);
+        assert_eq!(status, Status::NAMESPACE_NOT_READY);
+        let status = run_one(&mut queue, IoKind::Write { fua: false }, 0, 8);
+        assert_eq!(status, Status::NAMESPACE_NOT_READY);
+        let status = run_one(&mut queue, IoKind::Flush, 0, 0);
+        assert_eq!(status, Status::NAMESPACE_NOT_READY);
+    }
+
+    let mut ctrl =
+        Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
+    let ns = ctrl.namespace(1).expect("identify");
+    let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    write_read_verify(&mut queue, 8, 1);
+    // A flush goes through the state machine (HostFlush) too.
+    assert_eq!(run_one(&mut queue, IoKind::Flush, 0, 0), Status::SUCCESS);
+
+    // One replica dies: quorum 2 of 3 still holds.
+    replica3.kill9();
+    write_read_verify(&mut queue, 4096, 2);
+    write_read_verify(&mut queue, 8, 3);
+    assert_eq!(primary.gauge("keel_replication_in_sync"), Some(0));
+
+    // It comes back and is resynced from the primary's bitmap.
+    let replica3 = cluster.start(3);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    read_back(&mut queue, 4096, 2);
+    read_back(&mut queue, 8, 3);
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+
+    assert!(primary.terminate().success(), "primary exits 0 on SIGTERM");
+    assert!(replica2.terminate().success(), "replica 2 exits 0");
+    assert!(replica3.terminate().success(), "replica 3 exits 0");
+    let one = std::fs::read(cluster.image(1)).expect("image 1");
+    for node in [2, 3] {
+        let other = std::fs::read(cluster.image(node)).expect("image");
+        assert_eq!(one.len(), other.len());
+        let first = one.iter().zip(&other).position(|(a, b)| a != b);
+        assert_eq!(first, None, "node {node}'s copy differs from the primary's");
+    }
+}
+
+#[test]
+fn a_replica_with_the_wrong_key_never_counts_toward_the_quorum() {
+    let cluster = Cluster::new("replication-bad-psk", 3);
+    let primary = cluster.start(1);
+    let _replica2 = cluster.start(2);
+    let _impostor = Keeld::start(&cluster.args(3, "bad-psk"));
+    // W = 3 of 3: the fence quorum is the primary alone, so it serves, but
+    // no write can complete without node 3.
+    primary.wait_gauge("keel_replication_serving", 1, Duration::from_secs(30));
+    primary.wait_gauge("keel_replication_links", 1, Duration::from_secs(30));
+    let mut ctrl =
+        Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
+    let ns = ctrl.namespace(1).expect("identify");
+    let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        fill(queue.buffer(0, 4096), 8, 1);
+        queue
+            .submit(0, IoKind::Write { fua: false }, 8, 8)
+            .expect("submit");
+        let mut done = Vec::new();
+        while done.is_empty() {
+            if queue.wait(&mut done).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(done[0].status);
+    });
+    match rx.recv_timeout(Duration::from_secs(3)) {
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        other => panic!("a write completed without node 3 in a quorum of 3: {other:?}"),
+    }
+    // Node 3 was never linked.
+    assert_eq!(primary.gauge("keel_replication_links"), Some(1));
+    assert_eq!(primary.gauge("keel_replication_in_sync"), Some(0));
+    primary.kill9();
+    let _ = writer.join();
+    drop(ctrl);
+}
+
+#[test]
+fn a_restarted_primary_takes_a_new_epoch_and_the_copies_stay_identical() {
+    let cluster = Cluster::new("replication-primary-restart", 2);
+    let primary = cluster.start(1);
+    let replica2 = cluster.start(2);
+    let replica3 = cluster.start(3);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    assert_eq!(primary.gauge("keel_replication_epoch"), Some(2));
+    {
+        let mut ctrl =
+            Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
+        let ns = ctrl.namespace(1).expect("identify");
+        let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+        write_read_verify(&mut queue, 100, 1);
+        drop(queue);
+        ctrl.shutdown().expect("shutdown");
+    }
+    // The primary stops and comes back: from its record it promotes itself
+    // to a new epoch, wins the election and serves again.
+    assert!(primary.terminate().success());
+    let primary = cluster.start(1);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    assert_eq!(primary.gauge("keel_replication_epoch"), Some(3));
+    assert_eq!(replica2.gauge("keel_replication_epoch"), Some(3));
+    let mut ctrl =
+        Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
+    let ns = ctrl.namespace(1).expect("identify");
+    let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    read_back(&mut queue, 100, 1);
+    write_read_verify(&mut queue, 9000, 2);
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(30));
+    assert!(primary.terminate().success());
+    assert!(replica2.terminate().success());
+    assert!(replica3.terminate().success());
+    let one = std::fs::read(cluster.image(1)).expect("image 1");
+    for node in [2, 3] {
+        let other = std::fs::read(cluster.image(node)).expect("image");
+        let first = one.iter().zip(&other).position(|(a, b)| a != b);
+        assert_eq!(first, None, "node {node}'s copy differs from the primary's");
+    }
+}
