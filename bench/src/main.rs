@@ -38,7 +38,7 @@ enum Cmd {
         /// Where the volume file goes (a filesystem with O_DIRECT: not tmpfs).
         #[arg(long, default_value = "build/keel-demo")]
         data_dir: PathBuf,
-        #[arg(long, default_value = "1G", value_parser = parse_size)]
+        #[arg(long, default_value = "256M", value_parser = parse_size)]
         size: u64,
         /// Length of each phase.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
