@@ -3,11 +3,9 @@
 //! the copies compared byte for byte at the end; a replica with the wrong
 //! pre-shared key never counts toward the quorum.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keel_target::initiator::{Controller, HostOptions, IoDone, IoKind, IoQueue};
 use keel_target::nvme::Status;
@@ -15,102 +13,29 @@ use keel_target::nvme::Status;
 const NQN: &str = "nqn.2026-11.io.keel:replicated";
 const SIZE: &str = "16M";
 
-struct Keeld {
-    child: Option<Child>,
-    addr: SocketAddr,
-    metrics: SocketAddr,
-}
+mod support;
 
-impl Keeld {
-    fn start(args: &[String]) -> Keeld {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keeld"))
-            .args(["--listen", "127.0.0.1:0", "--nqn", NQN, "--no-pin"])
-            .args(["--metrics", "127.0.0.1:0", "--buffers", "256"])
-            .args(args)
-            .env(
-                "KEEL_LOG",
-                std::env::var("KEEL_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn keeld");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("first line");
-        let addr = line
-            .trim()
-            .strip_prefix("keeld listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from keeld: {line:?}"))
-            .parse()
-            .expect("address");
-        line.clear();
-        reader.read_line(&mut line).expect("metrics line");
-        let metrics = line
-            .trim()
-            .strip_prefix("keeld metrics on http://")
-            .unwrap_or_else(|| panic!("unexpected metrics line from keeld: {line:?}"))
-            .trim_end_matches("/metrics")
-            .parse()
-            .expect("metrics address");
-        Keeld {
-            child: Some(child),
-            addr,
-            metrics,
-        }
-    }
+use support::Keeld;
 
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = self.child.as_ref().map_or(0, |c| c.id() as i32);
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("kill");
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        self.child.take().expect("child").wait().expect("wait")
-    }
-
-    fn kill9(mut self) {
-        self.signal(nix::sys::signal::Signal::SIGKILL);
-        let _ = self.child.take().expect("child").wait();
-    }
-
-    /// A gauge from the metrics endpoint.
-    fn gauge(&self, name: &str) -> Option<u64> {
-        let mut stream = TcpStream::connect(self.metrics).ok()?;
-        write!(stream, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text).ok()?;
-        text.lines().find_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            (key == name).then(|| value.trim().parse().ok())?
-        })
-    }
-
-    fn wait_gauge(&self, name: &str, value: u64, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            let now = self.gauge(name);
-            if now == Some(value) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} is {now:?}, not {value}, after {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Keeld {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// keeld serving [`NQN`] on an ephemeral port, with its metrics endpoint
+/// (the replication gauges) and `args` (backend, replication flags).
+fn start(args: &[String]) -> Keeld {
+    let mut all: Vec<String> = [
+        "--listen",
+        "127.0.0.1:0",
+        "--nqn",
+        NQN,
+        "--no-pin",
+        "--metrics",
+        "127.0.0.1:0",
+        "--buffers",
+        "256",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    all.extend_from_slice(args);
+    Keeld::spawn(&all).unwrap_or_else(|status| panic!("keeld exited early: {status}"))
 }
 
 fn scratch_dir(name: &str) -> PathBuf {
@@ -176,7 +101,7 @@ impl Cluster {
     }
 
     fn start(&self, node: usize) -> Keeld {
-        Keeld::start(&self.args(node, "psk"))
+        start(&self.args(node, "psk"))
     }
 }
 
@@ -312,7 +237,7 @@ fn a_replica_with_the_wrong_key_never_counts_toward_the_quorum() {
     let cluster = Cluster::new("replication-bad-psk", 3);
     let primary = cluster.start(1);
     let _replica2 = cluster.start(2);
-    let _impostor = Keeld::start(&cluster.args(3, "bad-psk"));
+    let _impostor = start(&cluster.args(3, "bad-psk"));
     // W = 3 of 3: the fence quorum is the primary alone, so it serves, but
     // no write can complete without node 3.
     primary.wait_gauge("keel_replication_serving", 1, Duration::from_secs(30));

@@ -7,9 +7,10 @@
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -29,7 +30,10 @@ impl Keeld {
         let with_metrics = args.iter().any(|a| a.as_ref() == "--metrics");
         let mut child = Command::new(env!("CARGO_BIN_EXE_keeld"))
             .args(args)
-            .env("KEEL_LOG", "warn")
+            .env(
+                "KEEL_LOG",
+                std::env::var("KEEL_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -73,6 +77,34 @@ impl Keeld {
         self.child
             .as_mut()
             .is_some_and(|child| child.try_wait().expect("try_wait").is_none())
+    }
+
+    /// One gauge or counter (without labels) from the metrics endpoint.
+    pub fn gauge(&self, name: &str) -> Option<u64> {
+        let mut stream = TcpStream::connect(self.metrics?).ok()?;
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: keel\r\n\r\n").ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        text.lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok())?
+        })
+    }
+
+    /// Waits (bounded) until `gauge(name)` is `value`.
+    pub fn wait_gauge(&self, name: &str, value: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let now = self.gauge(name);
+            if now == Some(value) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} is {now:?}, not {value}, after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// SIGTERM, and the exit status.
