@@ -19,7 +19,7 @@ use keel_replicator::wire::{NodeId, ReplicationMode, VolumeId};
 use keel_target::daemon::config::{
     Backend, DaemonConfig, ListenerConfig, NamespaceConfig, SubsystemConfig,
 };
-use keel_target::daemon::replication::{MemberAddress, ReplicationOptions};
+use keel_target::daemon::replication::{FreshCopy, MemberAddress, ReplicationOptions};
 use keel_target::daemon::{Daemon, RuntimeOptions};
 
 use crate::nvmf::{self, NvmfArgs};
@@ -170,6 +170,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
                 write_quorum: WRITE_QUORUM,
                 psk: psk.clone(),
                 volume: VolumeId(1),
+                // A new volume; on a rerun the records in the data folder win.
+                fresh: FreshCopy::Bootstrap,
             }),
             ..RuntimeOptions::default()
         };

@@ -97,6 +97,9 @@ impl Cluster {
             args.push("--member".into());
             args.push(format!("{}@127.0.0.1:{port}:sync", index + 1));
         }
+        // Every copy of these volumes starts together (ignored by a node
+        // that already has its record).
+        args.push("--bootstrap".into());
         args
     }
 
@@ -314,4 +317,59 @@ fn a_restarted_primary_takes_a_new_epoch_and_the_copies_stay_identical() {
         let first = one.iter().zip(&other).position(|(a, b)| a != b);
         assert_eq!(first, None, "node {node}'s copy differs from the primary's");
     }
+}
+
+/// A replica whose disk is replaced (backing file and record gone, a new
+/// empty file of the same size) rejoins a running cluster. Whatever path
+/// the primary takes, the new copy must end byte-identical to the primary's
+/// — an incremental resync onto an empty disk would leave holes.
+#[test]
+fn a_replica_on_a_new_empty_disk_ends_identical_to_the_primary() {
+    let cluster = Cluster::new("replication-new-disk", 2);
+    let primary = cluster.start(1);
+    let replica2 = cluster.start(2);
+    let replica3 = cluster.start(3);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    let mut ctrl =
+        Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
+    let ns = ctrl.namespace(1).expect("identify");
+    let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    write_read_verify(&mut queue, 8, 1);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(30));
+
+    // Replica 3's disk dies: a new, empty one takes its place.
+    assert!(replica3.terminate().success());
+    let image = cluster.image(3);
+    let size = std::fs::metadata(&image).expect("image").len();
+    let mut record = image.clone().into_os_string();
+    record.push(".keelrec");
+    std::fs::remove_file(&record).expect("remove the record");
+    std::fs::remove_file(&image).expect("remove the image");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(size))
+        .expect("a new empty image");
+    write_read_verify(&mut queue, 4096, 2);
+    // Without saying what it is, a copy with no record refuses to start.
+    let mut args = cluster.args(3, "psk");
+    args.retain(|a| a != "--bootstrap");
+    let refused = support::Keeld::spawn(&args).map(drop);
+    assert!(
+        refused.is_err(),
+        "a replica with no record and no flag started"
+    );
+    args.push("--new-copy".into());
+    let replica3 = start(&args);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    assert!(primary.terminate().success());
+    assert!(replica2.terminate().success());
+    assert!(replica3.terminate().success());
+    let one = std::fs::read(cluster.image(1)).expect("image 1");
+    let three = std::fs::read(cluster.image(3)).expect("image 3");
+    let first = one.iter().zip(&three).position(|(a, b)| a != b);
+    assert_eq!(
+        first, None,
+        "the new disk's copy differs from the primary's"
+    );
 }

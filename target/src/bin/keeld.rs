@@ -19,7 +19,9 @@ use keel_replicator::wire::{NodeId, VolumeId};
 use keel_target::daemon::config::{
     parse_size, Backend, DaemonConfig, ListenerConfig, NamespaceConfig, SubsystemConfig,
 };
-use keel_target::daemon::replication::{parse_member, MemberAddress, ReplicationOptions};
+use keel_target::daemon::replication::{
+    parse_member, FreshCopy, MemberAddress, ReplicationOptions,
+};
 use keel_target::daemon::{Daemon, RuntimeOptions};
 use nix::sys::signal::{SigSet, Signal};
 
@@ -92,6 +94,14 @@ struct Cli {
     /// Replication: the volume's id, the same on every copy.
     #[arg(long, default_value_t = 1, requires = "node_id")]
     volume_id: u64,
+    /// Replication: this replica (with no record yet) is part of a brand
+    /// new volume; every copy of a new volume starts with it.
+    #[arg(long, requires = "node_id", conflicts_with = "new_copy")]
+    bootstrap: bool,
+    /// Replication: this replica (with no record yet) is a new, empty disk
+    /// joining a running volume; it gets a full copy.
+    #[arg(long, requires = "node_id")]
+    new_copy: bool,
 }
 
 fn parse_micros(text: &str) -> Result<Duration, String> {
@@ -171,6 +181,11 @@ fn replication_options(cli: &Cli) -> anyhow::Result<Option<ReplicationOptions>> 
         write_quorum,
         psk,
         volume: VolumeId(cli.volume_id),
+        fresh: match (cli.bootstrap, cli.new_copy) {
+            (true, _) => FreshCopy::Bootstrap,
+            (_, true) => FreshCopy::Blank,
+            _ => FreshCopy::Refuse,
+        },
     };
     options
         .validate()

@@ -52,6 +52,7 @@ use keel_replicator::wire::{Epoch, RegionIndex};
 use replication::driver::{Published, Replicator, ReplicatorSetup};
 use replication::links::{LinkControl, LinkSetup};
 use replication::record::{self as repl_record, StoredRecord};
+use replication::FreshCopy;
 use replication::{ReplicationOptions, REGION_SIZE};
 
 /// Bytes per engine buffer. Commands larger than this use several.
@@ -590,12 +591,20 @@ fn plan_replication(
 /// The node's durable record: the newest valid slot of the record file, or
 /// for a node that has none yet the record of a fresh volume.
 ///
-/// Fresh: every copy is in epoch 1, synced in epoch 1, and consistent, as
-/// if node `--primary` had been their primary; that primary's bitmap marks
-/// every region dirty, so when it takes epoch 2 it copies the whole volume
-/// to every replica (the backing files need not be identical at the
+/// Fresh, for a new volume (`--bootstrap`, and always for the first
+/// primary): every copy is in epoch 1, synced in epoch 1, and consistent,
+/// as if node `--primary` had been their primary; that primary's bitmap
+/// marks every region dirty, so when it takes epoch 2 it copies the whole
+/// volume to every replica (the backing files need not be identical at the
 /// start). A replica marked blank (`synced = 0`) instead could never count
-/// toward the election's fence quorum, and no fresh volume could start.
+/// toward the election's fence quorum, and no new volume could start.
+///
+/// Fresh, for a copy on a new disk joining a running volume (`--new-copy`):
+/// blank. Claiming "synced in epoch 1" there would make the primary (the
+/// primary of epoch 1 in its own record) resync it from its bitmap only,
+/// leaving every region written since as holes on the new disk — the test
+/// `a_replica_on_a_new_empty_disk_ends_identical_to_the_primary` caught it.
+/// With neither flag a replica without a record refuses to start.
 fn read_record(
     path: &Path,
     options: &ReplicationOptions,
@@ -652,6 +661,32 @@ fn read_record(
         }
     }
     let primary = options.primary == options.node;
+    if !primary {
+        match options.fresh {
+            FreshCopy::Bootstrap => {}
+            FreshCopy::Blank => {
+                return Ok(StoredRecord {
+                    generation: 0,
+                    volume: options.volume,
+                    region_size: geometry.region_size(),
+                    region_count: geometry.region_count(),
+                    record: DurableRecord {
+                        membership: options.membership(),
+                        standing: Standing::BLANK,
+                        intent: Vec::new(),
+                    },
+                });
+            }
+            FreshCopy::Refuse => {
+                return Err(format!(
+                    "no replication record at {}: start every copy of a new volume with \
+                     --bootstrap, or a copy on a new disk joining a running volume with \
+                     --new-copy",
+                    path.display()
+                ))
+            }
+        }
+    }
     let standing = Standing {
         epoch: Epoch(1),
         synced: Epoch(1),

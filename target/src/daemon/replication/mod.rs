@@ -59,6 +59,21 @@ pub fn parse_member(text: &str) -> Result<MemberAddress, String> {
     })
 }
 
+/// What a replica with no replication record is (a primary with none is
+/// always the first primary of a new volume).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FreshCopy {
+    /// Refuse to start: the operator must say which of the two it is.
+    #[default]
+    Refuse,
+    /// Part of a brand-new volume: every copy starts consistent in epoch 1
+    /// and the first primary copies the whole volume to it.
+    Bootstrap,
+    /// A copy on a new, empty disk joining an existing volume: blank, it
+    /// claims nothing and gets a full copy.
+    Blank,
+}
+
 /// How this keeld replicates its (single) volume.
 #[derive(Debug, Clone)]
 pub struct ReplicationOptions {
@@ -78,6 +93,8 @@ pub struct ReplicationOptions {
     pub psk: Vec<u8>,
     /// The replicated volume's id (the same on every copy).
     pub volume: VolumeId,
+    /// What a replica with no record is.
+    pub fresh: FreshCopy,
 }
 
 impl ReplicationOptions {
@@ -182,6 +199,7 @@ mod tests {
             write_quorum: 2,
             psk: vec![7; 32],
             volume: VolumeId(1),
+            fresh: FreshCopy::Bootstrap,
         }
     }
 
