@@ -83,9 +83,13 @@ fn draw(runs: &[Run], out: &Path, title: &str) -> Result<(), Box<dyn std::error:
             if (x - x.round()).abs() > 0.01 || *x < -0.01 {
                 return String::new();
             }
-            runs.get(x.round() as usize)
-                .map(|r| r.label.clone())
-                .unwrap_or_default()
+            // Numbers on the axis; the legend below names them.
+            let index = x.round() as usize;
+            if index < runs.len() {
+                format!("{}", index + 1)
+            } else {
+                String::new()
+            }
         })
         .y_label_formatter(&|y| format!("{:.0}k", y / 1000.0))
         .draw()?;
