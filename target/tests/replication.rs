@@ -373,3 +373,66 @@ fn a_replica_on_a_new_empty_disk_ends_identical_to_the_primary() {
         "the new disk's copy differs from the primary's"
     );
 }
+
+/// `volume_status` over the control socket: per replica its address, mode
+/// and state, `in_sync` when caught up and `down` once it is gone.
+#[test]
+fn volume_status_reports_each_replica_over_the_control_socket() {
+    use keel_target::rpc::RpcClient;
+    use serde_json::Value;
+
+    let cluster = Cluster::new("replication-status", 2);
+    let socket = cluster.dir.join("primary.sock");
+    let mut args = cluster.args(1, "psk");
+    args.push("--rpc-socket".into());
+    args.push(socket.to_str().expect("utf-8").into());
+    let primary = start(&args);
+    let _replica2 = cluster.start(2);
+    let replica3 = cluster.start(3);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    let status = |socket: &std::path::Path| -> Value {
+        RpcClient::connect(socket)
+            .expect("control socket")
+            .call("volume_status", None)
+            .expect("volume_status")
+    };
+    let state_of = |status: &Value, node: u64| -> String {
+        status["replicas"]
+            .as_array()
+            .and_then(|r| r.iter().find(|e| e["node"] == node))
+            .map(|e| e["state"].as_str().unwrap_or("").to_owned())
+            .unwrap_or_default()
+    };
+    // The views refresh every 50 ms tick.
+    std::thread::sleep(Duration::from_millis(200));
+    let now = status(&socket);
+    assert_eq!(now["role"], "primary", "{now}");
+    assert_eq!(now["write_quorum"], 2);
+    let replicas = now["replicas"].as_array().expect("replicas");
+    assert_eq!(replicas.len(), 2, "{now}");
+    for (node, entry) in [2u64, 3].iter().zip(replicas) {
+        assert_eq!(entry["node"], *node);
+        assert_eq!(entry["mode"], "sync");
+        assert_eq!(entry["state"], "in_sync", "{now}");
+        assert_eq!(entry["resync_percent"], 100.0);
+        assert_eq!(
+            entry["address"],
+            format!("127.0.0.1:{}", cluster.ports[*node as usize - 1])
+        );
+    }
+    replica3.kill9();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = status(&socket);
+        if state_of(&now, 3) == "down" {
+            assert_eq!(state_of(&now, 2), "in_sync", "{now}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 3 never reported down: {now}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    primary.kill9();
+}

@@ -88,6 +88,15 @@ impl<P: Clone> Node<P> {
         matches!(&self.role, Role::Primary(p) if p.is_quiet())
     }
 
+    /// Its replicas as it sees them, when it acts as primary (empty as a
+    /// replica).
+    pub fn replica_views(&self, now: Time) -> Vec<crate::core::ReplicaView> {
+        match &self.role {
+            Role::Primary(p) if !p.is_retired() => p.replica_views(now),
+            _ => Vec::new(),
+        }
+    }
+
     /// The epoch it is in.
     pub fn epoch(&self) -> Epoch {
         match &self.role {

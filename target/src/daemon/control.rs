@@ -37,19 +37,28 @@ pub(crate) const METHODS: &[(&str, bool)] = &[
     ("stats", true),
     ("replica_add", false),
     ("replica_remove", false),
-    ("replica_list", false),
+    ("replica_list", true),
+    ("volume_status", true),
     ("quorum_set", false),
     ("promote", false),
-    ("resync_status", false),
+    ("resync_status", true),
 ];
 
-const NO_REPLICATOR: &str = "the replicator is not wired into keeld yet";
+const NO_REPLICATOR: &str = "replicas are set at start (--member flags); changing them, \
+     the quorum or the primary at run time is not implemented yet";
+const NOT_REPLICATED: &str =
+    "this keeld replicates no volume (start it with --node-id and --member)";
 const NO_VOLUME_LIFECYCLE: &str = "keeld cannot open or close a backend at run time yet; \
      add or remove the namespace in keel.toml and restart keeld";
 
 /// keeld's [`RpcService`].
 pub(crate) struct ControlService {
     shared: Arc<Shared>,
+    /// The replicated volume's published state and options, if any.
+    replication: Option<(
+        Arc<crate::daemon::replication::driver::Published>,
+        crate::daemon::replication::ReplicationOptions,
+    )>,
     resize_backend: Option<BackendResizer>,
     /// Serializes resizes: the backend grows outside the target lock.
     resizing: Mutex<()>,
@@ -61,6 +70,7 @@ impl ControlService {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self {
             shared,
+            replication: None,
             resize_backend: None,
             resizing: Mutex::new(()),
         }
@@ -82,6 +92,108 @@ impl ControlService {
                 .map(|(name, available)| json!({ "name": name, "available": available }))
                 .collect(),
         ))
+    }
+
+    /// Serves the replication state of this keeld's replicated volume.
+    pub(crate) fn with_replication(
+        mut self,
+        published: Arc<crate::daemon::replication::driver::Published>,
+        options: crate::daemon::replication::ReplicationOptions,
+    ) -> Self {
+        self.replication = Some((published, options));
+        self
+    }
+
+    /// `volume_status`: the replicated volume and, per replica, its
+    /// address, mode, state (`in_sync`, `resyncing` with progress,
+    /// `out_of_date`, `connecting`, `down`), lag and epoch.
+    fn volume_status(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        let mut params = Params::new(params)?;
+        let nqn = params.opt_nqn("nqn")?;
+        params.finish()?;
+        let (published, options) = self
+            .replication
+            .as_ref()
+            .ok_or_else(|| RpcError::not_available(NOT_REPLICATED.to_string()))?;
+        use std::sync::atomic::Ordering;
+        let epoch = published.epoch.load(Ordering::SeqCst);
+        let serving = published.serving.load(Ordering::SeqCst);
+        let views = published
+            .replicas
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        let replicas: Vec<Value> = options
+            .members
+            .iter()
+            .filter(|m| m.node != options.node)
+            .map(|member| {
+                let view = views.iter().find(|v| v.node == member.node);
+                let mode = match member.mode {
+                    keel_replicator::wire::ReplicationMode::Sync => "sync",
+                    keel_replicator::wire::ReplicationMode::Async => "async",
+                };
+                let state = if serving {
+                    view.map_or("down", |v| v.state.name())
+                } else {
+                    "unknown"
+                };
+                let mut entry = json!({
+                    "node": member.node.0,
+                    "address": member.addr.to_string(),
+                    "mode": mode,
+                    "state": state,
+                    "epoch": epoch,
+                    "lag_bytes": view.map_or(0, |v| v.lag_bytes),
+                    "lag_ms": view.map_or(0, |v| v.lag_time / 1_000_000),
+                });
+                if let Some(v) = view {
+                    let done = v.regions.saturating_sub(v.regions_to_resync);
+                    let region = u64::from(crate::daemon::replication::REGION_SIZE);
+                    entry["done_bytes"] = json!(done * region);
+                    entry["total_bytes"] = json!(v.regions * region);
+                    entry["resync_percent"] = json!(if v.regions == 0 {
+                        100.0
+                    } else {
+                        (done as f64 * 1000.0 / v.regions as f64).round() / 10.0
+                    });
+                }
+                entry
+            })
+            .collect();
+        let control = self.shared.lock();
+        let volume = control
+            .target
+            .subsystems()
+            .next()
+            .map(|s| s.nqn().to_owned());
+        drop(control);
+        if let (Some(asked), Some(volume)) = (&nqn, &volume) {
+            if asked != volume {
+                return Err(RpcError::not_found(format!(
+                    "{asked} is not the replicated volume ({volume})"
+                )));
+            }
+        }
+        let replicas: Vec<Value> = replicas
+            .into_iter()
+            .map(|mut replica| {
+                replica["nqn"] = json!(volume);
+                replica["role"] = json!("replica");
+                replica
+            })
+            .collect();
+        Ok(json!({
+            "nqn": volume,
+            "volume_id": options.volume.0,
+            "node": options.node.0,
+            "role": if serving { "primary" } else { "replica" },
+            "epoch": epoch,
+            "write_quorum": options.write_quorum,
+            "in_sync": published.in_sync.load(Ordering::SeqCst),
+            "links": published.links.load(Ordering::SeqCst),
+            "replicas": replicas,
+        }))
     }
 
     fn status(&self, params: Option<Value>) -> Result<Value, RpcError> {
@@ -312,10 +424,14 @@ impl RpcService for ControlService {
             "volume_create" | "volume_delete" => Err(RpcError::not_available(format!(
                 "{method}: {NO_VOLUME_LIFECYCLE}"
             ))),
-            "replica_add" | "replica_remove" | "replica_list" | "quorum_set" | "promote"
-            | "resync_status" => Err(RpcError::not_available(format!(
-                "{method}: {NO_REPLICATOR}"
-            ))),
+            "volume_status" => self.volume_status(params),
+            // The same report: the replicas, and their resync progress.
+            "replica_list" | "resync_status" => self
+                .volume_status(params)
+                .map(|status| status["replicas"].clone()),
+            "replica_add" | "replica_remove" | "quorum_set" | "promote" => Err(
+                RpcError::not_available(format!("{method}: {NO_REPLICATOR}")),
+            ),
             _ => Err(RpcError::method_not_found(method)),
         }
     }
@@ -683,7 +799,8 @@ mod tests {
     fn replicator_methods_are_not_available_yet() {
         let s = service();
         for (method, available) in METHODS {
-            if !available {
+            let replication_report = ["volume_status", "replica_list", "resync_status"];
+            if !available || replication_report.contains(method) {
                 let (c, m) = code(call(&s, method, json!({})));
                 assert_eq!(c, codes::NOT_AVAILABLE, "{method}");
                 assert!(m.starts_with("not available: "), "{m}");

@@ -273,7 +273,13 @@ impl Daemon {
             .map(|p| (p.setup.clone(), p.record_backend.clone()));
 
         let shared = Arc::new(Shared::new(target));
-        let control = Arc::new(ControlService::new(shared.clone()));
+        let control = ControlService::new(shared.clone());
+        let control = Arc::new(match (&published, &runtime.replication) {
+            (Some(published), Some(options)) => {
+                control.with_replication(published.clone(), options.clone())
+            }
+            _ => control,
+        });
         let listeners = Arc::new(listeners);
         let names: Vec<(String, u32)> = volumes.iter().map(|v| (v.nqn.clone(), v.nsid)).collect();
         let metrics = Arc::new(Metrics::new(&names, config.cores.max(1)));

@@ -87,6 +87,10 @@ struct Filter {
 enum VolumeCommand {
     /// Lists namespaces: NQN, NSID, block size, capacity.
     List(Filter),
+    /// The replicated volume: role, epoch, quorum, and per replica its
+    /// address, mode, state (in_sync, resyncing, out_of_date, connecting,
+    /// down), resync progress, lag and epoch.
+    Status(Filter),
     /// Grows a namespace to SIZE (e.g. 20G; only growing).
     Resize {
         /// Subsystem NQN.
@@ -260,6 +264,16 @@ const REPLICA_COLUMNS: &[(&str, &str)] = &[
     ("STATE", "state"),
     ("LAG", "lag_bytes"),
 ];
+const VOLUME_STATUS_COLUMNS: &[(&str, &str)] = &[
+    ("NODE", "node"),
+    ("ADDRESS", "address"),
+    ("MODE", "mode"),
+    ("STATE", "state"),
+    ("RESYNC %", "resync_percent"),
+    ("LAG", "lag_bytes"),
+    ("LAG MS", "lag_ms"),
+    ("EPOCH", "epoch"),
+];
 const RESYNC_COLUMNS: &[(&str, &str)] = &[
     ("NQN", "nqn"),
     ("ADDRESS", "address"),
@@ -287,6 +301,24 @@ fn request(command: Command) -> (String, Option<Value>, View) {
         Command::Volume(VolumeCommand::List(f)) => {
             ("volume_list", filter(f), View::Table(VOLUME_COLUMNS))
         }
+        Command::Volume(VolumeCommand::Status(f)) => (
+            "volume_status",
+            filter(f),
+            View::Line(|v| {
+                let mut out = format!(
+                    "{} node {} {} epoch {} quorum {} in sync {}\n",
+                    text(&v["nqn"]),
+                    text(&v["node"]),
+                    text(&v["role"]),
+                    text(&v["epoch"]),
+                    text(&v["write_quorum"]),
+                    text(&v["in_sync"])
+                );
+                let rows = v["replicas"].as_array().cloned().unwrap_or_default();
+                out.push_str(&table(VOLUME_STATUS_COLUMNS, &rows));
+                out.trim_end().to_owned()
+            }),
+        ),
         Command::Volume(VolumeCommand::Resize { nqn, size, nsid }) => (
             "volume_resize",
             Some(json!({ "nqn": nqn, "nsid": nsid, "size": size })),

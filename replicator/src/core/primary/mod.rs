@@ -23,6 +23,53 @@ mod election;
 mod host;
 mod peer;
 mod resync;
+/// A replica as its primary sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaView {
+    /// The replica's node.
+    pub node: NodeId,
+    /// Sync (in the quorum) or async.
+    pub mode: ReplicationMode,
+    /// Where it stands.
+    pub state: ReplicaState,
+    /// Regions it may lack (its dirty set in the write-intent bitmap).
+    pub regions_to_resync: u64,
+    /// Regions in the volume.
+    pub regions: u64,
+    /// Bytes sent or queued to it and not acknowledged.
+    pub lag_bytes: u64,
+    /// Age of its oldest unacknowledged frame.
+    pub lag_time: Time,
+}
+
+/// The state of a replica's copy, as reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaState {
+    /// No link.
+    Down,
+    /// Linked, the epoch handshake not finished.
+    Connecting,
+    /// Being brought up to date region by region.
+    Resyncing,
+    /// Streaming, but regions it missed are still to copy.
+    OutOfDate,
+    /// Streaming and lacking nothing.
+    InSync,
+}
+
+impl ReplicaState {
+    /// The name status reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplicaState::Down => "down",
+            ReplicaState::Connecting => "connecting",
+            ReplicaState::Resyncing => "resyncing",
+            ReplicaState::OutOfDate => "out_of_date",
+            ReplicaState::InSync => "in_sync",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -268,6 +315,39 @@ impl<P: Clone> Primary<P> {
     /// The next I/O token it would use.
     pub fn next_token(&self) -> u64 {
         self.next_token
+    }
+
+    /// What the primary knows of each replica now, for status reports
+    /// (`keelctl volume status`). `now` ages the oldest unacknowledged frame.
+    pub fn replica_views(&self, now: Time) -> Vec<ReplicaView> {
+        self.peers
+            .iter()
+            .map(|(&node, peer)| {
+                let dirty = self.bitmap.dirty_of(node).count() as u64;
+                let (state, lag_bytes, lag_time) = match &peer.link {
+                    None => (ReplicaState::Down, 0, 0),
+                    Some(link) => {
+                        let state = match link.phase {
+                            LinkPhase::Handshake | LinkPhase::Accepted => ReplicaState::Connecting,
+                            LinkPhase::Resyncing => ReplicaState::Resyncing,
+                            LinkPhase::Streaming if dirty > 0 => ReplicaState::OutOfDate,
+                            LinkPhase::Streaming => ReplicaState::InSync,
+                        };
+                        let age = link.oldest_unacked().map_or(0, |at| now.saturating_sub(at));
+                        (state, link.unacked_bytes(), age)
+                    }
+                };
+                ReplicaView {
+                    node,
+                    mode: peer.mode,
+                    state,
+                    regions_to_resync: dirty,
+                    regions: self.geometry.region_count(),
+                    lag_bytes,
+                    lag_time,
+                }
+            })
+            .collect()
     }
 
     /// Whether it serves, every replica is linked and in sync, nothing is

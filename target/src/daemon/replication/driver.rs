@@ -98,6 +98,9 @@ pub(crate) struct Published {
     pub in_sync: AtomicBool,
     /// Links up.
     pub links: AtomicUsize,
+    /// The replicas as the primary sees them, refreshed every tick (empty
+    /// on a replica). Read by the control socket, never on the I/O path.
+    pub replicas: std::sync::Mutex<Vec<keel_replicator::core::ReplicaView>>,
 }
 
 impl Published {
@@ -306,6 +309,14 @@ impl Replicator {
     pub fn tick(&mut self, shard: &mut Shard<Message>) {
         self.events.push_back(Event::Tick);
         self.run(shard);
+        let now = shard
+            .now()
+            .saturating_duration_since(self.origin)
+            .as_nanos() as u64;
+        let views = self.node.replica_views(now);
+        if let Ok(mut published) = self.published.replicas.lock() {
+            *published = views;
+        }
     }
 
     /// Closes every link (daemon shutdown); new ones are refused.
