@@ -282,7 +282,7 @@ fn a_restarted_primary_takes_a_new_epoch_and_the_copies_stay_identical() {
     let replica2 = cluster.start(2);
     let replica3 = cluster.start(3);
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
-    assert_eq!(primary.gauge("keel_replication_epoch"), Some(2));
+    assert_eq!(primary.gauge("keel_replication_epoch"), Some(65));
     {
         let mut ctrl =
             Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
@@ -297,8 +297,8 @@ fn a_restarted_primary_takes_a_new_epoch_and_the_copies_stay_identical() {
     assert!(primary.terminate().success());
     let primary = cluster.start(1);
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
-    assert_eq!(primary.gauge("keel_replication_epoch"), Some(3));
-    assert_eq!(replica2.gauge("keel_replication_epoch"), Some(3));
+    assert_eq!(primary.gauge("keel_replication_epoch"), Some(129));
+    assert_eq!(replica2.gauge("keel_replication_epoch"), Some(129));
     let mut ctrl =
         Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
     let ns = ctrl.namespace(1).expect("identify");
@@ -480,5 +480,107 @@ fn a_frozen_replica_does_not_stop_a_quorum_and_catches_up_when_it_thaws() {
         let other = std::fs::read(cluster.image(node)).expect("image");
         let first = one.iter().zip(&other).position(|(a, b)| a != b);
         assert_eq!(first, None, "node {node}'s copy differs from the primary's");
+    }
+}
+
+/// Failover: the primary is killed (-9) right after the host's writes were
+/// acknowledged; a replica is promoted over the control socket (the other
+/// one if the first lacks acknowledged writes and retires), the host
+/// reconnects to it and finds every acknowledged write; the old primary,
+/// restarted, does not serve (it cannot acknowledge a write) and is brought
+/// back as a replica; the three copies end byte-identical.
+#[test]
+fn after_the_primary_dies_a_promoted_replica_serves_every_acknowledged_write() {
+    use keel_target::rpc::RpcClient;
+
+    let cluster = Cluster::new("replication-failover", 2);
+    let with_socket = |node: usize| {
+        let mut args = cluster.args(node, "psk");
+        args.push("--rpc-socket".into());
+        let socket = cluster.dir.join(format!("node{node}.sock"));
+        args.push(socket.to_str().expect("utf-8").into());
+        (args, socket)
+    };
+    let primary = cluster.start(1);
+    let (args2, socket2) = with_socket(2);
+    let (args3, socket3) = with_socket(3);
+    let replica2 = start(&args2);
+    let replica3 = start(&args3);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    {
+        let mut ctrl =
+            Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
+        let ns = ctrl.namespace(1).expect("identify");
+        let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+        for (i, base) in [8u64, 3000, 6000, 9000].into_iter().enumerate() {
+            write_read_verify(&mut queue, base, i as u64 + 1);
+        }
+        // Killed with those writes acknowledged (quorum 2: on at least one
+        // replica each), no clean shutdown.
+        primary.kill9();
+    }
+
+    let promote = |socket: &std::path::Path| {
+        RpcClient::connect(socket)
+            .expect("control socket")
+            .call("promote", None)
+            .expect("promote")
+    };
+    let serving = |replica: &Keeld| replica.gauge("keel_replication_serving") == Some(1);
+    promote(&socket2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !serving(&replica2) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let new_primary = if serving(&replica2) {
+        &replica2
+    } else {
+        // Node 2 lacked something node 3 acknowledged, and retired.
+        promote(&socket3);
+        replica3.wait_gauge("keel_replication_serving", 1, Duration::from_secs(20));
+        &replica3
+    };
+    let epoch = new_primary.gauge("keel_replication_epoch").expect("epoch");
+    assert!(epoch > 2, "the new primary took a new epoch: {epoch}");
+
+    let mut ctrl =
+        Controller::connect(new_primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
+    let ns = ctrl.namespace(1).expect("identify");
+    let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    for (i, base) in [8u64, 3000, 6000, 9000].into_iter().enumerate() {
+        read_back(&mut queue, base, i as u64 + 1);
+    }
+    write_read_verify(&mut queue, 12000, 9);
+
+    // The old primary comes back: it tries its own next epoch, loses to the
+    // newer one, and serves nothing.
+    let old = cluster.start(1);
+    new_primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    assert_eq!(old.gauge("keel_replication_serving"), Some(0));
+    {
+        let mut old_ctrl =
+            Controller::connect(old.addr, NQN, &HostOptions::default(), 1).expect("connect");
+        let ns = old_ctrl.namespace(1).expect("identify");
+        let mut old_queue = old_ctrl.io_queue(1, 4, ns).expect("I/O queue");
+        fill(old_queue.buffer(0, 4096), 8, 99);
+        let status = run_one(&mut old_queue, IoKind::Write { fua: false }, 8, 8);
+        assert_eq!(
+            status,
+            Status::NAMESPACE_NOT_READY,
+            "the deposed primary refuses writes"
+        );
+    }
+    read_back(&mut queue, 8, 1);
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    new_primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(30));
+    assert!(old.terminate().success());
+    assert!(replica2.terminate().success());
+    assert!(replica3.terminate().success());
+    let one = std::fs::read(cluster.image(1)).expect("image 1");
+    for node in [2, 3] {
+        let other = std::fs::read(cluster.image(node)).expect("image");
+        let first = one.iter().zip(&other).position(|(a, b)| a != b);
+        assert_eq!(first, None, "node {node}'s copy differs from node 1's");
     }
 }

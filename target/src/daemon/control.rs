@@ -40,7 +40,7 @@ pub(crate) const METHODS: &[(&str, bool)] = &[
     ("replica_list", true),
     ("volume_status", true),
     ("quorum_set", false),
-    ("promote", false),
+    ("promote", true),
     ("resync_status", true),
 ];
 
@@ -54,6 +54,8 @@ const NO_VOLUME_LIFECYCLE: &str = "keeld cannot open or close a backend at run t
 /// keeld's [`RpcService`].
 pub(crate) struct ControlService {
     shared: Arc<Shared>,
+    /// Shard 0's queue, for control actions the shard carries out.
+    sender: std::sync::OnceLock<keel_engine::EngineSender<crate::daemon::Message>>,
     /// The replicated volume's published state and options, if any.
     replication: Option<(
         Arc<crate::daemon::replication::driver::Published>,
@@ -70,6 +72,7 @@ impl ControlService {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self {
             shared,
+            sender: std::sync::OnceLock::new(),
             replication: None,
             resize_backend: None,
             resizing: Mutex::new(()),
@@ -91,6 +94,59 @@ impl ControlService {
                 .iter()
                 .map(|(name, available)| json!({ "name": name, "available": available }))
                 .collect(),
+        ))
+    }
+
+    /// Lets control calls reach the shards (set once the engine runs).
+    pub(crate) fn set_sender(&self, sender: keel_engine::EngineSender<crate::daemon::Message>) {
+        let _ = self.sender.set(sender);
+    }
+
+    /// `promote`: this node takes over as primary of the replicated volume
+    /// in the next epoch of its own class. Answers at once; the election
+    /// follows (`volume_status` shows the outcome: a copy that lacks
+    /// acknowledged writes retires again).
+    fn promote(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        let mut params = Params::new(params)?;
+        let nqn = params.opt_nqn("nqn")?;
+        params.finish()?;
+        let (published, options) = self
+            .replication
+            .as_ref()
+            .ok_or_else(|| RpcError::not_available(NOT_REPLICATED.to_string()))?;
+        if let Some(asked) = &nqn {
+            let control = self.shared.lock();
+            if control.target.subsystem(asked).is_none() {
+                return Err(RpcError::not_found(format!("no subsystem {asked}")));
+            }
+        }
+        use std::sync::atomic::Ordering;
+        let epoch = published.epoch.load(Ordering::SeqCst);
+        if published.primary.load(Ordering::SeqCst) {
+            return Ok(json!({ "node": options.node.0, "already_primary": true, "epoch": epoch }));
+        }
+        let sender = self
+            .sender
+            .get()
+            .ok_or_else(|| RpcError::not_available("keeld is still starting".to_string()))?;
+        let mut msg = crate::daemon::Message::Promote;
+        for _ in 0..1000 {
+            match sender.send(keel_engine::ShardId(0), msg) {
+                Ok(()) => {
+                    return Ok(json!({
+                        "node": options.node.0,
+                        "from_epoch": epoch,
+                        "to_epoch": crate::daemon::replication::next_epoch(epoch, options.node),
+                    }))
+                }
+                Err(back) => {
+                    msg = back;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        }
+        Err(RpcError::not_available(
+            "shard 0's queue stays full".to_string(),
         ))
     }
 
@@ -429,9 +485,10 @@ impl RpcService for ControlService {
             "replica_list" | "resync_status" => self
                 .volume_status(params)
                 .map(|status| status["replicas"].clone()),
-            "replica_add" | "replica_remove" | "quorum_set" | "promote" => Err(
-                RpcError::not_available(format!("{method}: {NO_REPLICATOR}")),
-            ),
+            "promote" => self.promote(params),
+            "replica_add" | "replica_remove" | "quorum_set" => Err(RpcError::not_available(
+                format!("{method}: {NO_REPLICATOR}"),
+            )),
             _ => Err(RpcError::method_not_found(method)),
         }
     }
@@ -799,7 +856,7 @@ mod tests {
     fn replicator_methods_are_not_available_yet() {
         let s = service();
         for (method, available) in METHODS {
-            let replication_report = ["volume_status", "replica_list", "resync_status"];
+            let replication_report = ["volume_status", "replica_list", "resync_status", "promote"];
             if !available || replication_report.contains(method) {
                 let (c, m) = code(call(&s, method, json!({})));
                 assert_eq!(c, codes::NOT_AVAILABLE, "{method}");

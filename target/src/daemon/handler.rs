@@ -68,6 +68,9 @@ pub enum Message {
         /// Who opened it.
         direction: LinkDirection,
     },
+    /// Control plane: this node is to become primary of the replicated
+    /// volume (shard 0).
+    Promote,
 }
 
 /// A namespace's device on this shard.
@@ -1308,6 +1311,12 @@ impl keel_engine::Handler<Message> for ShardHandler {
             } => {
                 if let Some(repl) = self.repl.as_mut() {
                     repl.adopt(shard, stream, peer, direction);
+                    self.repl_completions(shard);
+                }
+            }
+            Message::Promote => {
+                if let Some(repl) = self.repl.as_mut() {
+                    repl.promote(shard);
                     self.repl_completions(shard);
                 }
             }

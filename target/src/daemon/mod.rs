@@ -349,6 +349,7 @@ impl Daemon {
             ))
         })?;
         // After the shards run, so no control call arrives before them.
+        control.set_sender(engine.sender());
         let rpc = match &runtime.rpc_socket {
             Some(path) => {
                 Some(
@@ -375,7 +376,9 @@ impl Daemon {
                         .iter()
                         .map(|m| (m.node, m.addr))
                         .collect(),
-                    dial: plan.options.node == plan.options.primary,
+                    // Every node dials, but only while it is primary: a
+                    // promoted replica must reach the others too.
+                    dial: true,
                     link_down: plan.link_down,
                     published: plan.setup.published.clone(),
                     sender: engine.sender(),
@@ -535,7 +538,13 @@ fn plan_replication(
     let path = record_path(&backend_path);
     let stored = read_record(&path, options, repl_geometry).map_err(err)?;
     let me = options.node;
-    let promote = (options.primary == me).then(|| Epoch(stored.record.standing.epoch.0 + 1));
+    // A new volume's first primary takes over at once; restarted, it first
+    // gives a primary promoted meanwhile 3 s (60 ticks; the dialers back
+    // off to 2 s) to reach it.
+    let promote = (options.primary == me).then_some(replication::driver::PendingPromote {
+        recorded: stored.record.standing.epoch,
+        after_ticks: if stored.generation == 0 { 0 } else { 60 },
+    });
     tracing::info!(
         record = %path.display(),
         generation = stored.generation,

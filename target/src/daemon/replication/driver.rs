@@ -146,8 +146,9 @@ pub(crate) struct ReplicatorSetup {
     pub volume: VolumeId,
     pub geometry: Geometry,
     pub stored: StoredRecord,
-    /// Become primary of this epoch right away.
-    pub promote: Option<Epoch>,
+    /// Take over as primary: right away for a new volume (`after_ticks`
+    /// 0), or after a grace period on a restart.
+    pub promote: Option<PendingPromote>,
     pub addresses: BTreeMap<NodeId, String>,
     pub published: Arc<Published>,
     pub link_down: BTreeMap<NodeId, mpsc::Sender<()>>,
@@ -178,7 +179,20 @@ struct LocalIo {
     failed: bool,
 }
 
+/// A restarted first primary takes over again on its own — unless, during
+/// a grace period, it learns that a newer primary exists (its epoch moved
+/// past its record's: a promoted replica reached it). Without that check it
+/// would depose the replica promoted while it was down.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PendingPromote {
+    /// The epoch in its record when it started.
+    pub recorded: Epoch,
+    /// Ticks (50 ms) to wait first.
+    pub after_ticks: u32,
+}
+
 pub(crate) struct Replicator {
+    pending_promote: Option<PendingPromote>,
     node: Node<Payload>,
     volume: VolumeId,
     geometry: Geometry,
@@ -234,6 +248,7 @@ impl Replicator {
         );
         let zeroes = Payload::new(vec![0u8; setup.geometry.region_size() as usize].into());
         let mut replicator = Replicator {
+            pending_promote: setup.promote,
             node,
             volume: setup.volume,
             geometry: setup.geometry,
@@ -261,11 +276,8 @@ impl Replicator {
             closing: false,
             zeroes,
         };
-        if let Some(epoch) = setup.promote {
-            tracing::info!(%epoch, "replication: taking over as primary");
-            replicator.events.push_back(Event::Promote { epoch });
-        }
         replicator.run(shard);
+        replicator.maybe_take_over(shard);
         replicator
     }
 
@@ -306,9 +318,51 @@ impl Replicator {
         self.run(shard);
     }
 
+    /// The control plane asks this node to take over as primary, in the
+    /// next epoch of its own class (`next_epoch`). The election decides:
+    /// a copy that does not hold everything a quorum acknowledged retires
+    /// again and leaves the volume to a better candidate.
+    pub fn promote(&mut self, shard: &mut Shard<Message>) {
+        self.pending_promote = None;
+        if self.node.is_primary() {
+            tracing::info!("replication: promote asked, already primary");
+            return;
+        }
+        let epoch = Epoch(super::next_epoch(self.node.epoch().0, self.node.id()));
+        tracing::warn!(%epoch, "replication: promoted by the control plane; taking over");
+        self.events.push_back(Event::Promote { epoch });
+        self.run(shard);
+    }
+
+    /// The pending take-over of a (restarted) first primary, when due.
+    fn maybe_take_over(&mut self, shard: &mut Shard<Message>) {
+        let Some(pending) = self.pending_promote.as_mut() else {
+            return;
+        };
+        if self.node.epoch() > pending.recorded {
+            tracing::warn!(
+                recorded = %pending.recorded,
+                now = %self.node.epoch(),
+                "replication: a newer primary took over while this node was away; staying a replica"
+            );
+            self.pending_promote = None;
+            return;
+        }
+        if pending.after_ticks > 0 {
+            pending.after_ticks -= 1;
+            return;
+        }
+        self.pending_promote = None;
+        let epoch = Epoch(super::next_epoch(self.node.epoch().0, self.node.id()));
+        tracing::info!(%epoch, "replication: taking over as primary");
+        self.events.push_back(Event::Promote { epoch });
+        self.run(shard);
+    }
+
     pub fn tick(&mut self, shard: &mut Shard<Message>) {
         self.events.push_back(Event::Tick);
         self.run(shard);
+        self.maybe_take_over(shard);
         let now = shard
             .now()
             .saturating_duration_since(self.origin)

@@ -59,6 +59,23 @@ pub fn parse_member(text: &str) -> Result<MemberAddress, String> {
     })
 }
 
+/// Epochs a node may take for itself: `e % EPOCH_STRIDE == node %
+/// EPOCH_STRIDE`. Two nodes can then never pick the same epoch — a
+/// restarted first primary (which takes over again on its own) and a
+/// promoted replica each take the next number of their own class.
+pub const EPOCH_STRIDE: u64 = 64;
+
+/// The smallest epoch after `current` that `node` may take.
+pub fn next_epoch(current: u64, node: NodeId) -> u64 {
+    let class = node.0 % EPOCH_STRIDE;
+    let base = current - current % EPOCH_STRIDE + class;
+    if base > current {
+        base
+    } else {
+        base + EPOCH_STRIDE
+    }
+}
+
 /// What a replica with no replication record is (a primary with none is
 /// always the first primary of a new volume).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -200,6 +217,21 @@ mod tests {
             psk: vec![7; 32],
             volume: VolumeId(1),
             fresh: FreshCopy::Bootstrap,
+        }
+    }
+
+    #[test]
+    fn nodes_never_pick_the_same_epoch() {
+        assert_eq!(next_epoch(1, NodeId(1)), 65);
+        assert_eq!(next_epoch(1, NodeId(2)), 2);
+        assert_eq!(next_epoch(2, NodeId(2)), 66);
+        assert_eq!(next_epoch(65, NodeId(1)), 129);
+        assert_eq!(next_epoch(66, NodeId(1)), 129);
+        for current in 0..300u64 {
+            let a = next_epoch(current, NodeId(3));
+            let b = next_epoch(current, NodeId(7));
+            assert!(a > current && b > current && a != b);
+            assert!(a - current <= EPOCH_STRIDE && b - current <= EPOCH_STRIDE);
         }
     }
 
