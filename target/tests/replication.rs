@@ -584,3 +584,89 @@ fn after_the_primary_dies_a_promoted_replica_serves_every_acknowledged_write() {
         assert_eq!(first, None, "node {node}'s copy differs from node 1's");
     }
 }
+
+/// One replica 50 ms away (25 ms each way through a delay line): with
+/// quorum 2 of 3 the host's writes complete at the near replica's pace, not
+/// the far one's, and the far one still ends identical.
+#[test]
+fn a_replica_50_ms_away_does_not_slow_a_quorum_of_2() {
+    let cluster = Cluster::new("replication-delayed", 2);
+    // Node 3's member address is the delay line; node 3 listens behind it.
+    let behind = free_port();
+    support::delay::start(
+        format!("127.0.0.1:{}", cluster.ports[2])
+            .parse()
+            .expect("addr"),
+        format!("127.0.0.1:{behind}").parse().expect("addr"),
+        Duration::from_millis(25),
+    );
+    // The delay line really delays: an echo through one takes 50 ms.
+    {
+        use std::io::{Read, Write};
+        let echo = TcpListener::bind("127.0.0.1:0").expect("echo");
+        let echo_addr = echo.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = echo.accept() {
+                let mut b = [0u8; 1];
+                while s.read_exact(&mut b).is_ok() && s.write_all(&b).is_ok() {}
+            }
+        });
+        let front = free_port();
+        let front_addr = format!("127.0.0.1:{front}").parse().expect("addr");
+        support::delay::start(front_addr, echo_addr, Duration::from_millis(25));
+        let mut s = std::net::TcpStream::connect(front_addr).expect("connect");
+        let started = std::time::Instant::now();
+        s.write_all(b"x").expect("write");
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).expect("echo");
+        assert!(
+            started.elapsed() >= Duration::from_millis(50),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    let mut args3 = cluster.args(3, "psk");
+    let at = args3
+        .iter()
+        .position(|a| a == "--replica-listen")
+        .expect("--replica-listen");
+    args3[at + 1] = format!("127.0.0.1:{behind}");
+    let primary = cluster.start(1);
+    let replica2 = cluster.start(2);
+    let replica3 = start(&args3);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+
+    let mut ctrl =
+        Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
+    let ns = ctrl.namespace(1).expect("identify");
+    let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    let mut latencies = Vec::new();
+    for i in 0..100u64 {
+        let lba = 8 + i * 64;
+        fill(queue.buffer(0, 4096), lba, 1);
+        let started = std::time::Instant::now();
+        assert!(run_one(&mut queue, IoKind::Write { fua: false }, lba, 8).is_success());
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let p50 = latencies[latencies.len() / 2];
+    let p99 = latencies[latencies.len() * 99 / 100];
+    eprintln!("4 KiB writes, QD 1, W=2/3, node 3 at 50 ms RTT: p50 {p50:?}, p99 {p99:?}");
+    // Waiting for node 3 would take at least its 50 ms round trip.
+    assert!(
+        p50 < Duration::from_millis(25),
+        "writes wait for the far replica: p50 {p50:?}"
+    );
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    assert!(primary.terminate().success());
+    assert!(replica2.terminate().success());
+    assert!(replica3.terminate().success());
+    let one = std::fs::read(cluster.image(1)).expect("image 1");
+    for node in [2, 3] {
+        let other = std::fs::read(cluster.image(node)).expect("image");
+        let first = one.iter().zip(&other).position(|(a, b)| a != b);
+        assert_eq!(first, None, "node {node}'s copy differs from the primary's");
+    }
+}

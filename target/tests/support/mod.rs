@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod delay;
+
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
