@@ -257,3 +257,62 @@ impl Connection {
                 || (self.commands.is_empty() && self.tx_queue.is_empty() && !self.sending))
     }
 }
+
+/// What became of a completed send of one pool buffer.
+pub(crate) enum SendProgress {
+    /// Sent short: the rest of the buffer is in flight again (one more
+    /// ring operation of the connection).
+    Resent,
+    /// The whole buffer is out and back in the pool: send what is next.
+    Finished,
+    /// The connection is broken; the buffer is back in the pool.
+    Failed(String),
+}
+
+/// Carries a send completion forward, for NVMe/TCP connections and
+/// replication links alike: the unsent rest of `buf` goes out again
+/// (unless `resend` is false, when the link is closing), a finished or
+/// failed buffer goes back to the pool.
+pub(crate) fn continue_send<M>(
+    shard: &mut Shard<M>,
+    socket: &TcpStream,
+    done: keel_engine::Completion,
+    resend: bool,
+    tag: u64,
+) -> SendProgress {
+    let Some(buf) = done.buf else {
+        return SendProgress::Failed("send completed without its buffer".into());
+    };
+    let offset = match done.op {
+        keel_engine::Op::Net(NetOp::Send { offset }) => offset as usize,
+        _ => 0,
+    };
+    match done.result {
+        Ok(sent) if sent > 0 && offset + (sent as usize) < buf.len() && resend => {
+            let next = NetOp::Send {
+                offset: (offset + sent as usize) as u32,
+            };
+            match shard.submit_net(socket, next, Some(buf), tag) {
+                Ok(()) => SendProgress::Resent,
+                Err((error, buf)) => {
+                    if let Some(buf) = buf {
+                        shard.free(buf);
+                    }
+                    SendProgress::Failed(format!("send: {error}"))
+                }
+            }
+        }
+        Ok(sent) if sent > 0 => {
+            shard.free(buf);
+            SendProgress::Finished
+        }
+        Ok(_) => {
+            shard.free(buf);
+            SendProgress::Failed("send made no progress".into())
+        }
+        Err(error) => {
+            shard.free(buf);
+            SendProgress::Failed(format!("send failed: {error}"))
+        }
+    }
+}

@@ -14,7 +14,7 @@ use slab::Slab;
 use crate::controller::io::NSID_BROADCAST;
 use crate::controller::{AsyncCompletion, DataSource, IoCommand, IoOperation};
 use crate::daemon::command::{disk_status, Command, Phase, MAX_SEGMENTS};
-use crate::daemon::connection::{Closing, Connection, Payload};
+use crate::daemon::connection::{continue_send, Closing, Connection, Payload, SendProgress};
 use crate::daemon::metrics::{Metrics, OpClass};
 use crate::daemon::replication::driver::{Payload as ReplPayload, Replicator};
 use crate::daemon::shared::Shared;
@@ -1092,47 +1092,14 @@ impl ShardHandler {
         };
         conn.ops -= 1;
         conn.sending = false;
-        let Some(buf) = done.buf else {
-            return;
-        };
-        let offset = match done.op {
-            Op::Net(NetOp::Send { offset }) => offset as usize,
-            _ => 0,
-        };
-        match done.result {
-            Ok(sent) if offset + (sent as usize) < buf.len() && sent > 0 => {
-                // Short send: the rest of this buffer goes first.
-                let tag = Tag::new(TagKind::Send, key, 0, 0).raw();
-                let next = NetOp::Send {
-                    offset: (offset + sent as usize) as u32,
-                };
-                match shard.submit_net(&conn.socket, next, Some(buf), tag) {
-                    Ok(()) => {
-                        conn.sending = true;
-                        conn.ops += 1;
-                    }
-                    Err((error, buf)) => {
-                        if let Some(buf) = buf {
-                            shard.free(buf);
-                        }
-                        let message = format!("send: {error}");
-                        self.abort(shard, key, &message);
-                    }
-                }
+        let tag = Tag::new(TagKind::Send, key, 0, 0).raw();
+        match continue_send(shard, &conn.socket, done, true, tag) {
+            SendProgress::Resent => {
+                conn.sending = true;
+                conn.ops += 1;
             }
-            Ok(sent) if sent > 0 => {
-                shard.free(buf);
-                self.flush(shard, key);
-            }
-            Ok(_) => {
-                shard.free(buf);
-                self.abort(shard, key, "send made no progress");
-            }
-            Err(error) => {
-                shard.free(buf);
-                let message = format!("send failed: {error}");
-                self.abort(shard, key, &message);
-            }
+            SendProgress::Finished => self.flush(shard, key),
+            SendProgress::Failed(why) => self.abort(shard, key, &why),
         }
     }
 

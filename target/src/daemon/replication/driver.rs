@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use keel_engine::{Buf, Completion, DeviceId, IoOp, NetOp, Op, Shard};
+use keel_engine::{Buf, Completion, DeviceId, IoOp, NetOp, Shard};
 use keel_replicator::core::{
     Action, DurableRecord, Event, Frame, Geometry, HostOpId, HostStatus, IoError, IoToken,
     LinkDirection, LinkId, Node, PrimaryLimits, ReplicaLimits,
@@ -36,6 +36,7 @@ use keel_replicator::link::{self, Decoded, Envelope, Other};
 use keel_replicator::wire::{ByteRange, Epoch, NodeId, StreamId, VolumeId};
 use slab::Slab;
 
+use crate::daemon::connection::{continue_send, SendProgress};
 use crate::daemon::handler::Message;
 use crate::daemon::replication::record::{self, StoredRecord};
 use crate::daemon::tags::{Tag, TagKind};
@@ -900,46 +901,15 @@ impl Replicator {
         };
         peer.ops -= 1;
         peer.sending = false;
-        let Some(buf) = done.buf else {
-            return;
-        };
-        let offset = match done.op {
-            Op::Net(NetOp::Send { offset }) => offset as usize,
-            _ => 0,
-        };
-        match done.result {
-            Ok(sent) if sent > 0 && offset + (sent as usize) < buf.len() && !peer.closing => {
-                let next = NetOp::Send {
-                    offset: (offset + sent as usize) as u32,
-                };
-                let tag = Tag::new(TagKind::ReplSend, key, 0, 0).raw();
-                match shard.submit_net(&peer.socket, next, Some(buf), tag) {
-                    Ok(()) => {
-                        peer.sending = true;
-                        peer.ops += 1;
-                    }
-                    Err((error, buf)) => {
-                        if let Some(buf) = buf {
-                            shard.free(buf);
-                        }
-                        let why = format!("send: {error}");
-                        self.close_peer(shard, key, &why);
-                    }
-                }
+        let tag = Tag::new(TagKind::ReplSend, key, 0, 0).raw();
+        let resend = !peer.closing;
+        match continue_send(shard, &peer.socket, done, resend, tag) {
+            SendProgress::Resent => {
+                peer.sending = true;
+                peer.ops += 1;
             }
-            Ok(sent) if sent > 0 => {
-                shard.free(buf);
-                self.kick_send(shard, key);
-            }
-            Ok(_) => {
-                shard.free(buf);
-                self.close_peer(shard, key, "send made no progress");
-            }
-            Err(error) => {
-                shard.free(buf);
-                let why = format!("send failed: {error}");
-                self.close_peer(shard, key, &why);
-            }
+            SendProgress::Finished => self.kick_send(shard, key),
+            SendProgress::Failed(why) => self.close_peer(shard, key, &why),
         }
         self.run(shard);
     }
