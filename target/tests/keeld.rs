@@ -4,13 +4,14 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+
 use std::process::Command;
 use std::time::Duration;
 
-use keel_target::initiator::{Controller, HostOptions, InitiatorError, IoDone, IoKind, IoQueue};
+use keel_target::initiator::{Controller, HostOptions, InitiatorError, IoKind};
 use keel_target::nvme::Status;
 use keel_target::tcp::DigestOptions;
+use support::io::{fill, read_back, run_one, scratch_dir, write_read_verify};
 use support::Keeld;
 
 const NQN: &str = "nqn.2026-11.io.keel:test";
@@ -35,70 +36,6 @@ fn host(digests: bool) -> HostOptions {
     }
 }
 
-/// A pattern that names its block and generation, so a misplaced or stale
-/// block is caught.
-fn fill(buf: &mut [u8], lba: u64, generation: u64) {
-    for (index, chunk) in buf.chunks_mut(8).enumerate() {
-        let word = lba
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(generation << 32)
-            .wrapping_add(index as u64);
-        chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
-    }
-}
-
-fn run_one(queue: &mut IoQueue, kind: IoKind, lba: u64, blocks: u32) -> Status {
-    queue.submit(0, kind, lba, blocks).expect("submit");
-    let mut done: Vec<IoDone> = Vec::new();
-    while done.is_empty() {
-        queue.wait(&mut done).expect("wait");
-    }
-    done[0].status
-}
-
-/// Writes then reads back extents of every size class: in-capsule (4 KiB),
-/// one R2T (64 KiB), several engine buffers (1 MiB), unaligned to buffers.
-fn write_read_verify(queue: &mut IoQueue, generation: u64) {
-    let block = queue.namespace().block_size as usize;
-    let sizes = [4096usize, 8192, 65536, 200 * 1024, 1 << 20];
-    let mut lba = 8u64;
-    for (round, &bytes) in sizes.iter().enumerate() {
-        let blocks = (bytes / block) as u32;
-        let fua = round % 2 == 1;
-        fill(queue.buffer(0, bytes), lba, generation);
-        let status = run_one(queue, IoKind::Write { fua }, lba, blocks);
-        assert!(status.is_success(), "write of {bytes} bytes: {status}");
-        queue.buffer(0, bytes).fill(0);
-        let status = run_one(queue, IoKind::Read, lba, blocks);
-        assert!(status.is_success(), "read of {bytes} bytes: {status}");
-        let mut expected = vec![0u8; bytes];
-        fill(&mut expected, lba, generation);
-        assert!(
-            queue.buffer(0, bytes) == expected.as_slice(),
-            "read back of {bytes} bytes at LBA {lba} differs"
-        );
-        lba += u64::from(blocks) + 3;
-    }
-}
-
-fn read_back_matches(queue: &mut IoQueue, generation: u64) {
-    let block = queue.namespace().block_size as usize;
-    let sizes = [4096usize, 8192, 65536, 200 * 1024, 1 << 20];
-    let mut lba = 8u64;
-    for &bytes in &sizes {
-        let blocks = (bytes / block) as u32;
-        let status = run_one(queue, IoKind::Read, lba, blocks);
-        assert!(status.is_success(), "read of {bytes} bytes: {status}");
-        let mut expected = vec![0u8; bytes];
-        fill(&mut expected, lba, generation);
-        assert!(
-            queue.buffer(0, bytes) == expected.as_slice(),
-            "after restart, {bytes} bytes at LBA {lba} differ"
-        );
-        lba += u64::from(blocks) + 3;
-    }
-}
-
 #[test]
 fn verified_io_in_capsule_r2t_and_multi_buffer_with_and_without_digests() {
     let keeld = start(&["--backend", "memory", "--size", "64M"]);
@@ -107,7 +44,7 @@ fn verified_io_in_capsule_r2t_and_multi_buffer_with_and_without_digests() {
         let ns = ctrl.namespace(1).expect("identify namespace");
         assert_eq!(ns.blocks * u64::from(ns.block_size), 64 << 20);
         let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
-        write_read_verify(&mut queue, u64::from(digests) + 1);
+        write_read_verify(&mut queue, 8, u64::from(digests) + 1);
         drop(queue);
         ctrl.shutdown().expect("shutdown");
     }
@@ -249,14 +186,6 @@ fn malformed_pdus_get_a_termination_request_and_only_that_connection_closes() {
     assert!(keeld.terminate().success());
 }
 
-fn scratch_dir(name: &str) -> PathBuf {
-    // O_DIRECT needs a real filesystem: not /tmp, which may be tmpfs.
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
 #[test]
 fn acknowledged_writes_survive_kill_9_of_a_file_backed_keeld() {
     let dir = scratch_dir("keeld-kill9");
@@ -267,7 +196,7 @@ fn acknowledged_writes_survive_kill_9_of_a_file_backed_keeld() {
         let mut ctrl = Controller::connect(keeld.addr, NQN, &host(false), 1).expect("connect");
         let ns = ctrl.namespace(1).expect("identify");
         let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
-        write_read_verify(&mut queue, 7);
+        write_read_verify(&mut queue, 8, 7);
         keeld.kill9();
     }
     let keeld = start(&["--backend", image]);
@@ -275,7 +204,7 @@ fn acknowledged_writes_survive_kill_9_of_a_file_backed_keeld() {
     let ns = ctrl.namespace(1).expect("identify");
     assert_eq!(ns.blocks * u64::from(ns.block_size), 32 << 20);
     let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
-    read_back_matches(&mut queue, 7);
+    read_back(&mut queue, 8, 7);
     assert!(keeld.terminate().success());
 }
 

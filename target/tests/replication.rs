@@ -4,10 +4,10 @@
 //! pre-shared key never counts toward the quorum.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use keel_target::initiator::{Controller, HostOptions, IoDone, IoKind, IoQueue};
+use keel_target::initiator::{Controller, HostOptions, IoKind, IoQueue};
 use keel_target::nvme::Status;
 
 const NQN: &str = "nqn.2026-11.io.keel:replicated";
@@ -15,6 +15,7 @@ const SIZE: &str = "16M";
 
 mod support;
 
+use support::io::{fill, read_back, run_one, scratch_dir, write_read_verify};
 use support::Keeld;
 
 /// keeld serving [`NQN`] on an ephemeral port, with its metrics endpoint
@@ -36,14 +37,6 @@ fn start(args: &[String]) -> Keeld {
     .collect();
     all.extend_from_slice(args);
     Keeld::spawn(&all).unwrap_or_else(|status| panic!("keeld exited early: {status}"))
-}
-
-fn scratch_dir(name: &str) -> PathBuf {
-    // O_DIRECT needs a real filesystem: not /tmp, which may be tmpfs.
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
 }
 
 fn free_port() -> u16 {
@@ -106,74 +99,30 @@ impl Cluster {
     fn start(&self, node: usize) -> Keeld {
         start(&self.args(node, "psk"))
     }
-}
 
-fn fill(buf: &mut [u8], lba: u64, generation: u64) {
-    for (index, chunk) in buf.chunks_mut(8).enumerate() {
-        let word = lba
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(generation << 32)
-            .wrapping_add(index as u64);
-        chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
+    /// Every copy in `nodes` is byte-identical to node 1's (all stopped).
+    fn assert_identical(&self, nodes: &[usize]) {
+        let one = std::fs::read(self.image(1)).expect("image 1");
+        for &node in nodes {
+            let other = std::fs::read(self.image(node)).expect("image");
+            assert_eq!(
+                one.len(),
+                other.len(),
+                "node {node}'s copy has another size"
+            );
+            let first = one.iter().zip(&other).position(|(a, b)| a != b);
+            assert_eq!(first, None, "node {node}'s copy differs from node 1's");
+        }
     }
 }
 
-fn run_one(queue: &mut IoQueue, kind: IoKind, lba: u64, blocks: u32) -> Status {
-    queue.submit(0, kind, lba, blocks).expect("submit");
-    let mut done: Vec<IoDone> = Vec::new();
-    while done.is_empty() {
-        queue.wait(&mut done).expect("wait");
-    }
-    done[0].status
-}
-
-const SIZES: [usize; 5] = [4096, 8192, 65536, 200 * 1024, 1 << 20];
-
-/// Writes every size class (in-capsule, one R2T, several buffers, across a
-/// region boundary) at `base` and reads each back.
-fn write_read_verify(queue: &mut IoQueue, base: u64, generation: u64) {
-    let block = queue.namespace().block_size as usize;
-    let mut lba = base;
-    for (round, &bytes) in SIZES.iter().enumerate() {
-        let blocks = (bytes / block) as u32;
-        fill(queue.buffer(0, bytes), lba, generation);
-        let status = run_one(
-            queue,
-            IoKind::Write {
-                fua: round % 2 == 1,
-            },
-            lba,
-            blocks,
-        );
-        assert!(status.is_success(), "write of {bytes} bytes: {status}");
-        queue.buffer(0, bytes).fill(0);
-        let status = run_one(queue, IoKind::Read, lba, blocks);
-        assert!(status.is_success(), "read of {bytes} bytes: {status}");
-        let mut expected = vec![0u8; bytes];
-        fill(&mut expected, lba, generation);
-        assert!(
-            queue.buffer(0, bytes) == expected.as_slice(),
-            "read back of {bytes} bytes at LBA {lba} differs"
-        );
-        lba += u64::from(blocks) + 3;
-    }
-}
-
-fn read_back(queue: &mut IoQueue, base: u64, generation: u64) {
-    let block = queue.namespace().block_size as usize;
-    let mut lba = base;
-    for &bytes in &SIZES {
-        let blocks = (bytes / block) as u32;
-        let status = run_one(queue, IoKind::Read, lba, blocks);
-        assert!(status.is_success(), "read of {bytes} bytes: {status}");
-        let mut expected = vec![0u8; bytes];
-        fill(&mut expected, lba, generation);
-        assert!(
-            queue.buffer(0, bytes) == expected.as_slice(),
-            "{bytes} bytes at LBA {lba} differ"
-        );
-        lba += u64::from(blocks) + 3;
-    }
+/// A host connected to `keeld` with one I/O queue of depth 4.
+fn open_queue(keeld: &Keeld) -> (Controller, IoQueue) {
+    let mut ctrl =
+        Controller::connect(keeld.addr, NQN, &HostOptions::default(), 1).expect("connect");
+    let ns = ctrl.namespace(1).expect("identify");
+    let queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    (ctrl, queue)
 }
 
 #[test]
@@ -189,10 +138,7 @@ fn three_keeld_replicate_with_quorum_2_through_a_replica_kill_and_converge() {
 
     // A replica refuses host I/O (it is not the serving primary).
     {
-        let mut ctrl =
-            Controller::connect(replica2.addr, NQN, &HostOptions::default(), 1).expect("connect");
-        let ns = ctrl.namespace(1).expect("identify");
-        let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+        let (_ctrl, mut queue) = open_queue(&replica2);
         let status = run_one(&mut queue, IoKind::Read, 0, 8);
         assert_eq!(status, Status::NAMESPACE_NOT_READY);
         let status = run_one(&mut queue, IoKind::Write { fua: false }, 0, 8);
@@ -201,10 +147,7 @@ fn three_keeld_replicate_with_quorum_2_through_a_replica_kill_and_converge() {
         assert_eq!(status, Status::NAMESPACE_NOT_READY);
     }
 
-    let mut ctrl =
-        Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
-    let ns = ctrl.namespace(1).expect("identify");
-    let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    let (ctrl, mut queue) = open_queue(&primary);
     write_read_verify(&mut queue, 8, 1);
     // A flush goes through the state machine (HostFlush) too.
     assert_eq!(run_one(&mut queue, IoKind::Flush, 0, 0), Status::SUCCESS);
@@ -226,13 +169,7 @@ fn three_keeld_replicate_with_quorum_2_through_a_replica_kill_and_converge() {
     assert!(primary.terminate().success(), "primary exits 0 on SIGTERM");
     assert!(replica2.terminate().success(), "replica 2 exits 0");
     assert!(replica3.terminate().success(), "replica 3 exits 0");
-    let one = std::fs::read(cluster.image(1)).expect("image 1");
-    for node in [2, 3] {
-        let other = std::fs::read(cluster.image(node)).expect("image");
-        assert_eq!(one.len(), other.len());
-        let first = one.iter().zip(&other).position(|(a, b)| a != b);
-        assert_eq!(first, None, "node {node}'s copy differs from the primary's");
-    }
+    cluster.assert_identical(&[2, 3]);
 }
 
 #[test]
@@ -245,10 +182,7 @@ fn a_replica_with_the_wrong_key_never_counts_toward_the_quorum() {
     // no write can complete without node 3.
     primary.wait_gauge("keel_replication_serving", 1, Duration::from_secs(30));
     primary.wait_gauge("keel_replication_links", 1, Duration::from_secs(30));
-    let mut ctrl =
-        Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
-    let ns = ctrl.namespace(1).expect("identify");
-    let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    let (ctrl, mut queue) = open_queue(&primary);
     let (tx, rx) = std::sync::mpsc::channel();
     let writer = std::thread::spawn(move || {
         fill(queue.buffer(0, 4096), 8, 1);
@@ -284,10 +218,7 @@ fn a_restarted_primary_takes_a_new_epoch_and_the_copies_stay_identical() {
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
     assert_eq!(primary.gauge("keel_replication_epoch"), Some(65));
     {
-        let mut ctrl =
-            Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
-        let ns = ctrl.namespace(1).expect("identify");
-        let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+        let (ctrl, mut queue) = open_queue(&primary);
         write_read_verify(&mut queue, 100, 1);
         drop(queue);
         ctrl.shutdown().expect("shutdown");
@@ -299,10 +230,7 @@ fn a_restarted_primary_takes_a_new_epoch_and_the_copies_stay_identical() {
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
     assert_eq!(primary.gauge("keel_replication_epoch"), Some(129));
     assert_eq!(replica2.gauge("keel_replication_epoch"), Some(129));
-    let mut ctrl =
-        Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
-    let ns = ctrl.namespace(1).expect("identify");
-    let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    let (ctrl, mut queue) = open_queue(&primary);
     read_back(&mut queue, 100, 1);
     write_read_verify(&mut queue, 9000, 2);
     drop(queue);
@@ -311,12 +239,7 @@ fn a_restarted_primary_takes_a_new_epoch_and_the_copies_stay_identical() {
     assert!(primary.terminate().success());
     assert!(replica2.terminate().success());
     assert!(replica3.terminate().success());
-    let one = std::fs::read(cluster.image(1)).expect("image 1");
-    for node in [2, 3] {
-        let other = std::fs::read(cluster.image(node)).expect("image");
-        let first = one.iter().zip(&other).position(|(a, b)| a != b);
-        assert_eq!(first, None, "node {node}'s copy differs from the primary's");
-    }
+    cluster.assert_identical(&[2, 3]);
 }
 
 /// A replica whose disk is replaced (backing file and record gone, a new
@@ -330,10 +253,7 @@ fn a_replica_on_a_new_empty_disk_ends_identical_to_the_primary() {
     let replica2 = cluster.start(2);
     let replica3 = cluster.start(3);
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
-    let mut ctrl =
-        Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
-    let ns = ctrl.namespace(1).expect("identify");
-    let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    let (ctrl, mut queue) = open_queue(&primary);
     write_read_verify(&mut queue, 8, 1);
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(30));
 
@@ -365,13 +285,7 @@ fn a_replica_on_a_new_empty_disk_ends_identical_to_the_primary() {
     assert!(primary.terminate().success());
     assert!(replica2.terminate().success());
     assert!(replica3.terminate().success());
-    let one = std::fs::read(cluster.image(1)).expect("image 1");
-    let three = std::fs::read(cluster.image(3)).expect("image 3");
-    let first = one.iter().zip(&three).position(|(a, b)| a != b);
-    assert_eq!(
-        first, None,
-        "the new disk's copy differs from the primary's"
-    );
+    cluster.assert_identical(&[3]);
 }
 
 /// `volume_status` over the control socket: per replica its address, mode
@@ -450,10 +364,7 @@ fn a_frozen_replica_does_not_stop_a_quorum_and_catches_up_when_it_thaws() {
     let replica2 = cluster.start(2);
     let replica3 = cluster.start(3);
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
-    let mut ctrl =
-        Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
-    let ns = ctrl.namespace(1).expect("identify");
-    let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    let (ctrl, mut queue) = open_queue(&primary);
 
     replica3.signal(Signal::SIGSTOP);
     // Enough data that frames to the frozen replica pile up (about 40 MiB
@@ -475,12 +386,7 @@ fn a_frozen_replica_does_not_stop_a_quorum_and_catches_up_when_it_thaws() {
     assert!(primary.terminate().success());
     assert!(replica2.terminate().success());
     assert!(replica3.terminate().success());
-    let one = std::fs::read(cluster.image(1)).expect("image 1");
-    for node in [2, 3] {
-        let other = std::fs::read(cluster.image(node)).expect("image");
-        let first = one.iter().zip(&other).position(|(a, b)| a != b);
-        assert_eq!(first, None, "node {node}'s copy differs from the primary's");
-    }
+    cluster.assert_identical(&[2, 3]);
 }
 
 /// Failover: the primary is killed (-9) right after the host's writes were
@@ -508,10 +414,7 @@ fn after_the_primary_dies_a_promoted_replica_serves_every_acknowledged_write() {
     let replica3 = start(&args3);
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
     {
-        let mut ctrl =
-            Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
-        let ns = ctrl.namespace(1).expect("identify");
-        let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+        let (_ctrl, mut queue) = open_queue(&primary);
         for (i, base) in [8u64, 3000, 6000, 9000].into_iter().enumerate() {
             write_read_verify(&mut queue, base, i as u64 + 1);
         }
@@ -543,10 +446,7 @@ fn after_the_primary_dies_a_promoted_replica_serves_every_acknowledged_write() {
     let epoch = new_primary.gauge("keel_replication_epoch").expect("epoch");
     assert!(epoch > 2, "the new primary took a new epoch: {epoch}");
 
-    let mut ctrl =
-        Controller::connect(new_primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
-    let ns = ctrl.namespace(1).expect("identify");
-    let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    let (ctrl, mut queue) = open_queue(new_primary);
     for (i, base) in [8u64, 3000, 6000, 9000].into_iter().enumerate() {
         read_back(&mut queue, base, i as u64 + 1);
     }
@@ -577,12 +477,7 @@ fn after_the_primary_dies_a_promoted_replica_serves_every_acknowledged_write() {
     assert!(old.terminate().success());
     assert!(replica2.terminate().success());
     assert!(replica3.terminate().success());
-    let one = std::fs::read(cluster.image(1)).expect("image 1");
-    for node in [2, 3] {
-        let other = std::fs::read(cluster.image(node)).expect("image");
-        let first = one.iter().zip(&other).position(|(a, b)| a != b);
-        assert_eq!(first, None, "node {node}'s copy differs from node 1's");
-    }
+    cluster.assert_identical(&[2, 3]);
 }
 
 /// One replica 50 ms away (25 ms each way through a delay line): with
@@ -636,10 +531,7 @@ fn a_replica_50_ms_away_does_not_slow_a_quorum_of_2() {
     let replica3 = start(&args3);
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
 
-    let mut ctrl =
-        Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
-    let ns = ctrl.namespace(1).expect("identify");
-    let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    let (ctrl, mut queue) = open_queue(&primary);
     let mut latencies = Vec::new();
     for i in 0..100u64 {
         let lba = 8 + i * 64;
@@ -663,10 +555,5 @@ fn a_replica_50_ms_away_does_not_slow_a_quorum_of_2() {
     assert!(primary.terminate().success());
     assert!(replica2.terminate().success());
     assert!(replica3.terminate().success());
-    let one = std::fs::read(cluster.image(1)).expect("image 1");
-    for node in [2, 3] {
-        let other = std::fs::read(cluster.image(node)).expect("image");
-        let first = one.iter().zip(&other).position(|(a, b)| a != b);
-        assert_eq!(first, None, "node {node}'s copy differs from the primary's");
-    }
+    cluster.assert_identical(&[2, 3]);
 }

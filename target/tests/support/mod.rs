@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod delay;
+pub mod io;
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
