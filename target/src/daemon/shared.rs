@@ -1,9 +1,9 @@
 //! State every shard of keeld shares: the NVMe-oF [`Target`] (subsystems,
 //! controllers, discovery) and where each controller's admin queue lives.
 //!
-//! It sits behind one mutex. Commands take it twice (parse, complete) for a
-//! few hundred nanoseconds; with the handful of cores keeld runs on today
-//! it is uncontended. The way past it when it shows up in a profile: a
+//! It sits behind one mutex that commands take twice (parse, complete);
+//! with the handful of cores keeld runs on today it is uncontended (its
+//! cost was not profiled on its own). The way past it when it shows up in a profile: a
 //! per-shard read-only snapshot of the namespace table for parsing I/O
 //! commands, with the controller's liveness in an atomic.
 
