@@ -7,7 +7,7 @@
 //! Replication of the quick-start volume (see docs/replication-keeld.md):
 //! `--node-id N --member ID@HOST:PORT[:sync|:async]... --primary ID
 //! --replica-listen HOST:PORT --write-quorum W --psk-file FILE
-//! [--volume-id V]`
+//! [--volume-id V] [--async-max-lag-bytes SIZE] [--async-max-lag-ms MS]`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +20,7 @@ use keel_target::daemon::config::{
     parse_size, Backend, DaemonConfig, ListenerConfig, NamespaceConfig, SubsystemConfig,
 };
 use keel_target::daemon::replication::{
-    parse_member, FreshCopy, MemberAddress, ReplicationOptions,
+    self, parse_member, FreshCopy, MemberAddress, ReplicationOptions,
 };
 use keel_target::daemon::{Daemon, RuntimeOptions};
 use nix::sys::signal::{SigSet, Signal};
@@ -102,6 +102,16 @@ struct Cli {
     /// joining a running volume; it gets a full copy.
     #[arg(long, requires = "node_id")]
     new_copy: bool,
+    /// Replication: an async replica with more than SIZE sent or queued and
+    /// not acknowledged is marked out of date and resynced (e.g. 64M; at
+    /// least 4M, the resync window).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "node_id")]
+    async_max_lag_bytes: Option<u64>,
+    /// Replication: an async replica whose oldest unacknowledged frame is
+    /// older than MS milliseconds is marked out of date and resynced
+    /// (100 to 86400000).
+    #[arg(long, value_name = "MS", requires = "node_id")]
+    async_max_lag_ms: Option<u64>,
 }
 
 fn parse_micros(text: &str) -> Result<Duration, String> {
@@ -186,6 +196,12 @@ fn replication_options(cli: &Cli) -> anyhow::Result<Option<ReplicationOptions>> 
             (_, true) => FreshCopy::Blank,
             _ => FreshCopy::Refuse,
         },
+        async_max_lag_bytes: cli
+            .async_max_lag_bytes
+            .unwrap_or(replication::DEFAULT_ASYNC_LAG_BYTES),
+        async_max_lag: cli
+            .async_max_lag_ms
+            .map_or(replication::DEFAULT_ASYNC_LAG, Duration::from_millis),
     };
     options
         .validate()

@@ -591,8 +591,16 @@ fn plan_replication(
         stored,
         promote,
         addresses,
-        published: Arc::new(Published::default()),
+        published: Arc::new(Published::new(
+            options
+                .members
+                .iter()
+                .filter(|m| m.node != me)
+                .map(|m| (m.node, m.addr.to_string(), m.mode)),
+        )),
         link_down: senders,
+        async_max_lag_bytes: options.async_max_lag_bytes,
+        async_max_lag: options.async_max_lag,
     };
     Ok(ReplPlan {
         setup,

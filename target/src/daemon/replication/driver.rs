@@ -30,10 +30,10 @@ use std::time::Instant;
 use keel_engine::{Buf, Completion, DeviceId, IoOp, NetOp, Shard};
 use keel_replicator::core::{
     Action, DurableRecord, Event, Frame, Geometry, HostOpId, HostStatus, IoError, IoToken,
-    LinkDirection, LinkId, Node, PrimaryLimits, ReplicaLimits,
+    LinkDirection, LinkId, Node, PrimaryLimits, ReplicaLimits, ReplicaState, ReplicaView,
 };
 use keel_replicator::link::{self, Decoded, Envelope, Other};
-use keel_replicator::wire::{ByteRange, Epoch, NodeId, StreamId, VolumeId};
+use keel_replicator::wire::{ByteRange, Epoch, NodeId, ReplicationMode, StreamId, VolumeId};
 use slab::Slab;
 
 use crate::daemon::connection::{continue_send, SendProgress};
@@ -86,6 +86,35 @@ impl fmt::Debug for Payload {
     }
 }
 
+/// One other copy's link counters, bumped by shard 0 with relaxed atomic
+/// adds (one writer; a scrape may see one counter a frame ahead of
+/// another). Cumulative over every link to that node.
+#[derive(Debug, Default)]
+pub(crate) struct LinkCounters {
+    /// Frames encoded onto links to it.
+    pub frames_sent: AtomicU64,
+    /// Bytes of those frames (headers included).
+    pub bytes_sent: AtomicU64,
+    /// Sequenced frames it acknowledged (`Ack` through S covers 1..=S of
+    /// its link).
+    pub frames_acked: AtomicU64,
+    /// Links to it that came up (the first included).
+    pub connects: AtomicU64,
+    /// Links to it the state machine closed: it fell behind (async lag
+    /// bound, send queue) or broke the stream; it is resynced on its next
+    /// link.
+    pub dropped: AtomicU64,
+}
+
+/// Another copy of the volume, as the metrics label it.
+#[derive(Debug)]
+pub(crate) struct PeerMetrics {
+    pub node: NodeId,
+    pub addr: String,
+    pub mode: ReplicationMode,
+    pub counters: LinkCounters,
+}
+
 /// What the shard publishes for the control threads and the metrics.
 #[derive(Debug, Default)]
 pub(crate) struct Published {
@@ -102,10 +131,42 @@ pub(crate) struct Published {
     /// The replicas as the primary sees them, refreshed every tick (empty
     /// on a replica). Read by the control socket, never on the I/O path.
     pub replicas: std::sync::Mutex<Vec<keel_replicator::core::ReplicaView>>,
+    /// Every other copy's link counters, in member order.
+    pub peers: Vec<PeerMetrics>,
 }
 
+/// A per-replica counter: name, help, how to read it.
+type PeerCounter = (&'static str, &'static str, fn(&LinkCounters) -> u64);
+
+/// The states a replica can be reported in (`ReplicaState::name`).
+const REPLICA_STATES: [ReplicaState; 5] = [
+    ReplicaState::Down,
+    ReplicaState::Connecting,
+    ReplicaState::Resyncing,
+    ReplicaState::OutOfDate,
+    ReplicaState::InSync,
+];
+
 impl Published {
-    /// Prometheus text for the replication gauges.
+    /// Published state for a node whose other copies are `peers` (node,
+    /// replication address, mode).
+    pub fn new(peers: impl IntoIterator<Item = (NodeId, String, ReplicationMode)>) -> Published {
+        Published {
+            peers: peers
+                .into_iter()
+                .map(|(node, addr, mode)| PeerMetrics {
+                    node,
+                    addr,
+                    mode,
+                    counters: LinkCounters::default(),
+                })
+                .collect(),
+            ..Published::default()
+        }
+    }
+
+    /// Prometheus text for the replication gauges and the per-replica
+    /// series (label `replica` = node id, `addr`, `mode`).
     pub fn render(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
@@ -136,8 +197,118 @@ impl Published {
             let _ = writeln!(out, "# TYPE {name} gauge");
             let _ = writeln!(out, "{name} {value}");
         }
+
+        let labels = |peer: &PeerMetrics| {
+            let mode = match peer.mode {
+                ReplicationMode::Sync => "sync",
+                ReplicationMode::Async => "async",
+            };
+            format!(
+                "replica=\"{}\",addr=\"{}\",mode=\"{mode}\"",
+                peer.node.0,
+                escape_label(&peer.addr)
+            )
+        };
+        let counters: [PeerCounter; 5] = [
+            (
+                "keel_replica_frames_sent_total",
+                "Frames sent on links to the replica.",
+                |c| c.frames_sent.load(Ordering::Relaxed),
+            ),
+            (
+                "keel_replica_bytes_sent_total",
+                "Bytes of the frames sent on links to the replica, headers included.",
+                |c| c.bytes_sent.load(Ordering::Relaxed),
+            ),
+            (
+                "keel_replica_frames_acked_total",
+                "Sequenced frames the replica acknowledged.",
+                |c| c.frames_acked.load(Ordering::Relaxed),
+            ),
+            (
+                "keel_replica_link_connects_total",
+                "Links to the replica that came up (more than one: reconnects).",
+                |c| c.connects.load(Ordering::Relaxed),
+            ),
+            (
+                "keel_replica_dropped_total",
+                "Links to the replica closed because it fell behind its bound or broke the stream (it is resynced).",
+                |c| c.dropped.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for peer in &self.peers {
+                let _ = writeln!(out, "{name}{{{}}} {}", labels(peer), value(&peer.counters));
+            }
+        }
+
+        // The primary's views of its replicas (refreshed every tick; none
+        // on a replica).
+        let views = self.replicas.lock().map(|v| v.clone()).unwrap_or_default();
+        let viewed: Vec<(&PeerMetrics, &ReplicaView)> = self
+            .peers
+            .iter()
+            .filter_map(|p| views.iter().find(|v| v.node == p.node).map(|v| (p, v)))
+            .collect();
+        type ViewGauge = (&'static str, &'static str, fn(&ReplicaView) -> f64);
+        let view_gauges: [ViewGauge; 3] = [
+            (
+                "keel_replica_lag_bytes",
+                "Bytes sent or queued to the replica and not acknowledged.",
+                |v| v.lag_bytes as f64,
+            ),
+            (
+                "keel_replica_lag_seconds",
+                "Age of the replica's oldest unacknowledged frame.",
+                |v| v.lag_time as f64 / 1e9,
+            ),
+            (
+                "keel_replica_resync_regions_remaining",
+                "Regions the replica may lack (to resync).",
+                |v| v.regions_to_resync as f64,
+            ),
+        ];
+        for (name, help, value) in view_gauges {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for (peer, view) in &viewed {
+                let _ = writeln!(out, "{name}{{{}}} {}", labels(peer), value(view));
+            }
+        }
+        let name = "keel_replica_state";
+        let _ = writeln!(
+            out,
+            "# HELP {name} 1 for the replica's state as the primary sees it, 0 for the others."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (peer, view) in &viewed {
+            for state in REPLICA_STATES {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{},state=\"{}\"}} {}",
+                    labels(peer),
+                    state.name(),
+                    u8::from(view.state == state)
+                );
+            }
+        }
         out
     }
+
+    /// The counters of node `node`'s links, if it is another copy.
+    fn peer_index(&self, node: NodeId) -> Option<usize> {
+        self.peers.iter().position(|p| p.node == node)
+    }
+}
+
+/// Label values escape backslash, quote and newline.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// What shard 0 needs to start the state machine.
@@ -153,6 +324,10 @@ pub(crate) struct ReplicatorSetup {
     pub addresses: BTreeMap<NodeId, String>,
     pub published: Arc<Published>,
     pub link_down: BTreeMap<NodeId, mpsc::Sender<()>>,
+    /// The async replicas' lag bound in bytes (`--async-max-lag-bytes`).
+    pub async_max_lag_bytes: u64,
+    /// The async replicas' lag bound in time (`--async-max-lag-ms`).
+    pub async_max_lag: std::time::Duration,
 }
 
 struct Peer {
@@ -168,6 +343,10 @@ struct Peer {
     ops: usize,
     closing: bool,
     close_after_send: bool,
+    /// Index of its counters in `Published::peers`.
+    counters: Option<usize>,
+    /// Highest sequence it acknowledged on this link.
+    acked_through: u64,
 }
 
 struct LocalIo {
@@ -238,6 +417,9 @@ impl Replicator {
         let primary_limits = PrimaryLimits {
             max_host_ops: 1024,
             max_queued_frames: 1024,
+            async_max_lag_bytes: setup.async_max_lag_bytes,
+            async_max_lag_time: u64::try_from(setup.async_max_lag.as_nanos()).unwrap_or(u64::MAX),
+            resync_regions_in_flight: super::RESYNC_REGIONS_IN_FLIGHT,
             ..PrimaryLimits::default()
         };
         let node = Node::recover(
@@ -449,7 +631,10 @@ impl Replicator {
                 epoch,
                 frame,
             } => self.send(shard, link, epoch, &frame),
-            Action::CloseLink { link, .. } => {
+            Action::CloseLink { peer, link } => {
+                if let Some(c) = self.counters(peer) {
+                    c.dropped.fetch_add(1, Ordering::Relaxed);
+                }
                 if let Some(&key) = self.links.get(&link) {
                     let peer = &mut self.peers[key];
                     if peer.sending || peer.tx_pos < peer.tx.len() {
@@ -694,7 +879,12 @@ impl Replicator {
             ops: 0,
             closing: false,
             close_after_send: false,
+            counters: self.published.peer_index(node),
+            acked_through: 0,
         });
+        if let Some(c) = self.counters(node) {
+            c.connects.fetch_add(1, Ordering::Relaxed);
+        }
         self.links.insert(link, key);
         tracing::info!(peer = %node, link = link.0, ?direction, "replication link up");
         self.arm_recv(shard, key);
@@ -704,6 +894,12 @@ impl Replicator {
             direction,
         });
         self.run(shard);
+    }
+
+    /// Node `node`'s link counters, if it is another copy.
+    fn counters(&self, node: NodeId) -> Option<&LinkCounters> {
+        let index = self.published.peer_index(node)?;
+        self.published.peers.get(index).map(|p| &p.counters)
     }
 
     fn notify_down(&self, node: NodeId, direction: LinkDirection) {
@@ -794,6 +990,21 @@ impl Replicator {
                             envelope.volume, envelope.stream, self.volume
                         ));
                     }
+                    if let Frame::Ack {
+                        durable_through, ..
+                    } = &frame
+                    {
+                        let through = durable_through.0;
+                        if through > peer.acked_through {
+                            if let Some(c) = peer.counters.and_then(|i| self.published.peers.get(i))
+                            {
+                                c.counters
+                                    .frames_acked
+                                    .fetch_add(through - peer.acked_through, Ordering::Relaxed);
+                            }
+                            peer.acked_through = through;
+                        }
+                    }
                     let frame = payload_frame(frame, &peer.rx_heap[pos..pos + consumed]);
                     self.events.push_back(Event::Received {
                         peer: peer.node,
@@ -842,7 +1053,16 @@ impl Replicator {
             Frame::Write { data, .. } => data.as_slice(),
             _ => &[],
         };
-        if let Err(error) = link::encode(&envelope, frame, payload, &self.addresses, &mut peer.tx) {
+        let before = peer.tx.len();
+        let encoded = link::encode(&envelope, frame, payload, &self.addresses, &mut peer.tx);
+        let bytes = peer.tx.len().saturating_sub(before) as u64;
+        if let Some(c) = peer.counters.and_then(|i| self.published.peers.get(i)) {
+            if encoded.is_ok() {
+                c.counters.frames_sent.fetch_add(1, Ordering::Relaxed);
+                c.counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+            }
+        }
+        if let Err(error) = encoded {
             tracing::error!(%error, "replication: cannot encode a frame");
             if error.closes_link() {
                 self.close_peer(shard, key, "encode failed");

@@ -25,6 +25,29 @@ use keel_replicator::wire::{NodeId, ReplicationMode, VolumeId, MAX_COPIES};
 /// resync). Host writes are split at region boundaries.
 pub const REGION_SIZE: u32 = 1 << 20;
 
+/// Region copies a resync keeps in flight per replica (the core's
+/// `PrimaryLimits::resync_regions_in_flight`).
+pub const RESYNC_REGIONS_IN_FLIGHT: usize = 4;
+
+/// The smallest async lag bound in bytes: a resync keeps
+/// [`RESYNC_REGIONS_IN_FLIGHT`] regions in flight, and an async replica
+/// whose bound is below that would be dropped again by every resync and
+/// never catch up.
+pub const MIN_ASYNC_LAG_BYTES: u64 = RESYNC_REGIONS_IN_FLIGHT as u64 * REGION_SIZE as u64;
+
+/// Default async lag bound in bytes (the core's default).
+pub const DEFAULT_ASYNC_LAG_BYTES: u64 = 64 << 20;
+
+/// Default async lag bound in time (the core's default).
+pub const DEFAULT_ASYNC_LAG: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The async lag bound in time must be at least this (two 50 ms ticks, the
+/// granularity the driver checks it at) ...
+pub const MIN_ASYNC_LAG: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// ... and at most this (a day).
+pub const MAX_ASYNC_LAG: std::time::Duration = std::time::Duration::from_secs(86_400);
+
 /// One copy of the volume: its node, replication address and mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberAddress {
@@ -112,6 +135,13 @@ pub struct ReplicationOptions {
     pub volume: VolumeId,
     /// What a replica with no record is.
     pub fresh: FreshCopy,
+    /// An async replica with more bytes than this sent or queued and not
+    /// acknowledged is out of date: its link is closed and it is resynced
+    /// (`--async-max-lag-bytes`).
+    pub async_max_lag_bytes: u64,
+    /// An async replica whose oldest unacknowledged frame is older than
+    /// this is out of date (`--async-max-lag-ms`).
+    pub async_max_lag: std::time::Duration,
 }
 
 impl ReplicationOptions {
@@ -176,6 +206,24 @@ impl ReplicationOptions {
                 self.write_quorum
             ));
         }
+        if self.async_max_lag_bytes < MIN_ASYNC_LAG_BYTES {
+            return Err(format!(
+                "--async-max-lag-bytes {} is below {MIN_ASYNC_LAG_BYTES} bytes ({} MiB): a resync \
+                 keeps {RESYNC_REGIONS_IN_FLIGHT} regions of {} MiB in flight, so an async \
+                 replica with a smaller bound could never finish one",
+                self.async_max_lag_bytes,
+                MIN_ASYNC_LAG_BYTES >> 20,
+                REGION_SIZE >> 20
+            ));
+        }
+        if self.async_max_lag < MIN_ASYNC_LAG || self.async_max_lag > MAX_ASYNC_LAG {
+            return Err(format!(
+                "--async-max-lag-ms {} must be between {} and {} (ms)",
+                self.async_max_lag.as_millis(),
+                MIN_ASYNC_LAG.as_millis(),
+                MAX_ASYNC_LAG.as_millis()
+            ));
+        }
         if self.psk.len() < keel_replicator::auth::MIN_KEY_LEN {
             return Err(format!(
                 "the pre-shared key must be at least {} bytes (it has {})",
@@ -221,6 +269,8 @@ mod tests {
             psk: vec![7; 32],
             volume: VolumeId(1),
             fresh: FreshCopy::Bootstrap,
+            async_max_lag_bytes: DEFAULT_ASYNC_LAG_BYTES,
+            async_max_lag: DEFAULT_ASYNC_LAG,
         }
     }
 
@@ -273,5 +323,19 @@ mod tests {
         let mut o = options();
         o.members[1].node = NodeId(1);
         assert!(o.validate().expect_err("dup").contains("twice"));
+        let mut o = options();
+        o.async_max_lag_bytes = MIN_ASYNC_LAG_BYTES - 1;
+        let error = o.validate().expect_err("lag bytes");
+        assert!(error.contains("--async-max-lag-bytes"), "{error}");
+        let mut o = options();
+        o.async_max_lag_bytes = MIN_ASYNC_LAG_BYTES;
+        assert_eq!(o.validate(), Ok(()));
+        let mut o = options();
+        o.async_max_lag = std::time::Duration::from_millis(99);
+        let error = o.validate().expect_err("lag time");
+        assert!(error.contains("--async-max-lag-ms"), "{error}");
+        let mut o = options();
+        o.async_max_lag = MAX_ASYNC_LAG + std::time::Duration::from_millis(1);
+        assert!(o.validate().is_err());
     }
 }
