@@ -51,6 +51,8 @@ struct Cluster {
     dir: PathBuf,
     ports: Vec<u16>,
     quorum: u8,
+    /// Nodes that are async members (the others are sync).
+    async_nodes: Vec<usize>,
 }
 
 impl Cluster {
@@ -62,7 +64,14 @@ impl Cluster {
             dir,
             ports: (0..3).map(|_| free_port()).collect(),
             quorum,
+            async_nodes: Vec::new(),
         }
+    }
+
+    /// The same cluster with `node` an async member.
+    fn with_async(mut self, node: usize) -> Cluster {
+        self.async_nodes.push(node);
+        self
     }
 
     fn image(&self, node: usize) -> PathBuf {
@@ -87,8 +96,13 @@ impl Cluster {
             self.dir.join(psk).to_str().expect("utf-8").to_string(),
         ];
         for (index, port) in self.ports.iter().enumerate() {
+            let mode = if self.async_nodes.contains(&(index + 1)) {
+                "async"
+            } else {
+                "sync"
+            };
             args.push("--member".into());
-            args.push(format!("{}@127.0.0.1:{port}:sync", index + 1));
+            args.push(format!("{}@127.0.0.1:{port}:{mode}", index + 1));
         }
         // Every copy of these volumes starts together (ignored by a node
         // that already has its record).
@@ -556,4 +570,459 @@ fn a_replica_50_ms_away_does_not_slow_a_quorum_of_2() {
     assert!(replica2.terminate().success());
     assert!(replica3.terminate().success());
     cluster.assert_identical(&[2, 3]);
+}
+
+/// Node `node`'s command line with its member address served by a delay
+/// line (`one_way` each way) and the node itself listening behind it.
+fn behind_delay_line(cluster: &Cluster, node: usize, one_way: Duration) -> Vec<String> {
+    let behind = free_port();
+    support::delay::start(
+        format!("127.0.0.1:{}", cluster.ports[node - 1])
+            .parse()
+            .expect("addr"),
+        format!("127.0.0.1:{behind}").parse().expect("addr"),
+        one_way,
+    );
+    let mut args = cluster.args(node, "psk");
+    let at = args
+        .iter()
+        .position(|a| a == "--replica-listen")
+        .expect("--replica-listen");
+    args[at + 1] = format!("127.0.0.1:{behind}");
+    args
+}
+
+/// One scrape of `keeld`'s metrics endpoint, parsed by a real parser.
+fn scrape(keeld: &Keeld) -> prometheus_parse::Scrape {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(keeld.metrics.expect("metrics address"))
+        .expect("connect to metrics");
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: keel\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (_, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("valid Prometheus text format")
+}
+
+/// The value of `name` for replica `node` (and the extra label, if any).
+fn replica_sample(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    node: usize,
+    extra: Option<(&str, &str)>,
+) -> Option<f64> {
+    let node = node.to_string();
+    scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == name
+                && s.labels.get("replica") == Some(node.as_str())
+                && extra.is_none_or(|(k, v)| s.labels.get(k) == Some(v))
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+/// Node 3's report in `volume_status`: (state, lag_bytes, lag_ms).
+#[derive(Debug, Clone)]
+struct LagSample {
+    state: String,
+    lag_bytes: u64,
+    lag_ms: u64,
+}
+
+fn async_replica_status(socket: &std::path::Path) -> Option<LagSample> {
+    let status = keel_target::rpc::RpcClient::connect(socket)
+        .ok()?
+        .call("volume_status", None)
+        .ok()?;
+    let entry = status["replicas"]
+        .as_array()?
+        .iter()
+        .find(|e| e["node"] == 3)?
+        .clone();
+    Some(LagSample {
+        state: entry["state"].as_str()?.to_owned(),
+        lag_bytes: entry["lag_bytes"].as_u64()?,
+        lag_ms: entry["lag_ms"].as_u64()?,
+    })
+}
+
+/// Bytes per write of the async load, and the queue depth.
+const LOAD_WRITE: usize = 16 * 1024;
+const LOAD_DEPTH: u16 = 8;
+/// The core's window (`PrimaryLimits::window_frames`): frames in flight
+/// per replica.
+const WINDOW_FRAMES: u64 = 32;
+
+/// What a write load did.
+struct LoadResult {
+    writes: u64,
+    elapsed: Duration,
+    /// Every 16 KiB slot written, with the generation last acknowledged.
+    written: std::collections::BTreeMap<u64, u64>,
+}
+
+/// Random 16 KiB writes at queue depth [`LOAD_DEPTH`] over the whole
+/// volume, self-describing (slot and generation in the bytes), never two
+/// in flight on the same slot, for `duration` or `max_writes` writes,
+/// paced to at most `per_second` when given. Every write must succeed.
+fn write_load(
+    queue: &mut IoQueue,
+    duration: Duration,
+    max_writes: u64,
+    per_second: Option<u64>,
+) -> LoadResult {
+    use std::collections::{BTreeMap, HashMap};
+    let block = queue.namespace().block_size as usize;
+    let blocks = (LOAD_WRITE / block) as u32;
+    let slots = queue.namespace().blocks / u64::from(blocks);
+    let started = std::time::Instant::now();
+    let mut written = BTreeMap::new();
+    let mut in_flight: HashMap<u16, (u64, u64)> = HashMap::new();
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut generation = 0u64;
+    let mut done = Vec::new();
+    loop {
+        let stop = started.elapsed() >= duration || generation >= max_writes;
+        for slot in 0..LOAD_DEPTH {
+            if stop || in_flight.contains_key(&slot) {
+                continue;
+            }
+            if let Some(rate) = per_second {
+                let due = Duration::from_micros(generation * 1_000_000 / rate);
+                if started.elapsed() < due {
+                    break;
+                }
+            }
+            let target = loop {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let target = rng % slots;
+                if !in_flight.values().any(|(t, _)| *t == target) {
+                    break target;
+                }
+            };
+            generation += 1;
+            let lba = target * u64::from(blocks);
+            fill(queue.buffer(slot, LOAD_WRITE), lba, generation);
+            queue
+                .submit(slot, IoKind::Write { fua: false }, lba, blocks)
+                .expect("submit");
+            in_flight.insert(slot, (target, generation));
+        }
+        if in_flight.is_empty() {
+            if stop {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        done.clear();
+        queue.wait(&mut done).expect("wait");
+        for io in &done {
+            let (target, generation) = in_flight.remove(&io.slot).expect("a slot in flight");
+            assert!(
+                io.status.is_success(),
+                "write {generation} to slot {target}: {}",
+                io.status
+            );
+            written.insert(target * u64::from(blocks), generation);
+        }
+    }
+    LoadResult {
+        writes: generation,
+        elapsed: started.elapsed(),
+        written,
+    }
+}
+
+/// Reads back every slot `load` wrote and checks its last generation.
+fn verify_load(queue: &mut IoQueue, load: &LoadResult) {
+    let block = queue.namespace().block_size as usize;
+    let blocks = (LOAD_WRITE / block) as u32;
+    for (&lba, &generation) in &load.written {
+        let status = run_one(queue, IoKind::Read, lba, blocks);
+        assert!(status.is_success(), "read at LBA {lba}: {status}");
+        let mut expected = vec![0u8; LOAD_WRITE];
+        fill(&mut expected, lba, generation);
+        assert!(
+            queue.buffer(0, LOAD_WRITE) == expected.as_slice(),
+            "LBA {lba} does not hold generation {generation}"
+        );
+    }
+}
+
+/// A cluster of nodes 1 (primary) and 2 (sync, W = 2) and node 3 (async)
+/// behind a delay line of `one_way` each way, with the async lag bound
+/// `lag_bytes` / `lag_ms`; `load` runs on the primary while a sampler asks
+/// `volume_status` for node 3 every 50 ms. Returns the samples, the load
+/// and the primary's metrics before and after it; afterwards node 3 is back
+/// in sync, the load reads back, and the three copies are identical.
+struct AsyncRun {
+    samples: Vec<LagSample>,
+    load: LoadResult,
+    before: prometheus_parse::Scrape,
+    after: prometheus_parse::Scrape,
+    catch_up: Duration,
+}
+
+fn async_replica_under_load(
+    name: &str,
+    lag_bytes: u64,
+    lag_ms: u64,
+    one_way: Duration,
+    load: impl FnOnce(&mut IoQueue) -> LoadResult,
+) -> AsyncRun {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let cluster = Cluster::new(name, 2).with_async(3);
+    let lag_flags = [
+        "--async-max-lag-bytes".to_string(),
+        lag_bytes.to_string(),
+        "--async-max-lag-ms".to_string(),
+        lag_ms.to_string(),
+    ];
+    let socket = cluster.dir.join("primary.sock");
+    let mut args1 = cluster.args(1, "psk");
+    args1.extend_from_slice(&lag_flags);
+    args1.push("--rpc-socket".into());
+    args1.push(socket.to_str().expect("utf-8").into());
+    let mut args3 = behind_delay_line(&cluster, 3, one_way);
+    args3.extend_from_slice(&lag_flags);
+    let primary = start(&args1);
+    let replica2 = cluster.start(2);
+    let replica3 = start(&args3);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+
+    let (ctrl, ns) = {
+        let mut ctrl =
+            Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
+        let ns = ctrl.namespace(1).expect("identify");
+        (ctrl, ns)
+    };
+    let mut queue = ctrl.io_queue(1, LOAD_DEPTH, ns).expect("I/O queue");
+    // The views behind the per-replica gauges refresh every 50 ms tick.
+    std::thread::sleep(Duration::from_millis(200));
+    let before = scrape(&primary);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        let socket = socket.clone();
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(sample) = async_replica_status(&socket) {
+                    samples.push(sample);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            samples
+        })
+    };
+    let load = load(&mut queue);
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().expect("sampler");
+    let after = scrape(&primary);
+
+    // Once the load stops, node 3 catches up (resynced if it was dropped).
+    let quiet = std::time::Instant::now();
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(120));
+    let catch_up = quiet.elapsed();
+    let now = async_replica_status(&socket).expect("volume_status");
+    assert_eq!(now.state, "in_sync", "{now:?}");
+    verify_load(&mut queue, &load);
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    assert!(primary.terminate().success());
+    assert!(replica2.terminate().success());
+    assert!(replica3.terminate().success());
+    cluster.assert_identical(&[2, 3]);
+    AsyncRun {
+        samples,
+        load,
+        before,
+        after,
+        catch_up,
+    }
+}
+
+fn describe(run: &AsyncRun) -> String {
+    let max_bytes = run.samples.iter().map(|s| s.lag_bytes).max().unwrap_or(0);
+    let max_ms = run.samples.iter().map(|s| s.lag_ms).max().unwrap_or(0);
+    let mut states: Vec<&str> = run.samples.iter().map(|s| s.state.as_str()).collect();
+    states.dedup();
+    format!(
+        "{} writes of 16 KiB at QD {LOAD_DEPTH} in {:?} ({:.0}/s); {} samples; max lag {max_bytes} bytes, \
+         {max_ms} ms; states in order {states:?}; back in sync {:?} after the load",
+        run.load.writes,
+        run.load.elapsed,
+        run.load.writes as f64 / run.load.elapsed.as_secs_f64(),
+        run.samples.len(),
+        run.catch_up
+    )
+}
+
+/// Issue 4: an async replica under a sustained write load keeps its lag
+/// under the configured bound, or is marked out of date and resynced.
+/// Node 3 is async and 200 ms away (100 ms each way): its window of 32
+/// frames drains at most 160 writes a second, far below what the primary
+/// takes, so its lag grows to the 6 MiB bound. The lag reported never
+/// exceeds the bound by more than one window; the replica is dropped and
+/// resynced (reported `out_of_date` or `resyncing`, counted in
+/// `keel_replica_dropped_total`), the host's writes all succeed, and once
+/// the load stops it is back in sync with three identical copies.
+#[test]
+fn an_async_replica_past_its_lag_bound_is_marked_out_of_date_and_resynced() {
+    let bound: u64 = 6 << 20;
+    let run = async_replica_under_load(
+        "replication-async-tight",
+        bound,
+        5_000,
+        Duration::from_millis(100),
+        |queue| write_load(queue, Duration::from_secs(6), u64::MAX, None),
+    );
+    let summary = describe(&run);
+    eprintln!("async, bound 6 MiB / 5 s, 200 ms away: {summary}");
+    let window = WINDOW_FRAMES * LOAD_WRITE as u64;
+    for sample in &run.samples {
+        assert!(
+            sample.lag_bytes <= bound + window,
+            "lag {} bytes past the {bound} byte bound (+ one window) in state {}: {summary}",
+            sample.lag_bytes,
+            sample.state
+        );
+        assert!(
+            sample.lag_ms <= 5_000 + 100,
+            "lag {} ms past the 5 s bound: {summary}",
+            sample.lag_ms
+        );
+    }
+    assert!(
+        run.samples
+            .iter()
+            .any(|s| s.state == "out_of_date" || s.state == "resyncing"),
+        "node 3 was never reported out of date or resyncing: {summary}"
+    );
+    // It got close to the bound before it was dropped: the bound, not
+    // something else, is what dropped it.
+    assert!(
+        run.samples.iter().any(|s| s.lag_bytes > bound / 2),
+        "node 3 never lagged near the bound: {summary}"
+    );
+    let dropped = replica_sample(&run.after, "keel_replica_dropped_total", 3, None);
+    assert!(dropped >= Some(1.0), "dropped {dropped:?}: {summary}");
+    let dropped2 = replica_sample(&run.after, "keel_replica_dropped_total", 2, None);
+    assert_eq!(dropped2, Some(0.0), "the sync replica was never dropped");
+    let connects = replica_sample(&run.after, "keel_replica_link_connects_total", 3, None);
+    assert!(connects >= Some(2.0), "node 3 reconnected: {connects:?}");
+}
+
+/// The same distance and an async bound the load cannot reach (32 MiB,
+/// 10 s; fewer writes than the send queue holds, paced to 200 a second):
+/// node 3 lags (its lag is reported) but never leaves `in_sync`, and is
+/// never dropped. Also checks the per-replica Prometheus series: present
+/// for both replicas, parsed by a real parser, and moving under writes.
+#[test]
+fn an_async_replica_within_its_lag_bound_stays_in_sync_and_its_metrics_move() {
+    let bound: u64 = 32 << 20;
+    let run = async_replica_under_load(
+        "replication-async-generous",
+        bound,
+        10_000,
+        Duration::from_millis(100),
+        |queue| write_load(queue, Duration::from_secs(30), 800, Some(200)),
+    );
+    let summary = describe(&run);
+    eprintln!("async, bound 32 MiB / 10 s, 200 ms away: {summary}");
+    assert!(!run.samples.is_empty());
+    for sample in &run.samples {
+        assert_eq!(sample.state, "in_sync", "{summary}");
+        assert!(sample.lag_bytes <= bound, "{summary}");
+    }
+    assert!(
+        run.samples.iter().any(|s| s.lag_bytes > 0),
+        "node 3 never lagged at all: the test shows nothing: {summary}"
+    );
+
+    // The per-replica series, before and after the load.
+    for node in [2usize, 3] {
+        for name in [
+            "keel_replica_frames_sent_total",
+            "keel_replica_bytes_sent_total",
+            "keel_replica_frames_acked_total",
+        ] {
+            let before = replica_sample(&run.before, name, node, None).expect(name);
+            let after = replica_sample(&run.after, name, node, None).expect(name);
+            assert!(
+                after
+                    >= before
+                        + run.load.writes as f64
+                            * if name.contains("bytes") {
+                                LOAD_WRITE as f64
+                            } else {
+                                1.0
+                            }
+                            * 0.5,
+                "{name}{{replica={node}}} moved from {before} to {after} under {} writes",
+                run.load.writes
+            );
+        }
+        let mode = if node == 3 { "async" } else { "sync" };
+        let sample = run
+            .after
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "keel_replica_lag_bytes"
+                    && s.labels.get("replica") == Some(node.to_string().as_str())
+            })
+            .expect("lag gauge");
+        assert_eq!(sample.labels.get("mode"), Some(mode));
+        assert!(sample.labels.get("addr").is_some());
+        for name in [
+            "keel_replica_lag_seconds",
+            "keel_replica_resync_regions_remaining",
+        ] {
+            assert!(
+                replica_sample(&run.after, name, node, None).is_some(),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            replica_sample(
+                &run.before,
+                "keel_replica_state",
+                node,
+                Some(("state", "in_sync"))
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            replica_sample(
+                &run.before,
+                "keel_replica_state",
+                node,
+                Some(("state", "down"))
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            replica_sample(&run.after, "keel_replica_dropped_total", node, None),
+            Some(0.0)
+        );
+        assert_eq!(
+            replica_sample(&run.after, "keel_replica_link_connects_total", node, None),
+            Some(1.0)
+        );
+    }
 }

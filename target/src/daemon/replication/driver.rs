@@ -414,8 +414,16 @@ impl Replicator {
         let record_block = shard
             .geometry(record_dev)
             .map_or(4096, |g| g.block_size as usize);
+        // A host write stays an operation until every replica it was sent
+        // to has acknowledged it, async ones included. With room for no
+        // more operations than a replica's window plus its send queue
+        // (32 + 1024 frames), an async replica falling behind would fill
+        // every slot — host writes refused with Busy — before its queue
+        // overflowed or (with small writes) its lag bound in bytes was
+        // reached. Twice the queue lets the replica be dropped and
+        // resynced first.
         let primary_limits = PrimaryLimits {
-            max_host_ops: 1024,
+            max_host_ops: 2048,
             max_queued_frames: 1024,
             async_max_lag_bytes: setup.async_max_lag_bytes,
             async_max_lag_time: u64::try_from(setup.async_max_lag.as_nanos()).unwrap_or(u64::MAX),
