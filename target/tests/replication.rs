@@ -692,7 +692,7 @@ fn write_load(
     loop {
         let stop = started.elapsed() >= duration || generation >= max_writes;
         for slot in 0..LOAD_DEPTH {
-            if stop || in_flight.contains_key(&slot) {
+            if stop || generation >= max_writes || in_flight.contains_key(&slot) {
                 continue;
             }
             if let Some(rate) = per_second {
@@ -774,11 +774,18 @@ struct AsyncRun {
     catch_up: Duration,
 }
 
+/// How node 3 is slowed: a delay line, or frozen (SIGSTOP) during the load.
+#[derive(Clone, Copy)]
+enum Slow {
+    Away(Duration),
+    Frozen,
+}
+
 fn async_replica_under_load(
     name: &str,
     lag_bytes: u64,
     lag_ms: u64,
-    one_way: Duration,
+    slow: Slow,
     load: impl FnOnce(&mut IoQueue) -> LoadResult,
 ) -> AsyncRun {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -796,7 +803,10 @@ fn async_replica_under_load(
     args1.extend_from_slice(&lag_flags);
     args1.push("--rpc-socket".into());
     args1.push(socket.to_str().expect("utf-8").into());
-    let mut args3 = behind_delay_line(&cluster, 3, one_way);
+    let mut args3 = match slow {
+        Slow::Away(one_way) => behind_delay_line(&cluster, 3, one_way),
+        Slow::Frozen => cluster.args(3, "psk"),
+    };
     args3.extend_from_slice(&lag_flags);
     let primary = start(&args1);
     let replica2 = cluster.start(2);
@@ -829,10 +839,16 @@ fn async_replica_under_load(
             samples
         })
     };
+    if let Slow::Frozen = slow {
+        replica3.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
     let load = load(&mut queue);
     stop.store(true, Ordering::Relaxed);
     let samples = sampler.join().expect("sampler");
     let after = scrape(&primary);
+    if let Slow::Frozen = slow {
+        replica3.signal(nix::sys::signal::Signal::SIGCONT);
+    }
 
     // Once the load stops, node 3 catches up (resynced if it was dropped).
     let quiet = std::time::Instant::now();
@@ -888,7 +904,7 @@ fn an_async_replica_past_its_lag_bound_is_marked_out_of_date_and_resynced() {
         "replication-async-tight",
         bound,
         5_000,
-        Duration::from_millis(100),
+        Slow::Away(Duration::from_millis(100)),
         |queue| write_load(queue, Duration::from_secs(6), u64::MAX, None),
     );
     let summary = describe(&run);
@@ -939,7 +955,7 @@ fn an_async_replica_within_its_lag_bound_stays_in_sync_and_its_metrics_move() {
         "replication-async-generous",
         bound,
         10_000,
-        Duration::from_millis(100),
+        Slow::Away(Duration::from_millis(100)),
         |queue| write_load(queue, Duration::from_secs(30), 800, Some(200)),
     );
     let summary = describe(&run);
@@ -1025,4 +1041,47 @@ fn an_async_replica_within_its_lag_bound_stays_in_sync_and_its_metrics_move() {
             Some(1.0)
         );
     }
+}
+
+/// The time bound: node 3 (async, 1 s bound, 64 MiB) frozen by SIGSTOP
+/// under a load paced to 200 writes a second — too few to reach the bytes
+/// bound or overflow its queue within a second, so only the age of its
+/// oldest unacknowledged frame can drop it. The reported lag never exceeds
+/// 1 s by more than a tick, it is dropped (reported `down` or
+/// `connecting`, counted), and once thawed it is resynced and identical.
+#[test]
+fn a_frozen_async_replica_is_dropped_at_its_lag_time_bound() {
+    let run = async_replica_under_load(
+        "replication-async-frozen",
+        64 << 20,
+        1_000,
+        Slow::Frozen,
+        |queue| write_load(queue, Duration::from_secs(30), 800, Some(200)),
+    );
+    let summary = describe(&run);
+    eprintln!("async, bound 64 MiB / 1 s, frozen: {summary}");
+    for sample in &run.samples {
+        assert!(
+            sample.lag_ms <= 1_000 + 100,
+            "lag {} ms past the 1 s bound in state {}: {summary}",
+            sample.lag_ms,
+            sample.state
+        );
+    }
+    assert!(
+        run.samples.iter().any(|s| s.lag_ms >= 500),
+        "node 3 never lagged near the time bound: {summary}"
+    );
+    assert!(
+        run.samples.iter().all(|s| s.lag_bytes < 16 << 20),
+        "the bytes bound or the queue could have dropped it: {summary}"
+    );
+    assert!(
+        run.samples
+            .iter()
+            .any(|s| s.state == "down" || s.state == "connecting"),
+        "node 3 was never dropped: {summary}"
+    );
+    let dropped = replica_sample(&run.after, "keel_replica_dropped_total", 3, None);
+    assert!(dropped >= Some(1.0), "dropped {dropped:?}: {summary}");
 }
