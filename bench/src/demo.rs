@@ -123,6 +123,7 @@ fn node_config(image: &Path, size: u64) -> anyhow::Result<DaemonConfig> {
                 block_size: 512,
             }],
         }],
+        replication: None,
     })
 }
 
@@ -172,6 +173,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
                 volume: VolumeId(1),
                 // A new volume; on a rerun the records in the data folder win.
                 fresh: FreshCopy::Bootstrap,
+                async_lag: Default::default(),
             }),
             ..RuntimeOptions::default()
         };

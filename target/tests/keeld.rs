@@ -242,6 +242,111 @@ fn bad_command_lines_and_config_files_fail_with_a_message() {
         message.contains("keel.toml") && message.contains("bogus"),
         "the error names the file and the field: {message}"
     );
+
+    // The async lag bound, as flags and in [replication].
+    std::fs::write(dir.join("psk"), "a pre-shared key of some length\n").expect("psk");
+    let psk = dir.join("psk").to_str().expect("utf-8").to_owned();
+    let image = dir.join("vol.img").to_str().expect("utf-8").to_owned();
+    let replicated = |extra: &[&str]| {
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--nqn",
+            NQN,
+            "--backend",
+            &image,
+            "--size",
+            "16M",
+            "--node-id",
+            "1",
+            "--member",
+            "1@127.0.0.1:7101",
+            "--member",
+            "2@127.0.0.1:7102:async",
+            "--primary",
+            "1",
+            "--replica-listen",
+            "127.0.0.1:7101",
+            "--write-quorum",
+            "1",
+            "--psk-file",
+            &psk,
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    for (flags, expected) in [
+        (
+            &["--async-max-lag-bytes", "1M"][..],
+            "--async-max-lag-bytes 1048576 is below",
+        ),
+        (
+            &["--async-max-lag-ms", "10"][..],
+            "--async-max-lag-ms 10 must be between 100",
+        ),
+        (
+            &["--async-max-lag-bytes", "lots"][..],
+            "--async-max-lag-bytes",
+        ),
+        (&["--async-max-lag-ms=-5"][..], "--async-max-lag-ms"),
+    ] {
+        let out = replicated(flags);
+        assert!(!out.status.success(), "{flags:?} must fail");
+        let message = String::from_utf8_lossy(&out.stderr);
+        assert!(message.contains(expected), "{flags:?}: {message}");
+    }
+    let file = format!(
+        "[[listener]]\nlisten = \"127.0.0.1:0\"\n[[subsystem]]\nnqn = \"{NQN}\"\n\
+         [[subsystem.namespace]]\nnsid = 1\nbackend = {image:?}\nsize = \"16M\"\n\
+         [replication]\nnode_id = 1\nmembers = [\"1@127.0.0.1:7101\", \"2@127.0.0.1:7102:async\"]\n\
+         primary = 1\nreplica_listen = \"127.0.0.1:7101\"\nwrite_quorum = 1\npsk_file = {psk:?}\n"
+    );
+    for (extra, expected) in [
+        (
+            "async_max_lag_bytes = \"2M\"",
+            "keel.toml: replication.async_max_lag_bytes: async_max_lag_bytes 2097152 is below",
+        ),
+        (
+            "async_max_lag_ms = 99",
+            "keel.toml: replication.async_max_lag_ms: async_max_lag_ms 99 must be between 100",
+        ),
+        (
+            "psk_file = \"/nonexistent/psk\"",
+            "keel.toml: replication.psk_file: cannot read /nonexistent/psk",
+        ),
+    ] {
+        let text = if extra.starts_with("psk_file") {
+            file.replace(&format!("psk_file = {psk:?}"), extra)
+        } else {
+            format!("{file}{extra}\n")
+        };
+        std::fs::write(&config, text).expect("write config");
+        let out = run(&["--config", config.to_str().expect("utf-8")]);
+        assert!(!out.status.success(), "{extra} must fail");
+        let message = String::from_utf8_lossy(&out.stderr);
+        assert!(message.contains(expected), "{extra}: {message}");
+    }
+    // The file's [replication] excludes the flags.
+    std::fs::write(&config, &file).expect("write config");
+    let out = run(&[
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--node-id",
+        "1",
+        "--member",
+        "1@127.0.0.1:7101",
+        "--primary",
+        "1",
+        "--replica-listen",
+        "127.0.0.1:7101",
+        "--write-quorum",
+        "1",
+        "--psk-file",
+        &psk,
+    ]);
+    assert!(!out.status.success());
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(message.contains("[replication] table"), "{message}");
 }
 
 #[test]

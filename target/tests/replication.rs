@@ -114,6 +114,52 @@ impl Cluster {
         start(&self.args(node, "psk"))
     }
 
+    /// Node `node`'s keeld command line with everything but the runtime
+    /// flags in a keel.toml (replication in its `[replication]` table, with
+    /// the lines `replication_extra` added to it).
+    fn config_file_args(&self, node: usize, replication_extra: &str) -> Vec<String> {
+        let members: Vec<String> = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(index, port)| {
+                let mode = if self.async_nodes.contains(&(index + 1)) {
+                    "async"
+                } else {
+                    "sync"
+                };
+                format!("\"{}@127.0.0.1:{port}:{mode}\"", index + 1)
+            })
+            .collect();
+        let text = format!(
+            "[[listener]]\nlisten = \"127.0.0.1:0\"\n\n\
+             [[subsystem]]\nnqn = \"{NQN}\"\n\n\
+             [[subsystem.namespace]]\nnsid = 1\nbackend = {:?}\nsize = \"{SIZE}\"\n\n\
+             [replication]\nnode_id = {node}\nmembers = [{}]\nprimary = 1\n\
+             replica_listen = \"127.0.0.1:{}\"\nwrite_quorum = {}\npsk_file = {:?}\n\
+             fresh = \"bootstrap\"\n{replication_extra}\n",
+            self.image(node).to_str().expect("utf-8"),
+            members.join(", "),
+            self.ports[node - 1],
+            self.quorum,
+            self.dir.join("psk").to_str().expect("utf-8"),
+        );
+        let path = self.dir.join(format!("node{node}.toml"));
+        std::fs::write(&path, text).expect("write keel.toml");
+        [
+            "--config",
+            path.to_str().expect("utf-8"),
+            "--no-pin",
+            "--metrics",
+            "127.0.0.1:0",
+            "--buffers",
+            "256",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
     /// Every copy in `nodes` is byte-identical to node 1's (all stopped).
     fn assert_identical(&self, nodes: &[usize]) {
         let one = std::fs::read(self.image(1)).expect("image 1");
@@ -781,11 +827,21 @@ enum Slow {
     Frozen,
 }
 
+/// How the primary gets its async lag bound.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Configured {
+    /// `--async-max-lag-bytes` and `--async-max-lag-ms`.
+    Flags,
+    /// keel.toml's `[replication]` table.
+    File,
+}
+
 fn async_replica_under_load(
     name: &str,
     lag_bytes: u64,
     lag_ms: u64,
     slow: Slow,
+    configured: Configured,
     load: impl FnOnce(&mut IoQueue) -> LoadResult,
 ) -> AsyncRun {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -799,8 +855,17 @@ fn async_replica_under_load(
         lag_ms.to_string(),
     ];
     let socket = cluster.dir.join("primary.sock");
-    let mut args1 = cluster.args(1, "psk");
-    args1.extend_from_slice(&lag_flags);
+    let mut args1 = match configured {
+        Configured::Flags => {
+            let mut args = cluster.args(1, "psk");
+            args.extend_from_slice(&lag_flags);
+            args
+        }
+        Configured::File => cluster.config_file_args(
+            1,
+            &format!("async_max_lag_bytes = {lag_bytes}\nasync_max_lag_ms = {lag_ms}"),
+        ),
+    };
     args1.push("--rpc-socket".into());
     args1.push(socket.to_str().expect("utf-8").into());
     let mut args3 = match slow {
@@ -808,7 +873,12 @@ fn async_replica_under_load(
         Slow::Frozen => cluster.args(3, "psk"),
     };
     args3.extend_from_slice(&lag_flags);
-    let primary = start(&args1);
+    let primary = match configured {
+        Configured::Flags => start(&args1),
+        Configured::File => {
+            Keeld::spawn(&args1).unwrap_or_else(|status| panic!("keeld exited early: {status}"))
+        }
+    };
     let replica2 = cluster.start(2);
     let replica3 = start(&args3);
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
@@ -854,8 +924,17 @@ fn async_replica_under_load(
     let quiet = std::time::Instant::now();
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(120));
     let catch_up = quiet.elapsed();
-    let now = async_replica_status(&socket).expect("volume_status");
-    assert_eq!(now.state, "in_sync", "{now:?}");
+    // The views volume_status reports refresh every 50 ms tick: they may
+    // be a tick behind the gauge.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let now = async_replica_status(&socket).expect("volume_status");
+        if now.state == "in_sync" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{now:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     verify_load(&mut queue, &load);
     drop(queue);
     ctrl.shutdown().expect("shutdown");
@@ -905,6 +984,7 @@ fn an_async_replica_past_its_lag_bound_is_marked_out_of_date_and_resynced() {
         bound,
         5_000,
         Slow::Away(Duration::from_millis(100)),
+        Configured::File,
         |queue| write_load(queue, Duration::from_secs(6), u64::MAX, None),
     );
     let summary = describe(&run);
@@ -956,6 +1036,7 @@ fn an_async_replica_within_its_lag_bound_stays_in_sync_and_its_metrics_move() {
         bound,
         10_000,
         Slow::Away(Duration::from_millis(100)),
+        Configured::Flags,
         |queue| write_load(queue, Duration::from_secs(30), 800, Some(200)),
     );
     let summary = describe(&run);
@@ -1056,6 +1137,7 @@ fn a_frozen_async_replica_is_dropped_at_its_lag_time_bound() {
         64 << 20,
         1_000,
         Slow::Frozen,
+        Configured::Flags,
         |queue| write_load(queue, Duration::from_secs(30), 800, Some(200)),
     );
     let summary = describe(&run);

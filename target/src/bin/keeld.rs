@@ -17,10 +17,11 @@ use anyhow::Context;
 use clap::Parser;
 use keel_replicator::wire::{NodeId, VolumeId};
 use keel_target::daemon::config::{
-    parse_size, Backend, DaemonConfig, ListenerConfig, NamespaceConfig, SubsystemConfig,
+    parse_size, Backend, DaemonConfig, ListenerConfig, NamespaceConfig, ReplicationConfig,
+    SubsystemConfig,
 };
 use keel_target::daemon::replication::{
-    self, parse_member, FreshCopy, MemberAddress, ReplicationOptions,
+    self, parse_member, AsyncLagBound, FreshCopy, MemberAddress, ReplicationOptions,
 };
 use keel_target::daemon::{Daemon, RuntimeOptions};
 use nix::sys::signal::{SigSet, Signal};
@@ -154,6 +155,7 @@ fn quick_start_config(cli: &Cli) -> anyhow::Result<DaemonConfig> {
                 block_size: cli.block_size,
             }],
         }],
+        replication: None,
     };
     config
         .validate(std::path::Path::new("command line"))
@@ -161,13 +163,23 @@ fn quick_start_config(cli: &Cli) -> anyhow::Result<DaemonConfig> {
     Ok(config)
 }
 
-fn replication_options(cli: &Cli) -> anyhow::Result<Option<ReplicationOptions>> {
+/// The replication options: from the flags, or from the file's
+/// `[replication]` table (never both).
+fn replication_options(
+    cli: &Cli,
+    config: &DaemonConfig,
+) -> anyhow::Result<Option<ReplicationOptions>> {
     let Some(node) = cli.node_id else {
-        return Ok(None);
+        return match (&config.replication, &cli.config) {
+            (Some(replication), Some(path)) => file_replication(replication, path).map(Some),
+            _ => Ok(None),
+        };
     };
-    if cli.config.is_some() {
+    if let Some(path) = &cli.config {
         anyhow::bail!(
-            "replication is configured with the quick-start flags only, not with --config"
+            "with --config, replication is configured in the [replication] table of {}, \
+             not with --node-id and the other replication flags",
+            path.display()
         );
     }
     let (Some(primary), Some(listen), Some(write_quorum), Some(psk_file)) = (
@@ -178,11 +190,8 @@ fn replication_options(cli: &Cli) -> anyhow::Result<Option<ReplicationOptions>> 
     ) else {
         anyhow::bail!("replication needs --member, --primary, --replica-listen, --write-quorum and --psk-file");
     };
-    let mut psk = std::fs::read(psk_file)
+    let psk = read_psk(psk_file)
         .with_context(|| format!("reading the pre-shared key file {}", psk_file.display()))?;
-    if psk.last() == Some(&b'\n') {
-        psk.pop();
-    }
     let options = ReplicationOptions {
         node: NodeId(node),
         members: cli.members.clone(),
@@ -196,17 +205,53 @@ fn replication_options(cli: &Cli) -> anyhow::Result<Option<ReplicationOptions>> 
             (_, true) => FreshCopy::Blank,
             _ => FreshCopy::Refuse,
         },
-        async_max_lag_bytes: cli
-            .async_max_lag_bytes
-            .unwrap_or(replication::DEFAULT_ASYNC_LAG_BYTES),
-        async_max_lag: cli
-            .async_max_lag_ms
-            .map_or(replication::DEFAULT_ASYNC_LAG, Duration::from_millis),
+        async_lag: AsyncLagBound {
+            bytes: cli
+                .async_max_lag_bytes
+                .unwrap_or(replication::DEFAULT_ASYNC_LAG_BYTES),
+            time: cli
+                .async_max_lag_ms
+                .map_or(replication::DEFAULT_ASYNC_LAG, Duration::from_millis),
+        },
     };
     options
         .validate()
         .map_err(|e| anyhow::anyhow!("replication: {e}"))?;
     Ok(Some(options))
+}
+
+/// The options of the file's `[replication]` table; errors name the file
+/// and the field.
+fn file_replication(
+    replication: &ReplicationConfig,
+    path: &std::path::Path,
+) -> anyhow::Result<ReplicationOptions> {
+    let psk = read_psk(&replication.psk_file).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: replication.psk_file: cannot read {}: {e}",
+            path.display(),
+            replication.psk_file.display()
+        )
+    })?;
+    let options = replication.options(psk);
+    options.check(true).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: replication.{}: {}",
+            path.display(),
+            e.setting.key(),
+            e.message
+        )
+    })?;
+    Ok(options)
+}
+
+/// A pre-shared key file's bytes, one trailing newline dropped.
+fn read_psk(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let mut psk = std::fs::read(path)?;
+    if psk.last() == Some(&b'\n') {
+        psk.pop();
+    }
+    Ok(psk)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -218,7 +263,6 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let replication = replication_options(&cli)?;
     let mut config = match &cli.config {
         Some(path) => DaemonConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => quick_start_config(&cli)?,
@@ -227,6 +271,7 @@ fn main() -> anyhow::Result<()> {
         config.cores = cores;
         config.validate(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
+    let replication = replication_options(&cli, &config)?;
     // Block the stop signals before any thread starts so every shard
     // inherits the mask and only this thread takes them.
     let mut signals = SigSet::empty();

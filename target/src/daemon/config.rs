@@ -23,6 +23,11 @@ use thiserror::Error;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use keel_replicator::wire::{NodeId, VolumeId};
+
+use crate::daemon::replication::{
+    parse_member, AsyncLagBound, FreshCopy, MemberAddress, ReplicationOptions,
+};
 use crate::nvme::nqn::{validate_nqn, DISCOVERY_NQN};
 
 /// Reactor cores when `cores` is not given.
@@ -52,6 +57,50 @@ pub struct DaemonConfig {
     pub listeners: Vec<ListenerConfig>,
     /// Subsystems to export; at least one.
     pub subsystems: Vec<SubsystemConfig>,
+    /// Replication of the (single) volume (`[replication]`), if any.
+    pub replication: Option<ReplicationConfig>,
+}
+
+/// `[replication]`: the same settings as the replication flags
+/// (`docs/replication-keeld.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// `node_id`: this node.
+    pub node: NodeId,
+    /// `members`: every copy, `"ID@IP:PORT[:sync|:async]"`.
+    pub members: Vec<MemberAddress>,
+    /// `primary`: the primary of the first epoch.
+    pub primary: NodeId,
+    /// `replica_listen`: where this node accepts replication links.
+    pub listen: SocketAddr,
+    /// `write_quorum`: copies durable before a write completes.
+    pub write_quorum: u8,
+    /// `psk_file`: the file holding the pre-shared key (read at start).
+    pub psk_file: PathBuf,
+    /// `volume_id` (default 1).
+    pub volume: VolumeId,
+    /// `fresh`: `"bootstrap"` or `"new_copy"` (default: refuse to start
+    /// without a record).
+    pub fresh: FreshCopy,
+    /// `async_max_lag_bytes` and `async_max_lag_ms`.
+    pub async_lag: AsyncLagBound,
+}
+
+impl ReplicationConfig {
+    /// The daemon's options, with the key read from `psk_file`.
+    pub fn options(&self, psk: Vec<u8>) -> ReplicationOptions {
+        ReplicationOptions {
+            node: self.node,
+            members: self.members.clone(),
+            primary: self.primary,
+            listen: self.listen,
+            write_quorum: self.write_quorum,
+            psk,
+            volume: self.volume,
+            fresh: self.fresh,
+            async_lag: self.async_lag,
+        }
+    }
 }
 
 /// One `[[listener]]`: an address to accept NVMe/TCP connections on.
@@ -229,7 +278,64 @@ impl DaemonConfig {
                 ));
             }
         }
+        if let Some(replication) = &self.replication {
+            self.validate_replication(replication, &errors)?;
+        }
         Ok(())
+    }
+
+    /// What replication needs of the rest of the file, and its settings
+    /// against each other (the key is read only at start).
+    fn validate_replication(
+        &self,
+        replication: &ReplicationConfig,
+        errors: &Errors<'_>,
+    ) -> Result<(), ConfigFileError> {
+        if self.cores != 1 {
+            return Err(errors.invalid(
+                "cores",
+                format!(
+                    "replication runs on one core only for now ({} given)",
+                    self.cores
+                ),
+            ));
+        }
+        let namespaces: Vec<(String, &NamespaceConfig)> = self
+            .subsystems
+            .iter()
+            .enumerate()
+            .flat_map(|(s, subsystem)| {
+                subsystem
+                    .namespaces
+                    .iter()
+                    .enumerate()
+                    .map(move |(n, ns)| (format!("subsystem[{s}].namespace[{n}]"), ns))
+            })
+            .collect();
+        let [(field, namespace)] = namespaces.as_slice() else {
+            return Err(errors.invalid(
+                "replication",
+                format!(
+                    "replicates exactly one namespace ({} configured)",
+                    namespaces.len()
+                ),
+            ));
+        };
+        if namespace.backend == Backend::Memory {
+            return Err(errors.invalid(
+                format!("{field}.backend"),
+                "a replicated volume needs a file or block device, not memory",
+            ));
+        }
+        // The key itself is read at start; a placeholder of the minimum
+        // length stands in for it here.
+        let options = replication.options(vec![0; keel_replicator::auth::MIN_KEY_LEN]);
+        options.check(true).map_err(|error| {
+            errors.invalid(
+                format!("replication.{}", error.setting.key()),
+                error.message,
+            )
+        })
     }
 }
 
@@ -440,6 +546,24 @@ struct RawConfig {
     listener: Vec<RawListener>,
     #[serde(default)]
     subsystem: Vec<RawSubsystem>,
+    replication: Option<RawReplication>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplication {
+    node_id: Option<i64>,
+    #[serde(default)]
+    members: Vec<String>,
+    primary: Option<i64>,
+    replica_listen: Option<String>,
+    write_quorum: Option<i64>,
+    psk_file: Option<String>,
+    volume_id: Option<i64>,
+    fresh: Option<String>,
+    /// An integer (bytes) or a string for [`parse_size`].
+    async_max_lag_bytes: Option<toml::Value>,
+    async_max_lag_ms: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -490,10 +614,110 @@ impl RawConfig {
             .enumerate()
             .map(|(index, raw)| raw.into_config(&format!("subsystem[{index}]"), errors))
             .collect::<Result<_, _>>()?;
+        let replication = self
+            .replication
+            .map(|raw| raw.into_config(errors))
+            .transpose()?;
         Ok(DaemonConfig {
             cores,
             listeners,
             subsystems,
+            replication,
+        })
+    }
+}
+
+impl RawReplication {
+    fn into_config(self, errors: &Errors<'_>) -> Result<ReplicationConfig, ConfigFileError> {
+        let field = |key: &str| format!("replication.{key}");
+        let id = |key: &str, value: Option<i64>, example: &str| match value {
+            None => Err(errors.required(field(key), example)),
+            Some(id) => u64::try_from(id)
+                .map_err(|_| errors.invalid(field(key), format!("{id} is negative"))),
+        };
+        let node = NodeId(id("node_id", self.node_id, "node_id = 1")?);
+        let primary = NodeId(id("primary", self.primary, "primary = 1")?);
+        if self.members.is_empty() {
+            return Err(errors.required(
+                field("members"),
+                "members = [\"1@10.0.0.1:4421\", \"2@10.0.0.2:4421\", \"3@10.0.0.3:4421:async\"]",
+            ));
+        }
+        let members = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                parse_member(text)
+                    .map_err(|e| errors.invalid(format!("replication.members[{index}]"), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(listen) = self.replica_listen else {
+            return Err(errors.required(
+                field("replica_listen"),
+                "replica_listen = \"10.0.0.1:4421\"",
+            ));
+        };
+        let listen = listen.trim().parse::<SocketAddr>().map_err(|_| {
+            errors.invalid(
+                field("replica_listen"),
+                format!("{listen:?} is not an IP address and port, e.g. \"10.0.0.1:4421\""),
+            )
+        })?;
+        let Some(write_quorum) = self.write_quorum else {
+            return Err(errors.required(field("write_quorum"), "write_quorum = 2"));
+        };
+        let write_quorum = u8::try_from(write_quorum).map_err(|_| {
+            errors.invalid(
+                field("write_quorum"),
+                format!("{write_quorum} must be between 1 and the number of sync copies"),
+            )
+        })?;
+        let Some(psk_file) = self.psk_file else {
+            return Err(errors.required(field("psk_file"), "psk_file = \"/etc/keel/vol0.psk\""));
+        };
+        if psk_file.is_empty() {
+            return Err(errors.invalid(field("psk_file"), "must be the path of a file"));
+        }
+        let volume = match self.volume_id {
+            None => VolumeId(1),
+            Some(v) => VolumeId(
+                u64::try_from(v)
+                    .map_err(|_| errors.invalid(field("volume_id"), format!("{v} is negative")))?,
+            ),
+        };
+        let fresh = match self.fresh.as_deref() {
+            None => FreshCopy::Refuse,
+            Some("bootstrap") => FreshCopy::Bootstrap,
+            Some("new_copy") => FreshCopy::Blank,
+            Some(other) => {
+                return Err(errors.invalid(
+                    field("fresh"),
+                    format!("{other:?} is not \"bootstrap\" or \"new_copy\""),
+                ))
+            }
+        };
+        let mut async_lag = AsyncLagBound::default();
+        if let Some(value) = self.async_max_lag_bytes {
+            async_lag.bytes = size_value(&value)
+                .map_err(|message| errors.invalid(field("async_max_lag_bytes"), message))?;
+        }
+        if let Some(ms) = self.async_max_lag_ms {
+            let ms = u64::try_from(ms).map_err(|_| {
+                errors.invalid(field("async_max_lag_ms"), format!("{ms} is negative"))
+            })?;
+            async_lag.time = std::time::Duration::from_millis(ms);
+        }
+        Ok(ReplicationConfig {
+            node,
+            members,
+            primary,
+            listen,
+            write_quorum,
+            psk_file: PathBuf::from(psk_file),
+            volume,
+            fresh,
+            async_lag,
         })
     }
 }
@@ -865,6 +1089,140 @@ size = "64M"
             message.starts_with("/etc/keel.toml: TOML parse error at line 2, column 13: "),
             "{message}"
         );
+    }
+
+    /// One namespace on a file: what replication needs.
+    const REPLICATED: &str = r#"
+[[listener]]
+listen = "127.0.0.1:4420"
+
+[[subsystem]]
+nqn = "nqn.2026-11.io.keel:vol0"
+
+[[subsystem.namespace]]
+nsid = 1
+backend = "/var/lib/keel/vol0.img"
+size = "64M"
+
+[replication]
+node_id = 1
+members = ["1@10.0.0.1:4421", "2@10.0.0.2:4421", "3@10.0.0.3:4421:async"]
+primary = 1
+replica_listen = "10.0.0.1:4421"
+write_quorum = 2
+psk_file = "/etc/keel/vol0.psk"
+"#;
+
+    /// The example's commented-out `[replication]` table, uncommented.
+    fn example_replication_table() -> String {
+        let at = EXAMPLE
+            .find("#[replication]")
+            .expect("a [replication] table in the example");
+        EXAMPLE[at..]
+            .lines()
+            .map(|line| line.strip_prefix('#').unwrap_or(line))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_example_replication_table_parses() {
+        let minimal = REPLICATED
+            .split("[replication]")
+            .next()
+            .expect("the file part");
+        let text = format!("{minimal}\n{}", example_replication_table());
+        let config = parse(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
+        let replication = config.replication.expect("[replication]");
+        assert_eq!(replication.node, NodeId(1));
+        assert_eq!(replication.members.len(), 3);
+        assert_eq!(
+            replication.members[2].mode,
+            keel_replicator::wire::ReplicationMode::Async
+        );
+        assert_eq!(replication.primary, NodeId(1));
+        assert_eq!(replication.write_quorum, 2);
+        assert_eq!(replication.volume, VolumeId(1));
+        assert_eq!(replication.fresh, FreshCopy::Bootstrap);
+        assert_eq!(replication.async_lag.bytes, 64 << 20);
+        assert_eq!(
+            replication.async_lag.time,
+            std::time::Duration::from_millis(5000)
+        );
+        // The example proper has no replication.
+        assert_eq!(parse(EXAMPLE).expect("example").replication, None);
+    }
+
+    #[test]
+    fn replication_settings_are_checked_with_their_field() {
+        let config = parse(REPLICATED).unwrap_or_else(|err| panic!("{err}"));
+        let replication = config.replication.expect("[replication]");
+        assert_eq!(replication.async_lag, AsyncLagBound::default());
+        assert_eq!(replication.fresh, FreshCopy::Refuse);
+        let with = |line: &str| format!("{REPLICATED}{line}\n");
+        let message = error_about(
+            &with("async_max_lag_bytes = \"1M\""),
+            "replication.async_max_lag_bytes",
+        );
+        assert!(message.contains("resync"), "{message}");
+        assert_eq!(
+            parse(&with("async_max_lag_bytes = \"8M\""))
+                .expect("8M")
+                .replication
+                .expect("replication")
+                .async_lag
+                .bytes,
+            8 << 20
+        );
+        error_about(
+            &with("async_max_lag_bytes = \"lots\""),
+            "replication.async_max_lag_bytes",
+        );
+        let message = error_about(
+            &with("async_max_lag_ms = 50"),
+            "replication.async_max_lag_ms",
+        );
+        assert!(message.contains("between 100 and"), "{message}");
+        error_about(
+            &with("async_max_lag_ms = -1"),
+            "replication.async_max_lag_ms",
+        );
+        error_about(
+            &with("async_max_lag_ms = \"1s\""),
+            "replication.async_max_lag_ms",
+        );
+        error_about(&with("fresh = \"maybe\""), "replication.fresh");
+        error_about(&with("colour = 1"), "replication.colour");
+        let text = REPLICATED.replace("write_quorum = 2", "write_quorum = 3");
+        let message = error_about(&text, "replication.write_quorum");
+        assert!(
+            message.contains("write_quorum 3 must be between 1 and the 2 sync copies"),
+            "{message}"
+        );
+        let text = REPLICATED.replace("\"2@10.0.0.2:4421\"", "\"2@nowhere\"");
+        error_about(&text, "replication.members[1]");
+        let text = REPLICATED.replace("2@10.0.0.2:4421\"", "2@10.0.0.1:4421\"");
+        let message = error_about(&text, "replication.members");
+        assert!(message.contains("given twice"), "{message}");
+        let text = REPLICATED.replace("node_id = 1", "node_id = 9");
+        error_about(&text, "replication.node_id");
+        let text = REPLICATED.replace("primary = 1", "primary = 3");
+        error_about(&text, "replication.primary");
+        let text = REPLICATED.replace("psk_file = \"/etc/keel/vol0.psk\"\n", "");
+        error_about(&text, "replication.psk_file");
+        // What replication needs of the rest of the file.
+        error_about(&format!("cores = 2\n{REPLICATED}"), "cores");
+        let text = REPLICATED.replace(
+            "backend = \"/var/lib/keel/vol0.img\"",
+            "backend = \"memory\"",
+        );
+        error_about(&text, "subsystem[0].namespace[0].backend");
+        let text = REPLICATED.replace(
+            "[replication]",
+            "[[subsystem.namespace]]\nnsid = 2\nbackend = \"/dev/null\"\n\n[replication]",
+        );
+        let message = error_about(&text, "replication");
+        assert!(message.contains("exactly one namespace"), "{message}");
     }
 
     #[test]

@@ -599,8 +599,7 @@ fn plan_replication(
                 .map(|m| (m.node, m.addr.to_string(), m.mode)),
         )),
         link_down: senders,
-        async_max_lag_bytes: options.async_max_lag_bytes,
-        async_max_lag: options.async_max_lag,
+        async_lag: options.async_lag,
     };
     Ok(ReplPlan {
         setup,

@@ -324,10 +324,8 @@ pub(crate) struct ReplicatorSetup {
     pub addresses: BTreeMap<NodeId, String>,
     pub published: Arc<Published>,
     pub link_down: BTreeMap<NodeId, mpsc::Sender<()>>,
-    /// The async replicas' lag bound in bytes (`--async-max-lag-bytes`).
-    pub async_max_lag_bytes: u64,
-    /// The async replicas' lag bound in time (`--async-max-lag-ms`).
-    pub async_max_lag: std::time::Duration,
+    /// The async replicas' lag bound.
+    pub async_lag: super::AsyncLagBound,
 }
 
 struct Peer {
@@ -425,8 +423,8 @@ impl Replicator {
         let primary_limits = PrimaryLimits {
             max_host_ops: 2048,
             max_queued_frames: 1024,
-            async_max_lag_bytes: setup.async_max_lag_bytes,
-            async_max_lag_time: u64::try_from(setup.async_max_lag.as_nanos()).unwrap_or(u64::MAX),
+            async_max_lag_bytes: setup.async_lag.bytes,
+            async_max_lag_time: u64::try_from(setup.async_lag.time.as_nanos()).unwrap_or(u64::MAX),
             resync_regions_in_flight: super::RESYNC_REGIONS_IN_FLIGHT,
             ..PrimaryLimits::default()
         };

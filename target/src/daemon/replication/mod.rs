@@ -114,6 +114,27 @@ pub enum FreshCopy {
     Blank,
 }
 
+/// How far behind an async replica may fall before it is marked out of
+/// date: its link is closed and it is resynced on the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsyncLagBound {
+    /// Bytes sent or queued to it and not acknowledged
+    /// (`--async-max-lag-bytes`, `async_max_lag_bytes`).
+    pub bytes: u64,
+    /// Age of its oldest unacknowledged frame (`--async-max-lag-ms`,
+    /// `async_max_lag_ms`).
+    pub time: std::time::Duration,
+}
+
+impl Default for AsyncLagBound {
+    fn default() -> Self {
+        AsyncLagBound {
+            bytes: DEFAULT_ASYNC_LAG_BYTES,
+            time: DEFAULT_ASYNC_LAG,
+        }
+    }
+}
+
 /// How this keeld replicates its (single) volume.
 #[derive(Debug, Clone)]
 pub struct ReplicationOptions {
@@ -135,65 +156,156 @@ pub struct ReplicationOptions {
     pub volume: VolumeId,
     /// What a replica with no record is.
     pub fresh: FreshCopy,
-    /// An async replica with more bytes than this sent or queued and not
-    /// acknowledged is out of date: its link is closed and it is resynced
-    /// (`--async-max-lag-bytes`).
-    pub async_max_lag_bytes: u64,
-    /// An async replica whose oldest unacknowledged frame is older than
-    /// this is out of date (`--async-max-lag-ms`).
-    pub async_max_lag: std::time::Duration,
+    /// The async replicas' lag bound.
+    pub async_lag: AsyncLagBound,
+}
+
+/// A replication setting, as a flag or as a key of keel.toml's
+/// `[replication]` table (error messages name it the way it was given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    /// This node's id.
+    NodeId,
+    /// The copies of the volume.
+    Members,
+    /// The primary of the first epoch.
+    Primary,
+    /// Where this node accepts replication links.
+    ReplicaListen,
+    /// Copies durable before a write completes.
+    WriteQuorum,
+    /// The pre-shared key (its file).
+    Psk,
+    /// The async lag bound in bytes.
+    AsyncMaxLagBytes,
+    /// The async lag bound in time.
+    AsyncMaxLagMs,
+}
+
+impl Setting {
+    /// The quick-start flag.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Setting::NodeId => "--node-id",
+            Setting::Members => "--member",
+            Setting::Primary => "--primary",
+            Setting::ReplicaListen => "--replica-listen",
+            Setting::WriteQuorum => "--write-quorum",
+            Setting::Psk => "--psk-file",
+            Setting::AsyncMaxLagBytes => "--async-max-lag-bytes",
+            Setting::AsyncMaxLagMs => "--async-max-lag-ms",
+        }
+    }
+
+    /// The key in keel.toml's `[replication]` table.
+    pub fn key(self) -> &'static str {
+        match self {
+            Setting::NodeId => "node_id",
+            Setting::Members => "members",
+            Setting::Primary => "primary",
+            Setting::ReplicaListen => "replica_listen",
+            Setting::WriteQuorum => "write_quorum",
+            Setting::Psk => "psk_file",
+            Setting::AsyncMaxLagBytes => "async_max_lag_bytes",
+            Setting::AsyncMaxLagMs => "async_max_lag_ms",
+        }
+    }
+}
+
+/// Replication options that do not fit together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionError {
+    /// The setting at fault.
+    pub setting: Setting,
+    /// What is wrong, naming settings as flags or as keys.
+    pub message: String,
 }
 
 impl ReplicationOptions {
-    /// Checks the options against each other; the error says what is wrong.
+    /// Checks the options against each other; the error names the flags.
     pub fn validate(&self) -> Result<(), String> {
+        self.check(false).map_err(|e| e.message)
+    }
+
+    /// Checks the options against each other; the error names the setting
+    /// at fault and, in its message, the settings as keys of keel.toml's
+    /// `[replication]` table (`as_keys`) or as flags.
+    pub fn check(&self, as_keys: bool) -> Result<(), OptionError> {
+        let n = |s: Setting| if as_keys { s.key() } else { s.flag() };
+        let fail = |setting: Setting, message: String| Err(OptionError { setting, message });
+        let members = n(Setting::Members);
         if self.members.len() < 2 {
-            return Err("replication needs at least two --member copies".into());
+            return fail(
+                Setting::Members,
+                format!("replication needs at least two {members} copies"),
+            );
         }
         if self.members.len() > MAX_COPIES {
-            return Err(format!("at most {MAX_COPIES} --member copies"));
+            return fail(
+                Setting::Members,
+                format!("at most {MAX_COPIES} {members} copies"),
+            );
         }
         for (index, member) in self.members.iter().enumerate() {
             if self.members[index + 1..]
                 .iter()
                 .any(|other| other.node == member.node)
             {
-                return Err(format!("--member node id {} is given twice", member.node));
+                return fail(
+                    Setting::Members,
+                    format!("{members} node id {} is given twice", member.node),
+                );
             }
             if self.members[index + 1..]
                 .iter()
                 .any(|other| other.addr == member.addr)
             {
-                return Err(format!("--member address {} is given twice", member.addr));
+                return fail(
+                    Setting::Members,
+                    format!("{members} address {} is given twice", member.addr),
+                );
             }
         }
-        let me = self
-            .members
-            .iter()
-            .find(|m| m.node == self.node)
-            .ok_or_else(|| format!("--node-id {} is not one of the --member copies", self.node))?;
+        let Some(me) = self.members.iter().find(|m| m.node == self.node) else {
+            return fail(
+                Setting::NodeId,
+                format!(
+                    "{} {} is not one of the {members} copies",
+                    n(Setting::NodeId),
+                    self.node
+                ),
+            );
+        };
         if me.addr != self.listen {
             // Something between the others and this node (a proxy, NAT,
             // a test's delay line) forwards its member address here.
             tracing::warn!(
                 listen = %self.listen,
                 member = %me.addr,
-                "--replica-listen differs from this node's --member address: \
-                 the others reach it through whatever forwards the member address"
+                "{} differs from this node's {members} address: \
+                 the others reach it through whatever forwards the member address",
+                n(Setting::ReplicaListen)
             );
         }
-        let primary = self
-            .members
-            .iter()
-            .find(|m| m.node == self.primary)
-            .ok_or_else(|| {
+        let Some(primary) = self.members.iter().find(|m| m.node == self.primary) else {
+            return fail(
+                Setting::Primary,
                 format!(
-                    "--primary {} is not one of the --member copies",
+                    "{} {} is not one of the {members} copies",
+                    n(Setting::Primary),
                     self.primary
-                )
-            })?;
+                ),
+            );
+        };
         if primary.mode != ReplicationMode::Sync {
-            return Err(format!("--primary {} must be a sync copy", self.primary));
+            return fail(
+                Setting::Primary,
+                format!(
+                    "{} {} must be a sync copy",
+                    n(Setting::Primary),
+                    self.primary
+                ),
+            );
         }
         let sync = self
             .members
@@ -201,35 +313,50 @@ impl ReplicationOptions {
             .filter(|m| m.mode == ReplicationMode::Sync)
             .count();
         if self.write_quorum == 0 || usize::from(self.write_quorum) > sync {
-            return Err(format!(
-                "--write-quorum {} must be between 1 and the {sync} sync copies",
-                self.write_quorum
-            ));
+            return fail(
+                Setting::WriteQuorum,
+                format!(
+                    "{} {} must be between 1 and the {sync} sync copies",
+                    n(Setting::WriteQuorum),
+                    self.write_quorum
+                ),
+            );
         }
-        if self.async_max_lag_bytes < MIN_ASYNC_LAG_BYTES {
-            return Err(format!(
-                "--async-max-lag-bytes {} is below {MIN_ASYNC_LAG_BYTES} bytes ({} MiB): a resync \
-                 keeps {RESYNC_REGIONS_IN_FLIGHT} regions of {} MiB in flight, so an async \
-                 replica with a smaller bound could never finish one",
-                self.async_max_lag_bytes,
-                MIN_ASYNC_LAG_BYTES >> 20,
-                REGION_SIZE >> 20
-            ));
+        if self.async_lag.bytes < MIN_ASYNC_LAG_BYTES {
+            return fail(
+                Setting::AsyncMaxLagBytes,
+                format!(
+                    "{} {} is below {MIN_ASYNC_LAG_BYTES} bytes ({} MiB): a resync keeps \
+                     {RESYNC_REGIONS_IN_FLIGHT} regions of {} MiB in flight, so an async replica \
+                     with a smaller bound could never finish one",
+                    n(Setting::AsyncMaxLagBytes),
+                    self.async_lag.bytes,
+                    MIN_ASYNC_LAG_BYTES >> 20,
+                    REGION_SIZE >> 20
+                ),
+            );
         }
-        if self.async_max_lag < MIN_ASYNC_LAG || self.async_max_lag > MAX_ASYNC_LAG {
-            return Err(format!(
-                "--async-max-lag-ms {} must be between {} and {} (ms)",
-                self.async_max_lag.as_millis(),
-                MIN_ASYNC_LAG.as_millis(),
-                MAX_ASYNC_LAG.as_millis()
-            ));
+        if self.async_lag.time < MIN_ASYNC_LAG || self.async_lag.time > MAX_ASYNC_LAG {
+            return fail(
+                Setting::AsyncMaxLagMs,
+                format!(
+                    "{} {} must be between {} and {} (milliseconds)",
+                    n(Setting::AsyncMaxLagMs),
+                    self.async_lag.time.as_millis(),
+                    MIN_ASYNC_LAG.as_millis(),
+                    MAX_ASYNC_LAG.as_millis()
+                ),
+            );
         }
         if self.psk.len() < keel_replicator::auth::MIN_KEY_LEN {
-            return Err(format!(
-                "the pre-shared key must be at least {} bytes (it has {})",
-                keel_replicator::auth::MIN_KEY_LEN,
-                self.psk.len()
-            ));
+            return fail(
+                Setting::Psk,
+                format!(
+                    "the pre-shared key must be at least {} bytes (it has {})",
+                    keel_replicator::auth::MIN_KEY_LEN,
+                    self.psk.len()
+                ),
+            );
         }
         Ok(())
     }
@@ -269,8 +396,7 @@ mod tests {
             psk: vec![7; 32],
             volume: VolumeId(1),
             fresh: FreshCopy::Bootstrap,
-            async_max_lag_bytes: DEFAULT_ASYNC_LAG_BYTES,
-            async_max_lag: DEFAULT_ASYNC_LAG,
+            async_lag: AsyncLagBound::default(),
         }
     }
 
@@ -324,18 +450,29 @@ mod tests {
         o.members[1].node = NodeId(1);
         assert!(o.validate().expect_err("dup").contains("twice"));
         let mut o = options();
-        o.async_max_lag_bytes = MIN_ASYNC_LAG_BYTES - 1;
+        o.async_lag.bytes = MIN_ASYNC_LAG_BYTES - 1;
         let error = o.validate().expect_err("lag bytes");
         assert!(error.contains("--async-max-lag-bytes"), "{error}");
         let mut o = options();
-        o.async_max_lag_bytes = MIN_ASYNC_LAG_BYTES;
+        o.async_lag.bytes = MIN_ASYNC_LAG_BYTES;
         assert_eq!(o.validate(), Ok(()));
         let mut o = options();
-        o.async_max_lag = std::time::Duration::from_millis(99);
+        o.async_lag.time = std::time::Duration::from_millis(99);
         let error = o.validate().expect_err("lag time");
         assert!(error.contains("--async-max-lag-ms"), "{error}");
         let mut o = options();
-        o.async_max_lag = MAX_ASYNC_LAG + std::time::Duration::from_millis(1);
+        o.async_lag.time = MAX_ASYNC_LAG + std::time::Duration::from_millis(1);
         assert!(o.validate().is_err());
+        // As keel.toml keys: the setting at fault, and keys in the text.
+        let mut o = options();
+        o.write_quorum = 3;
+        let error = o.check(true).expect_err("W");
+        assert_eq!(error.setting, Setting::WriteQuorum);
+        assert!(error.message.starts_with("write_quorum 3"), "{error:?}");
+        let mut o = options();
+        o.members[2].addr = o.members[1].addr;
+        let error = o.check(true).expect_err("dup");
+        assert_eq!(error.setting, Setting::Members);
+        assert!(error.message.contains("members address"), "{error:?}");
     }
 }
