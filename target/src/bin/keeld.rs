@@ -1,6 +1,7 @@
 //! keeld: Keel's NVMe/TCP storage target.
 //!
-//! `keeld --config keel.toml`, or one volume from flags:
+//! `keeld --config keel.toml` (replication in its `[replication]` table),
+//! or one volume from flags:
 //! `keeld --listen HOST:PORT --nqn NQN --backend PATH|memory [--size SIZE]
 //! [--block-size 512|4096] [--cores N] [--allow-host HOSTNQN]...`
 //!
