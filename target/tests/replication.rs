@@ -389,6 +389,11 @@ fn volume_status_reports_each_replica_over_the_control_socket() {
         assert_eq!(entry["mode"], "sync");
         assert_eq!(entry["state"], "in_sync", "{now}");
         assert_eq!(entry["resync_percent"], 100.0);
+        // The link counters: the initial full copy went over one link.
+        assert_eq!(entry["link_connects"], 1, "{now}");
+        assert_eq!(entry["drops"], 0, "{now}");
+        assert!(entry["frames_acked"].as_u64() > Some(0), "{now}");
+        assert!(entry["bytes_sent"].as_u64() > Some(16 << 20), "{now}");
         assert_eq!(
             entry["address"],
             format!("127.0.0.1:{}", cluster.ports[*node as usize - 1])

@@ -203,6 +203,14 @@ impl ControlService {
                     "lag_bytes": view.map_or(0, |v| v.lag_bytes),
                     "lag_ms": view.map_or(0, |v| v.lag_time / 1_000_000),
                 });
+                if let Some(peer) = published.peers.iter().find(|p| p.node == member.node) {
+                    let c = &peer.counters;
+                    entry["frames_sent"] = json!(c.frames_sent.load(Ordering::Relaxed));
+                    entry["bytes_sent"] = json!(c.bytes_sent.load(Ordering::Relaxed));
+                    entry["frames_acked"] = json!(c.frames_acked.load(Ordering::Relaxed));
+                    entry["link_connects"] = json!(c.connects.load(Ordering::Relaxed));
+                    entry["drops"] = json!(c.dropped.load(Ordering::Relaxed));
+                }
                 if let Some(v) = view {
                     let done = v.regions.saturating_sub(v.regions_to_resync);
                     let region = u64::from(crate::daemon::replication::REGION_SIZE);
