@@ -638,8 +638,13 @@ impl Replicator {
                 frame,
             } => self.send(shard, link, epoch, &frame),
             Action::CloseLink { peer, link } => {
-                if let Some(c) = self.counters(peer) {
-                    c.dropped.fetch_add(1, Ordering::Relaxed);
+                // A serving primary closes a link only to drop a replica
+                // (behind its bound, or a broken stream); a retiring one
+                // closes them all, which is no drop.
+                if self.node.is_serving() {
+                    if let Some(c) = self.counters(peer) {
+                        c.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 if let Some(&key) = self.links.get(&link) {
                     let peer = &mut self.peers[key];
