@@ -39,6 +39,13 @@ pub enum Frame<P> {
         /// Begin, Region or End.
         op: ResyncOp,
     },
+    /// Wire `Flush`: make every frame before it durable and acknowledge
+    /// (with [`Frame::Ack`]) without waiting to batch. The primary sends it
+    /// for a host Flush.
+    Flush {
+        /// Sequence on this link.
+        seq: Sequence,
+    },
     /// Wire `EpochChange`; the new epoch travels in the envelope.
     EpochChange {
         /// Sequence on this link.
@@ -54,6 +61,15 @@ pub enum Frame<P> {
         /// the replica was when it accepted the epoch.
         standing: Option<Standing>,
     },
+    /// Wire `Ack` with `applied_only` (1.2): every sequenced frame up to
+    /// `applied_through` is applied on the replica — its writes completed
+    /// on the replica's device, as a completed NVMe write without FUA —
+    /// but not necessarily durable. Enough for a write without FUA; FUA
+    /// writes and flushes wait for [`Frame::Ack`].
+    Applied {
+        /// Highest sequence applied (and every one before it).
+        applied_through: Sequence,
+    },
     /// Wire `Nack`: the frame `seq` was refused; the link closes.
     Nack {
         /// The refused frame (0 for the link).
@@ -64,13 +80,14 @@ pub enum Frame<P> {
 }
 
 impl<P> Frame<P> {
-    /// The sequence of a sequenced frame (`None` for `Ack` and `Nack`).
+    /// The sequence of a sequenced frame (`None` for `Ack`, `Applied` and `Nack`).
     pub fn sequence(&self) -> Option<Sequence> {
         match self {
             Frame::Write { seq, .. }
+            | Frame::Flush { seq }
             | Frame::Resync { seq, .. }
             | Frame::EpochChange { seq, .. } => Some(*seq),
-            Frame::Ack { .. } | Frame::Nack { .. } => None,
+            Frame::Ack { .. } | Frame::Applied { .. } | Frame::Nack { .. } => None,
         }
     }
 }

@@ -24,7 +24,8 @@ pub struct IoError;
 /// How a host command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostStatus {
-    /// Done; for a write, durable on a write quorum.
+    /// Done; for a write, applied on a write quorum (durable there too
+    /// with FUA); for a flush, every write before it durable on a quorum.
     Success,
     /// This node is not (or no longer) the serving primary: the host must use
     /// another path (NVMe ANA inaccessible). Nothing is promised about the
@@ -50,8 +51,13 @@ pub enum Event<P> {
         range: ByteRange,
         /// The data.
         data: P,
+        /// Force unit access: complete only once durable on a write quorum.
+        /// Without it, complete once applied on a write quorum (durable at
+        /// the next flush), as NVMe's volatile write cache allows.
+        fua: bool,
     },
-    /// A host flush: completes once every write submitted before it has.
+    /// A host flush: completes once every write submitted before it is
+    /// durable on a write quorum.
     HostFlush {
         /// Echoed in the completion.
         id: HostOpId,

@@ -6,10 +6,16 @@
 //! write never overtakes an overlapping one still in flight, since the device
 //! may complete them in any order). Control frames (`EpochChange`, `Resync`)
 //! are barriers: they wait for the writes before them, then change the
-//! durable standing with a `Persist`. Acknowledgements are sent only after a
-//! `Persist` (device flush plus record) covering the frames they name; when
-//! the queue runs dry with unflushed writes, one `Persist` acknowledges the
-//! whole batch.
+//! durable standing with a `Persist`.
+//!
+//! Two acknowledgements, as NVMe has two levels of done for a write with a
+//! volatile write cache: `Applied` once the writes up to a frame completed
+//! on the device (what a write without FUA needs), and `Ack` once a
+//! `Persist` (device flush plus record) covering them finished (what FUA
+//! writes and flushes need). A `Persist` is a barrier too, and costs a
+//! device flush, so it runs only when asked for — a `Flush` frame, a FUA
+//! write, a control frame — or when the unflushed batch grows to
+//! [`ReplicaLimits::persist_batch`], or on a `Tick` with nothing to apply.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -29,6 +35,9 @@ pub struct ReplicaLimits {
     pub max_queued_frames: usize,
     /// Local writes in flight at once.
     pub max_writes_in_flight: usize,
+    /// Frames applied and not yet durable on a link before a `Persist` is
+    /// forced (bounds what the primary holds waiting for durability).
+    pub persist_batch: u64,
 }
 
 impl Default for ReplicaLimits {
@@ -36,6 +45,7 @@ impl Default for ReplicaLimits {
         Self {
             max_queued_frames: 256,
             max_writes_in_flight: 32,
+            persist_batch: 128,
         }
     }
 }
@@ -50,8 +60,10 @@ struct UpstreamLink {
     /// Highest sequence applied (issued and, once no write is in flight,
     /// completed).
     processed: Sequence,
-    /// Highest sequence acknowledged.
+    /// Highest sequence acknowledged durable.
     acked: Sequence,
+    /// Highest sequence acknowledged applied.
+    applied_sent: Sequence,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +76,7 @@ struct QueuedFrame<P> {
 #[derive(Debug, Clone, Copy)]
 struct WriteInFlight {
     link: LinkId,
+    seq: Sequence,
     range: ByteRange,
 }
 
@@ -94,6 +107,9 @@ pub struct Replica<P> {
     queue: VecDeque<QueuedFrame<P>>,
     writes: BTreeMap<IoToken, WriteInFlight>,
     persist: Option<PersistInFlight>,
+    /// A `Persist` must start as soon as the writes in flight are done;
+    /// nothing more is applied until it has.
+    persist_wanted: bool,
     next_token: u64,
 }
 
@@ -116,6 +132,7 @@ impl<P: Clone> Replica<P> {
             queue: VecDeque::new(),
             writes: BTreeMap::new(),
             persist: None,
+            persist_wanted: false,
             next_token: first_token,
         }
     }
@@ -176,6 +193,7 @@ impl<P: Clone> Replica<P> {
                         expected: Sequence(1),
                         processed: Sequence(0),
                         acked: Sequence(0),
+                        applied_sent: Sequence(0),
                     },
                 );
             }
@@ -185,15 +203,57 @@ impl<P: Clone> Replica<P> {
             } => self.receive(link, epoch, frame, out),
             Event::LocalWriteDone { token, result } => self.write_done(token, result, out),
             Event::Persisted { token } => self.persisted(token, out),
+            // Quiet for a tick with writes not yet durable: make them so
+            // (the primary's bitmap clears only on durable acks).
+            Event::Tick => {
+                if self.queue.is_empty() && self.has_unacked() {
+                    self.persist_wanted = true;
+                }
+            }
             // A replica serves no host I/O; the node answers those.
             Event::HostWrite { .. }
             | Event::HostFlush { .. }
             | Event::LocalReadDone { .. }
             | Event::Promote { .. }
-            | Event::Tick
             | Event::ResyncCredit { .. } => {}
         }
         self.pump(out);
+        self.send_applied(out);
+    }
+
+    fn has_unacked(&self) -> bool {
+        self.links.values().any(|l| l.processed > l.acked)
+    }
+
+    /// Acknowledges, per link, the frames whose writes all completed.
+    fn send_applied(&mut self, out: &mut Vec<Action<P>>) {
+        let current = self.working.epoch;
+        for (id, link) in self.links.iter_mut() {
+            if link.epoch < current {
+                continue; // Deposed primary: see `EpochChange`.
+            }
+            let oldest_in_flight = self
+                .writes
+                .values()
+                .filter(|w| w.link == *id)
+                .map(|w| w.seq)
+                .min();
+            let through = match oldest_in_flight {
+                Some(seq) => Sequence(seq.0.saturating_sub(1)),
+                None => link.processed,
+            };
+            if through > link.applied_sent && through > link.acked {
+                link.applied_sent = through;
+                out.push(Action::Send {
+                    peer: link.peer,
+                    link: *id,
+                    epoch: current,
+                    frame: Frame::Applied {
+                        applied_through: through,
+                    },
+                });
+            }
+        }
     }
 
     fn receive(&mut self, link: LinkId, epoch: Epoch, frame: Frame<P>, out: &mut Vec<Action<P>>) {
@@ -246,9 +306,9 @@ impl<P: Clone> Replica<P> {
     }
 
     /// Applies queued frames as far as ordering and barriers allow, then
-    /// flushes an idle batch.
+    /// starts a wanted `Persist` once the writes before it are done.
     fn pump(&mut self, out: &mut Vec<Action<P>>) {
-        while self.persist.is_none() {
+        while self.persist.is_none() && !self.persist_wanted {
             let Some(front) = self.queue.front() else {
                 break;
             };
@@ -280,7 +340,7 @@ impl<P: Clone> Replica<P> {
                 break;
             }
         }
-        self.flush_idle_batch(out);
+        self.start_wanted_persist(out);
     }
 
     /// Applies the frame at the front of the queue (epoch and sequence
@@ -307,27 +367,46 @@ impl<P: Clone> Replica<P> {
                 if overlaps || self.writes.len() >= self.limits.max_writes_in_flight {
                     return false;
                 }
+                let popped = self.queue.pop_front();
                 let Some(QueuedFrame {
-                    frame: Frame::Write { data, .. },
+                    frame: Frame::Write { data, fua, .. },
                     ..
-                }) = self.queue.pop_front()
+                }) = popped
                 else {
                     return false;
                 };
                 let token = self.alloc_token();
-                self.writes.insert(token, WriteInFlight { link, range });
+                self.writes
+                    .insert(token, WriteInFlight { link, seq, range });
                 if let Some(p) = position {
                     self.working.applied = self.working.applied.max(p);
                 }
                 self.advance(link, epoch, seq);
-                // Never FUA: the batch flush (`Persist`) makes it durable,
-                // and only then is it acknowledged.
+                // Never FUA on the device: a `Persist` (one flush for the
+                // batch) makes it durable, and only then is it acknowledged
+                // durable. A FUA frame asks for that `Persist` at once.
                 out.push(Action::LocalWrite {
                     token,
                     range,
                     data,
                     fua: false,
                 });
+                let batch_full = self.links.get(&link).is_some_and(|l| {
+                    l.processed.0.saturating_sub(l.acked.0) >= self.limits.persist_batch
+                });
+                if fua || batch_full {
+                    self.persist_wanted = true;
+                }
+                true
+            }
+            Frame::Flush { seq } => {
+                let seq = *seq;
+                if !self.writes.is_empty() {
+                    return false; // Barrier: the writes before it first.
+                }
+                self.queue.pop_front();
+                self.advance(link, epoch, seq);
+                self.start_persist(None, out);
                 true
             }
             Frame::Resync { seq, op } => {
@@ -389,7 +468,7 @@ impl<P: Clone> Replica<P> {
                 self.start_persist(Some((link, before)), out);
                 true
             }
-            Frame::Ack { .. } | Frame::Nack { .. } => {
+            Frame::Ack { .. } | Frame::Applied { .. } | Frame::Nack { .. } => {
                 self.queue.pop_front();
                 true
             }
@@ -406,6 +485,7 @@ impl<P: Clone> Replica<P> {
 
     fn start_persist(&mut self, epoch_ack: Option<(LinkId, Standing)>, out: &mut Vec<Action<P>>) {
         debug_assert!(self.persist.is_none() && self.writes.is_empty());
+        self.persist_wanted = false;
         let token = self.alloc_token();
         let record = DurableRecord {
             membership: self.membership.clone(),
@@ -429,12 +509,16 @@ impl<P: Clone> Replica<P> {
         });
     }
 
-    /// With nothing left to apply and writes done but unacknowledged, one
-    /// flush acknowledges the batch.
-    fn flush_idle_batch(&mut self, out: &mut Vec<Action<P>>) {
-        let unacked = self.links.values().any(|l| l.processed > l.acked);
-        if self.persist.is_none() && self.writes.is_empty() && unacked {
+    /// Starts the `Persist` asked for once the writes before it are done
+    /// (one flush acknowledges the whole batch).
+    fn start_wanted_persist(&mut self, out: &mut Vec<Action<P>>) {
+        if !self.persist_wanted || self.persist.is_some() || !self.writes.is_empty() {
+            return;
+        }
+        if self.has_unacked() {
             self.start_persist(None, out);
+        } else {
+            self.persist_wanted = false;
         }
     }
 
@@ -660,10 +744,129 @@ mod tests {
             },
         );
         assert!(acks(&out).is_empty(), "written is not durable");
-        let (token, record) = persist(&out);
+        assert_eq!(applied(&out), vec![Sequence(2)], "but it is applied");
+        assert!(!out.iter().any(|a| matches!(a, Action::Persist { .. })));
+        // Quiet for a tick: the batch is made durable.
+        let (token, record) = persist(&handle(&mut r, Event::Tick));
         assert_eq!(record.standing.applied.index, 1);
         let out = handle(&mut r, Event::Persisted { token });
         assert_eq!(acks(&out), vec![(Sequence(2), None)]);
+    }
+
+    fn applied(out: &Actions) -> Vec<Sequence> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    frame: Frame::Applied { applied_through },
+                    ..
+                } => Some(*applied_through),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A replica in epoch 4 with the epoch change acknowledged.
+    fn accepted() -> Replica<u64> {
+        let mut r = replica();
+        let (token, _) = persist(&receive(&mut r, 4, epoch_change(1)));
+        handle(&mut r, Event::Persisted { token });
+        r
+    }
+
+    #[test]
+    fn a_fua_write_is_made_durable_at_once() {
+        let mut r = accepted();
+        let fua = Frame::Write {
+            seq: Sequence(2),
+            position: Some(Position {
+                epoch: Epoch(4),
+                index: 1,
+            }),
+            range: ByteRange::new(0, 4096),
+            data: 1,
+            fua: true,
+        };
+        let written = local_write(&receive(&mut r, 4, fua));
+        // Nothing more is applied until the persist has started.
+        assert!(receive(&mut r, 4, write(3, 2)).is_empty());
+        let done = Event::LocalWriteDone {
+            token: written,
+            result: Ok(()),
+        };
+        let (token, _) = persist(&handle(&mut r, done));
+        let out = handle(&mut r, Event::Persisted { token });
+        assert_eq!(acks(&out), vec![(Sequence(2), None)]);
+        local_write(&out);
+    }
+
+    #[test]
+    fn a_flush_waits_for_the_writes_before_it_then_persists() {
+        let mut r = accepted();
+        let written = local_write(&receive(&mut r, 4, write(2, 1)));
+        let out = receive(&mut r, 4, Frame::Flush { seq: Sequence(3) });
+        assert!(!out.iter().any(|a| matches!(a, Action::Persist { .. })));
+        let done = Event::LocalWriteDone {
+            token: written,
+            result: Ok(()),
+        };
+        let (token, _) = persist(&handle(&mut r, done));
+        let out = handle(&mut r, Event::Persisted { token });
+        assert_eq!(acks(&out), vec![(Sequence(3), None)]);
+    }
+
+    #[test]
+    fn applied_counts_only_writes_done_in_order() {
+        let mut r = accepted();
+        let first = local_write(&receive(&mut r, 4, write(2, 1)));
+        let other_block = Frame::Write {
+            seq: Sequence(3),
+            position: Some(Position {
+                epoch: Epoch(4),
+                index: 2,
+            }),
+            range: ByteRange::new(4096, 4096),
+            data: 2,
+            fua: false,
+        };
+        let second = local_write(&receive(&mut r, 4, other_block));
+        let done = |token| Event::LocalWriteDone {
+            token,
+            result: Ok(()),
+        };
+        assert!(
+            applied(&handle(&mut r, done(second))).is_empty(),
+            "seq 2 is not done"
+        );
+        assert_eq!(applied(&handle(&mut r, done(first))), vec![Sequence(3)]);
+    }
+
+    #[test]
+    fn a_full_batch_forces_a_persist() {
+        let mut r = accepted();
+        let batch = ReplicaLimits::default().persist_batch;
+        let mut persisted = false;
+        for i in 0..batch {
+            let frame = Frame::Write {
+                seq: Sequence(2 + i),
+                position: Some(Position {
+                    epoch: Epoch(4),
+                    index: 1 + i,
+                }),
+                range: ByteRange::new(0, 4096),
+                data: i,
+                fua: false,
+            };
+            let token = local_write(&receive(&mut r, 4, frame));
+            let out = handle(
+                &mut r,
+                Event::LocalWriteDone {
+                    token,
+                    result: Ok(()),
+                },
+            );
+            persisted |= out.iter().any(|a| matches!(a, Action::Persist { .. }));
+        }
+        assert!(persisted, "{batch} frames applied and none persisted");
     }
 
     #[test]

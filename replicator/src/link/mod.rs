@@ -32,6 +32,8 @@
 //! | `Resync { seq, op }` | `Resync` | sequence = `seq`; body = `op` |
 //! | `EpochChange { seq, membership }` | `EpochChange` | sequence = `seq`; the new epoch is the envelope's; body: W, then each member with role primary for `membership.primary` and replica otherwise, its mode, and its address from the caller's [`AddressBook`] |
 //! | `Ack { durable_through, standing }` | `Ack` | sequence = `durable_through`; `standing` as the 1.1 `Ack` payload (40 bytes; empty when `None`) |
+//! | `Flush { seq }` | `Flush` | sequence = `seq` |
+//! | `Applied { applied_through }` | `Ack` with flag `ACK_APPLIED` (1.2) | sequence = `applied_through`; empty payload |
 //! | `Nack { seq, reason }` | `Nack` | sequence = `seq` (with stream 0 and sequence 0 it refuses the link); body = `reason` |
 //!
 //! The core's frames need both 1.1 fields (positions for elections and
@@ -52,12 +54,11 @@ use crate::auth::{AuthFailure, ConfigError};
 use crate::core::{Frame, Member, Membership, Position, Standing};
 use crate::wire::{
     self, ByteRange, CopyInfo, CopyList, DecodeError, EncodeError, Epoch, FrameDecoder, Message,
-    MessageType, NodeId, ReadTag, Role, Sequence, StandingReport, StreamId, Version, VolumeId,
-    WritePosition,
+    MessageType, NodeId, ReadTag, Role, StandingReport, StreamId, Version, VolumeId, WritePosition,
 };
 
 /// The one wire version a link speaks.
-pub const LINK_VERSION: Version = Version::V1_1;
+pub const LINK_VERSION: Version = Version::V1_2;
 
 /// Where a frame belongs: the header fields every frame carries besides its
 /// message.
@@ -173,12 +174,6 @@ impl LinkError {
 /// handle (heartbeats) or refuse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Other {
-    /// `Flush`: the core never sends one (every acknowledged write is
-    /// already durable on its quorum).
-    Flush {
-        /// Its sequence on the stream.
-        seq: Sequence,
-    },
     /// `Heartbeat`: answer with `reply` set and the same token.
     Heartbeat {
         /// Echoed in the reply.
@@ -428,7 +423,24 @@ fn with_message<P, R>(
             Message::Ack(wire::Ack {
                 stream,
                 durable_through: *durable_through,
+                applied_only: false,
                 standing: standing.as_ref().map(wire_standing),
+            })
+        }
+        Frame::Flush { seq } => {
+            expect_payload(0, payload)?;
+            Message::Flush(wire::Flush {
+                stream,
+                sequence: *seq,
+            })
+        }
+        Frame::Applied { applied_through } => {
+            expect_payload(0, payload)?;
+            Message::Ack(wire::Ack {
+                stream,
+                durable_through: *applied_through,
+                applied_only: true,
+                standing: None,
             })
         }
         Frame::Nack { seq, reason } => {
@@ -529,6 +541,9 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, LinkError> {
                 },
             }
         }
+        Message::Ack(ack) if ack.applied_only => Frame::Applied {
+            applied_through: ack.durable_through,
+        },
         Message::Ack(ack) => Frame::Ack {
             durable_through: ack.durable_through,
             standing: ack.standing.as_ref().map(core_standing),
@@ -537,11 +552,9 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, LinkError> {
             seq: nack.sequence,
             reason: nack.reason,
         },
-        Message::Flush(flush) => {
-            return other(Other::Flush {
-                seq: flush.sequence,
-            })
-        }
+        Message::Flush(flush) => Frame::Flush {
+            seq: flush.sequence,
+        },
         Message::Heartbeat(beat) => {
             return other(Other::Heartbeat {
                 token: beat.token,

@@ -14,6 +14,7 @@ use proptest::prelude::*;
 use super::handshake::{accept, connect};
 use super::{
     decode, encode, encode_header, AddressBook, Decoded, Envelope, LinkError, NoAddresses, Other,
+    LINK_VERSION,
 };
 use crate::auth::{AuthFailure, PreSharedKey};
 use crate::core::{Frame, Member, Membership, Position, Standing};
@@ -161,6 +162,14 @@ fn case() -> impl Strategy<Value = Case> {
             },
             Vec::new()
         )),
+        seq.clone().prop_map(|seq| (
+            Frame::Applied {
+                applied_through: seq
+            },
+            Vec::new()
+        )),
+        seq.clone()
+            .prop_map(|seq| (Frame::Flush { seq }, Vec::new())),
         (seq, nack_reason()).prop_map(|(seq, reason)| (Frame::Nack { seq, reason }, Vec::new())),
     ];
     (envelope, frame_and_payload).prop_map(|(envelope, (frame, payload))| Case {
@@ -223,6 +232,8 @@ proptest! {
             Frame::Resync { seq, op } => Frame::Resync { seq, op },
             Frame::EpochChange { seq, membership } => Frame::EpochChange { seq, membership },
             Frame::Ack { durable_through, standing } => Frame::Ack { durable_through, standing },
+            Frame::Applied { applied_through } => Frame::Applied { applied_through },
+            Frame::Flush { seq } => Frame::Flush { seq },
             Frame::Nack { seq, reason } => Frame::Nack { seq, reason },
         };
         prop_assert_eq!(&frame, &case.frame);
@@ -268,7 +279,7 @@ proptest! {
 #[rustfmt::skip]
 const WRITE_FRAME: [u8; 84] = [
     b'K', b'L', b'R', b'P',                         // magic
-    0x01, 0x01,                                     // version 1.1
+    0x01, 0x02,                                     // version 1.2
     0x10,                                           // type: Write
     0x01,                                           // flags: FUA
     0x50, 0x00,                                     // header length 80
@@ -281,7 +292,7 @@ const WRITE_FRAME: [u8; 84] = [
     0x04, 0x00, 0x00, 0x00,                         // range length 4
     0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // range offset 4096
     0xc2, 0x27, 0x0d, 0x4c,                         // payload CRC32C 0x4c0d27c2
-    0x38, 0x76, 0x3f, 0xd6,                         // header CRC32C 0xd63f7638
+    0xe3, 0x5c, 0xa2, 0xf8,                         // header CRC32C 0xf8a25ce3
     0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // position: epoch 3
     0x11, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //           index 17
     b'k', b'e', b'e', b'l',                         // the data
@@ -290,7 +301,7 @@ const WRITE_FRAME: [u8; 84] = [
 #[rustfmt::skip]
 const ACK_FRAME: [u8; 104] = [
     b'K', b'L', b'R', b'P',                         // magic
-    0x01, 0x01,                                     // version 1.1
+    0x01, 0x02,                                     // version 1.2
     0x12,                                           // type: Ack
     0x00,                                           // flags
     0x40, 0x00,                                     // header length 64
@@ -303,7 +314,7 @@ const ACK_FRAME: [u8; 104] = [
     0x00, 0x00, 0x00, 0x00,                         // range length (unused)
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // range offset (unused)
     0x53, 0x4f, 0x62, 0x9d,                         // payload CRC32C 0x9d624f53
-    0x5c, 0x71, 0x90, 0x37,                         // header CRC32C 0x3790715c
+    0xc9, 0x83, 0x68, 0x5d,                         // header CRC32C 0x5d6883c9
     0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // standing: epoch 3
     0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //   synced 2
     0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //   applied epoch 2
@@ -471,7 +482,7 @@ fn wire_messages_the_core_does_not_use_are_handed_over() {
             token: 99,
             reply: true,
         }),
-        Version::V1_1,
+        LINK_VERSION,
     );
     assert_eq!(
         decode(&heartbeat).unwrap(),
@@ -494,7 +505,7 @@ fn wire_messages_the_core_does_not_use_are_handed_over() {
             offset: 512,
             data: b"abc",
         }),
-        Version::V1_1,
+        LINK_VERSION,
     );
     assert!(matches!(
         decode(&response).unwrap(),
@@ -506,12 +517,12 @@ fn wire_messages_the_core_does_not_use_are_handed_over() {
             stream: StreamId(2),
             sequence: Sequence(4),
         }),
-        Version::V1_1,
+        LINK_VERSION,
     );
     assert!(matches!(
         decode(&flush).unwrap(),
-        Decoded::Other {
-            message: Other::Flush { seq: Sequence(4) },
+        Decoded::Frame {
+            frame: Frame::Flush { seq: Sequence(4) },
             ..
         }
     ));
@@ -522,7 +533,7 @@ fn wire_messages_the_core_does_not_use_are_handed_over() {
             node: NodeId(1),
             nonce: wire::Nonce([1; 32]),
         }),
-        Version::V1_1,
+        LINK_VERSION,
     );
     assert!(matches!(
         decode(&hello).unwrap(),
@@ -539,6 +550,7 @@ fn frames_of_another_version_close_the_link() {
         &Message::Ack(wire::Ack {
             stream: StreamId(2),
             durable_through: Sequence(1),
+            applied_only: false,
             standing: None,
         }),
         Version::V1_0,
@@ -547,7 +559,7 @@ fn frames_of_another_version_close_the_link() {
     assert!(matches!(
         error,
         LinkError::VersionMismatch {
-            expected: Version::V1_1,
+            expected: LINK_VERSION,
             got: Version::V1_0
         }
     ));
@@ -600,12 +612,12 @@ fn both_ends_authenticate_over_loopback() {
     assert_eq!(initiator.node, NodeId(20));
     assert_eq!(initiator.role, Role::Replica);
     assert_eq!(initiator.epoch, Epoch(3));
-    assert_eq!(initiator.version, Version::V1_1);
+    assert_eq!(initiator.version, LINK_VERSION);
     assert_eq!(acceptor.node, NodeId(10));
     assert_eq!(acceptor.role, Role::Primary);
     assert_eq!(acceptor.volume, VolumeId(7));
     assert_eq!(acceptor.epoch, Epoch(4));
-    assert_eq!(acceptor.version, Version::V1_1);
+    assert_eq!(acceptor.version, LINK_VERSION);
     // The socket's timeouts are back, and the link carries frames.
     assert_eq!(client.read_timeout().unwrap(), None);
     let ack: Frame<()> = Frame::Ack {
@@ -791,7 +803,7 @@ fn a_1_0_initiator_is_refused_with_the_versions_spoken_here() {
             stream: StreamId(0),
             sequence: Sequence(0),
             reason: NackReason::UnsupportedVersion {
-                supported: only(Version::V1_1)
+                supported: only(LINK_VERSION)
             },
         })
     );
@@ -815,8 +827,8 @@ fn a_1_0_acceptor_refuses_a_link_initiator() {
         let Ok(wire::Decoded::Frame(frame)) = wire::FrameDecoder::default().decode(&hello) else {
             panic!("no hello");
         };
-        // The Hello is stamped 1.1, the highest version the link speaks.
-        assert_eq!(frame.header.version, Version::V1_1);
+        // The Hello is stamped with the one version the link speaks.
+        assert_eq!(frame.header.version, LINK_VERSION);
         let step = acceptor.receive(&frame, &volumes);
         let nack = step.send.unwrap();
         let mut bytes = vec![0u8; nack.message.encoded_len()];

@@ -161,15 +161,22 @@ impl<'a> WireMessage<'a> for Flush {
 }
 
 /// Replica -> primary: every sequenced frame of `stream` up to and including
-/// `durable_through` is applied and durable. Cumulative, so a lost `Ack` is
-/// covered by the next one. Header: stream, sequence = `durable_through`.
-/// Payload: empty, or (1.1) the replica's standing, 40 bytes.
+/// `durable_through` is applied and durable (or, with `applied_only`, 1.2:
+/// applied — written to the replica's device the way a completed NVMe write
+/// without FUA is — and not necessarily durable yet). Cumulative per kind,
+/// so a lost `Ack` is covered by the next one. Header: stream, sequence =
+/// `durable_through`, flag `ACK_APPLIED` for `applied_only`. Payload:
+/// empty, or (1.1) the replica's standing, 40 bytes (never in an
+/// `applied_only` acknowledgement).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ack {
     /// Stream acknowledged.
     pub stream: StreamId,
-    /// Highest sequence number durable with all before it.
+    /// Highest sequence number durable (applied, for `applied_only`) with
+    /// all before it.
     pub durable_through: Sequence,
+    /// 1.2: only applied, not yet durable.
+    pub applied_only: bool,
     /// 1.1, in the `Ack` of an `EpochChange`: how up to date the copy was
     /// when it accepted the epoch. Needs an envelope of 1.1 or later.
     pub standing: Option<StandingReport>,
@@ -182,6 +189,11 @@ impl<'a> WireMessage<'a> for Ack {
         HeaderFields {
             stream: self.stream,
             sequence: self.durable_through,
+            flags: if self.applied_only {
+                Flags::ACK_APPLIED
+            } else {
+                Flags::NONE
+            },
             ..HeaderFields::default()
         }
     }
@@ -191,6 +203,12 @@ impl<'a> WireMessage<'a> for Ack {
     }
 
     fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        if self.applied_only && self.standing.is_some() {
+            return Err(EncodeError::Invalid {
+                field: "Ack.standing",
+                problem: FieldProblem::Inconsistent,
+            });
+        }
         match &self.standing {
             Some(standing) => standing.write(w),
             None => Ok(()),
@@ -204,8 +222,14 @@ impl<'a> WireMessage<'a> for Ack {
     ) -> Result<Self, DecodeError> {
         // The header check allowed a body only from 1.1 on, and only
         // empty or a whole standing (plus a newer minor's additions).
+        let applied_only = header.flags.contains(Flags::ACK_APPLIED);
         let standing = if body.is_empty() {
             None
+        } else if applied_only {
+            return Err(DecodeError::malformed(
+                "Ack.standing",
+                FieldProblem::Inconsistent,
+            ));
         } else {
             let mut r = Reader::new(body);
             let standing = StandingReport::read(&mut r, tolerance)?;
@@ -215,6 +239,7 @@ impl<'a> WireMessage<'a> for Ack {
         Ok(Self {
             stream: header.stream,
             durable_through: header.sequence,
+            applied_only,
             standing,
         })
     }

@@ -64,6 +64,9 @@ impl Flags {
     /// writes apply in order, everything before it) durable and acks it
     /// without waiting to batch.
     pub const WRITE_FUA: Flags = Flags(0x01);
+    /// `Ack` (1.2): the frames named are applied (written to the replica's
+    /// device, as a completed NVMe write without FUA is), not yet durable.
+    pub const ACK_APPLIED: Flags = Flags(0x01);
     /// `Heartbeat`: this heartbeat answers one from the peer.
     pub const HEARTBEAT_REPLY: Flags = Flags(0x01);
     /// Any type: a receiver that does not know this message type (it comes

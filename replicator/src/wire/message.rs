@@ -143,8 +143,17 @@ impl<'a> Message<'a> {
             }) => Some("Ack.standing"),
             _ => None,
         };
-        match needs_1_1 {
-            Some(field) if version < Version::V1_1 => {
+        let needs_1_2 = match self {
+            Message::Ack(Ack {
+                applied_only: true, ..
+            }) => Some("Ack.applied_only"),
+            _ => None,
+        };
+        match (needs_1_1, needs_1_2) {
+            (Some(field), _) if version < Version::V1_1 => {
+                Err(EncodeError::NotInVersion { field, version })
+            }
+            (_, Some(field)) if version < Version::V1_2 => {
                 Err(EncodeError::NotInVersion { field, version })
             }
             _ => Ok(()),

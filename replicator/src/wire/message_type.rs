@@ -122,6 +122,18 @@ impl MessageType {
     }
 }
 
+impl Shape {
+    /// The flags a frame of `version` may set: an `Ack` may say "applied"
+    /// from 1.2 on.
+    fn allowed_flags_in(&self, message_type: MessageType, version: Version) -> Flags {
+        if message_type == MessageType::Ack && version >= Version::V1_2 {
+            Flags(self.allowed_flags.0 | Flags::ACK_APPLIED.0)
+        } else {
+            self.allowed_flags
+        }
+    }
+}
+
 /// Which shared header fields a message type uses, and its payload rule.
 pub(crate) struct Shape {
     uses_stream: bool,
@@ -181,7 +193,8 @@ pub(crate) fn check_header(header: &FrameHeader) -> Result<(), DecodeError> {
         ));
     }
     if tolerance == Tolerance::Strict {
-        let unknown_flags = header.flags.0 & !shape.allowed_flags.0;
+        let unknown_flags =
+            header.flags.0 & !shape.allowed_flags_in(message_type, header.version).0;
         if unknown_flags != 0 {
             return Err(DecodeError::malformed(
                 "header.flags",

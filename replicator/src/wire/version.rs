@@ -19,6 +19,9 @@ impl Version {
     /// 1.1: adds a `Write`'s position (header extension) and the standing
     /// in an `Ack` (appended payload).
     pub const V1_1: Version = Version::new(1, 1);
+    /// 1.2: adds the `Ack` that reports frames applied but not yet durable
+    /// (flag `ACK_APPLIED`).
+    pub const V1_2: Version = Version::new(1, 2);
 
     /// Builds a version.
     pub const fn new(major: u8, minor: u8) -> Self {
@@ -34,7 +37,7 @@ impl fmt::Display for Version {
 
 /// The version this implementation speaks: the highest it can encode and
 /// the one whose rules its decoder applies strictly.
-pub const PROTOCOL_VERSION: Version = Version::V1_1;
+pub const PROTOCOL_VERSION: Version = Version::V1_2;
 
 /// The only major version whose frame layout this implementation knows.
 pub(crate) const SUPPORTED_MAJOR: u8 = PROTOCOL_VERSION.major;

@@ -958,9 +958,16 @@ impl ShardHandler {
         // (offset, data) per part; None for a flush.
         let mut parts: Vec<(u64, ReplPayload)> = Vec::new();
         let mut flush = false;
+        // NVMe FUA: complete only once durable on the write quorum.
+        let mut fua = false;
         let mut zero_ranges: Vec<crate::controller::ByteRange> = Vec::new();
         match command.io.operation.clone() {
-            IoOperation::Write { range, .. } => {
+            IoOperation::Write {
+                range,
+                fua: write_fua,
+                ..
+            } => {
+                fua = write_fua;
                 // The one copy of the write's data (a cost to remove: the
                 // state machine could hold the pool buffers instead).
                 let mut bytes = Vec::with_capacity(range.len as usize);
@@ -1029,7 +1036,7 @@ impl ShardHandler {
         }
         for (index, (offset, data)) in parts.into_iter().enumerate() {
             let id = first + u64::from(flush) + index as u64;
-            repl.host_write(shard, HostOpId(id), offset, data);
+            repl.host_write(shard, HostOpId(id), offset, data, fua);
         }
         self.repl_completions(shard);
     }

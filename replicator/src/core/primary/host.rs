@@ -2,9 +2,9 @@
 
 use std::collections::BTreeSet;
 
-use super::{HostWrite, IoPurpose, Op, Phase, Primary, Purpose, RegionCopy, WriteStage};
+use super::{HostFlush, HostWrite, IoPurpose, Op, Phase, Primary, Purpose, RegionCopy, WriteStage};
 use crate::core::frame::Frame;
-use crate::core::ids::{HostOpId, Position, Time};
+use crate::core::ids::{HostOpId, IoToken, Position, Time};
 use crate::core::io::{Action, HostStatus};
 use crate::wire::{ByteRange, NodeId, RegionIndex, ReplicationMode};
 
@@ -14,6 +14,7 @@ impl<P: Clone> Primary<P> {
         id: HostOpId,
         range: ByteRange,
         data: P,
+        fua: bool,
         out: &mut Vec<Action<P>>,
     ) {
         if let Some(status) = self.refuse_host_op() {
@@ -35,7 +36,9 @@ impl<P: Clone> Primary<P> {
                 range,
                 region,
                 data: Some(data),
+                fua,
                 stage: WriteStage::Waiting,
+                applied_on: BTreeSet::new(),
                 durable_on: BTreeSet::new(),
                 awaiting: BTreeSet::new(),
                 completed: false,
@@ -50,19 +53,36 @@ impl<P: Clone> Primary<P> {
             return;
         }
         let key = self.take_key();
-        self.ops.insert(key, Op::Flush { id });
+        self.ops.insert(
+            key,
+            Op::Flush(HostFlush {
+                id,
+                started: false,
+                persist: None,
+                local_durable: false,
+            }),
+        );
     }
 
     fn refuse_host_op(&self) -> Option<HostStatus> {
         if self.phase != Phase::Serving {
             return Some(HostStatus::PathError);
         }
-        let host_ops = self
-            .ops
-            .values()
-            .filter(|op| !matches!(op, Op::Copy(_)))
-            .count();
-        (host_ops >= self.limits.max_host_ops).then_some(HostStatus::Busy)
+        let mut pending = 0;
+        let mut writes = 0;
+        for op in self.ops.values() {
+            match op {
+                Op::Write(w) => {
+                    writes += 1;
+                    pending += usize::from(!w.completed);
+                }
+                Op::Flush(_) => pending += 1,
+                Op::Copy(_) => {}
+            }
+        }
+        let full =
+            pending >= self.limits.max_host_ops || writes >= self.limits.max_unsettled_writes;
+        full.then_some(HostStatus::Busy)
     }
 
     pub(super) fn take_key(&mut self) -> u64 {
@@ -80,7 +100,7 @@ impl<P: Clone> Primary<P> {
                     && overlap(w.range, range)
             }
             Op::Copy(c) => overlap(self.geometry.region_range(c.region), range),
-            Op::Flush { .. } => false,
+            Op::Flush(_) => false,
         })
     }
 
@@ -92,7 +112,7 @@ impl<P: Clone> Primary<P> {
             .filter(|(_, op)| match op {
                 Op::Write(w) => w.stage == WriteStage::Waiting,
                 Op::Copy(c) => !c.reading,
-                Op::Flush { .. } => false,
+                Op::Flush(_) => false,
             })
             .map(|(k, _)| *k)
             .collect();
@@ -120,9 +140,9 @@ impl<P: Clone> Primary<P> {
         }
     }
 
-    /// Issues a write locally (FUA, so its completion means durable) and to
-    /// every replica taking writes; a replica not taking writes now gets the
-    /// region marked dirty.
+    /// Issues a write locally and to every replica taking writes (FUA
+    /// passed on to both); a replica not taking writes now gets the region
+    /// marked dirty.
     fn issue_write(&mut self, now: Time, key: u64, out: &mut Vec<Action<P>>) {
         let position = Position {
             epoch: self.epoch,
@@ -134,7 +154,7 @@ impl<P: Clone> Primary<P> {
             return;
         };
         let Some(data) = w.data.take() else { return };
-        let (range, region) = (w.range, w.region);
+        let (range, region, fua) = (w.range, w.region, w.fua);
         w.stage = WriteStage::Issued;
         self.bitmap.begin_write(region);
         let peers: Vec<(NodeId, bool)> = self
@@ -159,7 +179,7 @@ impl<P: Clone> Primary<P> {
                 position: Some(position),
                 range,
                 data: data.clone(),
-                fua: false,
+                fua,
             };
             self.send(
                 now,
@@ -174,8 +194,76 @@ impl<P: Clone> Primary<P> {
             token,
             range,
             data,
-            fua: true,
+            fua,
         });
+    }
+
+    /// Starts every flush whose earlier writes all finished locally: a
+    /// `Flush` frame to every replica taking writes (so each persists now
+    /// instead of at its next batch), and a local persist (`pump`).
+    pub(super) fn start_flushes(&mut self, now: Time, out: &mut Vec<Action<P>>) {
+        let mut local_pending = false;
+        let mut ready = Vec::new();
+        for (key, op) in self.ops.iter() {
+            match op {
+                Op::Write(w) => {
+                    local_pending |= matches!(w.stage, WriteStage::Waiting | WriteStage::Issued)
+                }
+                Op::Flush(f) if !f.started && !local_pending => ready.push(*key),
+                _ => {}
+            }
+        }
+        if ready.is_empty() {
+            return;
+        }
+        for key in &ready {
+            if let Some(Op::Flush(f)) = self.ops.get_mut(key) {
+                f.started = true;
+            }
+        }
+        let peers: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.link.as_ref().is_some_and(|l| l.takes_writes()))
+            .map(|(n, _)| *n)
+            .collect();
+        for peer in peers {
+            let Some(link) = self.link_mut(peer) else {
+                continue;
+            };
+            let seq = link.take_seq();
+            self.send(now, peer, Frame::Flush { seq }, Purpose::Flush, 0, out);
+        }
+    }
+
+    /// Whether a started flush still needs a local persist to start.
+    pub(super) fn flush_wants_persist(&self) -> bool {
+        self.ops
+            .values()
+            .any(|op| matches!(op, Op::Flush(f) if f.started && f.persist.is_none()))
+    }
+
+    /// A persist starts under `token`: it covers every started flush
+    /// without one (their writes all completed locally before it).
+    pub(super) fn flush_persist_started(&mut self, token: IoToken) {
+        for op in self.ops.values_mut() {
+            if let Op::Flush(f) = op {
+                if f.started && f.persist.is_none() {
+                    f.persist = Some(token);
+                }
+            }
+        }
+    }
+
+    /// The persist under `token` finished.
+    pub(super) fn flush_persisted(&mut self, token: IoToken) {
+        for op in self.ops.values_mut() {
+            if let Op::Flush(f) = op {
+                if f.persist == Some(token) {
+                    f.local_durable = true;
+                }
+            }
+        }
     }
 
     pub(super) fn local_write_done(&mut self, key: u64, ok: bool, out: &mut Vec<Action<P>>) {
@@ -209,7 +297,18 @@ impl<P: Clone> Primary<P> {
         if let Some(Op::Write(w)) = self.ops.get_mut(&key) {
             w.awaiting.remove(&peer);
             if sync {
+                w.applied_on.insert(peer);
                 w.durable_on.insert(peer);
+            }
+        }
+    }
+
+    /// `peer` applied host write `key`, not yet durably.
+    pub(super) fn write_applied_on(&mut self, key: u64, peer: NodeId) {
+        let sync = self.is_sync(peer);
+        if let Some(Op::Write(w)) = self.ops.get_mut(&key) {
+            if sync {
+                w.applied_on.insert(peer);
             }
         }
     }
@@ -218,13 +317,16 @@ impl<P: Clone> Primary<P> {
     pub(super) fn forget_durability_on(&mut self, peer: NodeId) {
         for op in self.ops.values_mut() {
             if let Op::Write(w) = op {
+                w.applied_on.remove(&peer);
                 w.durable_on.remove(&peer);
             }
         }
     }
 
-    /// Completes host writes that reached the quorum, flushes whose earlier
-    /// writes all finished, and forgets what is finished.
+    /// Completes host writes that reached their quorum and flushes whose
+    /// earlier writes are all durable on a quorum, and forgets what is
+    /// finished. A write is kept until it is durable on a quorum (or failed
+    /// locally), since a later flush must wait for it.
     pub(super) fn complete_operations(&mut self, out: &mut Vec<Action<P>>) {
         let quorum = usize::from(self.membership.write_quorum);
         #[cfg(test)]
@@ -233,22 +335,24 @@ impl<P: Clone> Primary<P> {
         } else {
             quorum
         };
-        let mut oldest_unfinished_write = None;
+        let mut undurable_before = false;
         let mut finished = Vec::new();
         for (key, op) in self.ops.iter_mut() {
             match op {
                 Op::Write(w) => {
-                    let local_done = w.stage == WriteStage::LocalDone;
                     // The local copy always counts and is always required:
                     // reads are served from it.
                     debug_assert!(
-                        w.durable_on.iter().all(|n| self
+                        w.applied_on.iter().all(|n| self
                             .peers
                             .get(n)
                             .is_some_and(|p| p.mode == ReplicationMode::Sync)),
                         "only sync replicas count toward the quorum"
                     );
-                    if local_done && !w.completed && 1 + w.durable_on.len() >= quorum {
+                    let local_done = w.stage == WriteStage::LocalDone;
+                    let durable = local_done && 1 + w.durable_on.len() >= quorum;
+                    let applied = local_done && 1 + w.applied_on.len() >= quorum;
+                    if !w.completed && (durable || (applied && !w.fua)) {
                         w.completed = true;
                         out.push(Action::CompleteHost {
                             id: w.id,
@@ -261,17 +365,16 @@ impl<P: Clone> Primary<P> {
                         w.settled = true;
                         self.bitmap.end_write(w.region);
                     }
-                    if !w.completed {
-                        oldest_unfinished_write.get_or_insert(*key);
-                    }
-                    if w.completed && w.settled {
+                    let durable_done = durable || w.stage == WriteStage::LocalFailed;
+                    undurable_before |= !durable_done;
+                    if w.completed && w.settled && durable_done {
                         finished.push(*key);
                     }
                 }
-                Op::Flush { id } => {
-                    if oldest_unfinished_write.is_none_or(|k| k > *key) {
+                Op::Flush(f) => {
+                    if f.local_durable && !undurable_before {
                         out.push(Action::CompleteHost {
-                            id: *id,
+                            id: f.id,
                             status: HostStatus::Success,
                         });
                         finished.push(*key);
@@ -285,18 +388,14 @@ impl<P: Clone> Primary<P> {
         }
     }
 
-    /// Host writes in `region` before `key` whose local copy is durable and
-    /// that still wait for their quorum: a copy of the region read now holds
-    /// them.
+    /// Host writes in `region` before `key` whose local copy is written
+    /// and that still wait for a durable quorum: a copy of the region read
+    /// now holds them.
     pub(super) fn writes_covered_by_copy(&self, key: u64, region: RegionIndex) -> Vec<u64> {
         self.ops
             .range(..key)
             .filter_map(|(k, op)| match op {
-                Op::Write(w)
-                    if w.region == region && w.stage == WriteStage::LocalDone && !w.completed =>
-                {
-                    Some(*k)
-                }
+                Op::Write(w) if w.region == region && w.stage == WriteStage::LocalDone => Some(*k),
                 _ => None,
             })
             .collect()

@@ -16,8 +16,12 @@
 //!   until its local read completes), so overlapping operations reach the
 //!   local device and every stream in admission order;
 //! - a write issues only once its region is durable in the bitmap;
-//! - a write is acknowledged only when durable locally and on enough sync
-//!   replicas to make the write quorum.
+//! - a write is acknowledged only when applied locally and on enough sync
+//!   replicas to make the write quorum, and with FUA only when durable on
+//!   them (the NVMe volatile-write-cache contract, kept for the quorum);
+//! - a flush is acknowledged only when every write admitted before it is
+//!   durable on a write quorum: the local device flushed after those writes
+//!   completed, and durable acks from enough sync replicas.
 
 mod election;
 mod host;
@@ -91,8 +95,15 @@ use peer::{Link, LinkPhase, Peer, Purpose, Queued, Sent};
 pub struct PrimaryLimits {
     /// Host commands admitted and not yet finished; beyond, `Busy`.
     pub max_host_ops: usize,
-    /// Sequenced frames in flight (unacknowledged) per replica.
+    /// Sequenced frames sent and not yet applied, per replica.
     pub window_frames: usize,
+    /// Sequenced frames sent and not yet durable, per replica; beyond, the
+    /// window waits (the replica persists at least every
+    /// `ReplicaLimits::persist_batch` frames).
+    pub max_unsynced_frames: usize,
+    /// Host writes admitted and not yet durable on a write quorum (a later
+    /// flush must find them); beyond, `Busy`.
+    pub max_unsettled_writes: usize,
     /// Frames waiting for window room per replica; beyond, the replica is
     /// out of date: its link is closed and it is resynced later.
     pub max_queued_frames: usize,
@@ -117,6 +128,8 @@ impl Default for PrimaryLimits {
         Self {
             max_host_ops: 128,
             window_frames: 32,
+            max_unsynced_frames: 1024,
+            max_unsettled_writes: 4096,
             max_queued_frames: 256,
             async_max_lag_bytes: 64 << 20,
             async_max_lag_time: 5_000_000_000,
@@ -157,7 +170,7 @@ enum WriteStage {
     Waiting,
     /// Local write and replica frames issued.
     Issued,
-    /// Local copy durable.
+    /// Local copy written (durable too, for FUA).
     LocalDone,
     /// Local device failed it.
     LocalFailed,
@@ -170,7 +183,11 @@ struct HostWrite<P> {
     region: RegionIndex,
     /// Held until issued.
     data: Option<P>,
+    /// Force unit access: complete only once durable on the quorum.
+    fua: bool,
     stage: WriteStage,
+    /// Sync replicas that applied it (durably or not).
+    applied_on: BTreeSet<NodeId>,
     /// Sync replicas holding it durably.
     durable_on: BTreeSet<NodeId>,
     /// Replicas it was sent to that have not acknowledged it yet.
@@ -187,11 +204,23 @@ struct RegionCopy {
     reading: bool,
 }
 
+/// A host flush: every write admitted before it must become durable on a
+/// write quorum.
+#[derive(Debug, Clone, Copy)]
+struct HostFlush {
+    id: HostOpId,
+    /// `Flush` frames sent (once every earlier write finished locally).
+    started: bool,
+    /// The local persist (device flush) that covers the earlier writes.
+    persist: Option<IoToken>,
+    local_durable: bool,
+}
+
 #[derive(Debug, Clone)]
 enum Op<P> {
     Write(HostWrite<P>),
     Copy(RegionCopy),
-    Flush { id: HostOpId },
+    Flush(HostFlush),
 }
 
 /// The primary state machine for one stream of a volume.
@@ -368,7 +397,12 @@ impl<P: Clone> Primary<P> {
     /// Handles one event at time `now`; appends what to do to `out`.
     pub fn handle(&mut self, now: Time, event: Event<P>, out: &mut Vec<Action<P>>) {
         match event {
-            Event::HostWrite { id, range, data } => self.admit_write(id, range, data, out),
+            Event::HostWrite {
+                id,
+                range,
+                data,
+                fua,
+            } => self.admit_write(id, range, data, fua, out),
             Event::HostFlush { id } => self.admit_flush(id, out),
             Event::LocalWriteDone { token, result } => {
                 if let Some(IoPurpose::LocalWrite { key }) = self.io.remove(&token) {
@@ -442,9 +476,12 @@ impl<P: Clone> Primary<P> {
         }
     }
 
-    /// Writes the record with a fresh bitmap snapshot.
+    /// Writes the record with a fresh bitmap snapshot (after a device
+    /// flush: it also makes every completed local write durable, which
+    /// started flushes wait for).
     fn persist(&mut self, out: &mut Vec<Action<P>>) {
         let token = self.alloc_token(IoPurpose::Persist);
+        self.flush_persist_started(token);
         let intent = self.bitmap.start_persist(token);
         let record = DurableRecord {
             membership: self.membership.clone(),
@@ -461,6 +498,7 @@ impl<P: Clone> Primary<P> {
         if !self.bitmap.finish_persist(token) {
             return;
         }
+        self.flush_persisted(token);
         self.durable = DurableRecord {
             membership: self.membership.clone(),
             standing: self.standing(),
@@ -538,8 +576,7 @@ impl<P: Clone> Primary<P> {
         bytes: u64,
         out: &mut Vec<Action<P>>,
     ) {
-        let window = self.limits.window_frames;
-        let max_queued = self.limits.max_queued_frames;
+        let limits = self.limits;
         let epoch = self.epoch;
         let Some(link) = self.link_mut(peer) else {
             return;
@@ -549,8 +586,8 @@ impl<P: Clone> Primary<P> {
             purpose,
             bytes,
         });
-        let overflow = link.queued.len() > max_queued;
-        Self::fill_window(now, peer, epoch, window, link, out);
+        let overflow = link.queued.len() > limits.max_queued_frames;
+        Self::fill_window(now, peer, epoch, &limits, link, out);
         if overflow {
             self.out_of_date(peer, out);
         }
@@ -560,11 +597,13 @@ impl<P: Clone> Primary<P> {
         now: Time,
         peer: NodeId,
         epoch: Epoch,
-        window: usize,
+        limits: &PrimaryLimits,
         link: &mut Link<P>,
         out: &mut Vec<Action<P>>,
     ) {
-        while link.in_flight.len() < window {
+        while link.unapplied_frames() < limits.window_frames
+            && link.in_flight.len() < limits.max_unsynced_frames
+        {
             let Some(q) = link.queued.pop_front() else {
                 break;
             };
@@ -597,6 +636,7 @@ impl<P: Clone> Primary<P> {
                 durable_through,
                 standing,
             } => self.acked(now, peer, durable_through, standing, out),
+            Frame::Applied { applied_through } => self.applied(now, peer, applied_through, out),
             Frame::Nack {
                 reason: NackReason::StaleEpoch { current },
                 ..
@@ -615,7 +655,7 @@ impl<P: Clone> Primary<P> {
         standing: Option<Standing>,
         out: &mut Vec<Action<P>>,
     ) {
-        let window = self.limits.window_frames;
+        let limits = self.limits;
         let epoch = self.epoch;
         let Some(link) = self.link_mut(peer) else {
             return;
@@ -630,7 +670,8 @@ impl<P: Clone> Primary<P> {
                 done.push(sent.purpose);
             }
         }
-        Self::fill_window(now, peer, epoch, window, link, out);
+        link.applied = link.applied.max(through);
+        Self::fill_window(now, peer, epoch, &limits, link, out);
         for purpose in done {
             match purpose {
                 Purpose::EpochChange => match standing {
@@ -646,8 +687,31 @@ impl<P: Clone> Primary<P> {
                         link.phase = LinkPhase::Streaming;
                     }
                 }
-                Purpose::ResyncBegin | Purpose::ResyncData => {}
+                Purpose::ResyncBegin | Purpose::ResyncData | Purpose::Flush => {}
             }
+        }
+    }
+
+    /// `peer` applied every frame up to `through` (not yet durably): host
+    /// writes among them count toward their quorum unless FUA.
+    fn applied(&mut self, now: Time, peer: NodeId, through: Sequence, out: &mut Vec<Action<P>>) {
+        let limits = self.limits;
+        let epoch = self.epoch;
+        let Some(link) = self.link_mut(peer) else {
+            return;
+        };
+        if through >= link.next_seq {
+            self.out_of_date(peer, out); // Acknowledges what was never sent.
+            return;
+        }
+        if through <= link.applied {
+            return;
+        }
+        let keys = link.newly_applied(through);
+        link.applied = through;
+        Self::fill_window(now, peer, epoch, &limits, link, out);
+        for key in keys {
+            self.write_applied_on(key, peer);
         }
     }
 
@@ -679,6 +743,9 @@ impl<P: Clone> Primary<P> {
                 self.bitmap.mark_dirty(peer, *region);
                 if let Some(Op::Write(w)) = self.ops.get_mut(key) {
                     w.awaiting.remove(&peer);
+                    // Applied but not durable: the copy may lose it (a
+                    // power loss there) before anyone can tell.
+                    w.applied_on.remove(&peer);
                 }
             }
         }
@@ -717,8 +784,8 @@ impl<P: Clone> Primary<P> {
                         status: HostStatus::PathError,
                     });
                 }
-                Op::Flush { id } => out.push(Action::CompleteHost {
-                    id: *id,
+                Op::Flush(f) => out.push(Action::CompleteHost {
+                    id: f.id,
                     status: HostStatus::PathError,
                 }),
                 _ => {}
@@ -745,12 +812,14 @@ impl<P: Clone> Primary<P> {
         }
         if self.phase == Phase::Serving {
             self.start_operations(now, out);
+            self.start_flushes(now, out);
             self.complete_operations(out);
             self.drive_resyncs(now, out);
         }
         if !self.bitmap.is_persisting() {
             let activate = self.phase == Phase::Activating && self.activation.is_none();
-            if activate || self.bitmap.needs_persist() {
+            let flush = self.flush_wants_persist();
+            if activate || flush || self.bitmap.needs_persist() {
                 self.persist(out);
             }
         }

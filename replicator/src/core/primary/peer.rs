@@ -26,6 +26,9 @@ pub(crate) enum Purpose {
     },
     /// `Resync(End)`.
     ResyncEnd,
+    /// A `Flush` for host flushes: its durable ack covers every frame
+    /// before it.
+    Flush,
 }
 
 /// Where a link stands.
@@ -74,6 +77,9 @@ pub(crate) struct Link<P> {
     pub(crate) id: LinkId,
     pub(crate) phase: LinkPhase,
     pub(crate) next_seq: Sequence,
+    /// Highest sequence the replica reported applied (not yet durable).
+    pub(crate) applied: Sequence,
+    /// Sent and not yet acknowledged durable, oldest first.
     pub(crate) in_flight: VecDeque<Sent>,
     pub(crate) queued: VecDeque<Queued<P>>,
     pub(crate) resync: ResyncProgress,
@@ -85,6 +91,7 @@ impl<P> Link<P> {
             id,
             phase: LinkPhase::Handshake,
             next_seq: Sequence(1),
+            applied: Sequence(0),
             in_flight: VecDeque::new(),
             queued: VecDeque::new(),
             resync: ResyncProgress::default(),
@@ -104,16 +111,43 @@ impl<P> Link<P> {
         matches!(self.phase, LinkPhase::Resyncing | LinkPhase::Streaming)
     }
 
-    /// Bytes sent or queued and not yet acknowledged.
+    /// Index in `in_flight` of the first frame not yet applied.
+    fn first_unapplied(&self) -> usize {
+        self.in_flight.partition_point(|s| s.seq <= self.applied)
+    }
+
+    /// Frames sent and not yet applied (the window's measure).
+    pub(crate) fn unapplied_frames(&self) -> usize {
+        self.in_flight.len() - self.first_unapplied()
+    }
+
+    /// Bytes sent or queued and not yet applied: how far the replica lags.
     pub(crate) fn unacked_bytes(&self) -> u64 {
-        let sent: u64 = self.in_flight.iter().map(|s| s.bytes).sum();
+        let sent: u64 = self
+            .in_flight
+            .range(self.first_unapplied()..)
+            .map(|s| s.bytes)
+            .sum();
         let queued: u64 = self.queued.iter().map(|q| q.bytes).sum();
         sent.saturating_add(queued)
     }
 
-    /// When the oldest unacknowledged frame was sent.
+    /// When the oldest frame not yet applied was sent.
     pub(crate) fn oldest_unacked(&self) -> Option<Time> {
-        self.in_flight.front().map(|s| s.at)
+        self.in_flight.get(self.first_unapplied()).map(|s| s.at)
+    }
+
+    /// Host writes sent with a sequence in `(self.applied, through]`.
+    pub(crate) fn newly_applied(&self, through: Sequence) -> Vec<u64> {
+        let from = self.first_unapplied();
+        self.in_flight
+            .range(from..)
+            .take_while(|s| s.seq <= through)
+            .filter_map(|s| match s.purpose {
+                Purpose::HostWrite { key, .. } => Some(key),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Every purpose not yet acknowledged, sent or queued.

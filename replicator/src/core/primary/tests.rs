@@ -135,6 +135,7 @@ impl Harness {
             id: HostOpId(id),
             range: ByteRange::new(block * 4096, 4096),
             data: id,
+            fua: false,
         });
         self.complete_persists_keeping_writes();
     }

@@ -81,6 +81,11 @@ struct HostOp {
     node: NodeId,
     /// First block and the write's id; `None` for a flush.
     write: Option<(usize, usize, u64)>,
+    /// A write with FUA.
+    fua: bool,
+    /// For a flush: per block, the last write acknowledged before it was
+    /// sent, and that acknowledgement's epoch.
+    flushes: Option<Vec<(u64, Epoch)>>,
 }
 
 pub(crate) struct Sim {
@@ -100,8 +105,16 @@ pub(crate) struct Sim {
     /// overlapping writes outstanding, so write ids order each block's
     /// writes.
     locked: BTreeSet<usize>,
-    /// Per block, the id of the last write acknowledged to the host.
+    /// Per block, the id of the last write acknowledged to the host that
+    /// must still be readable: reset to `guaranteed` by a power loss, which
+    /// may take acknowledged writes no flush covered (NVMe semantics with a
+    /// volatile write cache).
     acked: Vec<u64>,
+    /// Per block, the epoch of the primary that acknowledged `acked`.
+    acked_epoch: Vec<Epoch>,
+    /// Per block, the last write made durable by a FUA acknowledgement or a
+    /// completed flush: readable whatever crashes.
+    guaranteed: Vec<u64>,
     next_host_id: u64,
     next_epoch: u64,
     /// The newest epoch whose primary has served.
@@ -109,6 +122,10 @@ pub(crate) struct Sim {
     device_replaced: bool,
     /// Per node, if its device was replaced: the next host write id then.
     replaced_before_write: Vec<Option<u64>>,
+    /// Per node, the next host write id at its last power loss (0: none):
+    /// a copy may have applied a write and lost it to a power loss before
+    /// its primary noticed.
+    power_lost_at: Vec<u64>,
     step: usize,
     stats: Stats,
     trace: Vec<String>,
@@ -147,6 +164,8 @@ impl Sim {
         let primary_limits = PrimaryLimits {
             max_host_ops: 16,
             window_frames: rng.between(2, 8) as usize,
+            max_unsynced_frames: rng.between(8, 32) as usize,
+            max_unsettled_writes: 64,
             max_queued_frames: rng.between(8, 64) as usize,
             async_max_lag_bytes: 64 * 1024,
             async_max_lag_time: 4_000_000,
@@ -199,11 +218,14 @@ impl Sim {
             host_ops: BTreeMap::new(),
             locked: BTreeSet::new(),
             acked: vec![0; BLOCKS],
+            acked_epoch: vec![Epoch(0); BLOCKS],
+            guaranteed: vec![0; BLOCKS],
             next_host_id: 1,
             next_epoch: 2,
             newest_serving_epoch: Epoch(0),
             device_replaced: false,
             replaced_before_write: vec![None; node_count],
+            power_lost_at: vec![0; node_count],
             step: 0,
             stats: Stats::default(),
             trace: Vec::new(),
@@ -325,6 +347,7 @@ impl Sim {
         let replica_limits = ReplicaLimits {
             max_queued_frames: 64,
             max_writes_in_flight: 4,
+            persist_batch: 8,
         };
         let n = &mut self.nodes[id.0 as usize];
         n.incarnation += 1;
@@ -467,12 +490,15 @@ impl Sim {
         }
         let id = self.next_host_id;
         self.next_host_id += 1;
+        let fua = self.rng.chance(100);
         self.locked.extend(blocks.iter().copied());
         self.host_ops.insert(
             HostOpId(id),
             HostOp {
                 node,
                 write: Some((first, len as usize, id)),
+                fua,
+                flushes: None,
             },
         );
         let range = ByteRange::new(
@@ -487,6 +513,7 @@ impl Sim {
                 id: HostOpId(id),
                 range,
                 data,
+                fua,
             },
         )
     }
@@ -497,8 +524,21 @@ impl Sim {
         };
         let id = self.next_host_id;
         self.next_host_id += 1;
-        self.host_ops
-            .insert(HostOpId(id), HostOp { node, write: None });
+        let flushes = self
+            .acked
+            .iter()
+            .copied()
+            .zip(self.acked_epoch.iter().copied())
+            .collect();
+        self.host_ops.insert(
+            HostOpId(id),
+            HostOp {
+                node,
+                write: None,
+                fua: false,
+                flushes: Some(flushes),
+            },
+        );
         self.deliver(node, Event::HostFlush { id: HostOpId(id) })
     }
 
@@ -514,15 +554,25 @@ impl Sim {
         let Some(node) = self.rng.pick(&alive).copied() else {
             return;
         };
-        self.crash(node);
+        let power_loss = self.rng.chance(500);
+        self.crash(node, power_loss);
     }
 
-    fn crash(&mut self, node: NodeId) {
-        self.log(|| format!("crash n{}", node.0));
+    /// Kills `node`'s process, or with `power_loss` its machine: then the
+    /// device loses what was not flushed, and acknowledged writes no flush
+    /// covered are no longer promised anywhere.
+    fn crash(&mut self, node: NodeId, power_loss: bool) {
+        self.log(|| format!("crash n{} (power loss: {power_loss})", node.0));
         self.stats.crashes += 1;
         let n = &mut self.nodes[node.0 as usize];
         n.state = None;
-        n.disk.crash(&mut self.rng);
+        if power_loss {
+            n.disk.crash(&mut self.rng);
+            self.power_lost_at[node.0 as usize] = self.next_host_id;
+            self.acked.clone_from(&self.guaranteed);
+        } else {
+            n.disk.kill(&mut self.rng);
+        }
         // Its connections reset; the peers notice after a while.
         let links: Vec<LinkId> = self
             .net
@@ -574,7 +624,7 @@ impl Sim {
             return;
         };
         self.device_replaced = true;
-        self.crash(node);
+        self.crash(node, true);
         self.log(|| format!("replace the device of n{}", node.0));
         let record = DurableRecord {
             membership: self.membership.clone(),
@@ -945,14 +995,31 @@ impl Sim {
                 node.0, id.0, op.node.0
             ));
         }
-        let write = op.write;
+        let (write, fua, flushes) = (op.write, op.fua, op.flushes.clone());
         self.log(|| format!("n{} completes #{} {:?}", node.0, id.0, status));
+        let epoch = self.nodes[node.0 as usize]
+            .state
+            .as_ref()
+            .map(|s| s.epoch())
+            .unwrap_or_default();
         if let (HostStatus::Success, Some((first, len, write_id))) = (status, write) {
-            self.check_acknowledged_write(node, first, len, write_id)?;
+            self.check_acknowledged_write(node, first, len, write_id, fua)?;
             for b in first..first + len {
-                self.acked[b] = self.acked[b].max(write_id);
+                if write_id > self.acked[b] {
+                    self.acked[b] = write_id;
+                    self.acked_epoch[b] = epoch;
+                }
+                if fua {
+                    self.guaranteed[b] = self.guaranteed[b].max(write_id);
+                }
             }
             self.stats.acked_writes += 1;
+        }
+        if let (HostStatus::Success, Some(flushes)) = (status, flushes) {
+            self.check_flush(node, epoch, &flushes)?;
+            for (b, (write_id, _)) in flushes.iter().enumerate() {
+                self.guaranteed[b] = self.guaranteed[b].max(*write_id);
+            }
         }
         if status == HostStatus::PathError {
             self.stats.path_errors += 1;
@@ -961,26 +1028,40 @@ impl Sim {
         Ok(())
     }
 
-    /// (d) the write is durable on at least W copies (the device's durable
-    /// state, not its cache) when acknowledged, and (c) no newer serving
-    /// primary lacks it: a deposed primary never acknowledges a write the
-    /// new epoch would lose.
-    fn check_acknowledged_write(&self, node: NodeId, first: usize, len: usize, id: u64) -> Check {
+    /// (d) the write is on at least W copies when acknowledged — in their
+    /// devices' durable state for FUA, at least in their caches otherwise —
+    /// and (c) no newer serving primary lacks it: a deposed primary never
+    /// acknowledges a write the new epoch would lose.
+    fn check_acknowledged_write(
+        &self,
+        node: NodeId,
+        first: usize,
+        len: usize,
+        id: u64,
+        fua: bool,
+    ) -> Check {
         // A copy whose device was replaced after the write was submitted
         // may have held it when it acknowledged: the loss came later.
-        let durable_copies = self
+        let copies = self
             .nodes
             .iter()
             .enumerate()
             .filter(|(i, n)| {
                 self.replaced_before_write[*i].is_some_and(|next_id| next_id > id)
-                    || (first..first + len).all(|b| n.disk.durable[b] >= id)
+                    || (!fua && self.power_lost_at[*i] > id)
+                    || (first..first + len).all(|b| {
+                        if fua {
+                            n.disk.durable[b] >= id
+                        } else {
+                            n.disk.visible(b) >= id
+                        }
+                    })
             })
             .count();
         let quorum = usize::from(self.membership.write_quorum);
-        if durable_copies < quorum {
+        if copies < quorum {
             return Err(format!(
-                "(d) write #{id} acknowledged by n{} with {durable_copies} durable copies, write quorum {quorum}",
+                "(d) write #{id} (fua {fua}) acknowledged by n{} on {copies} copies, write quorum {quorum}",
                 node.0
             ));
         }
@@ -999,6 +1080,36 @@ impl Sim {
                     "(c) n{} acknowledged write #{id} in epoch {epoch}, but n{i} serves epoch {} without it",
                     node.0,
                     state.epoch()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// (e) a flush completed by the primary of `epoch`: every write that
+    /// primary acknowledged before the flush was sent is durable on at
+    /// least W copies. (Writes a former primary acknowledged are durable at
+    /// least on the new primary once it serves — the election persisted
+    /// them — and on the others once resynced.)
+    fn check_flush(&self, node: NodeId, epoch: Epoch, flushes: &[(u64, Epoch)]) -> Check {
+        let quorum = usize::from(self.membership.write_quorum);
+        for (b, (id, acked_in)) in flushes.iter().enumerate() {
+            if *acked_in != epoch || *id == 0 {
+                continue;
+            }
+            let copies = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, n)| {
+                    self.replaced_before_write[*i].is_some_and(|next_id| next_id > *id)
+                        || n.disk.durable[b] >= *id
+                })
+                .count();
+            if copies < quorum {
+                return Err(format!(
+                    "(e) n{} completed a flush in epoch {epoch} with block {b} (write #{id}) durable on {copies} copies, write quorum {quorum}",
+                    node.0
                 ));
             }
         }
@@ -1120,6 +1231,8 @@ fn brief(frame: &crate::core::Frame<Payload>) -> String {
             durable_through,
             standing,
         } => format!("Ack {} {:?}", durable_through.0, standing),
+        Frame::Applied { applied_through } => format!("Applied {}", applied_through.0),
+        Frame::Flush { seq } => format!("Flush seq {}", seq.0),
         Frame::Nack { seq, reason } => format!("Nack {} {:?}", seq.0, reason),
     }
 }

@@ -109,6 +109,28 @@ impl Disk {
         })
     }
 
+    /// The process dies, the machine does not: what the device holds
+    /// (flushed or not) stays; I/O in flight lands or not, block by block.
+    pub(crate) fn kill(&mut self, rng: &mut Rng) {
+        let pending = std::mem::take(&mut self.pending);
+        for io in pending.into_values() {
+            match io {
+                PendingIo::Persist { record } if rng.chance(500) => {
+                    self.flush();
+                    self.record = record;
+                }
+                PendingIo::Write { first, data, .. } => {
+                    for (i, value) in data.iter().enumerate() {
+                        if rng.chance(500) {
+                            self.volatile.insert(first + i, *value);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Power loss: unflushed data and in-flight I/O survive or not, block by
     /// block.
     pub(crate) fn crash(&mut self, rng: &mut Rng) {

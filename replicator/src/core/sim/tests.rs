@@ -111,7 +111,7 @@ fn a_seed_reproduces_exactly() {
 }
 
 /// The checks have teeth: a primary that acknowledges writes once only its
-/// own copy is durable must be caught, by the quorum check (d).
+/// own copy holds them must be caught, by the quorum check (d).
 #[test]
 fn acking_after_the_local_copy_only_is_caught() {
     let cfg = SimConfig {
@@ -122,5 +122,5 @@ fn acking_after_the_local_copy_only_is_caught() {
         .filter_map(|seed| Sim::new(seed, cfg).run().err())
         .find(|report| report.contains("(d)"));
     let report = caught.expect("the mutation went unnoticed in 50 seeds");
-    assert!(report.contains("durable copies"), "{report}");
+    assert!(report.contains("write quorum"), "{report}");
 }

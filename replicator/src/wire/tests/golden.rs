@@ -92,6 +92,7 @@ fn ack_is_byte_exact() {
     let message = Message::Ack(Ack {
         stream: StreamId(2),
         durable_through: Sequence(42),
+        applied_only: false,
         standing: None,
     });
     assert_golden(&message, &envelope(), &ACK_FRAME);

@@ -181,6 +181,7 @@ fn a_failed_decoder_stays_failed() {
         &Message::Ack(crate::wire::Ack {
             stream: StreamId(1),
             durable_through: Sequence(1),
+            applied_only: false,
             standing: None,
         }),
         &fixed_envelope(),

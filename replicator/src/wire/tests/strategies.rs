@@ -257,9 +257,16 @@ pub(crate) fn spec() -> impl Strategy<Value = Spec> {
             |(stream, durable_through, standing)| Spec::Ack(Ack {
                 stream,
                 durable_through,
+                applied_only: false,
                 standing,
             })
         ),
+        (stream(), sequence()).prop_map(|(stream, durable_through)| Spec::Ack(Ack {
+            stream,
+            durable_through,
+            applied_only: true,
+            standing: None,
+        })),
         (stream(), sequence(), nack_reason()).prop_map(|(stream, sequence, reason)| {
             Spec::Nack(Nack {
                 stream,

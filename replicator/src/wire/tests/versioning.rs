@@ -48,7 +48,7 @@ fn the_same_minor_may_not() {
 #[test]
 fn a_newer_minor_may_set_unknown_flags_and_reserved_bits() {
     let mut raw = RawFrame::new(MessageType::Ack, &[]);
-    raw.minor = 2;
+    raw.minor = 3;
     raw.flags = 0x0e;
     raw.stream = 4;
     raw.sequence = 10;
@@ -63,7 +63,7 @@ fn a_newer_minor_may_set_unknown_flags_and_reserved_bits() {
 fn an_unknown_ignorable_type_from_a_newer_minor_is_skipped() {
     let mut raw = RawFrame::new(MessageType::Hello, b"whatever a newer peer says");
     raw.message_type = 0x7f;
-    raw.minor = 2;
+    raw.minor = 3;
     raw.flags = Flags::IGNORABLE.0;
     let mut stream = raw.bytes();
     let skipped_len = stream.len();
@@ -88,7 +88,7 @@ fn an_unknown_ignorable_type_from_a_newer_minor_is_skipped() {
 fn an_unknown_type_must_be_ignorable_and_newer() {
     let mut raw = RawFrame::new(MessageType::Hello, &[]);
     raw.message_type = 0x7f;
-    raw.minor = 2;
+    raw.minor = 3;
     assert_eq!(
         FrameDecoder::default().decode(&raw.bytes()).unwrap_err(),
         DecodeError::UnknownMessageType { code: 0x7f }

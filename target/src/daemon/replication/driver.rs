@@ -496,9 +496,15 @@ impl Replicator {
         id: HostOpId,
         offset: u64,
         data: Payload,
+        fua: bool,
     ) {
         let range = ByteRange::new(offset, data.len as u32);
-        self.events.push_back(Event::HostWrite { id, range, data });
+        self.events.push_back(Event::HostWrite {
+            id,
+            range,
+            data,
+            fua,
+        });
         self.run(shard);
     }
 
@@ -1235,6 +1241,8 @@ fn payload_frame(frame: Frame<Range<usize>>, frame_bytes: &[u8]) -> Frame<Payloa
             durable_through,
             standing,
         },
+        Frame::Applied { applied_through } => Frame::Applied { applied_through },
+        Frame::Flush { seq } => Frame::Flush { seq },
         Frame::Nack { seq, reason } => Frame::Nack { seq, reason },
     }
 }
