@@ -393,6 +393,7 @@ fn volume_status_reports_each_replica_over_the_control_socket() {
         assert_eq!(entry["link_connects"], 1, "{now}");
         assert_eq!(entry["drops"], 0, "{now}");
         assert!(entry["frames_acked"].as_u64() > Some(0), "{now}");
+        assert!(entry["frames_applied"].as_u64() >= entry["frames_acked"].as_u64());
         assert!(entry["bytes_sent"].as_u64() > Some(16 << 20), "{now}");
         assert_eq!(
             entry["address"],
@@ -1061,6 +1062,7 @@ fn an_async_replica_within_its_lag_bound_stays_in_sync_and_its_metrics_move() {
         for name in [
             "keel_replica_frames_sent_total",
             "keel_replica_bytes_sent_total",
+            "keel_replica_frames_applied_total",
             "keel_replica_frames_acked_total",
         ] {
             let before = replica_sample(&run.before, name, node, None).expect(name);

@@ -207,6 +207,7 @@ impl ControlService {
                     let c = &peer.counters;
                     entry["frames_sent"] = json!(c.frames_sent.load(Ordering::Relaxed));
                     entry["bytes_sent"] = json!(c.bytes_sent.load(Ordering::Relaxed));
+                    entry["frames_applied"] = json!(c.frames_applied.load(Ordering::Relaxed));
                     entry["frames_acked"] = json!(c.frames_acked.load(Ordering::Relaxed));
                     entry["link_connects"] = json!(c.connects.load(Ordering::Relaxed));
                     entry["drops"] = json!(c.dropped.load(Ordering::Relaxed));

@@ -95,9 +95,11 @@ pub(crate) struct LinkCounters {
     pub frames_sent: AtomicU64,
     /// Bytes of those frames (headers included).
     pub bytes_sent: AtomicU64,
-    /// Sequenced frames it acknowledged (`Ack` through S covers 1..=S of
-    /// its link).
+    /// Sequenced frames it acknowledged durable (`Ack` through S covers
+    /// 1..=S of its link).
     pub frames_acked: AtomicU64,
+    /// Sequenced frames it acknowledged applied (`Applied` or `Ack`).
+    pub frames_applied: AtomicU64,
     /// Links to it that came up (the first included).
     pub connects: AtomicU64,
     /// Links to it the state machine closed: it fell behind (async lag
@@ -209,7 +211,7 @@ impl Published {
                 escape_label(&peer.addr)
             )
         };
-        let counters: [PeerCounter; 5] = [
+        let counters: [PeerCounter; 6] = [
             (
                 "keel_replica_frames_sent_total",
                 "Frames sent on links to the replica.",
@@ -221,8 +223,13 @@ impl Published {
                 |c| c.bytes_sent.load(Ordering::Relaxed),
             ),
             (
+                "keel_replica_frames_applied_total",
+                "Sequenced frames the replica acknowledged applied (durable ones included).",
+                |c| c.frames_applied.load(Ordering::Relaxed),
+            ),
+            (
                 "keel_replica_frames_acked_total",
-                "Sequenced frames the replica acknowledged.",
+                "Sequenced frames the replica acknowledged durable.",
                 |c| c.frames_acked.load(Ordering::Relaxed),
             ),
             (
@@ -345,6 +352,8 @@ struct Peer {
     counters: Option<usize>,
     /// Highest sequence it acknowledged on this link.
     acked_through: u64,
+    /// Highest sequence it reported applied (or durable) on this link.
+    applied_through: u64,
 }
 
 struct LocalIo {
@@ -412,16 +421,8 @@ impl Replicator {
         let record_block = shard
             .geometry(record_dev)
             .map_or(4096, |g| g.block_size as usize);
-        // A host write stays an operation until every replica it was sent
-        // to has acknowledged it, async ones included. With room for no
-        // more operations than a replica's window plus its send queue
-        // (32 + 1024 frames), an async replica falling behind would fill
-        // every slot — host writes refused with Busy — before its queue
-        // overflowed or (with small writes) its lag bound in bytes was
-        // reached. Twice the queue lets the replica be dropped and
-        // resynced first.
         let primary_limits = PrimaryLimits {
-            max_host_ops: 2048,
+            max_host_ops: 1024,
             max_queued_frames: 1024,
             async_max_lag_bytes: setup.async_lag.bytes,
             async_max_lag_time: u64::try_from(setup.async_lag.time.as_nanos()).unwrap_or(u64::MAX),
@@ -898,6 +899,7 @@ impl Replicator {
             close_after_send: false,
             counters: self.published.peer_index(node),
             acked_through: 0,
+            applied_through: 0,
         });
         if let Some(c) = self.counters(node) {
             c.connects.fetch_add(1, Ordering::Relaxed);
@@ -1007,20 +1009,29 @@ impl Replicator {
                             envelope.volume, envelope.stream, self.volume
                         ));
                     }
-                    if let Frame::Ack {
-                        durable_through, ..
-                    } = &frame
-                    {
-                        let through = durable_through.0;
-                        if through > peer.acked_through {
-                            if let Some(c) = peer.counters.and_then(|i| self.published.peers.get(i))
-                            {
-                                c.counters
-                                    .frames_acked
-                                    .fetch_add(through - peer.acked_through, Ordering::Relaxed);
+                    // Acknowledgements move the link's counters: durable
+                    // through S (an `Ack`) also means applied through S.
+                    let (applied, durable) = match &frame {
+                        Frame::Ack {
+                            durable_through, ..
+                        } => (durable_through.0, durable_through.0),
+                        Frame::Applied { applied_through } => (applied_through.0, 0),
+                        _ => (0, 0),
+                    };
+                    if applied > peer.applied_through || durable > peer.acked_through {
+                        if let Some(c) = peer.counters.and_then(|i| self.published.peers.get(i)) {
+                            let c = &c.counters;
+                            if applied > peer.applied_through {
+                                c.frames_applied
+                                    .fetch_add(applied - peer.applied_through, Ordering::Relaxed);
                             }
-                            peer.acked_through = through;
+                            if durable > peer.acked_through {
+                                c.frames_acked
+                                    .fetch_add(durable - peer.acked_through, Ordering::Relaxed);
+                            }
                         }
+                        peer.applied_through = peer.applied_through.max(applied);
+                        peer.acked_through = peer.acked_through.max(durable);
                     }
                     let frame = payload_frame(frame, &peer.rx_heap[pos..pos + consumed]);
                     self.events.push_back(Event::Received {
