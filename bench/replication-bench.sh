@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The cost of replication in keeld, side by side on one machine: keel-bench
-# nvmf against one plain keeld on a file, then against the primary of three
-# keeld (W = 2 of 3 sync, file backends, loopback links). 4 KiB random
+# nvmf against one plain keeld on a file, then against the primary of 2
+# copies (W = 2) and of 3 copies (W = 2, then W = 3), file backends,
+# loopback links. 4 KiB random
 # writes at QD 32 and QD 1, and 4 KiB random reads at QD 32; RUNS runs of
 # TIME each, medians. Every process shares the machine's cores (nothing is
 # pinned), so on a small machine the replicated figures include the
@@ -15,6 +16,9 @@ time=${2:-5s}
 dir=${3:-build/repl-bench}
 nqn=nqn.2026-11.io.keel:bench
 size=256M
+# Shards poll this long after their last work before sleeping; several
+# keelds on fewer cores than processes must not spin (KEEL_SPIN overrides).
+spin=${KEEL_SPIN:-0us}
 cargo build --release -q -p keel-target --bin keeld -p keel-bench --bin keel-bench
 bin=build/release
 rm -rf "$dir"
@@ -37,7 +41,7 @@ start_keeld() { # PORT BACKEND [ARGS...]
     shift 2
     out=$(mktemp)
     "$bin/keeld" --listen "127.0.0.1:$port" --nqn "$nqn" --backend "$backend" --size "$size" \
-        --no-pin "$@" >"$out" 2>>"$dir/keeld.log" &
+        --no-pin --spin "$spin" "$@" >"$out" 2>>"$dir/keeld.log" &
     pids+=($!)
     for _ in $(seq 100); do grep -q listening "$out" && break; sleep 0.1; done
     rm -f "$out"
@@ -51,35 +55,57 @@ gauge() { # METRICS_PORT NAME (empty while the endpoint is not up)
     ) 2>/dev/null || true
 }
 
-run_series() { # LABEL PORT RW QD
-    local label=$1 port=$2 rw=$3 qd=$4 iops=() p50=()
+run_series() { # PORT RW QD: prints "IOPS P50" (medians)
+    local port=$1 rw=$2 qd=$3 iops=() p50=()
     for _ in $(seq "$runs"); do
         local json
-        json=$("$bin/keel-bench" nvmf --addr "127.0.0.1:$port" --nqn "$nqn" \
+        json=$(timeout 120 "$bin/keel-bench" nvmf --addr "127.0.0.1:$port" --nqn "$nqn" \
             --rw "$rw" --bs 4k --qd "$qd" --time "$time" --json 2>/dev/null)
         iops+=("$(field iops <<<"$json")")
         p50+=("$(grep -o '"p50":[0-9.]*' <<<"$json" | head -n1 | cut -d: -f2)")
     done
-    printf "%-36s %10.0f %9.1f\n" "$label" \
-        "$(printf '%s\n' "${iops[@]}" | median)" "$(printf '%s\n' "${p50[@]}" | median)"
+    echo "$(printf '%s\n' "${iops[@]}" | median) $(printf '%s\n' "${p50[@]}" | median)"
 }
 
-printf "%-36s %10s %9s   (medians of %s x %s)\n" "run" "IOPS" "p50 us" "$runs" "$time"
+printf "%-36s %10s %9s %7s %9s   (medians of %s x %s)\n" "run" "IOPS" "p50 us" "x plain" "+p50 us" "$runs" "$time"
+declare -A plain_iops plain_p50
+series() { # LABEL PORT (every workload; the first call is the plain target)
+    local label=$1 port=$2 line iops p50
+    local rw qd
+    for w in "randwrite 32" "randwrite 1" "randread 32"; do
+        read -r rw qd <<<"$w"
+        line=$(run_series "$port" "$rw" "$qd")
+        iops=${line% *}
+        p50=${line#* }
+        if [ "$label" = plain ]; then
+            plain_iops[$rw$qd]=$iops
+            plain_p50[$rw$qd]=$p50
+        fi
+        printf "%-36s %10.0f %9.1f %7.2f %+9.1f\n" "$label $rw qd$qd" "$iops" "$p50" \
+            "$(awk -v a="$iops" -v b="${plain_iops[$rw$qd]}" 'BEGIN { print a / b }')" \
+            "$(awk -v a="$p50" -v b="${plain_p50[$rw$qd]}" 'BEGIN { print a - b }')"
+    done
+}
+
 start_keeld 4520 "$dir/plain.img"
-for w in "randwrite 32" "randwrite 1" "randread 32"; do
-    set -- $w
-    run_series "plain $1 qd$2" 4520 "$1" "$2"
-done
+series plain 4520
 stop_all
 
-members=(--member 1@127.0.0.1:4621 --member 2@127.0.0.1:4622 --member 3@127.0.0.1:4623)
-for node in 1 2 3; do
-    start_keeld "452$node" "$dir/node$node.img" --node-id "$node" "${members[@]}" --primary 1 \
-        --replica-listen "127.0.0.1:462$node" --write-quorum 2 --psk-file "$dir/psk" \
-        --metrics "127.0.0.1:472$node"
-done
-for _ in $(seq 600); do [ "$(gauge 4721 keel_replication_in_sync)" = 1 ] && break; sleep 0.1; done
-for w in "randwrite 32" "randwrite 1" "randread 32"; do
-    set -- $w
-    run_series "replicated W=2/3 $1 qd$2" 4521 "$1" "$2"
+cluster() { # COPIES QUORUM: a primary (node 1) and COPIES-1 replicas
+    local copies=$1 quorum=$2 members=() node
+    for node in $(seq "$copies"); do members+=(--member "$node@127.0.0.1:462$node"); done
+    for node in $(seq "$copies"); do
+        rm -f "$dir/node$node.img" "$dir/node$node.img.keelrec"
+        start_keeld "452$node" "$dir/node$node.img" --node-id "$node" "${members[@]}" --primary 1 \
+            --replica-listen "127.0.0.1:462$node" --write-quorum "$quorum" --psk-file "$dir/psk" \
+            --metrics "127.0.0.1:472$node" --bootstrap
+    done
+    for _ in $(seq 600); do [ "$(gauge 4721 keel_replication_in_sync)" = 1 ] && break; sleep 0.1; done
+}
+
+for config in "2 2" "3 2" "3 3"; do
+    read -r copies quorum <<<"$config"
+    cluster "$copies" "$quorum"
+    series "$copies copies W=$quorum" 4521
+    stop_all
 done

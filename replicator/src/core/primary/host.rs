@@ -69,7 +69,7 @@ impl<P: Clone> Primary<P> {
             return Some(HostStatus::PathError);
         }
         let mut pending = 0;
-        let mut writes = 0;
+        let mut writes = self.tail.len();
         for op in self.ops.values() {
             match op {
                 Op::Write(w) => {
@@ -291,22 +291,32 @@ impl<P: Clone> Primary<P> {
         }
     }
 
+    /// Host write `key`, pending or in the tail.
+    pub(super) fn write_mut(&mut self, key: u64) -> Option<&mut HostWrite<P>> {
+        match self.ops.get_mut(&key) {
+            Some(Op::Write(w)) => Some(w),
+            Some(_) => None,
+            None => self.tail.get_mut(&key),
+        }
+    }
+
     /// `peer` holds host write `key` durably.
     pub(super) fn write_durable_on(&mut self, key: u64, peer: NodeId) {
         let sync = self.is_sync(peer);
-        if let Some(Op::Write(w)) = self.ops.get_mut(&key) {
+        if let Some(w) = self.write_mut(key) {
             w.awaiting.remove(&peer);
             if sync {
                 w.applied_on.insert(peer);
                 w.durable_on.insert(peer);
             }
         }
+        self.check_tail(key);
     }
 
     /// `peer` applied host write `key`, not yet durably.
     pub(super) fn write_applied_on(&mut self, key: u64, peer: NodeId) {
         let sync = self.is_sync(peer);
-        if let Some(Op::Write(w)) = self.ops.get_mut(&key) {
+        if let Some(w) = self.write_mut(key) {
             if sync {
                 w.applied_on.insert(peer);
             }
@@ -315,19 +325,22 @@ impl<P: Clone> Primary<P> {
 
     /// `peer` may no longer hold what it acknowledged.
     pub(super) fn forget_durability_on(&mut self, peer: NodeId) {
-        for op in self.ops.values_mut() {
-            if let Op::Write(w) = op {
-                w.applied_on.remove(&peer);
-                w.durable_on.remove(&peer);
-            }
+        let writes = self
+            .ops
+            .values_mut()
+            .filter_map(|op| match op {
+                Op::Write(w) => Some(w),
+                _ => None,
+            })
+            .chain(self.tail.values_mut());
+        for w in writes {
+            w.applied_on.remove(&peer);
+            w.durable_on.remove(&peer);
         }
     }
 
-    /// Completes host writes that reached their quorum and flushes whose
-    /// earlier writes are all durable on a quorum, and forgets what is
-    /// finished. A write is kept until it is durable on a quorum (or failed
-    /// locally), since a later flush must wait for it.
-    pub(super) fn complete_operations(&mut self, out: &mut Vec<Action<P>>) {
+    /// The write quorum host writes need.
+    fn write_quorum(&self) -> usize {
         let quorum = usize::from(self.membership.write_quorum);
         #[cfg(test)]
         let quorum = if self.limits.mutation_ack_after_local_only {
@@ -335,8 +348,35 @@ impl<P: Clone> Primary<P> {
         } else {
             quorum
         };
+        quorum
+    }
+
+    /// Settles a tail write once every replica it was sent to answered,
+    /// and forgets it once it is also durable on a write quorum.
+    pub(super) fn check_tail(&mut self, key: u64) {
+        let quorum = self.write_quorum();
+        let Some(w) = self.tail.get_mut(&key) else {
+            return;
+        };
+        if w.awaiting.is_empty() && !w.settled {
+            w.settled = true;
+            self.bitmap.end_write(w.region);
+        }
+        let durable_done = w.stage == WriteStage::LocalFailed || 1 + w.durable_on.len() >= quorum;
+        if w.settled && durable_done {
+            self.tail.remove(&key);
+        }
+    }
+
+    /// Completes host writes that reached their quorum (moving them to the
+    /// tail) and flushes whose earlier writes are all durable on a quorum.
+    /// A write is kept until it is durable on a quorum (or failed locally),
+    /// since a later flush must wait for it.
+    pub(super) fn complete_operations(&mut self, out: &mut Vec<Action<P>>) {
+        let quorum = self.write_quorum();
         let mut undurable_before = false;
         let mut finished = Vec::new();
+        let mut to_tail = Vec::new();
         for (key, op) in self.ops.iter_mut() {
             match op {
                 Op::Write(w) => {
@@ -359,20 +399,16 @@ impl<P: Clone> Primary<P> {
                             status: HostStatus::Success,
                         });
                     }
+                    undurable_before |= !(durable || w.stage == WriteStage::LocalFailed);
                     let local_finished =
                         matches!(w.stage, WriteStage::LocalDone | WriteStage::LocalFailed);
-                    if local_finished && w.awaiting.is_empty() && !w.settled {
-                        w.settled = true;
-                        self.bitmap.end_write(w.region);
-                    }
-                    let durable_done = durable || w.stage == WriteStage::LocalFailed;
-                    undurable_before |= !durable_done;
-                    if w.completed && w.settled && durable_done {
-                        finished.push(*key);
+                    if w.completed && local_finished {
+                        to_tail.push(*key);
                     }
                 }
                 Op::Flush(f) => {
-                    if f.local_durable && !undurable_before {
+                    let tail_before = self.tail.range(..*key).next().is_some();
+                    if f.local_durable && !undurable_before && !tail_before {
                         out.push(Action::CompleteHost {
                             id: f.id,
                             status: HostStatus::Success,
@@ -386,18 +422,26 @@ impl<P: Clone> Primary<P> {
         for key in finished {
             self.ops.remove(&key);
         }
+        for key in to_tail {
+            if let Some(Op::Write(w)) = self.ops.remove(&key) {
+                self.tail.insert(key, w);
+                self.check_tail(key);
+            }
+        }
     }
 
     /// Host writes in `region` before `key` whose local copy is written
     /// and that still wait for a durable quorum: a copy of the region read
     /// now holds them.
     pub(super) fn writes_covered_by_copy(&self, key: u64, region: RegionIndex) -> Vec<u64> {
-        self.ops
-            .range(..key)
-            .filter_map(|(k, op)| match op {
-                Op::Write(w) if w.region == region && w.stage == WriteStage::LocalDone => Some(*k),
-                _ => None,
-            })
+        let pending = self.ops.range(..key).filter_map(|(k, op)| match op {
+            Op::Write(w) => Some((k, w)),
+            _ => None,
+        });
+        pending
+            .chain(self.tail.range(..key))
+            .filter(|(_, w)| w.region == region && w.stage == WriteStage::LocalDone)
+            .map(|(k, _)| *k)
             .collect()
     }
 

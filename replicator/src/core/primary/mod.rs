@@ -114,6 +114,9 @@ pub struct PrimaryLimits {
     pub async_max_lag_time: Time,
     /// Region copies in flight per resyncing replica.
     pub resync_regions_in_flight: usize,
+    /// How long a write-intent bit stays set after its region's last write
+    /// settled (each set costs a persist in a write's path).
+    pub bitmap_hold: Time,
     /// When set, a region copy starts only with a credit granted by
     /// `Event::ResyncCredit` (the driver's rate limiter).
     pub resync_paced: bool,
@@ -134,6 +137,7 @@ impl Default for PrimaryLimits {
             async_max_lag_bytes: 64 << 20,
             async_max_lag_time: 5_000_000_000,
             resync_regions_in_flight: 4,
+            bitmap_hold: 2_000_000_000,
             resync_paced: false,
             #[cfg(test)]
             mutation_ack_after_local_only: false,
@@ -243,6 +247,10 @@ pub struct Primary<P> {
     next_key: u64,
     next_token: u64,
     ops: BTreeMap<u64, Op<P>>,
+    /// Host writes completed to the host and not yet durable on a write
+    /// quorum or not yet settled in the bitmap: out of `ops`, so the
+    /// per-event passes over `ops` stay as short as the host's queue.
+    tail: BTreeMap<u64, HostWrite<P>>,
     io: BTreeMap<IoToken, IoPurpose>,
     peers: BTreeMap<NodeId, Peer<P>>,
     bitmap: WriteIntentBitmap,
@@ -277,7 +285,7 @@ impl<P: Clone> Primary<P> {
         } else {
             Vec::new()
         };
-        let mut bitmap = WriteIntentBitmap::new(record.intent.iter().copied());
+        let mut bitmap = WriteIntentBitmap::new(record.intent.iter().copied(), limits.bitmap_hold);
         let mut peers = BTreeMap::new();
         for member in membership.members.iter().filter(|m| m.node != me) {
             for region in &inherited {
@@ -306,6 +314,7 @@ impl<P: Clone> Primary<P> {
             next_key: 0,
             next_token: first_token,
             ops: BTreeMap::new(),
+            tail: BTreeMap::new(),
             io: BTreeMap::new(),
             peers,
             bitmap,
@@ -380,11 +389,13 @@ impl<P: Clone> Primary<P> {
     }
 
     /// Whether it serves, every replica is linked and in sync, nothing is
-    /// dirty and no operation is pending: the stream is quiet.
+    /// dirty or set in the bitmap and no operation is pending: the stream
+    /// is quiet.
     pub fn is_quiet(&self) -> bool {
         self.is_serving()
             && self.ops.is_empty()
-            && !self.bitmap.writes_in_flight()
+            && self.tail.is_empty()
+            && self.bitmap.is_clear()
             && self.peers.iter().all(|(node, peer)| {
                 !self.bitmap.has_dirty(*node)
                     && peer
@@ -396,6 +407,7 @@ impl<P: Clone> Primary<P> {
 
     /// Handles one event at time `now`; appends what to do to `out`.
     pub fn handle(&mut self, now: Time, event: Event<P>, out: &mut Vec<Action<P>>) {
+        self.bitmap.advance(now);
         match event {
             Event::HostWrite {
                 id,
@@ -738,16 +750,21 @@ impl<P: Clone> Primary<P> {
         let Some(link) = self.peers.get_mut(&peer).and_then(|p| p.link.take()) else {
             return;
         };
+        let mut settle = Vec::new();
         for purpose in link.unacked_purposes() {
             if let Purpose::HostWrite { key, region } = purpose {
                 self.bitmap.mark_dirty(peer, *region);
-                if let Some(Op::Write(w)) = self.ops.get_mut(key) {
+                if let Some(w) = self.write_mut(*key) {
                     w.awaiting.remove(&peer);
                     // Applied but not durable: the copy may lose it (a
                     // power loss there) before anyone can tell.
                     w.applied_on.remove(&peer);
                 }
+                settle.push(*key);
             }
+        }
+        for key in settle {
+            self.check_tail(key);
         }
         // Copies for that link that have not read yet are dropped; a read in
         // progress finishes and is discarded.
@@ -792,6 +809,7 @@ impl<P: Clone> Primary<P> {
             }
         }
         self.ops.clear();
+        self.tail.clear();
         let links: Vec<(NodeId, LinkId)> = self
             .peers
             .iter()

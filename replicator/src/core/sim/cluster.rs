@@ -170,6 +170,7 @@ impl Sim {
             async_max_lag_bytes: 64 * 1024,
             async_max_lag_time: 4_000_000,
             resync_regions_in_flight: rng.between(1, 4) as usize,
+            bitmap_hold: rng.between(0, 3_000_000),
             resync_paced: rng.chance(250),
             mutation_ack_after_local_only: cfg.mutation_ack_after_local_only,
         };
