@@ -16,6 +16,9 @@
 //! device flush, so it runs only when asked for — a `Flush` frame, a FUA
 //! write, a control frame — or when the unflushed batch grows to
 //! [`ReplicaLimits::persist_batch`], or on a `Tick` with nothing to apply.
+//! Writes keep applying while a `Persist` runs: it covers (and its record
+//! describes) only the frames processed when it started, with no write in
+//! flight.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -308,7 +311,9 @@ impl<P: Clone> Replica<P> {
     /// Applies queued frames as far as ordering and barriers allow, then
     /// starts a wanted `Persist` once the writes before it are done.
     fn pump(&mut self, out: &mut Vec<Action<P>>) {
-        while self.persist.is_none() && !self.persist_wanted {
+        // Writes keep applying while a persist runs (it covers only what
+        // completed before it started); barriers wait for it.
+        while !self.persist_wanted {
             let Some(front) = self.queue.front() else {
                 break;
             };
@@ -401,7 +406,7 @@ impl<P: Clone> Replica<P> {
             }
             Frame::Flush { seq } => {
                 let seq = *seq;
-                if !self.writes.is_empty() {
+                if !self.writes.is_empty() || self.persist.is_some() {
                     return false; // Barrier: the writes before it first.
                 }
                 self.queue.pop_front();
@@ -411,7 +416,7 @@ impl<P: Clone> Replica<P> {
             }
             Frame::Resync { seq, op } => {
                 let (seq, op) = (*seq, *op);
-                if !self.writes.is_empty() {
+                if !self.writes.is_empty() || self.persist.is_some() {
                     return false; // Barrier: the copies before it first.
                 }
                 self.queue.pop_front();
@@ -429,7 +434,7 @@ impl<P: Clone> Replica<P> {
             }
             Frame::EpochChange { seq, membership } => {
                 let (seq, membership) = (*seq, membership.clone());
-                if !self.writes.is_empty() {
+                if !self.writes.is_empty() || self.persist.is_some() {
                     return false;
                 }
                 self.queue.pop_front();
