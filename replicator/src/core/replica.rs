@@ -313,7 +313,7 @@ impl<P: Clone> Replica<P> {
     fn pump(&mut self, out: &mut Vec<Action<P>>) {
         // Writes keep applying while a persist runs (it covers only what
         // completed before it started); barriers wait for it.
-        while !self.persist_wanted {
+        while !self.holds_for_persist() {
             let Some(front) = self.queue.front() else {
                 break;
             };
@@ -478,6 +478,21 @@ impl<P: Clone> Replica<P> {
                 true
             }
         }
+    }
+
+    /// Whether applying must pause so the writes in flight drain for a
+    /// wanted `Persist`: at once when none is running, otherwise only past
+    /// four batches unflushed (the next one starts when it ends).
+    fn holds_for_persist(&self) -> bool {
+        if !self.persist_wanted {
+            return false;
+        }
+        let cap = self.limits.persist_batch.saturating_mul(4);
+        self.persist.is_none()
+            || self
+                .links
+                .values()
+                .any(|l| l.processed.0.saturating_sub(l.acked.0) >= cap)
     }
 
     fn advance(&mut self, link: LinkId, epoch: Epoch, seq: Sequence) {
