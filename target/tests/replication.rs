@@ -53,6 +53,8 @@ struct Cluster {
     quorum: u8,
     /// Nodes that are async members (the others are sync).
     async_nodes: Vec<usize>,
+    /// Nodes whose image lies elsewhere than in `dir`.
+    images: Vec<(usize, PathBuf)>,
 }
 
 impl Cluster {
@@ -65,7 +67,14 @@ impl Cluster {
             ports: (0..3).map(|_| free_port()).collect(),
             quorum,
             async_nodes: Vec::new(),
+            images: Vec::new(),
         }
+    }
+
+    /// The same cluster with node `node`'s image at `path`.
+    fn with_image(mut self, node: usize, path: PathBuf) -> Cluster {
+        self.images.push((node, path));
+        self
     }
 
     /// The same cluster with `node` an async member.
@@ -75,7 +84,10 @@ impl Cluster {
     }
 
     fn image(&self, node: usize) -> PathBuf {
-        self.dir.join(format!("node{node}.img"))
+        match self.images.iter().find(|(n, _)| *n == node) {
+            Some((_, path)) => path.clone(),
+            None => self.dir.join(format!("node{node}.img")),
+        }
     }
 
     fn args(&self, node: usize, psk: &str) -> Vec<String> {
@@ -452,6 +464,105 @@ fn a_frozen_replica_does_not_stop_a_quorum_and_catches_up_when_it_thaws() {
     assert!(primary.terminate().success());
     assert!(replica2.terminate().success());
     assert!(replica3.terminate().success());
+    cluster.assert_identical(&[2, 3]);
+}
+
+/// A tmpfs of limited size mounted for the test's life: a disk that fills
+/// up, so writes to unallocated blocks fail with ENOSPC (a real I/O error,
+/// through the real kernel path), and that can be grown while in use.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts it, or `None` when not root (mounting needs it; CI is root).
+    fn mount(path: PathBuf, size: &str) -> Option<SmallDisk> {
+        use std::os::unix::fs::MetadataExt;
+        // /proc/self belongs to the process's effective user.
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        if !root {
+            eprintln!("skipped: mounting a small tmpfs needs root");
+            return None;
+        }
+        std::fs::create_dir_all(&path).expect("mount point");
+        // One left by an interrupted run would hide the new one's size.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&path)
+            .status();
+        let disk = SmallDisk { path };
+        disk.mount_with(&format!("size={size}"), &[]);
+        Some(disk)
+    }
+
+    /// Grows (or shrinks) it in place, files open.
+    fn resize(&self, size: &str) {
+        self.mount_with(&format!("remount,size={size}"), &[]);
+    }
+
+    fn mount_with(&self, options: &str, extra: &[&str]) {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options])
+            .args(extra)
+            .arg("tmpfs")
+            .arg(&self.path)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount -o {options} failed: {status}");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// A replica whose disk fills up: its writes fail (ENOSPC), it refuses its
+/// stream with a media error each time and never counts toward the quorum,
+/// while the host's verified writes go on with W = 2 on the other two
+/// copies; once its disk is grown it is resynced and the copies end
+/// byte-identical.
+#[test]
+fn a_replica_whose_disk_fails_writes_never_stalls_the_quorum_and_is_resynced_once_fixed() {
+    let cluster = Cluster::new("replication-full-disk", 2);
+    // 6 MiB for a 16 MiB volume (its record sidecar included): the first
+    // full copy to it fails part way.
+    let Some(disk) = SmallDisk::mount(cluster.dir.join("disk3"), "6M") else {
+        return;
+    };
+    let cluster = cluster.with_image(3, disk.path.join("node3.img"));
+    let primary = cluster.start(1);
+    let replica2 = cluster.start(2);
+    let replica3 = cluster.start(3);
+    primary.wait_gauge("keel_replication_serving", 1, Duration::from_secs(30));
+    let (ctrl, mut queue) = open_queue(&primary);
+    for generation in 1..=2u64 {
+        for base in (0..6u64).map(|i| 8 + i * 5000) {
+            write_read_verify(&mut queue, base, generation);
+        }
+    }
+    assert_eq!(run_one(&mut queue, IoKind::Flush, 0, 0), Status::SUCCESS);
+    // Node 3 cannot have kept up: it is not in sync, and writes still
+    // completed on the other two copies.
+    assert_eq!(primary.gauge("keel_replication_in_sync"), Some(0));
+
+    disk.resize("64M");
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(90));
+    for base in (0..6u64).map(|i| 8 + i * 5000) {
+        read_back(&mut queue, base, 2);
+    }
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    assert!(primary.terminate().success());
+    assert!(replica2.terminate().success());
+    assert!(
+        replica3.terminate().success(),
+        "replica 3 exits 0 after its disk failed"
+    );
     cluster.assert_identical(&[2, 3]);
 }
 
