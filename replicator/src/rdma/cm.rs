@@ -28,6 +28,24 @@ use super::verbs::{Cq, Device, Pd, Qp};
 /// `RAI_PASSIVE` of rdma_cma.h (a macro, so bindgen does not see it).
 const RAI_PASSIVE: i32 = 1;
 
+/// Sets O_NONBLOCK on an event channel's file descriptor.
+///
+/// # Safety
+/// `channel` must be a live event channel.
+unsafe fn set_nonblocking(channel: NonNull<rdma_event_channel>) -> Result<(), RdmaError> {
+    // SAFETY: the caller guarantees the channel; fcntl only sets a flag.
+    let fd = unsafe { (*channel.as_ptr()).fd };
+    // SAFETY: fcntl on an open descriptor.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(RdmaError::last_os(
+            "fcntl(O_NONBLOCK) on an rdma_cm channel",
+        ));
+    }
+    Ok(())
+}
+
 /// Splits `host:port` (`[v6]:port` too) into its parts.
 pub(super) fn split_address(address: &str) -> Result<(CString, CString), RdmaError> {
     let bad = |reason| RdmaError::Address {
@@ -264,13 +282,8 @@ impl CmId {
         // SAFETY: creates a channel we own (destroyed after the id).
         let channel = NonNull::new(unsafe { rdma_create_event_channel() })
             .ok_or_else(|| RdmaError::last_os("rdma_create_event_channel"))?;
-        // SAFETY: the channel is live; fcntl on its fd only sets a flag.
-        let fd = unsafe { (*channel.as_ptr()).fd };
-        // SAFETY: as above.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        // SAFETY: as above.
-        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-            let error = RdmaError::last_os("fcntl(O_NONBLOCK) on the rdma_cm channel");
+        // SAFETY: live, just created.
+        if let Err(error) = unsafe { set_nonblocking(channel) } {
             // SAFETY: created above, used by nobody.
             unsafe { rdma_destroy_event_channel(channel.as_ptr()) };
             return Err(error);
@@ -356,7 +369,8 @@ unsafe impl Send for CmListener {}
 
 impl CmListener {
     /// Binds `address` (`ip:port`, an address of an RDMA device's netdev)
-    /// and listens.
+    /// and listens. The listening channel is non-blocking:
+    /// [`CmListener::get_request`] returns `None` when no request waits.
     pub(super) fn bind(address: &str, backlog: i32) -> Result<Self, RdmaError> {
         let info = AddrInfo::resolve(address, true)?;
         let mut id: *mut rdma_cm_id = ptr::null_mut();
@@ -371,17 +385,30 @@ impl CmListener {
         if unsafe { rdma_listen(listener.0.as_ptr(), backlog) } != 0 {
             return Err(RdmaError::last_os("rdma_listen"));
         }
+        // SAFETY: a synchronous id's channel lives as long as the id.
+        let channel = NonNull::new(unsafe { (*listener.0.as_ptr()).channel })
+            .ok_or(RdmaError::Config("listening id without a channel"))?;
+        // SAFETY: live channel (above).
+        unsafe { set_nonblocking(channel) }?;
         Ok(listener)
     }
 
-    /// Waits for the next connect request; returns its id (synchronous, no
-    /// QP yet) and the requester's private data.
-    pub(super) fn get_request(&self) -> Result<(CmId, Vec<u8>), RdmaError> {
+    /// The next connect request, if one waits: its id (synchronous, with
+    /// a blocking channel of its own, no QP yet) and the requester's
+    /// private data.
+    pub(super) fn get_request(&self) -> Result<Option<(CmId, Vec<u8>)>, RdmaError> {
         let mut id: *mut rdma_cm_id = ptr::null_mut();
-        // SAFETY: live synchronous listening id; blocks for a request.
+        // SAFETY: live synchronous listening id on a non-blocking channel.
         let rc = unsafe { rdma_get_request(self.0.as_ptr(), &mut id) };
         if rc != 0 {
-            return Err(RdmaError::last_os("rdma_get_request"));
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::WouldBlock {
+                return Ok(None);
+            }
+            return Err(RdmaError::Verbs {
+                call: "rdma_get_request",
+                source: error,
+            });
         }
         let id = CmId::own(id)?;
         // SAFETY: rdma_get_request leaves the CONNECT_REQUEST event in the
@@ -393,7 +420,7 @@ impl CmListener {
             // SAFETY: live, unacknowledged connection event.
             unsafe { private_data(event) }
         };
-        Ok((id, private))
+        Ok(Some((id, private)))
     }
 }
 

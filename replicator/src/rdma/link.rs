@@ -329,11 +329,25 @@ impl RdmaListener {
         })
     }
 
-    /// Waits for the next link and accepts it. Blocks: run it on a control
-    /// thread. A requester that is not a Keel RDMA link is refused and the
-    /// error returned (keep accepting).
+    /// Waits for the next link and accepts it (polling every 10 ms).
+    /// Blocks: run it on a control thread.
     pub fn accept(&self) -> Result<RdmaLink, RdmaError> {
-        let (mut id, private) = self.listener.get_request()?;
+        loop {
+            if let Some(link) = self.try_accept()? {
+                return Ok(link);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Accepts the next link if a request waits (`None` at once if not).
+    /// Accepting blocks until the connection is established, so this too
+    /// belongs on a control thread. A requester that is not a Keel RDMA
+    /// link is refused and the error returned (keep accepting).
+    pub fn try_accept(&self) -> Result<Option<RdmaLink>, RdmaError> {
+        let Some((mut id, private)) = self.listener.get_request()? else {
+            return Ok(None);
+        };
         let peer = match ConnParams::decode(&private) {
             Ok(peer) => peer,
             Err(error) => {
@@ -344,6 +358,6 @@ impl RdmaListener {
         let mut link = prepare(id, &self.config)?;
         link.id.accept(&self.config.params().encode())?;
         link.established(peer, &self.config)?;
-        Ok(link)
+        Ok(Some(link))
     }
 }

@@ -45,6 +45,7 @@
 //! down, exactly like a TCP reset. Dropping an [`RdmaLink`] disconnects and
 //! frees everything in order (QP, CQ, MR, PD).
 
+mod blocking;
 #[allow(unsafe_code)]
 mod cm;
 mod credit;
@@ -55,6 +56,7 @@ mod params;
 #[allow(unsafe_code)]
 mod verbs;
 
+pub use blocking::BlockingLink;
 pub use credit::Credits;
 pub use error::RdmaError;
 pub use link::{Progress, RdmaLink, RdmaListener, RdmaStats};
