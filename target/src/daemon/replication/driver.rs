@@ -41,6 +41,9 @@ use crate::daemon::handler::Message;
 use crate::daemon::replication::record::{self, StoredRecord};
 use crate::daemon::tags::{Tag, TagKind};
 
+#[cfg(feature = "rdma")]
+mod rdma;
+
 /// The stream every frame of the volume travels on (one per volume while
 /// replication runs on one shard).
 pub(crate) const STREAM: StreamId = StreamId(1);
@@ -223,6 +226,9 @@ pub(crate) struct Replicator {
     serving: bool,
     closing: bool,
     zeroes: Payload,
+    /// Links over RDMA (`driver/rdma.rs`), polled from the handler's loop.
+    #[cfg(feature = "rdma")]
+    rdma: rdma::RdmaPeers,
 }
 
 impl Replicator {
@@ -276,6 +282,8 @@ impl Replicator {
             serving: false,
             closing: false,
             zeroes,
+            #[cfg(feature = "rdma")]
+            rdma: rdma::RdmaPeers::default(),
         };
         replicator.run(shard);
         replicator.maybe_take_over(shard);
@@ -381,6 +389,8 @@ impl Replicator {
         for key in keys {
             self.close_peer(shard, key, "shutting down");
         }
+        #[cfg(feature = "rdma")]
+        self.close_all_rdma();
         self.run(shard);
     }
 
@@ -411,7 +421,7 @@ impl Replicator {
         let p = &self.published;
         p.epoch.store(self.node.epoch().0, Ordering::SeqCst);
         p.primary.store(self.node.is_primary(), Ordering::SeqCst);
-        p.links.store(self.peers.len(), Ordering::Relaxed);
+        p.links.store(self.link_count(), Ordering::Relaxed);
         let serving = self.node.is_serving();
         if serving != self.serving {
             self.serving = serving;
@@ -428,6 +438,16 @@ impl Replicator {
             p.in_sync.store(in_sync, Ordering::SeqCst);
             tracing::debug!(in_sync, "replication: sync state changed");
         }
+    }
+
+    /// Links up, over every transport.
+    fn link_count(&self) -> usize {
+        self.peers.len() + self.rdma_link_count()
+    }
+
+    #[cfg(not(feature = "rdma"))]
+    fn rdma_link_count(&self) -> usize {
+        0
     }
 
     fn perform(&mut self, shard: &mut Shard<Message>, action: Action<Payload>) {
@@ -450,6 +470,10 @@ impl Replicator {
                 frame,
             } => self.send(shard, link, epoch, &frame),
             Action::CloseLink { link, .. } => {
+                #[cfg(feature = "rdma")]
+                if self.close_rdma_link(link) {
+                    return;
+                }
                 if let Some(&key) = self.links.get(&link) {
                     let peer = &mut self.peers[key];
                     if peer.sending || peer.tx_pos < peer.tx.len() {
@@ -774,49 +798,13 @@ impl Replicator {
         if peer.closing {
             return Ok(());
         }
-        let mut pos = 0;
-        let result = loop {
-            let decoded = match link::decode(&peer.rx_heap[pos..]) {
-                Ok(decoded) => decoded,
-                Err(error) => break Err(format!("bad frame: {error}")),
-            };
-            match decoded {
-                Decoded::NeedMore(_) => break Ok(()),
-                Decoded::Frame {
-                    envelope,
-                    frame,
-                    consumed,
-                    ..
-                } => {
-                    if envelope.volume != self.volume || envelope.stream != STREAM {
-                        break Err(format!(
-                            "frame of volume {} stream {} on a link of volume {}",
-                            envelope.volume, envelope.stream, self.volume
-                        ));
-                    }
-                    let frame = payload_frame(frame, &peer.rx_heap[pos..pos + consumed]);
-                    self.events.push_back(Event::Received {
-                        peer: peer.node,
-                        link: peer.link,
-                        epoch: envelope.epoch,
-                        frame,
-                    });
-                    pos += consumed;
-                }
-                Decoded::Other {
-                    message, consumed, ..
-                } => {
-                    if let Other::Handshake(kind) = message {
-                        break Err(format!("handshake frame {kind:?} after the handshake"));
-                    }
-                    // Heartbeats, flushes and reads are not used between
-                    // keeld nodes yet: skip them.
-                    pos += consumed;
-                }
-            }
-        };
-        peer.rx_heap.drain(..pos);
-        result
+        decode_frames(
+            &mut peer.rx_heap,
+            self.volume,
+            peer.node,
+            peer.link,
+            &mut self.events,
+        )
     }
 
     fn send(
@@ -826,6 +814,10 @@ impl Replicator {
         epoch: Epoch,
         frame: &Frame<Payload>,
     ) {
+        #[cfg(feature = "rdma")]
+        if self.send_rdma(link, epoch, frame) {
+            return;
+        }
         let Some(&key) = self.links.get(&link) else {
             return;
         };
@@ -973,6 +965,61 @@ impl Replicator {
             self.run(shard);
         }
     }
+}
+
+/// Decodes every whole frame at the front of `rx` (the bytes received on
+/// `node`'s link `link`, TCP or RDMA) into `Received` events and drops the
+/// bytes decoded. An error closes the link.
+fn decode_frames(
+    rx: &mut Vec<u8>,
+    volume: VolumeId,
+    node: NodeId,
+    link: LinkId,
+    events: &mut VecDeque<Event<Payload>>,
+) -> Result<(), String> {
+    let mut pos = 0;
+    let result = loop {
+        let decoded = match link::decode(&rx[pos..]) {
+            Ok(decoded) => decoded,
+            Err(error) => break Err(format!("bad frame: {error}")),
+        };
+        match decoded {
+            Decoded::NeedMore(_) => break Ok(()),
+            Decoded::Frame {
+                envelope,
+                frame,
+                consumed,
+                ..
+            } => {
+                if envelope.volume != volume || envelope.stream != STREAM {
+                    break Err(format!(
+                        "frame of volume {} stream {} on a link of volume {}",
+                        envelope.volume, envelope.stream, volume
+                    ));
+                }
+                let frame = payload_frame(frame, &rx[pos..pos + consumed]);
+                events.push_back(Event::Received {
+                    peer: node,
+                    link,
+                    epoch: envelope.epoch,
+                    frame,
+                });
+                pos += consumed;
+            }
+            Decoded::Other {
+                message, consumed, ..
+            } => {
+                if let Other::Handshake(kind) = message {
+                    break Err(format!("handshake frame {kind:?} after the handshake"));
+                }
+                // Heartbeats, flushes and reads are not used between
+                // keeld nodes yet: skip them.
+                pos += consumed;
+            }
+        }
+    };
+    rx.drain(..pos);
+    result
 }
 
 /// A decoded frame with its write data copied out of the receive buffer
