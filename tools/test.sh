@@ -42,6 +42,9 @@ elif [ -x "$guest_dir/run.sh" ]; then
     echo "== Keel's RDMA replication transport on soft-RoCE (rxe), in qemu"
     KEEL_GUEST_DIR=$guest_dir GUEST_OUTDIR=$PWD/build/guest-out-rdma \
         target/tests/guest/run.sh rdma-transport.sh
+    echo "== three keeld replicating over RDMA on soft-RoCE, in qemu (kill -9, resync, identical copies)"
+    KEEL_GUEST_DIR=$guest_dir GUEST_OUTDIR=$PWD/build/guest-out-keeld-rdma \
+        target/tests/guest/run.sh keeld-rdma-replication.sh
 else
     echo "SKIPPED: no guest runner at $guest_dir (set KEEL_GUEST_DIR to ../shared/guest)"
 fi
