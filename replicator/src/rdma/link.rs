@@ -133,6 +133,38 @@ impl RdmaLink {
         self.free_send.len() == self.send_depth
     }
 
+    /// A descriptor that becomes readable when a completion arrives after
+    /// [`RdmaLink::arm_notification`] (a completion channel's): a reactor
+    /// waits for it in its ring instead of polling while idle.
+    pub fn notify_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.cq.notify_fd()
+    }
+
+    /// Consumes the notifications waiting on [`RdmaLink::notify_fd`];
+    /// true if there were any (the arming they answered is used up).
+    pub fn take_notifications(&mut self) -> Result<bool, RdmaError> {
+        if self.closed {
+            return Err(RdmaError::Closed);
+        }
+        match self.cq.take_events() {
+            Ok(n) => Ok(n > 0),
+            Err(error) => Err(self.fail(error)),
+        }
+    }
+
+    /// Asks for one notification on [`RdmaLink::notify_fd`] at the next
+    /// completion. Completions that arrived before this call produce none:
+    /// call [`RdmaLink::poll`] after it.
+    pub fn arm_notification(&mut self) -> Result<(), RdmaError> {
+        if self.closed {
+            return Err(RdmaError::Closed);
+        }
+        match self.cq.arm() {
+            Ok(()) => Ok(()),
+            Err(error) => Err(self.fail(error)),
+        }
+    }
+
     /// Whether the link is closed (by an error or [`RdmaLink::close`]).
     pub fn is_closed(&self) -> bool {
         self.closed

@@ -3,14 +3,17 @@
 //! `unsafe` block of the data path is here; the rest of `rdma` is safe Rust
 //! over these types.
 
+use std::io;
 use std::marker::PhantomData;
+use std::os::fd::BorrowedFd;
 use std::ptr::{self, NonNull};
 
 use rdma_sys::{
-    ibv_access_flags, ibv_alloc_pd, ibv_context, ibv_cq, ibv_create_cq, ibv_dealloc_pd,
-    ibv_dereg_mr, ibv_destroy_cq, ibv_mr, ibv_pd, ibv_poll_cq, ibv_post_recv, ibv_post_send,
-    ibv_qp, ibv_recv_wr, ibv_reg_mr, ibv_send_flags, ibv_send_wr, ibv_sge, ibv_wc, ibv_wc_status,
-    ibv_wc_status_str, ibv_wr_opcode,
+    ibv_access_flags, ibv_ack_cq_events, ibv_alloc_pd, ibv_comp_channel, ibv_context, ibv_cq,
+    ibv_create_comp_channel, ibv_create_cq, ibv_dealloc_pd, ibv_dereg_mr, ibv_destroy_comp_channel,
+    ibv_destroy_cq, ibv_get_cq_event, ibv_mr, ibv_pd, ibv_poll_cq, ibv_post_recv, ibv_post_send,
+    ibv_qp, ibv_recv_wr, ibv_reg_mr, ibv_req_notify_cq, ibv_send_flags, ibv_send_wr, ibv_sge,
+    ibv_wc, ibv_wc_status, ibv_wc_status_str, ibv_wr_opcode,
 };
 
 use super::error::RdmaError;
@@ -101,33 +104,123 @@ impl Completion {
 /// Completions read per `ibv_poll_cq` call.
 pub(super) const POLL_BATCH: usize = 32;
 
-/// A completion queue, polled (no completion channel, no interrupts).
-pub(super) struct Cq(NonNull<ibv_cq>);
+/// A completion channel with a non-blocking descriptor: readable when an
+/// armed CQ got a completion, so a reactor can wait for it in its ring.
+struct CompChannel(NonNull<ibv_comp_channel>);
+
+impl CompChannel {
+    fn create(device: Device<'_>) -> Result<Self, RdmaError> {
+        // SAFETY: `device` is open.
+        let channel = unsafe { ibv_create_comp_channel(device.context.as_ptr()) };
+        let channel = NonNull::new(channel)
+            .map(CompChannel)
+            .ok_or_else(|| RdmaError::last_os("ibv_create_comp_channel"))?;
+        let fd = channel.fd();
+        // SAFETY: fcntl on the channel's open descriptor only sets a flag.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        // SAFETY: as above.
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(RdmaError::last_os(
+                "fcntl(O_NONBLOCK) on a completion channel",
+            ));
+        }
+        Ok(channel)
+    }
+
+    fn fd(&self) -> i32 {
+        // SAFETY: the channel is live (owned).
+        unsafe { (*self.0.as_ptr()).fd }
+    }
+}
+
+impl Drop for CompChannel {
+    fn drop(&mut self) {
+        // SAFETY: owned; the CQ using it is destroyed first (`Cq::drop`
+        // runs before its fields drop).
+        unsafe { ibv_destroy_comp_channel(self.0.as_ptr()) };
+    }
+}
+
+/// A completion queue, polled; its completion channel only wakes the
+/// poller (see [`Cq::arm`]).
+pub(super) struct Cq {
+    cq: NonNull<ibv_cq>,
+    channel: CompChannel,
+}
 
 // SAFETY: as for `Pd`.
 unsafe impl Send for Cq {}
 
 impl Cq {
-    /// Creates a CQ on `device` with room for `entries` completions.
+    /// Creates a CQ on `device` with room for `entries` completions, with a
+    /// completion channel of its own.
     pub(super) fn create(device: Device<'_>, entries: u32) -> Result<Self, RdmaError> {
         let entries = i32::try_from(entries).map_err(|_| RdmaError::Config("CQ too large"))?;
-        // SAFETY: `device` is open; no completion channel, vector 0.
+        let channel = CompChannel::create(device)?;
+        // SAFETY: `device` and `channel` are live; vector 0.
         let cq = unsafe {
             ibv_create_cq(
                 device.context.as_ptr(),
                 entries,
                 ptr::null_mut(),
-                ptr::null_mut(),
+                channel.0.as_ptr(),
                 0,
             )
         };
-        NonNull::new(cq)
-            .map(Cq)
-            .ok_or_else(|| RdmaError::last_os("ibv_create_cq"))
+        let cq = NonNull::new(cq).ok_or_else(|| RdmaError::last_os("ibv_create_cq"))?;
+        Ok(Cq { cq, channel })
     }
 
     pub(super) fn as_ptr(&self) -> *mut ibv_cq {
-        self.0.as_ptr()
+        self.cq.as_ptr()
+    }
+
+    /// The completion channel's descriptor: readable once an armed CQ got
+    /// a completion.
+    pub(super) fn notify_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the descriptor stays open as long as the channel, which
+        // `self` owns and the borrow cannot outlive.
+        unsafe { BorrowedFd::borrow_raw(self.channel.fd()) }
+    }
+
+    /// Asks for one notification on the channel at the next completion.
+    /// Completions already queued produce none: poll after arming.
+    pub(super) fn arm(&self) -> Result<(), RdmaError> {
+        // SAFETY: live CQ; 0 = any completion, not only solicited ones.
+        let rc = unsafe { ibv_req_notify_cq(self.cq.as_ptr(), 0) };
+        if rc != 0 {
+            return Err(RdmaError::errno("ibv_req_notify_cq", rc));
+        }
+        Ok(())
+    }
+
+    /// Reads and acknowledges every notification waiting on the channel
+    /// (never blocks); returns how many there were.
+    pub(super) fn take_events(&self) -> Result<u32, RdmaError> {
+        let mut events = 0u32;
+        loop {
+            let mut cq: *mut ibv_cq = ptr::null_mut();
+            let mut context: *mut libc::c_void = ptr::null_mut();
+            // SAFETY: live, non-blocking channel; out-pointers are ours.
+            let rc = unsafe { ibv_get_cq_event(self.channel.0.as_ptr(), &mut cq, &mut context) };
+            if rc != 0 {
+                let error = io::Error::last_os_error();
+                if error.kind() == io::ErrorKind::WouldBlock {
+                    break;
+                }
+                return Err(RdmaError::Verbs {
+                    call: "ibv_get_cq_event",
+                    source: error,
+                });
+            }
+            events = events.saturating_add(1);
+        }
+        if events > 0 {
+            // SAFETY: live CQ (the channel serves only it); every event
+            // read above is acknowledged once, as destroy_cq requires.
+            unsafe { ibv_ack_cq_events(self.cq.as_ptr(), events) };
+        }
+        Ok(events)
     }
 
     /// Reads up to `out.len()` (at most [`POLL_BATCH`]) completions without
@@ -138,7 +231,7 @@ impl Cq {
         let mut wcs: [ibv_wc; POLL_BATCH] = unsafe { std::mem::zeroed() };
         // SAFETY: the CQ is live (owned), `wcs` has room for POLL_BATCH
         // entries, and the provider writes at most that many.
-        let n = unsafe { ibv_poll_cq(self.0.as_ptr(), POLL_BATCH as i32, wcs.as_mut_ptr()) };
+        let n = unsafe { ibv_poll_cq(self.cq.as_ptr(), POLL_BATCH as i32, wcs.as_mut_ptr()) };
         if n < 0 {
             return Err(RdmaError::errno("ibv_poll_cq", n));
         }
@@ -157,8 +250,10 @@ impl Cq {
 
 impl Drop for Cq {
     fn drop(&mut self) {
-        // SAFETY: owned; the QP using it is destroyed first.
-        unsafe { ibv_destroy_cq(self.0.as_ptr()) };
+        // SAFETY: owned; the QP using it is destroyed first; every event
+        // read from the channel was acknowledged (`take_events`). The
+        // channel is destroyed after this, when the field drops.
+        unsafe { ibv_destroy_cq(self.cq.as_ptr()) };
     }
 }
 

@@ -1254,7 +1254,11 @@ impl keel_engine::Handler<Message> for ShardHandler {
         };
         if matches!(
             tag.kind,
-            TagKind::ReplRecv | TagKind::ReplSend | TagKind::ReplLocal | TagKind::ReplPersist
+            TagKind::ReplRecv
+                | TagKind::ReplSend
+                | TagKind::ReplLocal
+                | TagKind::ReplPersist
+                | TagKind::ReplWake
         ) {
             match self.repl.as_mut() {
                 Some(repl) => repl.on_completion(shard, tag, done),

@@ -945,6 +945,8 @@ impl Replicator {
                 self.on_persist(shard, tag, done);
                 self.run(shard);
             }
+            #[cfg(feature = "rdma")]
+            TagKind::ReplWake => self.on_rdma_wake(tag),
             _ => {
                 if let Some(buf) = done.buf {
                     shard.free(buf);

@@ -10,18 +10,22 @@
 //! same `link::encode`. A link error (failed work completion, disconnect,
 //! protocol violation) is a `LinkDown` like a TCP reset.
 //!
-//! The reactor sleeps in io_uring when idle, and verbs completions do not
-//! wake it: while RDMA links exist, a timer wakes shard 0 every
-//! [`RDMA_WAKE`] so their queues are polled, and any progress keeps it
-//! spinning. (Waking on a completion channel through the ring is a
-//! follow-up.)
+//! Waking: the reactor sleeps in io_uring when idle, and verbs completions
+//! do not wake it by themselves. Each link's CQ has a completion channel;
+//! once a poll finds the queue empty the link arms it (one notification at
+//! the next completion), polls once more (what came before arming raises no
+//! notification), and submits a one-shot poll on the channel's descriptor
+//! to the ring (`NetOp::PollIn`, tag `ReplWake`). A completion then makes
+//! the descriptor readable, the ring wakes the shard, and the next
+//! `poll_rdma` consumes the notification and re-arms. Only if the ring
+//! refuses that poll does a timer wake the shard every [`RDMA_WAKE`].
 //!
 //! [`Message::RdmaPeerLink`]: crate::daemon::handler::Message::RdmaPeerLink
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use keel_engine::Shard;
+use keel_engine::{NetOp, Shard};
 use keel_replicator::core::{Event, Frame, LinkDirection, LinkId};
 use keel_replicator::link::{self, Envelope};
 use keel_replicator::rdma::RdmaLink;
@@ -29,9 +33,12 @@ use keel_replicator::wire::{Epoch, NodeId};
 
 use super::{decode_frames, Payload, Replicator, STREAM};
 use crate::daemon::handler::Message;
+use crate::daemon::tags::{Tag, TagKind};
 
-/// Longest sleep of shard 0 while RDMA links exist.
+/// Longest sleep of shard 0 while an RDMA link cannot wait in the ring.
 pub(crate) const RDMA_WAKE: Duration = Duration::from_millis(1);
+/// Link ids in a tag's 24-bit `conn` field.
+const TAG_LINK_MASK: u64 = 0xFF_FFFF;
 /// Tag of the wake-up timer (the handler ignores tags it does not know).
 const TIMER_RDMA_WAKE: u64 = 0x5244_4d41_5741_4b45;
 
@@ -46,13 +53,48 @@ struct RdmaPeer {
     close_after_send: bool,
     frames_sent: u64,
     frames_received: u64,
+    /// A poll on the link's completion channel is in the ring.
+    waiting: bool,
+    /// The CQ is armed: its next completion raises a notification.
+    armed: bool,
 }
 
 /// The RDMA links of shard 0, by link id.
 #[derive(Default)]
 pub(crate) struct RdmaPeers {
     peers: HashMap<LinkId, RdmaPeer>,
+    /// Closed links whose channel poll is still in the ring: kept (the
+    /// descriptor open) until it comes back cancelled.
+    closed: HashMap<LinkId, (RdmaPeer, bool)>,
     wake_at: Option<Instant>,
+}
+
+fn wake_tag(link: LinkId) -> u64 {
+    Tag::new(TagKind::ReplWake, (link.0 & TAG_LINK_MASK) as usize, 0, 0).raw()
+}
+
+/// Sends what is queued on `peer`, drains its CQ and decodes whole frames
+/// into `events`; true if anything moved.
+fn pump(
+    peer: &mut RdmaPeer,
+    id: LinkId,
+    volume: keel_replicator::wire::VolumeId,
+    events: &mut std::collections::VecDeque<Event<Payload>>,
+) -> Result<bool, String> {
+    let mut progress = false;
+    if !peer.tx.is_empty() {
+        let taken = peer.link.send(&peer.tx).map_err(|e| e.to_string())?;
+        peer.tx.drain(..taken);
+        progress |= taken > 0;
+    }
+    let before = events.len();
+    let polled = peer.link.poll(&mut peer.rx).map_err(|e| e.to_string())?;
+    progress |= polled.completions > 0;
+    if polled.received > 0 {
+        decode_frames(&mut peer.rx, volume, peer.node, id, events)?;
+        peer.frames_received += (events.len() - before) as u64;
+    }
+    Ok(progress)
 }
 
 fn log_stats(peer: &RdmaPeer, link: LinkId, why: &str) {
@@ -107,6 +149,8 @@ impl Replicator {
                 close_after_send: false,
                 frames_sent: 0,
                 frames_received: 0,
+                waiting: false,
+                armed: false,
             },
         );
         self.events.push_back(Event::LinkUp {
@@ -180,47 +224,89 @@ impl Replicator {
             link,
         });
         self.notify_down(peer.node, peer.direction);
+        if peer.waiting {
+            // Its channel poll must come back before the descriptor closes;
+            // the cancel goes out with the next poll_rdma.
+            self.rdma.closed.insert(link, (peer, false));
+        }
+    }
+
+    /// The completion channel poll of link `tag.conn` came back (readable,
+    /// or cancelled after the link closed).
+    pub(super) fn on_rdma_wake(&mut self, tag: Tag) {
+        let matches = |id: &LinkId| (id.0 & TAG_LINK_MASK) as usize == tag.conn;
+        if let Some(peer) = self.rdma.peers.iter_mut().find(|(id, _)| matches(id)) {
+            peer.1.waiting = false;
+        }
+        self.rdma.closed.retain(|id, _| !matches(id));
+    }
+
+    /// Cancels the channel polls of closed links (their peers stay until
+    /// the polls come back).
+    fn cancel_closed_waits(&mut self, shard: &mut Shard<Message>) {
+        for (peer, cancelled) in self.rdma.closed.values_mut() {
+            if !*cancelled {
+                shard.cancel_net(&peer.link.notify_fd());
+                *cancelled = true;
+            }
+        }
     }
 
     /// Sends what is queued, drains the completion queues, decodes what
-    /// arrived; called every reactor loop iteration. True if anything
-    /// happened.
+    /// arrived, and makes sure an idle link wakes the shard when a
+    /// completion comes; called every reactor loop iteration. True if
+    /// anything happened.
     pub fn poll_rdma(&mut self, shard: &mut Shard<Message>) -> bool {
+        self.cancel_closed_waits(shard);
         if self.rdma.peers.is_empty() {
             return false;
         }
-        let now = shard.now();
-        if self.rdma.wake_at.is_none_or(|at| now >= at) {
-            self.rdma.wake_at = Some(now + RDMA_WAKE);
-            let _ = shard.add_timer(RDMA_WAKE, TIMER_RDMA_WAKE);
-        }
         let mut worked = false;
         let mut down = Vec::new();
+        let mut all_waiting = true;
         for (&id, peer) in self.rdma.peers.iter_mut() {
             let result = (|| -> Result<bool, String> {
-                let mut progress = false;
-                if !peer.tx.is_empty() {
-                    let taken = peer.link.send(&peer.tx).map_err(|e| e.to_string())?;
-                    peer.tx.drain(..taken);
-                    progress |= taken > 0;
+                // A notification uses up the CQ's arming. (The ring's poll
+                // that saw it comes back as `on_rdma_wake` — or, if this
+                // read emptied the channel first, stays in the ring for the
+                // next one.)
+                if peer.link.take_notifications().map_err(|e| e.to_string())? {
+                    peer.armed = false;
                 }
-                let before = self.events.len();
-                let polled = peer.link.poll(&mut peer.rx).map_err(|e| e.to_string())?;
-                progress |= polled.completions > 0;
-                if polled.received > 0 {
-                    decode_frames(&mut peer.rx, self.volume, peer.node, id, &mut self.events)?;
-                    peer.frames_received += (self.events.len() - before) as u64;
+                let mut progress = pump(peer, id, self.volume, &mut self.events)?;
+                if !progress && !peer.armed {
+                    peer.link.arm_notification().map_err(|e| e.to_string())?;
+                    peer.armed = true;
+                    // What completed before arming raises no notification.
+                    progress |= pump(peer, id, self.volume, &mut self.events)?;
+                }
+                if !progress && !peer.waiting {
+                    let fd = peer.link.notify_fd();
+                    match shard.submit_net(&fd, NetOp::PollIn, None, wake_tag(id)) {
+                        Ok(()) => peer.waiting = true,
+                        Err((error, _)) => {
+                            tracing::debug!(%error, "rdma: cannot wait for completions in the ring")
+                        }
+                    }
                 }
                 Ok(progress)
             })();
             match result {
                 Ok(progress) => {
                     worked |= progress;
+                    all_waiting &= peer.waiting;
                     if peer.close_after_send && peer.tx.is_empty() {
                         down.push((id, "closed by the state machine".to_owned()));
                     }
                 }
                 Err(why) => down.push((id, why)),
+            }
+        }
+        if !all_waiting {
+            let now = shard.now();
+            if self.rdma.wake_at.is_none_or(|at| now >= at) {
+                self.rdma.wake_at = Some(now + RDMA_WAKE);
+                let _ = shard.add_timer(RDMA_WAKE, TIMER_RDMA_WAKE);
             }
         }
         for (id, why) in down {
