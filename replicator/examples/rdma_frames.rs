@@ -73,6 +73,7 @@ fn config(args: &[String]) -> Result<RdmaConfig> {
         recv_depth: arg(args, "--recv-depth", default.recv_depth)?,
         send_depth: arg(args, "--send-depth", default.send_depth)?,
         slot_size: arg(args, "--slot-size", default.slot_size)?,
+        ..default
     })
 }
 

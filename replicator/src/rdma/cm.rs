@@ -2,24 +2,28 @@
 //! accepting through the RDMA connection manager, creating the RC queue
 //! pair on a connection, and watching its connection events.
 //!
-//! Setup uses *synchronous* ids (no event channel of ours): `rdma_connect`,
-//! `rdma_get_request` and `rdma_accept` block until the connection manager
-//! answers, which is why they run on control threads like the TCP
-//! handshake. Once connected, the id is moved to a non-blocking event
-//! channel of its own ([`CmId::make_async`]) so the reactor can notice a
-//! disconnect with [`CmId::poll_event`] and never block.
+//! Every connection's id has a non-blocking event channel of its own. Setup
+//! (address and route resolution, connect, accept) waits for the connection
+//! manager's events on it with `poll(2)` and a deadline, so a dead or
+//! silent peer costs at most the setup timeout; these waits run on control
+//! threads, like the TCP handshake. Once connected, the reactor reads the
+//! same channel without blocking ([`CmId::poll_event`]) to notice a
+//! disconnect. Listening uses a synchronous listening id on a non-blocking
+//! channel ([`CmListener::get_request`] never waits).
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::ptr::{self, NonNull};
+use std::time::Instant;
 
 use rdma_sys::{
     ibv_qp_init_attr, ibv_qp_type, rdma_accept, rdma_ack_cm_event, rdma_addrinfo, rdma_cm_event,
     rdma_cm_event_type, rdma_cm_id, rdma_conn_param, rdma_connect, rdma_create_ep,
-    rdma_create_event_channel, rdma_create_qp, rdma_destroy_ep, rdma_destroy_event_channel,
-    rdma_destroy_id, rdma_destroy_qp, rdma_disconnect, rdma_event_channel, rdma_freeaddrinfo,
-    rdma_get_cm_event, rdma_get_request, rdma_getaddrinfo, rdma_listen, rdma_migrate_id,
-    rdma_port_space, rdma_reject,
+    rdma_create_event_channel, rdma_create_id, rdma_create_qp, rdma_destroy_ep,
+    rdma_destroy_event_channel, rdma_destroy_id, rdma_destroy_qp, rdma_disconnect,
+    rdma_event_channel, rdma_event_str, rdma_freeaddrinfo, rdma_get_cm_event, rdma_get_request,
+    rdma_getaddrinfo, rdma_listen, rdma_migrate_id, rdma_port_space, rdma_reject,
+    rdma_resolve_addr, rdma_resolve_route,
 };
 
 use super::error::RdmaError;
@@ -44,6 +48,105 @@ unsafe fn set_nonblocking(channel: NonNull<rdma_event_channel>) -> Result<(), Rd
         ));
     }
     Ok(())
+}
+
+/// A new event channel with a non-blocking descriptor.
+fn new_channel() -> Result<NonNull<rdma_event_channel>, RdmaError> {
+    // SAFETY: creates a channel the caller owns.
+    let channel = NonNull::new(unsafe { rdma_create_event_channel() })
+        .ok_or_else(|| RdmaError::last_os("rdma_create_event_channel"))?;
+    // SAFETY: live, just created.
+    if let Err(error) = unsafe { set_nonblocking(channel) } {
+        // SAFETY: created above, used by nobody.
+        unsafe { rdma_destroy_event_channel(channel.as_ptr()) };
+        return Err(error);
+    }
+    Ok(channel)
+}
+
+/// The connection manager's name for an event type.
+fn event_name(kind: u32) -> String {
+    // SAFETY: rdma_event_str returns a static string for every value.
+    let text = unsafe { rdma_event_str(kind) };
+    if text.is_null() {
+        return format!("event {kind}");
+    }
+    // SAFETY: non-null, NUL-terminated, static.
+    unsafe { CStr::from_ptr(text) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Milliseconds left until `deadline` (at least 1), or a timeout error.
+fn ms_left(deadline: Instant, step: &'static str) -> Result<i32, RdmaError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(RdmaError::SetupTimeout(step));
+    }
+    Ok(i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1))
+}
+
+/// Waits until `deadline` for the next event on `channel`; it must be
+/// `want` with status 0. Returns its private data (connection events).
+fn wait_event(
+    channel: NonNull<rdma_event_channel>,
+    want: u32,
+    deadline: Instant,
+    step: &'static str,
+) -> Result<Vec<u8>, RdmaError> {
+    loop {
+        let mut event: *mut rdma_cm_event = ptr::null_mut();
+        // SAFETY: live, non-blocking channel.
+        let rc = unsafe { rdma_get_cm_event(channel.as_ptr(), &mut event) };
+        if rc != 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::WouldBlock {
+                return Err(RdmaError::Verbs {
+                    call: "rdma_get_cm_event",
+                    source: error,
+                });
+            }
+            let mut fd = libc::pollfd {
+                // SAFETY: live channel.
+                fd: unsafe { (*channel.as_ptr()).fd },
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let timeout = ms_left(deadline, step)?;
+            // SAFETY: one valid pollfd for the duration of the call.
+            if unsafe { libc::poll(&mut fd, 1, timeout) } < 0 {
+                let error = io::Error::last_os_error();
+                if error.kind() != io::ErrorKind::Interrupted {
+                    return Err(RdmaError::Verbs {
+                        call: "poll(rdma_cm channel)",
+                        source: error,
+                    });
+                }
+            }
+            continue;
+        }
+        // SAFETY: a live event from the channel: read, then acknowledged
+        // exactly once.
+        let (kind, status, private) = unsafe {
+            let kind = (*event).event;
+            let status = (*event).status;
+            let private = match kind {
+                rdma_cm_event_type::RDMA_CM_EVENT_ESTABLISHED
+                | rdma_cm_event_type::RDMA_CM_EVENT_REJECTED => private_data(event),
+                _ => Vec::new(),
+            };
+            rdma_ack_cm_event(event);
+            (kind, status, private)
+        };
+        if kind == want && status == 0 {
+            return Ok(private);
+        }
+        return Err(RdmaError::SetupFailed {
+            step,
+            event: event_name(kind),
+            status,
+        });
+    }
 }
 
 /// Splits `host:port` (`[v6]:port` too) into its parts.
@@ -162,19 +265,66 @@ pub(super) struct CmId {
 unsafe impl Send for CmId {}
 
 impl CmId {
-    /// Active side: resolves `address` to an RDMA device, address and route
-    /// (blocking, up to a few seconds).
-    pub(super) fn resolve(address: &str) -> Result<Self, RdmaError> {
+    /// Active side: resolves `address` to an RDMA device, address and route,
+    /// waiting at most until `deadline`.
+    pub(super) fn resolve(address: &str, deadline: Instant) -> Result<Self, RdmaError> {
         let info = AddrInfo::resolve(address, false)?;
-        let mut id: *mut rdma_cm_id = ptr::null_mut();
-        // SAFETY: `info` is a live result; no PD and no QP attributes (we
-        // create both ourselves); `id` receives a synchronous id.
-        let rc =
-            unsafe { rdma_create_ep(&mut id, info.0.as_ptr(), ptr::null_mut(), ptr::null_mut()) };
+        let channel = new_channel()?;
+        let mut raw: *mut rdma_cm_id = ptr::null_mut();
+        // SAFETY: live channel; `raw` receives an id on it.
+        let rc = unsafe {
+            rdma_create_id(
+                channel.as_ptr(),
+                &mut raw,
+                ptr::null_mut(),
+                rdma_port_space::RDMA_PS_TCP,
+            )
+        };
+        let Some(id) = NonNull::new(raw).filter(|_| rc == 0) else {
+            let error = RdmaError::last_os("rdma_create_id");
+            // SAFETY: no id uses the channel.
+            unsafe { rdma_destroy_event_channel(channel.as_ptr()) };
+            return Err(error);
+        };
+        // From here on Drop destroys the id, then the channel.
+        let id = CmId {
+            id,
+            channel: Some(channel),
+            has_qp: false,
+            connected: false,
+        };
+        let timeout = ms_left(deadline, "address resolution")?.min(2000);
+        // SAFETY: live id; the addresses live in `info` across the call.
+        let rc = unsafe {
+            let info = info.0.as_ptr();
+            rdma_resolve_addr(
+                id.id.as_ptr(),
+                (*info).ai_src_addr,
+                (*info).ai_dst_addr,
+                timeout,
+            )
+        };
         if rc != 0 {
-            return Err(RdmaError::last_os("rdma_create_ep (resolve)"));
+            return Err(RdmaError::last_os("rdma_resolve_addr"));
         }
-        Self::own(id)
+        wait_event(
+            channel,
+            rdma_cm_event_type::RDMA_CM_EVENT_ADDR_RESOLVED,
+            deadline,
+            "address resolution",
+        )?;
+        let timeout = ms_left(deadline, "route resolution")?.min(2000);
+        // SAFETY: live id with a resolved address.
+        if unsafe { rdma_resolve_route(id.id.as_ptr(), timeout) } != 0 {
+            return Err(RdmaError::last_os("rdma_resolve_route"));
+        }
+        wait_event(
+            channel,
+            rdma_cm_event_type::RDMA_CM_EVENT_ROUTE_RESOLVED,
+            deadline,
+            "route resolution",
+        )?;
+        Ok(id)
     }
 
     fn own(id: *mut rdma_cm_id) -> Result<Self, RdmaError> {
@@ -236,36 +386,51 @@ impl CmId {
     }
 
     /// Active side: connects with our private data and returns the peer's
-    /// (from its accept). Blocks until established, refused or timed out.
-    pub(super) fn connect(&mut self, private: &[u8]) -> Result<Vec<u8>, RdmaError> {
+    /// (from its accept); waits at most until `deadline`.
+    pub(super) fn connect(
+        &mut self,
+        private: &[u8],
+        deadline: Instant,
+    ) -> Result<Vec<u8>, RdmaError> {
+        let channel = self
+            .channel
+            .ok_or(RdmaError::Config("connect on an id without channel"))?;
         let mut param = conn_param(private)?;
-        // SAFETY: synchronous id with a QP; `param` and the private data
-        // it points to live across the call.
+        // SAFETY: live asynchronous id with a QP; `param` and the private
+        // data it points to live across the call (the library copies them).
         let rc = unsafe { rdma_connect(self.id.as_ptr(), &mut param) };
         if rc != 0 {
             return Err(RdmaError::last_os("rdma_connect"));
         }
+        let reply = wait_event(
+            channel,
+            rdma_cm_event_type::RDMA_CM_EVENT_ESTABLISHED,
+            deadline,
+            "connect",
+        )?;
         self.connected = true;
-        // SAFETY: on success a synchronous id keeps the ESTABLISHED event
-        // (carrying the accept's private data) in `id->event` until the
-        // next call on the id.
-        let event = unsafe { (*self.id.as_ptr()).event };
-        if event.is_null() {
-            return Ok(Vec::new());
-        }
-        // SAFETY: live, unacknowledged connection event (see above).
-        Ok(unsafe { private_data(event) })
+        Ok(reply)
     }
 
     /// Passive side: accepts the request this id came from with our private
-    /// data. Blocks until established.
-    pub(super) fn accept(&mut self, private: &[u8]) -> Result<(), RdmaError> {
+    /// data; waits at most until `deadline` for the connection.
+    pub(super) fn accept(&mut self, private: &[u8], deadline: Instant) -> Result<(), RdmaError> {
+        self.make_async()?;
+        let channel = self
+            .channel
+            .ok_or(RdmaError::Config("accept on an id without channel"))?;
         let mut param = conn_param(private)?;
         // SAFETY: as for connect.
         let rc = unsafe { rdma_accept(self.id.as_ptr(), &mut param) };
         if rc != 0 {
             return Err(RdmaError::last_os("rdma_accept"));
         }
+        wait_event(
+            channel,
+            rdma_cm_event_type::RDMA_CM_EVENT_ESTABLISHED,
+            deadline,
+            "accept",
+        )?;
         self.connected = true;
         Ok(())
     }
@@ -276,18 +441,13 @@ impl CmId {
         unsafe { rdma_reject(self.id.as_ptr(), ptr::null(), 0) };
     }
 
-    /// Moves the id to a non-blocking event channel of its own, for
-    /// [`CmId::poll_event`].
-    pub(super) fn make_async(&mut self) -> Result<(), RdmaError> {
-        // SAFETY: creates a channel we own (destroyed after the id).
-        let channel = NonNull::new(unsafe { rdma_create_event_channel() })
-            .ok_or_else(|| RdmaError::last_os("rdma_create_event_channel"))?;
-        // SAFETY: live, just created.
-        if let Err(error) = unsafe { set_nonblocking(channel) } {
-            // SAFETY: created above, used by nobody.
-            unsafe { rdma_destroy_event_channel(channel.as_ptr()) };
-            return Err(error);
+    /// Moves the id to a non-blocking event channel of its own (a no-op if
+    /// it has one).
+    fn make_async(&mut self) -> Result<(), RdmaError> {
+        if self.channel.is_some() {
+            return Ok(());
         }
+        let channel = new_channel()?;
         // SAFETY: both live; this acknowledges the id's pending event and
         // destroys its private synchronous channel.
         let rc = unsafe { rdma_migrate_id(self.id.as_ptr(), channel.as_ptr()) };
@@ -301,8 +461,7 @@ impl CmId {
         Ok(())
     }
 
-    /// The next connection event, if one is waiting (never blocks; `None`
-    /// before [`CmId::make_async`]).
+    /// The next connection event, if one is waiting (never blocks).
     pub(super) fn poll_event(&mut self) -> Result<Option<CmEvent>, RdmaError> {
         let Some(channel) = self.channel else {
             return Ok(None);
@@ -333,7 +492,7 @@ impl CmId {
 
     /// Starts a clean disconnect (the QP goes to the error state, its
     /// posted work is flushed, the peer gets a DISCONNECTED event). Never
-    /// blocks once the id is asynchronous; a no-op before that.
+    /// blocks (the id is asynchronous); a no-op unless connected.
     pub(super) fn disconnect(&mut self) {
         if self.connected && self.channel.is_some() {
             // SAFETY: live, connected, asynchronous id: returns at once.

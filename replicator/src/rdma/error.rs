@@ -28,6 +28,21 @@ pub enum RdmaError {
     /// The configuration is unusable (a local bug or a bad flag).
     #[error("bad RDMA link configuration: {0}")]
     Config(&'static str),
+    /// Connection setup got another event from the connection manager than
+    /// the one it waited for (refused, unreachable, address or route
+    /// error).
+    #[error("{step}: {event} (status {status})")]
+    SetupFailed {
+        /// What was being set up.
+        step: &'static str,
+        /// The event that came instead (`rdma_event_str`).
+        event: String,
+        /// Its status (for a rejection, the reason).
+        status: i32,
+    },
+    /// Connection setup did not finish within the setup timeout.
+    #[error("{0} timed out")]
+    SetupTimeout(&'static str),
     /// The peer's connection parameters (rdma_cm private data) are missing
     /// or not Keel's.
     #[error("peer's connection parameters are unusable: {0}")]

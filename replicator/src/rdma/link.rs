@@ -1,6 +1,8 @@
 //! [`RdmaLink`]: one connected replication link over an RC queue pair, and
 //! [`RdmaListener`], which accepts them.
 
+use std::time::Instant;
+
 use super::cm::{CmEvent, CmId, CmListener};
 use super::credit::Credits;
 use super::error::RdmaError;
@@ -101,21 +103,22 @@ fn prepare(mut id: CmId, config: &RdmaConfig) -> Result<RdmaLink, RdmaError> {
 
 impl RdmaLink {
     /// Connects to the [`RdmaListener`] at `address` (`ip:port`). Blocks
-    /// (address and route resolution, connection): run it on a control
-    /// thread, never on a reactor.
+    /// (address and route resolution, connection; at most the config's
+    /// `setup_timeout`): run it on a control thread, never on a reactor.
     pub fn connect(address: &str, config: &RdmaConfig) -> Result<Self, RdmaError> {
-        let id = CmId::resolve(address)?;
+        config.validate()?;
+        let deadline = Instant::now() + config.setup_timeout;
+        let id = CmId::resolve(address, deadline)?;
         let mut link = prepare(id, config)?;
-        let reply = link.id.connect(&config.params().encode())?;
+        let reply = link.id.connect(&config.params().encode(), deadline)?;
         let peer = ConnParams::decode(&reply)?;
-        link.established(peer, config)?;
+        link.established(peer, config);
         Ok(link)
     }
 
-    fn established(&mut self, peer: ConnParams, config: &RdmaConfig) -> Result<(), RdmaError> {
+    fn established(&mut self, peer: ConnParams, config: &RdmaConfig) {
         self.credits = Credits::new(peer.recv_depth, config.recv_depth);
         self.max_payload = peer.max_payload(config.slot_size);
-        self.id.make_async()
     }
 
     /// Counters so far.
@@ -373,8 +376,8 @@ impl RdmaListener {
     }
 
     /// Accepts the next link if a request waits (`None` at once if not).
-    /// Accepting blocks until the connection is established, so this too
-    /// belongs on a control thread. A requester that is not a Keel RDMA
+    /// Accepting waits (up to the setup timeout) until the connection is
+    /// established, so this too belongs on a control thread. A requester that is not a Keel RDMA
     /// link is refused and the error returned (keep accepting).
     pub fn try_accept(&self) -> Result<Option<RdmaLink>, RdmaError> {
         let Some((mut id, private)) = self.listener.get_request()? else {
@@ -387,9 +390,10 @@ impl RdmaListener {
                 return Err(error);
             }
         };
+        let deadline = Instant::now() + self.config.setup_timeout;
         let mut link = prepare(id, &self.config)?;
-        link.id.accept(&self.config.params().encode())?;
-        link.established(peer, &self.config)?;
+        link.id.accept(&self.config.params().encode(), deadline)?;
+        link.established(peer, &self.config);
         Ok(Some(link))
     }
 }

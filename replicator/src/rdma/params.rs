@@ -35,15 +35,20 @@ pub struct RdmaConfig {
     pub send_depth: u16,
     /// Size of every buffer, message header included.
     pub slot_size: u32,
+    /// Longest connection setup (resolve, connect or accept; not the PSK
+    /// handshake, which has its own).
+    pub setup_timeout: std::time::Duration,
 }
 
 impl Default for RdmaConfig {
-    /// 16 receive and 16 send buffers of 64 KiB: 2 MiB registered per link.
+    /// 16 receive and 16 send buffers of 64 KiB (2 MiB registered per
+    /// link), 5 s to connect.
     fn default() -> Self {
         RdmaConfig {
             recv_depth: 16,
             send_depth: 16,
             slot_size: 64 * 1024,
+            setup_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -59,6 +64,9 @@ impl RdmaConfig {
         }
         if !(MIN_SLOT..=MAX_SLOT).contains(&self.slot_size) {
             return Err(RdmaError::Config("slot_size must be 4 KiB..=1 MiB"));
+        }
+        if self.setup_timeout.is_zero() {
+            return Err(RdmaError::Config("setup_timeout must not be zero"));
         }
         Ok(())
     }
