@@ -1,7 +1,7 @@
 //! [`RdmaLink`]: one connected replication link over an RC queue pair, and
 //! [`RdmaListener`], which accepts them.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::cm::{CmEvent, CmId, CmListener};
 use super::credit::Credits;
@@ -10,9 +10,10 @@ use super::message::{MessageHeader, HEADER_LEN};
 use super::params::{ConnParams, RdmaConfig};
 use super::verbs::{Buffers, Completion, Cq, Pd, POLL_BATCH};
 
-/// Polls between two looks at the connection manager's events (a syscall
-/// each; a dead peer is also noticed by the first failed SEND).
-const EVENT_CHECK_EVERY: u32 = 64;
+/// Least time between two looks at the connection manager's events (a
+/// syscall each) while the link is idle: a peer that disconnects or dies
+/// leaves a user-space QP as it is, so an idle link learns it only there.
+const EVENT_CHECK_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Counters of one link.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -63,7 +64,7 @@ pub struct RdmaLink {
     /// Largest stream chunk one SEND may carry to the peer.
     max_payload: usize,
     stats: RdmaStats,
-    polls: u32,
+    last_event_check: Instant,
     closed: bool,
 }
 
@@ -96,7 +97,7 @@ fn prepare(mut id: CmId, config: &RdmaConfig) -> Result<RdmaLink, RdmaError> {
         credits: Credits::new(0, config.recv_depth),
         max_payload: 0,
         stats: RdmaStats::default(),
-        polls: 0,
+        last_event_check: Instant::now(),
         closed: false,
     })
 }
@@ -273,8 +274,8 @@ impl RdmaLink {
                 None => self.credits.untake(carried),
             }
         }
-        self.polls = self.polls.wrapping_add(1);
-        if progress.completions == 0 && self.polls.is_multiple_of(EVENT_CHECK_EVERY) {
+        if progress.completions == 0 && self.last_event_check.elapsed() >= EVENT_CHECK_INTERVAL {
+            self.last_event_check = Instant::now();
             match self.id.poll_event()? {
                 Some(CmEvent::Disconnected) => {
                     return Err(RdmaError::Disconnected("peer disconnected"))
