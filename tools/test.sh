@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Keel's whole test suite, as CI runs it. Installs what the tests need first
-# (fio for the side-by-side benchmark test, shellcheck for kernel-setup/).
+# (fio for the side-by-side benchmark test, shellcheck for kernel-setup/, and
+# the RDMA headers plus libclang for the `rdma` feature's rdma-sys bindings).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v fio >/dev/null 2>&1 || need+=(fio)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+for pkg in libibverbs-dev librdmacm-dev libclang-dev pkg-config; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
+done
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -19,8 +23,12 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo clippy --features rdma -D warnings (the RDMA transport)"
+cargo clippy --workspace --all-targets --locked --features rdma -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== cargo test -p keel-replicator --features rdma (RDMA link logic without a device)"
+cargo test -p keel-replicator --locked --features rdma --lib rdma::
 echo "== kernel-setup: shellcheck and every --dry-run"
 kernel-setup/check-all.sh
 shellcheck tools/*.sh
@@ -31,6 +39,12 @@ if [ "${KEEL_SKIP_GUEST:-0}" = 1 ]; then
 elif [ -x "$guest_dir/run.sh" ]; then
     KEEL_GUEST_DIR=$guest_dir GUEST_OUTDIR=$PWD/build/guest-out \
         target/tests/guest/run.sh keeld-kernel-host.sh
+    echo "== Keel's RDMA replication transport on soft-RoCE (rxe), in qemu"
+    KEEL_GUEST_DIR=$guest_dir GUEST_OUTDIR=$PWD/build/guest-out-rdma \
+        target/tests/guest/run.sh rdma-transport.sh
+    echo "== three keeld replicating over RDMA on soft-RoCE, in qemu (kill -9, resync, identical copies)"
+    KEEL_GUEST_DIR=$guest_dir GUEST_OUTDIR=$PWD/build/guest-out-keeld-rdma \
+        target/tests/guest/run.sh keeld-rdma-replication.sh
 else
     echo "SKIPPED: no guest runner at $guest_dir (set KEEL_GUEST_DIR to ../shared/guest)"
 fi

@@ -19,7 +19,7 @@ use keel_replicator::wire::{NodeId, ReplicationMode, VolumeId};
 use keel_target::daemon::config::{
     Backend, DaemonConfig, ListenerConfig, NamespaceConfig, SubsystemConfig,
 };
-use keel_target::daemon::replication::{FreshCopy, MemberAddress, ReplicationOptions};
+use keel_target::daemon::replication::{FreshCopy, MemberAddress, ReplicationOptions, Transport};
 use keel_target::daemon::{Daemon, RuntimeOptions};
 
 use crate::nvmf::{self, NvmfArgs};
@@ -136,6 +136,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             node: NodeId(i as u64 + 1),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             mode: ReplicationMode::Sync,
+            transport: Transport::Tcp,
         })
         .collect();
     let psk = random_key()?;

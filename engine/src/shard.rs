@@ -44,6 +44,10 @@ pub enum NetOp {
     Recv { offset: u32 },
     /// Send the buffer from `offset` to its end (may complete short).
     Send { offset: u32 },
+    /// Wait until the descriptor is readable (one-shot poll, no buffer);
+    /// completes with the poll mask. For descriptors that signal work done
+    /// elsewhere, e.g. an RDMA completion channel.
+    PollIn,
 }
 
 impl NetOp {
@@ -52,6 +56,7 @@ impl NetOp {
             NetOp::Accept => "accept",
             NetOp::Recv { .. } => "recv",
             NetOp::Send { .. } => "send",
+            NetOp::PollIn => "poll",
         }
     }
 }
@@ -338,6 +343,7 @@ impl<M> Shard<M> {
                     .flags(libc::SOCK_CLOEXEC)
                     .build()
             }
+            (NetOp::PollIn, _) => opcode::PollAdd::new(fd_ref, libc::POLLIN as u32).build(),
             (NetOp::Recv { offset }, Some(b)) | (NetOp::Send { offset }, Some(b)) => {
                 let offset = offset as usize;
                 if offset >= b.len() {

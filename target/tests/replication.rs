@@ -399,6 +399,7 @@ fn volume_status_reports_each_replica_over_the_control_socket() {
     for (node, entry) in [2u64, 3].iter().zip(replicas) {
         assert_eq!(entry["node"], *node);
         assert_eq!(entry["mode"], "sync");
+        assert_eq!(entry["transport"], "tcp");
         assert_eq!(entry["state"], "in_sync", "{now}");
         assert_eq!(entry["resync_percent"], 100.0);
         // The link counters: the initial full copy went over one link.

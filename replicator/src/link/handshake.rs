@@ -17,6 +17,36 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+/// A blocking byte stream the handshake can run on: a `TcpStream`, or an
+/// RDMA link behind a blocking adapter (`rdma::BlockingLink`). Timeouts
+/// behave like a socket's: `None` blocks, an expired one fails the read or
+/// write with `WouldBlock` or `TimedOut`.
+pub trait HandshakeStream: Read + Write {
+    /// The current read timeout.
+    fn read_timeout(&self) -> std::io::Result<Option<Duration>>;
+    /// The current write timeout.
+    fn write_timeout(&self) -> std::io::Result<Option<Duration>>;
+    /// Sets the read timeout (never zero).
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()>;
+    /// Sets the write timeout (never zero).
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl HandshakeStream for TcpStream {
+    fn read_timeout(&self) -> std::io::Result<Option<Duration>> {
+        TcpStream::read_timeout(self)
+    }
+    fn write_timeout(&self) -> std::io::Result<Option<Duration>> {
+        TcpStream::write_timeout(self)
+    }
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
+        TcpStream::set_write_timeout(self, timeout)
+    }
+}
+
 use crate::auth::{
     Acceptor, AcceptorConfig, Initiator, InitiatorConfig, Outcome, Outgoing, PeerInfo,
     PreSharedKey, Step, VolumeCatalog,
@@ -39,7 +69,7 @@ pub fn link_versions() -> VersionRange {
 /// `volume`): sends `Hello`, answers the `Challenge`, checks the acceptor's
 /// proof. Returns who is on the other end.
 pub fn connect(
-    stream: &mut TcpStream,
+    stream: &mut impl HandshakeStream,
     key: &PreSharedKey,
     me: NodeId,
     volume: VolumeId,
@@ -65,7 +95,7 @@ pub fn connect(
 /// challenges, checks the initiator's proof and proves itself. Returns who
 /// is on the other end.
 pub fn accept(
-    stream: &mut TcpStream,
+    stream: &mut impl HandshakeStream,
     key: &PreSharedKey,
     me: NodeId,
     volumes: &impl VolumeCatalog,
@@ -92,10 +122,10 @@ fn fresh_nonce() -> Result<Nonce, LinkError> {
 
 /// Runs `f` with the socket's timeouts under the handshake's control, then
 /// puts them back whatever happened.
-fn with_connection<T>(
-    stream: &mut TcpStream,
+fn with_connection<S: HandshakeStream, T>(
+    stream: &mut S,
     timeout: Duration,
-    f: impl FnOnce(&mut Connection<'_>) -> Result<T, LinkError>,
+    f: impl FnOnce(&mut Connection<'_, S>) -> Result<T, LinkError>,
 ) -> Result<T, LinkError> {
     let read_timeout = stream.read_timeout()?;
     let write_timeout = stream.write_timeout()?;
@@ -114,8 +144,8 @@ fn with_connection<T>(
     Ok(value)
 }
 
-struct Connection<'a> {
-    stream: &'a mut TcpStream,
+struct Connection<'a, S> {
+    stream: &'a mut S,
     /// `None` if the timeout is too large to represent: no deadline.
     deadline: Option<Instant>,
     /// Bytes of the frame being received.
@@ -123,7 +153,7 @@ struct Connection<'a> {
     decoder: FrameDecoder,
 }
 
-impl Connection<'_> {
+impl<S: HandshakeStream> Connection<'_, S> {
     /// Time left, as a socket timeout (never zero, which would mean
     /// "block forever").
     fn remaining(&self) -> Result<Option<Duration>, LinkError> {

@@ -197,6 +197,10 @@ impl ControlService {
                 let mut entry = json!({
                     "node": member.node.0,
                     "address": member.addr.to_string(),
+                    "transport": match member.transport {
+                        crate::daemon::replication::Transport::Tcp => "tcp",
+                        crate::daemon::replication::Transport::Rdma => "rdma",
+                    },
                     "mode": mode,
                     "state": state,
                     "epoch": epoch,

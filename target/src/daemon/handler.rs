@@ -71,6 +71,18 @@ pub enum Message {
     /// Control plane: this node is to become primary of the replicated
     /// volume (shard 0).
     Promote,
+    /// A replication link over RDMA whose handshake is done (shard 0).
+    #[cfg(feature = "rdma")]
+    RdmaPeerLink {
+        /// The connected link.
+        link: Box<keel_replicator::rdma::RdmaLink>,
+        /// Stream bytes received after the handshake, not yet decoded.
+        received: Vec<u8>,
+        /// The node at the other end.
+        peer: NodeId,
+        /// Who opened it.
+        direction: LinkDirection,
+    },
 }
 
 /// A namespace's device on this shard.
@@ -1249,7 +1261,11 @@ impl keel_engine::Handler<Message> for ShardHandler {
         };
         if matches!(
             tag.kind,
-            TagKind::ReplRecv | TagKind::ReplSend | TagKind::ReplLocal | TagKind::ReplPersist
+            TagKind::ReplRecv
+                | TagKind::ReplSend
+                | TagKind::ReplLocal
+                | TagKind::ReplPersist
+                | TagKind::ReplWake
         ) {
             match self.repl.as_mut() {
                 Some(repl) => repl.on_completion(shard, tag, done),
@@ -1291,6 +1307,18 @@ impl keel_engine::Handler<Message> for ShardHandler {
             Message::Promote => {
                 if let Some(repl) = self.repl.as_mut() {
                     repl.promote(shard);
+                    self.repl_completions(shard);
+                }
+            }
+            #[cfg(feature = "rdma")]
+            Message::RdmaPeerLink {
+                link,
+                received,
+                peer,
+                direction,
+            } => {
+                if let Some(repl) = self.repl.as_mut() {
+                    repl.adopt_rdma(shard, *link, received, peer, direction);
                     self.repl_completions(shard);
                 }
             }
@@ -1346,6 +1374,15 @@ impl keel_engine::Handler<Message> for ShardHandler {
 
     fn poll(&mut self, shard: &mut Shard<Message>) -> bool {
         let mut worked = false;
+        // RDMA replication links: drain their completion queues here, in
+        // the reactor's loop (no threads, no blocking).
+        #[cfg(feature = "rdma")]
+        if let Some(repl) = self.repl.as_mut() {
+            if repl.poll_rdma(shard) {
+                worked = true;
+                self.repl_completions(shard);
+            }
+        }
         while let Some((dst, msg)) = self.outbox.pop_front() {
             if let Err(msg) = shard.send(dst, msg) {
                 if !self.shutting_down {

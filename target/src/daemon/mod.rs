@@ -52,7 +52,7 @@ use keel_replicator::wire::{Epoch, RegionIndex};
 use replication::driver::{Published, Replicator, ReplicatorSetup};
 use replication::links::{LinkControl, LinkSetup};
 use replication::record::{self as repl_record, StoredRecord};
-use replication::FreshCopy;
+use replication::{FreshCopy, Transport};
 use replication::{ReplicationOptions, REGION_SIZE};
 
 /// Bytes per engine buffer. Commands larger than this use several.
@@ -370,11 +370,17 @@ impl Daemon {
                     volume: plan.options.volume,
                     key,
                     listener: plan.listener,
+                    rdma_listen: plan
+                        .options
+                        .members
+                        .iter()
+                        .any(|m| m.node == plan.options.node && m.transport == Transport::Rdma)
+                        .then_some(plan.options.listen),
                     members: plan
                         .options
                         .members
                         .iter()
-                        .map(|m| (m.node, m.addr))
+                        .map(|m| (m.node, m.addr, m.transport))
                         .collect(),
                     // Every node dials, but only while it is primary: a
                     // promoted replica must reach the others too.

@@ -22,6 +22,9 @@ pub(crate) enum TagKind {
     ReplLocal = 8,
     /// Replication: persist step `segment` (0 flush, 1 record write).
     ReplPersist = 9,
+    /// Replication: the RDMA link `conn`'s completion channel became
+    /// readable (a poll on its descriptor).
+    ReplWake = 10,
 }
 
 /// Most connections one shard serves (24 bits of tag).
@@ -64,6 +67,7 @@ impl Tag {
             7 => TagKind::ReplSend,
             8 => TagKind::ReplLocal,
             9 => TagKind::ReplPersist,
+            10 => TagKind::ReplWake,
             _ => return None,
         };
         Some(Tag {
@@ -91,6 +95,7 @@ mod tests {
             TagKind::ReplSend,
             TagKind::ReplLocal,
             TagKind::ReplPersist,
+            TagKind::ReplWake,
         ] {
             let tag = Tag::new(kind, 0xAB_CDEF, 0x1234, 15);
             assert_eq!(Tag::parse(tag.raw()), Some(tag));

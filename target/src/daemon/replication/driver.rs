@@ -41,6 +41,9 @@ use crate::daemon::handler::Message;
 use crate::daemon::replication::record::{self, StoredRecord};
 use crate::daemon::tags::{Tag, TagKind};
 
+#[cfg(feature = "rdma")]
+mod rdma;
+
 /// The stream every frame of the volume travels on (one per volume while
 /// replication runs on one shard).
 pub(crate) const STREAM: StreamId = StreamId(1);
@@ -409,6 +412,9 @@ pub(crate) struct Replicator {
     serving: bool,
     closing: bool,
     zeroes: Payload,
+    /// Links over RDMA (`driver/rdma.rs`), polled from the handler's loop.
+    #[cfg(feature = "rdma")]
+    rdma: rdma::RdmaPeers,
 }
 
 impl Replicator {
@@ -465,6 +471,8 @@ impl Replicator {
             serving: false,
             closing: false,
             zeroes,
+            #[cfg(feature = "rdma")]
+            rdma: rdma::RdmaPeers::default(),
         };
         replicator.run(shard);
         replicator.maybe_take_over(shard);
@@ -576,6 +584,8 @@ impl Replicator {
         for key in keys {
             self.close_peer(shard, key, "shutting down");
         }
+        #[cfg(feature = "rdma")]
+        self.close_all_rdma();
         self.run(shard);
     }
 
@@ -606,7 +616,7 @@ impl Replicator {
         let p = &self.published;
         p.epoch.store(self.node.epoch().0, Ordering::SeqCst);
         p.primary.store(self.node.is_primary(), Ordering::SeqCst);
-        p.links.store(self.peers.len(), Ordering::Relaxed);
+        p.links.store(self.link_count(), Ordering::Relaxed);
         let serving = self.node.is_serving();
         if serving != self.serving {
             self.serving = serving;
@@ -623,6 +633,16 @@ impl Replicator {
             p.in_sync.store(in_sync, Ordering::SeqCst);
             tracing::debug!(in_sync, "replication: sync state changed");
         }
+    }
+
+    /// Links up, over every transport.
+    fn link_count(&self) -> usize {
+        self.peers.len() + self.rdma_link_count()
+    }
+
+    #[cfg(not(feature = "rdma"))]
+    fn rdma_link_count(&self) -> usize {
+        0
     }
 
     fn perform(&mut self, shard: &mut Shard<Message>, action: Action<Payload>) {
@@ -645,6 +665,10 @@ impl Replicator {
                 frame,
             } => self.send(shard, link, epoch, &frame),
             Action::CloseLink { peer, link } => {
+                #[cfg(feature = "rdma")]
+                if self.close_rdma_link(link) {
+                    return;
+                }
                 // A serving primary closes a link only to drop a replica
                 // (behind its bound, or a broken stream); a retiring one
                 // closes them all, which is no drop.
@@ -989,73 +1013,39 @@ impl Replicator {
         if peer.closing {
             return Ok(());
         }
-        let mut pos = 0;
-        let result = loop {
-            let decoded = match link::decode(&peer.rx_heap[pos..]) {
-                Ok(decoded) => decoded,
-                Err(error) => break Err(format!("bad frame: {error}")),
-            };
-            match decoded {
-                Decoded::NeedMore(_) => break Ok(()),
-                Decoded::Frame {
-                    envelope,
-                    frame,
-                    consumed,
-                    ..
-                } => {
-                    if envelope.volume != self.volume || envelope.stream != STREAM {
-                        break Err(format!(
-                            "frame of volume {} stream {} on a link of volume {}",
-                            envelope.volume, envelope.stream, self.volume
-                        ));
+        let counters = peer.counters.and_then(|i| self.published.peers.get(i));
+        let (applied_through, acked_through) = (&mut peer.applied_through, &mut peer.acked_through);
+        decode_frames(
+            &mut peer.rx_heap,
+            self.volume,
+            peer.node,
+            peer.link,
+            &mut self.events,
+            |frame| {
+                // Acknowledgements move the link's counters: durable
+                // through S (an `Ack`) also means applied through S.
+                let (applied, durable) = match frame {
+                    Frame::Ack {
+                        durable_through, ..
+                    } => (durable_through.0, durable_through.0),
+                    Frame::Applied { applied_through } => (applied_through.0, 0),
+                    _ => (0, 0),
+                };
+                if let Some(c) = counters {
+                    let c = &c.counters;
+                    if applied > *applied_through {
+                        c.frames_applied
+                            .fetch_add(applied - *applied_through, Ordering::Relaxed);
                     }
-                    // Acknowledgements move the link's counters: durable
-                    // through S (an `Ack`) also means applied through S.
-                    let (applied, durable) = match &frame {
-                        Frame::Ack {
-                            durable_through, ..
-                        } => (durable_through.0, durable_through.0),
-                        Frame::Applied { applied_through } => (applied_through.0, 0),
-                        _ => (0, 0),
-                    };
-                    if applied > peer.applied_through || durable > peer.acked_through {
-                        if let Some(c) = peer.counters.and_then(|i| self.published.peers.get(i)) {
-                            let c = &c.counters;
-                            if applied > peer.applied_through {
-                                c.frames_applied
-                                    .fetch_add(applied - peer.applied_through, Ordering::Relaxed);
-                            }
-                            if durable > peer.acked_through {
-                                c.frames_acked
-                                    .fetch_add(durable - peer.acked_through, Ordering::Relaxed);
-                            }
-                        }
-                        peer.applied_through = peer.applied_through.max(applied);
-                        peer.acked_through = peer.acked_through.max(durable);
+                    if durable > *acked_through {
+                        c.frames_acked
+                            .fetch_add(durable - *acked_through, Ordering::Relaxed);
                     }
-                    let frame = payload_frame(frame, &peer.rx_heap[pos..pos + consumed]);
-                    self.events.push_back(Event::Received {
-                        peer: peer.node,
-                        link: peer.link,
-                        epoch: envelope.epoch,
-                        frame,
-                    });
-                    pos += consumed;
                 }
-                Decoded::Other {
-                    message, consumed, ..
-                } => {
-                    if let Other::Handshake(kind) = message {
-                        break Err(format!("handshake frame {kind:?} after the handshake"));
-                    }
-                    // Heartbeats, flushes and reads are not used between
-                    // keeld nodes yet: skip them.
-                    pos += consumed;
-                }
-            }
-        };
-        peer.rx_heap.drain(..pos);
-        result
+                *applied_through = (*applied_through).max(applied);
+                *acked_through = (*acked_through).max(durable);
+            },
+        )
     }
 
     fn send(
@@ -1065,6 +1055,10 @@ impl Replicator {
         epoch: Epoch,
         frame: &Frame<Payload>,
     ) {
+        #[cfg(feature = "rdma")]
+        if self.send_rdma(link, epoch, frame) {
+            return;
+        }
         let Some(&key) = self.links.get(&link) else {
             return;
         };
@@ -1201,6 +1195,8 @@ impl Replicator {
                 self.on_persist(shard, tag, done);
                 self.run(shard);
             }
+            #[cfg(feature = "rdma")]
+            TagKind::ReplWake => self.on_rdma_wake(tag),
             _ => {
                 if let Some(buf) = done.buf {
                     shard.free(buf);
@@ -1221,6 +1217,63 @@ impl Replicator {
             self.run(shard);
         }
     }
+}
+
+/// Decodes every whole frame at the front of `rx` (the bytes received on
+/// `node`'s link `link`, TCP or RDMA) into `Received` events and drops the
+/// bytes decoded. An error closes the link.
+fn decode_frames(
+    rx: &mut Vec<u8>,
+    volume: VolumeId,
+    node: NodeId,
+    link: LinkId,
+    events: &mut VecDeque<Event<Payload>>,
+    mut on_frame: impl FnMut(&Frame<Range<usize>>),
+) -> Result<(), String> {
+    let mut pos = 0;
+    let result = loop {
+        let decoded = match link::decode(&rx[pos..]) {
+            Ok(decoded) => decoded,
+            Err(error) => break Err(format!("bad frame: {error}")),
+        };
+        match decoded {
+            Decoded::NeedMore(_) => break Ok(()),
+            Decoded::Frame {
+                envelope,
+                frame,
+                consumed,
+                ..
+            } => {
+                if envelope.volume != volume || envelope.stream != STREAM {
+                    break Err(format!(
+                        "frame of volume {} stream {} on a link of volume {}",
+                        envelope.volume, envelope.stream, volume
+                    ));
+                }
+                on_frame(&frame);
+                let frame = payload_frame(frame, &rx[pos..pos + consumed]);
+                events.push_back(Event::Received {
+                    peer: node,
+                    link,
+                    epoch: envelope.epoch,
+                    frame,
+                });
+                pos += consumed;
+            }
+            Decoded::Other {
+                message, consumed, ..
+            } => {
+                if let Other::Handshake(kind) = message {
+                    break Err(format!("handshake frame {kind:?} after the handshake"));
+                }
+                // Heartbeats, flushes and reads are not used between
+                // keeld nodes yet: skip them.
+                pos += consumed;
+            }
+        }
+    };
+    rx.drain(..pos);
+    result
 }
 
 /// A decoded frame with its write data copied out of the receive buffer

@@ -13,11 +13,12 @@ use std::time::Duration;
 use keel_engine::{EngineSender, ShardId};
 use keel_replicator::auth::PreSharedKey;
 use keel_replicator::core::LinkDirection;
-use keel_replicator::link::handshake;
+use keel_replicator::link::handshake::{self, HandshakeStream};
 use keel_replicator::wire::{Epoch, NodeId, VolumeId};
 
 use crate::daemon::handler::Message;
 use crate::daemon::replication::driver::Published;
+use crate::daemon::replication::Transport;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -40,8 +41,10 @@ pub(crate) struct LinkSetup {
     pub volume: VolumeId,
     pub key: PreSharedKey,
     pub listener: TcpListener,
-    /// Members with their addresses (this node's included).
-    pub members: Vec<(NodeId, SocketAddr)>,
+    /// Where to accept RDMA links (this node's member is `rdma://`).
+    pub rdma_listen: Option<SocketAddr>,
+    /// Members with their addresses and transports (this node's included).
+    pub members: Vec<(NodeId, SocketAddr, Transport)>,
     /// Whether this node dials the others (the primary).
     pub dial: bool,
     /// Per peer, where the shard reports an outbound link's end.
@@ -60,6 +63,7 @@ impl LinkControl {
             volume,
             key,
             listener,
+            rdma_listen,
             members,
             dial,
             link_down,
@@ -71,7 +75,23 @@ impl LinkControl {
             let key = key.clone();
             let published = published.clone();
             let sender = sender.clone();
-            let members: Vec<NodeId> = members.iter().map(|(n, _)| *n).collect();
+            let members: Vec<NodeId> = members.iter().map(|(n, _, _)| *n).collect();
+            if let Some(addr) = rdma_listen {
+                let accept = RdmaAccept {
+                    me,
+                    volume,
+                    key: key.clone(),
+                    members: members.clone(),
+                    published: published.clone(),
+                    sender: sender.clone(),
+                    stop: stop.clone(),
+                };
+                threads.push(
+                    std::thread::Builder::new()
+                        .name("keel-repl-accept-rdma".into())
+                        .spawn(move || accept.run(addr))?,
+                );
+            }
             threads.push(
                 std::thread::Builder::new()
                     .name("keel-repl-accept".into())
@@ -82,13 +102,18 @@ impl LinkControl {
         }
         if dial {
             for (peer, down) in link_down {
-                let Some(addr) = members.iter().find(|(n, _)| *n == peer).map(|(_, a)| *a) else {
+                let Some((addr, transport)) = members
+                    .iter()
+                    .find(|(n, _, _)| *n == peer)
+                    .map(|(_, a, t)| (*a, *t))
+                else {
                     continue;
                 };
                 let dialer = Dialer {
                     me,
                     peer,
                     addr,
+                    transport,
                     volume,
                     key: key.clone(),
                     down,
@@ -175,33 +200,136 @@ fn accept_loop(
                 let mut stream = stream;
                 let _ = stream.set_nonblocking(false);
                 let _ = stream.set_nodelay(true);
-                let catalog = |v: VolumeId| {
-                    (v == volume).then(|| Epoch(published.epoch.load(Ordering::SeqCst)))
-                };
-                match handshake::accept(&mut stream, &key, me, &catalog, HANDSHAKE_TIMEOUT) {
-                    Ok(peer) if peer.node != me && members.contains(&peer.node) => {
-                        tracing::info!(%from, peer = %peer.node, epoch = %peer.epoch, "replication link accepted");
-                        hand_over(
-                            &sender,
-                            &stop,
-                            Message::PeerLink {
-                                stream,
-                                peer: peer.node,
-                                direction: LinkDirection::Inbound,
-                            },
-                        );
-                    }
-                    Ok(peer) => {
-                        tracing::warn!(%from, peer = %peer.node, "replication link refused: not a member of the volume");
-                    }
-                    Err(error) => {
-                        tracing::warn!(%from, %error, "replication link refused");
-                    }
+                let from = from.to_string();
+                if let Some(peer) =
+                    accept_handshake(&mut stream, &from, me, volume, &key, &members, &published)
+                {
+                    hand_over(
+                        &sender,
+                        &stop,
+                        Message::PeerLink {
+                            stream,
+                            peer,
+                            direction: LinkDirection::Inbound,
+                        },
+                    );
                 }
             });
         if let Err(error) = spawned {
             tracing::warn!(%error, "cannot start a handshake thread");
         }
+    }
+}
+
+/// Runs the acceptor's handshake on `stream` (from `from`); the peer's node
+/// if it authenticated and is another member of the volume.
+fn accept_handshake(
+    stream: &mut impl HandshakeStream,
+    from: &str,
+    me: NodeId,
+    volume: VolumeId,
+    key: &PreSharedKey,
+    members: &[NodeId],
+    published: &Published,
+) -> Option<NodeId> {
+    let catalog =
+        |v: VolumeId| (v == volume).then(|| Epoch(published.epoch.load(Ordering::SeqCst)));
+    match handshake::accept(stream, key, me, &catalog, HANDSHAKE_TIMEOUT) {
+        Ok(peer) if peer.node != me && members.contains(&peer.node) => {
+            tracing::info!(%from, peer = %peer.node, epoch = %peer.epoch, "replication link accepted");
+            Some(peer.node)
+        }
+        Ok(peer) => {
+            tracing::warn!(%from, peer = %peer.node, "replication link refused: not a member of the volume");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%from, %error, "replication link refused");
+            None
+        }
+    }
+}
+
+/// The RDMA accept thread: a non-blocking rdma_cm listener polled every
+/// `POLL`; each connection's handshake runs on a thread of its own.
+#[cfg_attr(not(feature = "rdma"), allow(dead_code))]
+struct RdmaAccept {
+    me: NodeId,
+    volume: VolumeId,
+    key: PreSharedKey,
+    members: Vec<NodeId>,
+    published: Arc<Published>,
+    sender: EngineSender<Message>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RdmaAccept {
+    #[cfg(feature = "rdma")]
+    fn run(self, addr: SocketAddr) {
+        use keel_replicator::rdma::{BlockingLink, RdmaConfig, RdmaListener};
+        let listener = match RdmaListener::bind(&addr.to_string(), RdmaConfig::default()) {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(%addr, %error, "cannot listen for RDMA replication links");
+                return;
+            }
+        };
+        tracing::info!(%addr, "accepting replication links over RDMA");
+        let running = Arc::new(AtomicUsize::new(0));
+        while !self.stop.load(Ordering::Relaxed) {
+            let link = match listener.try_accept() {
+                Ok(Some(link)) => link,
+                Ok(None) => {
+                    std::thread::sleep(POLL);
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "rdma replication accept failed");
+                    std::thread::sleep(POLL);
+                    continue;
+                }
+            };
+            if running.load(Ordering::SeqCst) >= MAX_HANDSHAKES {
+                tracing::warn!("rdma replication link refused: too many handshakes in progress");
+                continue;
+            }
+            running.fetch_add(1, Ordering::SeqCst);
+            let guard = HandshakeSlot(running.clone());
+            let (me, volume, key) = (self.me, self.volume, self.key.clone());
+            let (members, published) = (self.members.clone(), self.published.clone());
+            let (sender, stop) = (self.sender.clone(), self.stop.clone());
+            let spawned = std::thread::Builder::new()
+                .name("keel-repl-handshake".into())
+                .spawn(move || {
+                    let _slot = guard;
+                    let mut stream = BlockingLink::new(link);
+                    let from = format!("rdma://{addr} (inbound)");
+                    if let Some(peer) =
+                        accept_handshake(&mut stream, &from, me, volume, &key, &members, &published)
+                    {
+                        let (link, received) = stream.into_parts();
+                        hand_over(
+                            &sender,
+                            &stop,
+                            Message::RdmaPeerLink {
+                                link: Box::new(link),
+                                received,
+                                peer,
+                                direction: LinkDirection::Inbound,
+                            },
+                        );
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::warn!(%error, "cannot start a handshake thread");
+            }
+        }
+    }
+
+    #[cfg(not(feature = "rdma"))]
+    fn run(self, addr: SocketAddr) {
+        // `ReplicationOptions::validate` refuses rdma:// members.
+        tracing::error!(%addr, "keeld was built without the cargo feature `rdma`");
     }
 }
 
@@ -218,6 +346,7 @@ struct Dialer {
     me: NodeId,
     peer: NodeId,
     addr: SocketAddr,
+    transport: Transport,
     volume: VolumeId,
     key: PreSharedKey,
     down: mpsc::Receiver<()>,
@@ -240,15 +369,18 @@ impl Dialer {
                 std::thread::sleep(POLL);
                 continue;
             }
-            match self.connect() {
-                Ok(stream) => {
+            let connected = match self.transport {
+                Transport::Tcp => self.connect().map(|stream| Message::PeerLink {
+                    stream,
+                    peer: self.peer,
+                    direction: LinkDirection::Outbound,
+                }),
+                Transport::Rdma => self.connect_rdma(),
+            };
+            match connected {
+                Ok(msg) => {
                     last_error.clear();
                     backoff = BACKOFF_MIN;
-                    let msg = Message::PeerLink {
-                        stream,
-                        peer: self.peer,
-                        direction: LinkDirection::Outbound,
-                    };
                     if !hand_over(&self.sender, &self.stop, msg) {
                         return;
                     }
@@ -271,6 +403,44 @@ impl Dialer {
                 }
             }
         }
+    }
+
+    /// Connects over RDMA and runs the handshake on the link itself.
+    #[cfg(feature = "rdma")]
+    fn connect_rdma(&self) -> Result<Message, String> {
+        use keel_replicator::rdma::{BlockingLink, RdmaConfig, RdmaLink};
+        let link = RdmaLink::connect(&self.addr.to_string(), &RdmaConfig::default())
+            .map_err(|e| format!("rdma connect: {e}"))?;
+        let mut stream = BlockingLink::new(link);
+        let epoch = Epoch(self.published.epoch.load(Ordering::SeqCst));
+        let peer = handshake::connect(
+            &mut stream,
+            &self.key,
+            self.me,
+            self.volume,
+            epoch,
+            HANDSHAKE_TIMEOUT,
+        )
+        .map_err(|e| e.to_string())?;
+        if peer.node != self.peer {
+            return Err(format!(
+                "node {} answered at rdma://{} (expected node {})",
+                peer.node, self.addr, self.peer
+            ));
+        }
+        tracing::info!(peer = %self.peer, addr = %self.addr, %epoch, "replication link connected (rdma)");
+        let (link, received) = stream.into_parts();
+        Ok(Message::RdmaPeerLink {
+            link: Box::new(link),
+            received,
+            peer: self.peer,
+            direction: LinkDirection::Outbound,
+        })
+    }
+
+    #[cfg(not(feature = "rdma"))]
+    fn connect_rdma(&self) -> Result<Message, String> {
+        Err("keeld was built without the cargo feature `rdma`".into())
     }
 
     fn connect(&self) -> Result<TcpStream, String> {

@@ -48,6 +48,17 @@ pub const MIN_ASYNC_LAG: std::time::Duration = std::time::Duration::from_millis(
 /// ... and at most this (a day).
 pub const MAX_ASYNC_LAG: std::time::Duration = std::time::Duration::from_secs(86_400);
 
+/// How links to a copy travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// TCP (`ID@IP:PORT`, or `ID@tcp://IP:PORT`).
+    #[default]
+    Tcp,
+    /// RDMA verbs through rdma_cm (`ID@rdma://IP:PORT`, the IP of an RDMA
+    /// device's netdev); needs keeld built with the cargo feature `rdma`.
+    Rdma,
+}
+
 /// One copy of the volume: its node, replication address and mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberAddress {
@@ -57,13 +68,21 @@ pub struct MemberAddress {
     pub addr: SocketAddr,
     /// Sync (counts toward the write quorum) or async.
     pub mode: ReplicationMode,
+    /// How links to it travel (links to a copy use the copy's transport).
+    pub transport: Transport,
 }
 
-/// Parses `ID@HOST:PORT[:sync|:async]` (sync by default).
+/// Parses `ID@[tcp://|rdma://]HOST:PORT[:sync|:async]` (TCP and sync by
+/// default).
 pub fn parse_member(text: &str) -> Result<MemberAddress, String> {
     let (id, rest) = text
         .split_once('@')
-        .ok_or_else(|| format!("{text:?}: expected ID@HOST:PORT[:sync|:async]"))?;
+        .ok_or_else(|| format!("{text:?}: expected ID@[tcp://|rdma://]HOST:PORT[:sync|:async]"))?;
+    let (transport, rest) = if let Some(rest) = rest.strip_prefix("rdma://") {
+        (Transport::Rdma, rest)
+    } else {
+        (Transport::Tcp, rest.strip_prefix("tcp://").unwrap_or(rest))
+    };
     let node: u64 = id
         .parse()
         .map_err(|_| format!("{text:?}: node id {id:?} is not a number"))?;
@@ -79,6 +98,7 @@ pub fn parse_member(text: &str) -> Result<MemberAddress, String> {
         node: NodeId(node),
         addr,
         mode,
+        transport,
     })
 }
 
@@ -297,6 +317,12 @@ impl ReplicationOptions {
                 ),
             );
         };
+        if !cfg!(feature = "rdma") && self.members.iter().any(|m| m.transport == Transport::Rdma) {
+            return fail(
+                Setting::Members,
+                format!("an rdma:// {members} needs keeld built with the cargo feature `rdma`"),
+            );
+        }
         if primary.mode != ReplicationMode::Sync {
             return fail(
                 Setting::Primary,
@@ -424,6 +450,13 @@ mod tests {
         assert!(parse_member("x@127.0.0.1:1").is_err());
         assert!(parse_member("1@nohost").is_err());
         assert!(parse_member("127.0.0.1:1").is_err());
+        let m = parse_member("2@rdma://192.0.2.1:4431:async").expect("member");
+        assert_eq!(m.transport, Transport::Rdma);
+        assert_eq!(m.mode, ReplicationMode::Async);
+        assert_eq!(m.addr, "192.0.2.1:4431".parse().expect("addr"));
+        let m = parse_member("2@tcp://127.0.0.1:7").expect("member");
+        assert_eq!(m.transport, Transport::Tcp);
+        assert!(parse_member("2@rdma://nohost").is_err());
     }
 
     #[test]
