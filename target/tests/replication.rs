@@ -468,6 +468,75 @@ fn a_frozen_replica_does_not_stop_a_quorum_and_catches_up_when_it_thaws() {
     cluster.assert_identical(&[2, 3]);
 }
 
+/// A real partition (the TCP link to node 3 stops carrying anything either
+/// way, both ends keep it open): W = 2 of 3 keeps completing verified
+/// writes on the other copies at the unpartitioned pace, node 3 falls
+/// behind (its frames pile up until the primary drops and later resyncs
+/// it), and after the partition heals the copies converge, byte-identical.
+#[test]
+fn a_partitioned_replica_does_not_stop_a_quorum_and_converges_after_the_heal() {
+    let cluster = Cluster::new("replication-partition", 2);
+    let behind = free_port();
+    let partition = support::delay::start(
+        format!("127.0.0.1:{}", cluster.ports[2])
+            .parse()
+            .expect("addr"),
+        format!("127.0.0.1:{behind}").parse().expect("addr"),
+        Duration::ZERO,
+    );
+    let mut args3 = cluster.args(3, "psk");
+    let at = args3
+        .iter()
+        .position(|a| a == "--replica-listen")
+        .expect("--replica-listen");
+    args3[at + 1] = format!("127.0.0.1:{behind}");
+    let primary = cluster.start(1);
+    let replica2 = cluster.start(2);
+    let replica3 = start(&args3);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    let (ctrl, mut queue) = open_queue(&primary);
+
+    let timed_writes = |queue: &mut IoQueue, generation: u64| {
+        let mut latencies = Vec::new();
+        for i in 0..200u64 {
+            let lba = 8 + i * 64;
+            fill(queue.buffer(0, 4096), lba, generation);
+            let started = std::time::Instant::now();
+            assert!(run_one(queue, IoKind::Write { fua: false }, lba, 8).is_success());
+            latencies.push(started.elapsed());
+        }
+        latencies.sort();
+        (
+            latencies[latencies.len() / 2],
+            latencies[latencies.len() * 99 / 100],
+        )
+    };
+    let (p50, p99) = timed_writes(&mut queue, 1);
+    eprintln!("4 KiB writes, QD 1, W=2/3, connected: p50 {p50:?}, p99 {p99:?}");
+
+    partition.set(true);
+    let (p50, p99) = timed_writes(&mut queue, 2);
+    eprintln!("4 KiB writes, QD 1, W=2/3, node 3 partitioned: p50 {p50:?}, p99 {p99:?}");
+    // Larger writes across the volume, verified, while it lasts.
+    for base in (0..5u64).map(|i| 8 + i * 6000) {
+        write_read_verify(&mut queue, base, 3);
+    }
+    assert_eq!(primary.gauge("keel_replication_in_sync"), Some(0));
+    assert_eq!(run_one(&mut queue, IoKind::Flush, 0, 0), Status::SUCCESS);
+
+    partition.set(false);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(90));
+    for base in (0..5u64).map(|i| 8 + i * 6000) {
+        read_back(&mut queue, base, 3);
+    }
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    assert!(primary.terminate().success());
+    assert!(replica2.terminate().success());
+    assert!(replica3.terminate().success());
+    cluster.assert_identical(&[2, 3]);
+}
+
 /// A tmpfs of limited size mounted for the test's life: a disk that fills
 /// up, so writes to unallocated blocks fail with ENOSPC (a real I/O error,
 /// through the real kernel path), and that can be grown while in use.

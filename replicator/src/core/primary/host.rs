@@ -362,8 +362,7 @@ impl<P: Clone> Primary<P> {
             w.settled = true;
             self.bitmap.end_write(w.region);
         }
-        let durable_done = w.stage == WriteStage::LocalFailed || 1 + w.durable_on.len() >= quorum;
-        if w.settled && durable_done {
+        if w.settled && durable_done(w, quorum) {
             self.tail.remove(&key);
         }
     }
@@ -407,7 +406,12 @@ impl<P: Clone> Primary<P> {
                     }
                 }
                 Op::Flush(f) => {
-                    let tail_before = self.tail.range(..*key).next().is_some();
+                    // Tail writes wait to settle on every replica they
+                    // went to; a flush waits only for their quorum.
+                    let tail_before = self
+                        .tail
+                        .range(..*key)
+                        .any(|(_, w)| !durable_done(w, quorum));
                     if f.local_durable && !undurable_before && !tail_before {
                         out.push(Action::CompleteHost {
                             id: f.id,
@@ -449,6 +453,12 @@ impl<P: Clone> Primary<P> {
         let key = self.take_key();
         self.ops.insert(key, Op::Copy(copy));
     }
+}
+
+/// Whether a completed write needs nothing more for a flush: durable on a
+/// write quorum, or failed locally.
+fn durable_done<P>(w: &HostWrite<P>, quorum: usize) -> bool {
+    w.stage == WriteStage::LocalFailed || 1 + w.durable_on.len() >= quorum
 }
 
 fn overlap(a: ByteRange, b: ByteRange) -> bool {
