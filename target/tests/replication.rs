@@ -476,46 +476,18 @@ fn a_frozen_replica_does_not_stop_a_quorum_and_catches_up_when_it_thaws() {
 #[test]
 fn a_partitioned_replica_does_not_stop_a_quorum_and_converges_after_the_heal() {
     let cluster = Cluster::new("replication-partition", 2);
-    let behind = free_port();
-    let partition = support::delay::start(
-        format!("127.0.0.1:{}", cluster.ports[2])
-            .parse()
-            .expect("addr"),
-        format!("127.0.0.1:{behind}").parse().expect("addr"),
-        Duration::ZERO,
-    );
-    let mut args3 = cluster.args(3, "psk");
-    let at = args3
-        .iter()
-        .position(|a| a == "--replica-listen")
-        .expect("--replica-listen");
-    args3[at + 1] = format!("127.0.0.1:{behind}");
+    let (args3, partition) = behind_delay_line(&cluster, 3, Duration::ZERO);
     let primary = cluster.start(1);
     let replica2 = cluster.start(2);
     let replica3 = start(&args3);
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
     let (ctrl, mut queue) = open_queue(&primary);
 
-    let timed_writes = |queue: &mut IoQueue, generation: u64| {
-        let mut latencies = Vec::new();
-        for i in 0..200u64 {
-            let lba = 8 + i * 64;
-            fill(queue.buffer(0, 4096), lba, generation);
-            let started = std::time::Instant::now();
-            assert!(run_one(queue, IoKind::Write { fua: false }, lba, 8).is_success());
-            latencies.push(started.elapsed());
-        }
-        latencies.sort();
-        (
-            latencies[latencies.len() / 2],
-            latencies[latencies.len() * 99 / 100],
-        )
-    };
-    let (p50, p99) = timed_writes(&mut queue, 1);
+    let (p50, p99) = timed_writes(&mut queue, 200, 1);
     eprintln!("4 KiB writes, QD 1, W=2/3, connected: p50 {p50:?}, p99 {p99:?}");
 
     partition.set(true);
-    let (p50, p99) = timed_writes(&mut queue, 2);
+    let (p50, p99) = timed_writes(&mut queue, 200, 2);
     eprintln!("4 KiB writes, QD 1, W=2/3, node 3 partitioned: p50 {p50:?}, p99 {p99:?}");
     // Larger writes across the volume, verified, while it lasts.
     for base in (0..5u64).map(|i| 8 + i * 6000) {
@@ -734,14 +706,7 @@ fn after_the_primary_dies_a_promoted_replica_serves_every_acknowledged_write() {
 fn a_replica_50_ms_away_does_not_slow_a_quorum_of_2() {
     let cluster = Cluster::new("replication-delayed", 2);
     // Node 3's member address is the delay line; node 3 listens behind it.
-    let behind = free_port();
-    support::delay::start(
-        format!("127.0.0.1:{}", cluster.ports[2])
-            .parse()
-            .expect("addr"),
-        format!("127.0.0.1:{behind}").parse().expect("addr"),
-        Duration::from_millis(25),
-    );
+    let (args3, _) = behind_delay_line(&cluster, 3, Duration::from_millis(25));
     // The delay line really delays: an echo through one takes 50 ms.
     {
         use std::io::{Read, Write};
@@ -767,29 +732,13 @@ fn a_replica_50_ms_away_does_not_slow_a_quorum_of_2() {
             started.elapsed()
         );
     }
-    let mut args3 = cluster.args(3, "psk");
-    let at = args3
-        .iter()
-        .position(|a| a == "--replica-listen")
-        .expect("--replica-listen");
-    args3[at + 1] = format!("127.0.0.1:{behind}");
     let primary = cluster.start(1);
     let replica2 = cluster.start(2);
     let replica3 = start(&args3);
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
 
     let (ctrl, mut queue) = open_queue(&primary);
-    let mut latencies = Vec::new();
-    for i in 0..100u64 {
-        let lba = 8 + i * 64;
-        fill(queue.buffer(0, 4096), lba, 1);
-        let started = std::time::Instant::now();
-        assert!(run_one(&mut queue, IoKind::Write { fua: false }, lba, 8).is_success());
-        latencies.push(started.elapsed());
-    }
-    latencies.sort();
-    let p50 = latencies[latencies.len() / 2];
-    let p99 = latencies[latencies.len() * 99 / 100];
+    let (p50, p99) = timed_writes(&mut queue, 100, 1);
     eprintln!("4 KiB writes, QD 1, W=2/3, node 3 at 50 ms RTT: p50 {p50:?}, p99 {p99:?}");
     // Waiting for node 3 would take at least its 50 ms round trip.
     assert!(
@@ -805,11 +754,35 @@ fn a_replica_50_ms_away_does_not_slow_a_quorum_of_2() {
     cluster.assert_identical(&[2, 3]);
 }
 
+/// `count` sequential 4 KiB writes (LBAs 8, 72, ...; content of
+/// `generation`), each acknowledged successfully; their p50 and p99.
+fn timed_writes(queue: &mut IoQueue, count: u64, generation: u64) -> (Duration, Duration) {
+    let mut latencies = Vec::new();
+    for i in 0..count {
+        let lba = 8 + i * 64;
+        fill(queue.buffer(0, 4096), lba, generation);
+        let started = std::time::Instant::now();
+        assert!(run_one(queue, IoKind::Write { fua: false }, lba, 8).is_success());
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let p50 = latencies[latencies.len() / 2];
+    let p99 = latencies[latencies.len() * 99 / 100];
+    (p50, p99)
+}
+
 /// Node `node`'s command line with its member address served by a delay
 /// line (`one_way` each way) and the node itself listening behind it.
-fn behind_delay_line(cluster: &Cluster, node: usize, one_way: Duration) -> Vec<String> {
+/// Node `node`'s command line with its member address served by a delay
+/// line (`one_way` each way) that forwards to where it really listens, and
+/// the line's partition switch.
+fn behind_delay_line(
+    cluster: &Cluster,
+    node: usize,
+    one_way: Duration,
+) -> (Vec<String>, support::delay::Partition) {
     let behind = free_port();
-    support::delay::start(
+    let partition = support::delay::start(
         format!("127.0.0.1:{}", cluster.ports[node - 1])
             .parse()
             .expect("addr"),
@@ -822,7 +795,7 @@ fn behind_delay_line(cluster: &Cluster, node: usize, one_way: Duration) -> Vec<S
         .position(|a| a == "--replica-listen")
         .expect("--replica-listen");
     args[at + 1] = format!("127.0.0.1:{behind}");
-    args
+    (args, partition)
 }
 
 /// One scrape of `keeld`'s metrics endpoint, parsed by a real parser.
@@ -1056,7 +1029,7 @@ fn async_replica_under_load(
     args1.push("--rpc-socket".into());
     args1.push(socket.to_str().expect("utf-8").into());
     let mut args3 = match slow {
-        Slow::Away(one_way) => behind_delay_line(&cluster, 3, one_way),
+        Slow::Away(one_way) => behind_delay_line(&cluster, 3, one_way).0,
         Slow::Frozen => cluster.args(3, "psk"),
     };
     args3.extend_from_slice(&lag_flags);

@@ -134,23 +134,7 @@ impl Disk {
     /// Power loss: unflushed data and in-flight I/O survive or not, block by
     /// block.
     pub(crate) fn crash(&mut self, rng: &mut Rng) {
-        let pending = std::mem::take(&mut self.pending);
-        for io in pending.into_values() {
-            match io {
-                PendingIo::Persist { record } if rng.chance(500) => {
-                    self.flush();
-                    self.record = record;
-                }
-                PendingIo::Write { first, data, .. } => {
-                    for (i, value) in data.iter().enumerate() {
-                        if rng.chance(500) {
-                            self.volatile.insert(first + i, *value);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
+        self.kill(rng);
         for (block, value) in std::mem::take(&mut self.volatile) {
             if rng.chance(500) {
                 self.durable[block] = value;

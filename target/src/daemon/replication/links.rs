@@ -412,22 +412,7 @@ impl Dialer {
         let link = RdmaLink::connect(&self.addr.to_string(), &RdmaConfig::default())
             .map_err(|e| format!("rdma connect: {e}"))?;
         let mut stream = BlockingLink::new(link);
-        let epoch = Epoch(self.published.epoch.load(Ordering::SeqCst));
-        let peer = handshake::connect(
-            &mut stream,
-            &self.key,
-            self.me,
-            self.volume,
-            epoch,
-            HANDSHAKE_TIMEOUT,
-        )
-        .map_err(|e| e.to_string())?;
-        if peer.node != self.peer {
-            return Err(format!(
-                "node {} answered at rdma://{} (expected node {})",
-                peer.node, self.addr, self.peer
-            ));
-        }
+        let epoch = self.authenticate(&mut stream, &format!("rdma://{}", self.addr))?;
         tracing::info!(peer = %self.peer, addr = %self.addr, %epoch, "replication link connected (rdma)");
         let (link, received) = stream.into_parts();
         Ok(Message::RdmaPeerLink {
@@ -447,9 +432,22 @@ impl Dialer {
         let mut stream = TcpStream::connect_timeout(&self.addr, CONNECT_TIMEOUT)
             .map_err(|e| format!("connect: {e}"))?;
         let _ = stream.set_nodelay(true);
+        let epoch = self.authenticate(&mut stream, &self.addr.to_string())?;
+        tracing::info!(peer = %self.peer, addr = %self.addr, %epoch, "replication link connected");
+        Ok(stream)
+    }
+
+    /// Runs the dialing side of the handshake on a connected `stream` (TCP
+    /// or RDMA) and checks that the expected node answered at `shown`;
+    /// returns the epoch this node offered.
+    fn authenticate(
+        &self,
+        stream: &mut impl handshake::HandshakeStream,
+        shown: &str,
+    ) -> Result<Epoch, String> {
         let epoch = Epoch(self.published.epoch.load(Ordering::SeqCst));
         let peer = handshake::connect(
-            &mut stream,
+            stream,
             &self.key,
             self.me,
             self.volume,
@@ -459,11 +457,10 @@ impl Dialer {
         .map_err(|e| e.to_string())?;
         if peer.node != self.peer {
             return Err(format!(
-                "node {} answered at {} (expected node {})",
-                peer.node, self.addr, self.peer
+                "node {} answered at {shown} (expected node {})",
+                peer.node, self.peer
             ));
         }
-        tracing::info!(peer = %self.peer, addr = %self.addr, %epoch, "replication link connected");
-        Ok(stream)
+        Ok(epoch)
     }
 }
