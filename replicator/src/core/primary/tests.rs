@@ -283,3 +283,152 @@ fn a_candidate_behind_a_reported_standing_retires() {
         "R2 may hold writes up to 10, this copy only to 5"
     );
 }
+
+impl Harness {
+    fn applied(&mut self, peer: NodeId, seq: u64) {
+        self.event(Event::Received {
+            peer,
+            link: LinkId(1),
+            epoch: Epoch(4),
+            frame: Frame::Applied {
+                applied_through: Sequence(seq),
+            },
+        });
+    }
+
+    /// Write `id` to `block`, done locally and sent to R2 (its sequence).
+    fn write_done_locally(&mut self, id: u64, block: u64, fua: bool) -> u64 {
+        self.event(Event::HostWrite {
+            id: HostOpId(id),
+            range: ByteRange::new(block * 4096, 4096),
+            data: id,
+            fua,
+        });
+        self.complete_persists_keeping_writes();
+        let (token, _) = self.local_writes()[0];
+        let seq = self
+            .sent(R2)
+            .iter()
+            .find_map(|f| match f {
+                Frame::Write { seq, fua: f, .. } => {
+                    assert_eq!(*f, fua, "FUA travels with the frame");
+                    Some(seq.0)
+                }
+                _ => None,
+            })
+            .expect("sent to R2");
+        self.event(Event::LocalWriteDone {
+            token,
+            result: Ok(()),
+        });
+        seq
+    }
+}
+
+#[test]
+fn a_write_without_fua_completes_when_applied_on_the_quorum() {
+    let mut h = Harness::serving();
+    let seq = h.write_done_locally(1, 0, false);
+    assert!(h.completions().is_empty());
+    h.applied(R2, seq);
+    assert_eq!(h.completions(), vec![(HostOpId(1), HostStatus::Success)]);
+}
+
+#[test]
+fn a_fua_write_waits_for_durable_on_the_quorum() {
+    let mut h = Harness::serving();
+    let seq = h.write_done_locally(1, 0, true);
+    h.applied(R2, seq);
+    assert!(h.completions().is_empty(), "applied is not durable");
+    h.ack(R2, seq, None);
+    assert_eq!(h.completions(), vec![(HostOpId(1), HostStatus::Success)]);
+}
+
+/// A flush needs every earlier write durable on the quorum: the replica's
+/// durable ack (prompted by a `Flush` frame) and a local device flush
+/// (a persist started after the writes completed) — neither alone.
+#[test]
+fn a_flush_waits_for_the_local_device_flush_and_the_replicas_durable_acks() {
+    let mut h = Harness::serving();
+    let seq = h.write_done_locally(1, 0, false);
+    h.applied(R2, seq);
+    assert_eq!(h.completions(), vec![(HostOpId(1), HostStatus::Success)]);
+
+    h.event(Event::HostFlush { id: HostOpId(2) });
+    let flush_seq = h
+        .sent(R2)
+        .iter()
+        .find_map(|f| match f {
+            Frame::Flush { seq } => Some(seq.0),
+            _ => None,
+        })
+        .expect("a Flush frame to R2");
+    let persist = h
+        .out
+        .iter()
+        .find_map(|a| match a {
+            Action::Persist { token, .. } => Some(*token),
+            _ => None,
+        })
+        .expect("a local device flush");
+    h.ack(R2, flush_seq, None);
+    assert!(
+        h.completions().is_empty(),
+        "durable on R2, not yet on the local device"
+    );
+    h.event(Event::Persisted { token: persist });
+    assert_eq!(h.completions(), vec![(HostOpId(2), HostStatus::Success)]);
+}
+
+#[test]
+fn a_flush_does_not_wait_for_a_replica_beyond_the_quorum() {
+    let mut h = Harness::serving();
+    // R3 linked and taking writes too, then it stops answering
+    // (partitioned, its connection still open).
+    h.event(Event::LinkUp {
+        peer: R3,
+        link: LinkId(2),
+        direction: LinkDirection::Outbound,
+    });
+    let from_r3 = |seq, standing| Event::Received {
+        peer: R3,
+        link: LinkId(2),
+        epoch: Epoch(4),
+        frame: Frame::Ack {
+            durable_through: Sequence(seq),
+            standing,
+        },
+    };
+    h.event(from_r3(1, Some(record().standing_of_replica())));
+    h.complete_persists();
+    h.event(from_r3(2, None)); // Resync(Begin)
+    assert!(
+        h.primary.peers[&R3]
+            .link
+            .as_ref()
+            .is_some_and(|l| l.takes_writes()),
+        "R3 takes writes"
+    );
+    let seq = h.write_done_locally(1, 0, false);
+    h.applied(R2, seq);
+    h.event(Event::HostFlush { id: HostOpId(2) });
+    let flush_seq = h
+        .sent(R2)
+        .iter()
+        .find_map(|f| match f {
+            Frame::Flush { seq } => Some(seq.0),
+            _ => None,
+        })
+        .expect("a Flush frame to R2");
+    let persist = h
+        .out
+        .iter()
+        .find_map(|a| match a {
+            Action::Persist { token, .. } => Some(*token),
+            _ => None,
+        })
+        .expect("a local device flush");
+    h.event(Event::Persisted { token: persist });
+    h.ack(R2, flush_seq, None);
+    assert_eq!(h.completions(), vec![(HostOpId(2), HostStatus::Success)]);
+}
