@@ -7,7 +7,7 @@
 //! - [`auth`]: the pre-shared-key challenge-response handshake that opens a
 //!   link, as one small state machine per side;
 //! - [`core`]: the replication state machines (primary, replica, elections);
-//! - [`rdma`] (cargo feature `rdma`): the replication link over RDMA verbs
+//! - `rdma` (cargo feature `rdma`): the replication link over RDMA verbs
 //!   (rdma_cm setup, RC queue pair, SEND/RECV with credits);
 //! - [`link`]: the mapping between the core's frames and the wire, and the
 //!   blocking handshake helper run on a real socket before the reactor

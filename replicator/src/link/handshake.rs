@@ -3,8 +3,8 @@
 //! reactor: the authenticated handshake of [`crate::auth`], carried by the
 //! wire's `Hello` / `Challenge` / `Response` frames.
 //!
-//! Both sides speak exactly [`LINK_VERSION`] (1.1): the
-//! core state machines need its fields, so a 1.0 peer is refused during the
+//! Both sides speak exactly [`LINK_VERSION`] (1.2): the
+//! core state machines need its fields, so an older peer is refused during the
 //! handshake (`Nack(UnsupportedVersion)`) rather than failing later.
 //!
 //! The whole handshake must finish within `timeout`; the socket's own read

@@ -1,6 +1,6 @@
 //! The mapping between the replication state machines' frames
 //! ([`core::Frame`](crate::core::Frame)) and the wire protocol
-//! ([`crate::wire`], version 1.1), for the transport that drives the state
+//! ([`crate::wire`], version 1.2), for the transport that drives the state
 //! machines over real sockets.
 //!
 //! - [`encode`] turns one core frame, stamped with its [`Envelope`] (volume,
@@ -37,7 +37,8 @@
 //! | `Nack { seq, reason }` | `Nack` | sequence = `seq` (with stream 0 and sequence 0 it refuses the link); body = `reason` |
 //!
 //! The core's frames need both 1.1 fields (positions for elections and
-//! resync, standings for elections), so a link speaks exactly 1.1: the
+//! resync, standings for elections) and 1.2's applied acknowledgement, so
+//! a link speaks exactly 1.2: the
 //! handshake offers and accepts nothing else, and [`decode`] refuses frames
 //! of any other version (after the handshake every frame must carry the
 //! negotiated version).
