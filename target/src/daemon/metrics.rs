@@ -264,7 +264,7 @@ impl Metrics {
 }
 
 /// Label values escape backslash, quote and newline.
-fn escape(value: &str) -> String {
+pub(crate) fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

@@ -325,6 +325,30 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// After a host flush: the sequence of its `Flush` frame to R2 and the
+    /// token of the local device flush (persist) it started.
+    fn flush_started(&self) -> (u64, IoToken) {
+        let seq = self
+            .sent(R2)
+            .iter()
+            .find_map(|f| match f {
+                Frame::Flush { seq } => Some(seq.0),
+                _ => None,
+            })
+            .expect("a Flush frame to R2");
+        let persist = self
+            .out
+            .iter()
+            .find_map(|a| match a {
+                Action::Persist { token, .. } => Some(*token),
+                _ => None,
+            })
+            .expect("a local device flush");
+        (seq, persist)
+    }
+}
+
 #[test]
 fn a_write_without_fua_completes_when_applied_on_the_quorum() {
     let mut h = Harness::serving();
@@ -355,22 +379,7 @@ fn a_flush_waits_for_the_local_device_flush_and_the_replicas_durable_acks() {
     assert_eq!(h.completions(), vec![(HostOpId(1), HostStatus::Success)]);
 
     h.event(Event::HostFlush { id: HostOpId(2) });
-    let flush_seq = h
-        .sent(R2)
-        .iter()
-        .find_map(|f| match f {
-            Frame::Flush { seq } => Some(seq.0),
-            _ => None,
-        })
-        .expect("a Flush frame to R2");
-    let persist = h
-        .out
-        .iter()
-        .find_map(|a| match a {
-            Action::Persist { token, .. } => Some(*token),
-            _ => None,
-        })
-        .expect("a local device flush");
+    let (flush_seq, persist) = h.flush_started();
     h.ack(R2, flush_seq, None);
     assert!(
         h.completions().is_empty(),
@@ -412,22 +421,7 @@ fn a_flush_does_not_wait_for_a_replica_beyond_the_quorum() {
     let seq = h.write_done_locally(1, 0, false);
     h.applied(R2, seq);
     h.event(Event::HostFlush { id: HostOpId(2) });
-    let flush_seq = h
-        .sent(R2)
-        .iter()
-        .find_map(|f| match f {
-            Frame::Flush { seq } => Some(seq.0),
-            _ => None,
-        })
-        .expect("a Flush frame to R2");
-    let persist = h
-        .out
-        .iter()
-        .find_map(|a| match a {
-            Action::Persist { token, .. } => Some(*token),
-            _ => None,
-        })
-        .expect("a local device flush");
+    let (flush_seq, persist) = h.flush_started();
     h.event(Event::Persisted { token: persist });
     h.ack(R2, flush_seq, None);
     assert_eq!(h.completions(), vec![(HostOpId(2), HostStatus::Success)]);

@@ -211,7 +211,7 @@ impl Published {
             format!(
                 "replica=\"{}\",addr=\"{}\",mode=\"{mode}\"",
                 peer.node.0,
-                escape_label(&peer.addr)
+                crate::daemon::metrics::escape(&peer.addr)
             )
         };
         let counters: [PeerCounter; 6] = [
@@ -311,14 +311,6 @@ impl Published {
     fn peer_index(&self, node: NodeId) -> Option<usize> {
         self.peers.iter().position(|p| p.node == node)
     }
-}
-
-/// Label values escape backslash, quote and newline.
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// What shard 0 needs to start the state machine.

@@ -181,12 +181,10 @@ fn accept_loop(
                 continue;
             }
         };
-        if running.load(Ordering::SeqCst) >= MAX_HANDSHAKES {
+        let Some(guard) = HandshakeSlot::take(&running) else {
             tracing::warn!(%from, "replication link refused: too many handshakes in progress");
             continue;
-        }
-        running.fetch_add(1, Ordering::SeqCst);
-        let guard = HandshakeSlot(running.clone());
+        };
         let key = key.clone();
         let members = members.clone();
         let published = published.clone();
@@ -289,12 +287,10 @@ impl RdmaAccept {
                     continue;
                 }
             };
-            if running.load(Ordering::SeqCst) >= MAX_HANDSHAKES {
+            let Some(guard) = HandshakeSlot::take(&running) else {
                 tracing::warn!("rdma replication link refused: too many handshakes in progress");
                 continue;
-            }
-            running.fetch_add(1, Ordering::SeqCst);
-            let guard = HandshakeSlot(running.clone());
+            };
             let (me, volume, key) = (self.me, self.volume, self.key.clone());
             let (members, published) = (self.members.clone(), self.published.clone());
             let (sender, stop) = (self.sender.clone(), self.stop.clone());
@@ -335,6 +331,18 @@ impl RdmaAccept {
 
 /// Frees a handshake slot when its thread ends (or never starts).
 struct HandshakeSlot(Arc<AtomicUsize>);
+
+impl HandshakeSlot {
+    /// One of the [`MAX_HANDSHAKES`] slots, if one is free (the accepting
+    /// thread alone takes them; finished handshakes give them back).
+    fn take(running: &Arc<AtomicUsize>) -> Option<HandshakeSlot> {
+        if running.load(Ordering::SeqCst) >= MAX_HANDSHAKES {
+            return None;
+        }
+        running.fetch_add(1, Ordering::SeqCst);
+        Some(HandshakeSlot(running.clone()))
+    }
+}
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
