@@ -188,6 +188,17 @@ impl Cluster {
     }
 }
 
+/// SIGTERMs each keeld in turn; each must drain and exit 0.
+fn stop_all<const N: usize>(keelds: [Keeld; N]) {
+    for (index, keeld) in keelds.into_iter().enumerate() {
+        let status = keeld.terminate();
+        assert!(
+            status.success(),
+            "keeld #{index} of the cluster exited {status}"
+        );
+    }
+}
+
 /// A host connected to `keeld` with one I/O queue of depth 4.
 fn open_queue(keeld: &Keeld) -> (Controller, IoQueue) {
     let mut ctrl =
@@ -238,9 +249,7 @@ fn three_keeld_replicate_with_quorum_2_through_a_replica_kill_and_converge() {
     drop(queue);
     ctrl.shutdown().expect("shutdown");
 
-    assert!(primary.terminate().success(), "primary exits 0 on SIGTERM");
-    assert!(replica2.terminate().success(), "replica 2 exits 0");
-    assert!(replica3.terminate().success(), "replica 3 exits 0");
+    stop_all([primary, replica2, replica3]);
     cluster.assert_identical(&[2, 3]);
 }
 
@@ -308,9 +317,7 @@ fn a_restarted_primary_takes_a_new_epoch_and_the_copies_stay_identical() {
     drop(queue);
     ctrl.shutdown().expect("shutdown");
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(30));
-    assert!(primary.terminate().success());
-    assert!(replica2.terminate().success());
-    assert!(replica3.terminate().success());
+    stop_all([primary, replica2, replica3]);
     cluster.assert_identical(&[2, 3]);
 }
 
@@ -354,9 +361,7 @@ fn a_replica_on_a_new_empty_disk_ends_identical_to_the_primary() {
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
     drop(queue);
     ctrl.shutdown().expect("shutdown");
-    assert!(primary.terminate().success());
-    assert!(replica2.terminate().success());
-    assert!(replica3.terminate().success());
+    stop_all([primary, replica2, replica3]);
     cluster.assert_identical(&[3]);
 }
 
@@ -462,9 +467,7 @@ fn a_frozen_replica_does_not_stop_a_quorum_and_catches_up_when_it_thaws() {
     }
     drop(queue);
     ctrl.shutdown().expect("shutdown");
-    assert!(primary.terminate().success());
-    assert!(replica2.terminate().success());
-    assert!(replica3.terminate().success());
+    stop_all([primary, replica2, replica3]);
     cluster.assert_identical(&[2, 3]);
 }
 
@@ -503,9 +506,7 @@ fn a_partitioned_replica_does_not_stop_a_quorum_and_converges_after_the_heal() {
     }
     drop(queue);
     ctrl.shutdown().expect("shutdown");
-    assert!(primary.terminate().success());
-    assert!(replica2.terminate().success());
-    assert!(replica3.terminate().success());
+    stop_all([primary, replica2, replica3]);
     cluster.assert_identical(&[2, 3]);
 }
 
@@ -693,9 +694,7 @@ fn after_the_primary_dies_a_promoted_replica_serves_every_acknowledged_write() {
     drop(queue);
     ctrl.shutdown().expect("shutdown");
     new_primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(30));
-    assert!(old.terminate().success());
-    assert!(replica2.terminate().success());
-    assert!(replica3.terminate().success());
+    stop_all([old, replica2, replica3]);
     cluster.assert_identical(&[2, 3]);
 }
 
@@ -748,9 +747,7 @@ fn a_replica_50_ms_away_does_not_slow_a_quorum_of_2() {
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
     drop(queue);
     ctrl.shutdown().expect("shutdown");
-    assert!(primary.terminate().success());
-    assert!(replica2.terminate().success());
-    assert!(replica3.terminate().success());
+    stop_all([primary, replica2, replica3]);
     cluster.assert_identical(&[2, 3]);
 }
 
@@ -1098,9 +1095,7 @@ fn async_replica_under_load(
     verify_load(&mut queue, &load);
     drop(queue);
     ctrl.shutdown().expect("shutdown");
-    assert!(primary.terminate().success());
-    assert!(replica2.terminate().success());
-    assert!(replica3.terminate().success());
+    stop_all([primary, replica2, replica3]);
     cluster.assert_identical(&[2, 3]);
     AsyncRun {
         samples,
