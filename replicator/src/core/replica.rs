@@ -224,8 +224,14 @@ impl<P: Clone> Replica<P> {
         self.send_applied(out);
     }
 
+    /// Whether a link of the current epoch has frames applied and not yet
+    /// acknowledged durable (older epochs' links get no acks: see
+    /// `EpochChange`; counting them would persist on every tick for ever).
     fn has_unacked(&self) -> bool {
-        self.links.values().any(|l| l.processed > l.acked)
+        let current = self.working.epoch;
+        self.links
+            .values()
+            .any(|l| l.epoch >= current && l.processed > l.acked)
     }
 
     /// Acknowledges, per link, the frames whose writes all completed.

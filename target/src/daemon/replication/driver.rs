@@ -373,8 +373,15 @@ pub(crate) struct PendingPromote {
     pub after_ticks: u32,
 }
 
+/// Ticks (50 ms) a control-plane promotion is retried while the node has
+/// local I/O in flight.
+const PROMOTE_RETRY_TICKS: u32 = 40;
+
 pub(crate) struct Replicator {
     pending_promote: Option<PendingPromote>,
+    /// A control-plane promotion not taken yet: the node's epoch when it
+    /// was asked, and the ticks left to retry it.
+    promote_retry: Option<(Epoch, u32)>,
     node: Node<Payload>,
     volume: VolumeId,
     geometry: Geometry,
@@ -437,6 +444,7 @@ impl Replicator {
         let zeroes = Payload::new(vec![0u8; setup.geometry.region_size() as usize].into());
         let mut replicator = Replicator {
             pending_promote: setup.promote,
+            promote_retry: None,
             node,
             volume: setup.volume,
             geometry: setup.geometry,
@@ -526,8 +534,35 @@ impl Replicator {
         }
         let epoch = Epoch(super::next_epoch(self.node.epoch().0, self.node.id()));
         tracing::warn!(%epoch, "replication: promoted by the control plane; taking over");
+        self.promote_retry = Some((self.node.epoch(), PROMOTE_RETRY_TICKS));
+        self.try_promote(shard, epoch);
+    }
+
+    /// Asks the node to take `epoch`; a replica with local I/O in flight
+    /// (a batch persist, say) refuses for now, and the tick retries.
+    fn try_promote(&mut self, shard: &mut Shard<Message>, epoch: Epoch) {
         self.events.push_back(Event::Promote { epoch });
         self.run(shard);
+        if self.node.is_primary() {
+            self.promote_retry = None;
+        }
+    }
+
+    /// A control-plane promotion the node could not take yet, again — only
+    /// while it has not taken any (its epoch is still the one it had when
+    /// asked: a promotion taken and then lost in the election is final).
+    fn retry_promote(&mut self, shard: &mut Shard<Message>) {
+        let Some((asked_at, ticks)) = self.promote_retry else {
+            return;
+        };
+        if ticks == 0 || self.node.is_primary() || self.node.epoch() != asked_at {
+            self.promote_retry = None;
+            return;
+        }
+        self.promote_retry = Some((asked_at, ticks - 1));
+        let epoch = Epoch(super::next_epoch(self.node.epoch().0, self.node.id()));
+        tracing::debug!(%epoch, "replication: promotion retried (local I/O was in flight)");
+        self.try_promote(shard, epoch);
     }
 
     /// The pending take-over of a (restarted) first primary, when due.
@@ -559,6 +594,7 @@ impl Replicator {
         self.events.push_back(Event::Tick);
         self.run(shard);
         self.maybe_take_over(shard);
+        self.retry_promote(shard);
         let now = shard
             .now()
             .saturating_duration_since(self.origin)
