@@ -132,6 +132,11 @@ impl WriteIntentBitmap {
         }
     }
 
+    /// `replica` is no longer a copy: nothing is tracked for it.
+    pub fn forget(&mut self, replica: NodeId) {
+        self.dirty.remove(&replica);
+    }
+
     /// Regions `replica` may lack.
     pub fn dirty_of(&self, replica: NodeId) -> impl Iterator<Item = RegionIndex> + '_ {
         self.dirty.get(&replica).into_iter().flatten().copied()

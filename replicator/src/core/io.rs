@@ -115,6 +115,17 @@ pub enum Event<P> {
         /// The new epoch.
         epoch: Epoch,
     },
+    /// The control plane asks the serving primary to change the membership
+    /// (add or remove a copy, change a copy's mode or the write quorum) in
+    /// `epoch`, a number it has never handed out before. Ignored unless
+    /// [`Node::can_reconfigure`](crate::core::Node::can_reconfigure) says
+    /// it may be taken.
+    Reconfigure {
+        /// The new epoch the membership comes with.
+        epoch: Epoch,
+        /// The new membership (this node still its primary).
+        membership: crate::core::Membership,
+    },
     /// Time passed (lag deadlines are checked on every event anyway).
     Tick,
     /// Rate-limit hook: the driver grants this many more resync regions.

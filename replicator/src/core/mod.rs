@@ -42,6 +42,6 @@ pub use ids::{HostOpId, IoToken, LinkId, Position, Time};
 pub use io::{Action, Event, HostStatus, IoError, LinkDirection};
 pub use membership::{Member, Membership};
 pub use node::Node;
-pub use primary::{Primary, PrimaryLimits, ReplicaState, ReplicaView};
+pub use primary::{Primary, PrimaryLimits, ReconfigureRefusal, ReplicaState, ReplicaView};
 pub use record::{DurableRecord, Standing};
 pub use replica::{Replica, ReplicaLimits};

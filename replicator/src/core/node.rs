@@ -23,6 +23,9 @@ use crate::wire::{Epoch, NackReason, NodeId, ReplicationMode, Sequence};
 /// dropped (their links are closed, and resync covers the rest).
 const MAX_HELD_EVENTS: usize = 1024;
 
+// One role per node and volume, never moved on a hot path: its size does
+// not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum Role<P> {
     Replica(Replica<P>),
@@ -95,6 +98,42 @@ impl<P: Clone> Node<P> {
             Role::Primary(p) if !p.is_retired() => p.replica_views(now),
             _ => Vec::new(),
         }
+    }
+
+    /// Whether, serving as primary, it would take `membership` in `epoch`
+    /// now ([`Event::Reconfigure`]).
+    pub fn can_reconfigure(
+        &self,
+        epoch: Epoch,
+        membership: &crate::core::Membership,
+    ) -> Result<(), crate::core::ReconfigureRefusal> {
+        match &self.role {
+            Role::Primary(p) => p.check_reconfigure(epoch, membership),
+            Role::Replica(_) => Err(crate::core::ReconfigureRefusal::NotServing),
+        }
+    }
+
+    /// The membership it works with: the primary's current one, or the
+    /// one a replica last took.
+    pub fn membership(&self) -> &crate::core::Membership {
+        match &self.role {
+            Role::Replica(r) => r.membership(),
+            Role::Primary(p) => p.membership(),
+        }
+    }
+
+    /// The copies it wants links to, as primary (none as a replica).
+    pub fn link_targets(&self) -> Vec<NodeId> {
+        match &self.role {
+            Role::Primary(p) if !p.is_retired() => p.link_targets().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether, as primary, a membership change is still reaching the
+    /// copies.
+    pub fn is_reconfiguring(&self) -> bool {
+        matches!(&self.role, Role::Primary(p) if p.is_reconfiguring())
     }
 
     /// The epoch it is in.
@@ -234,7 +273,14 @@ impl<P: Clone> Node<P> {
         let Role::Replica(replica) = &self.role else {
             return;
         };
-        let record = replica.durable_record();
+        // The standing it would report, not only what its last persist
+        // recorded: writes applied since count (it acknowledged them as
+        // applied), and the promotion's first persist flushes them. Should
+        // it lose the election, it must not forget them either.
+        let record = DurableRecord {
+            standing: replica.standing(),
+            ..replica.durable_record().clone()
+        };
         let is_sync = record.membership.mode_of(self.me) == Some(ReplicationMode::Sync);
         if !replica.is_idle() || epoch <= replica.epoch() || !is_sync {
             return;

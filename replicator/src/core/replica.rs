@@ -28,7 +28,7 @@ use crate::core::ids::{IoToken, LinkId, Time};
 use crate::core::io::{Action, Event, IoError};
 use crate::core::membership::Membership;
 use crate::core::record::{DurableRecord, Standing};
-use crate::wire::{ByteRange, Epoch, NackReason, NodeId, ResyncOp, Sequence};
+use crate::wire::{ByteRange, Epoch, NackReason, NodeId, ResyncOp, Sequence, MAX_COPIES};
 
 /// Bounds on what one replica holds for its upstream links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +95,9 @@ struct PersistInFlight {
 }
 
 /// The replica state machine for one stream.
+/// Peers a replica keeps links from at once (each one link at most).
+const MAX_UPSTREAM_LINKS: usize = 2 * MAX_COPIES;
+
 #[derive(Debug, Clone)]
 pub struct Replica<P> {
     geometry: Geometry,
@@ -145,6 +148,17 @@ impl<P: Clone> Replica<P> {
         &self.durable
     }
 
+    /// Its standing as of the frames applied so far: what it reports when
+    /// it accepts an epoch (applied writes count, durable or not).
+    pub fn standing(&self) -> Standing {
+        self.working
+    }
+
+    /// The membership of the epoch it has accepted.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
     /// The epoch this replica has accepted (durably or about to be).
     pub fn epoch(&self) -> Epoch {
         self.working.epoch
@@ -169,9 +183,14 @@ impl<P: Clone> Replica<P> {
     /// Handles one event; appends what to do to `out`.
     pub fn handle(&mut self, _now: Time, event: Event<P>, out: &mut Vec<Action<P>>) {
         match event {
-            Event::LinkUp { peer, link, .. } if self.membership.mode_of(peer).is_none() => {
-                // Not a copy of this volume: nothing it sends can be
-                // applied (and links stay bounded by the membership).
+            Event::LinkUp { peer, link, .. }
+                if self.links.len() >= MAX_UPSTREAM_LINKS
+                    && !self.links.values().any(|l| l.peer == peer) =>
+            {
+                // Links stay bounded: one per peer, and a bounded number
+                // of peers. (Not only members: a copy removed from the
+                // volume may win an election under the membership it
+                // still holds, and then needs this copy's standing.)
                 out.push(Action::CloseLink { peer, link });
             }
             Event::LinkUp { peer, link, .. } => {
@@ -218,6 +237,7 @@ impl<P: Clone> Replica<P> {
             | Event::HostFlush { .. }
             | Event::LocalReadDone { .. }
             | Event::Promote { .. }
+            | Event::Reconfigure { .. }
             | Event::ResyncCredit { .. } => {}
         }
         self.pump(out);
@@ -454,6 +474,19 @@ impl<P: Clone> Replica<P> {
                 if !membership.is_valid() {
                     self.refuse(link, seq, NackReason::ProtocolViolation, out);
                     return true;
+                }
+                // A membership change on the link of the primary that last
+                // synced this copy: that primary goes on tracking it in its
+                // bitmap, in the new epoch too.
+                // (Not on a link's opening frame: a new link's epoch is
+                // still unknown.)
+                let synced_by_sender = seq > Sequence(1)
+                    && self.working.synced != Epoch(0)
+                    && self.links.get(&link).is_some_and(|l| {
+                        l.epoch == self.working.synced && l.epoch == self.working.epoch
+                    });
+                if synced_by_sender {
+                    self.working.synced = epoch;
                 }
                 self.working.epoch = epoch;
                 self.membership = membership;

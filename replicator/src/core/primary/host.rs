@@ -2,11 +2,12 @@
 
 use std::collections::BTreeSet;
 
+use super::reconfigure::Quorum;
 use super::{HostFlush, HostWrite, IoPurpose, Op, Phase, Primary, Purpose, RegionCopy, WriteStage};
 use crate::core::frame::Frame;
 use crate::core::ids::{HostOpId, IoToken, Position, Time};
 use crate::core::io::{Action, HostStatus};
-use crate::wire::{ByteRange, NodeId, RegionIndex, ReplicationMode};
+use crate::wire::{ByteRange, NodeId, RegionIndex};
 
 impl<P: Clone> Primary<P> {
     pub(super) fn admit_write(
@@ -160,6 +161,7 @@ impl<P: Clone> Primary<P> {
         let peers: Vec<(NodeId, bool)> = self
             .peers
             .iter()
+            .filter(|(_, p)| !p.leaving)
             .map(|(n, p)| (*n, p.link.as_ref().is_some_and(|l| l.takes_writes())))
             .collect();
         for (peer, takes_writes) in peers {
@@ -224,7 +226,7 @@ impl<P: Clone> Primary<P> {
         let peers: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.link.as_ref().is_some_and(|l| l.takes_writes()))
+            .filter(|(_, p)| !p.leaving && p.link.as_ref().is_some_and(|l| l.takes_writes()))
             .map(|(n, _)| *n)
             .collect();
         for peer in peers {
@@ -285,7 +287,12 @@ impl<P: Clone> Primary<P> {
         }
         // Replicas may have applied what the local copy lacks: bring them
         // back to the local content.
-        let peers: Vec<NodeId> = self.peers.keys().copied().collect();
+        let peers: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.leaving)
+            .map(|(n, _)| *n)
+            .collect();
         for peer in peers {
             self.mark_dirty(peer, region);
         }
@@ -302,7 +309,7 @@ impl<P: Clone> Primary<P> {
 
     /// `peer` holds host write `key` durably.
     pub(super) fn write_durable_on(&mut self, key: u64, peer: NodeId) {
-        let sync = self.is_sync(peer);
+        let sync = self.counts_toward_quorum(peer);
         if let Some(w) = self.write_mut(key) {
             w.awaiting.remove(&peer);
             if sync {
@@ -315,7 +322,7 @@ impl<P: Clone> Primary<P> {
 
     /// `peer` applied host write `key`, not yet durably.
     pub(super) fn write_applied_on(&mut self, key: u64, peer: NodeId) {
-        let sync = self.is_sync(peer);
+        let sync = self.counts_toward_quorum(peer);
         if let Some(w) = self.write_mut(key) {
             if sync {
                 w.applied_on.insert(peer);
@@ -323,38 +330,37 @@ impl<P: Clone> Primary<P> {
         }
     }
 
-    /// `peer` may no longer hold what it acknowledged.
-    pub(super) fn forget_durability_on(&mut self, peer: NodeId) {
-        let writes = self
-            .ops
+    /// Every pending or tail host write.
+    fn writes_mut(&mut self) -> impl Iterator<Item = &mut HostWrite<P>> {
+        self.ops
             .values_mut()
             .filter_map(|op| match op {
                 Op::Write(w) => Some(w),
                 _ => None,
             })
-            .chain(self.tail.values_mut());
-        for w in writes {
+            .chain(self.tail.values_mut())
+    }
+
+    /// `peer` may no longer hold what it acknowledged.
+    pub(super) fn forget_durability_on(&mut self, peer: NodeId) {
+        for w in self.writes_mut() {
             w.applied_on.remove(&peer);
             w.durable_on.remove(&peer);
         }
     }
 
-    /// The write quorum host writes need.
-    fn write_quorum(&self) -> usize {
-        let quorum = usize::from(self.membership.write_quorum);
-        #[cfg(test)]
-        let quorum = if self.limits.mutation_ack_after_local_only {
-            1
-        } else {
-            quorum
-        };
-        quorum
+    /// Only acknowledgements of `replicas` count from now on.
+    pub(super) fn keep_acknowledgements_of(&mut self, replicas: &[NodeId]) {
+        for w in self.writes_mut() {
+            w.applied_on.retain(|n| replicas.contains(n));
+            w.durable_on.retain(|n| replicas.contains(n));
+        }
     }
 
     /// Settles a tail write once every replica it was sent to answered,
     /// and forgets it once it is also durable on a write quorum.
     pub(super) fn check_tail(&mut self, key: u64) {
-        let quorum = self.write_quorum();
+        let quorum = &self.quorum;
         let Some(w) = self.tail.get_mut(&key) else {
             return;
         };
@@ -372,7 +378,7 @@ impl<P: Clone> Primary<P> {
     /// A write is kept until it is durable on a quorum (or failed locally),
     /// since a later flush must wait for it.
     pub(super) fn complete_operations(&mut self, out: &mut Vec<Action<P>>) {
-        let quorum = self.write_quorum();
+        let quorum = &self.quorum;
         let mut undurable_before = false;
         let mut finished = Vec::new();
         let mut to_tail = Vec::new();
@@ -381,16 +387,9 @@ impl<P: Clone> Primary<P> {
                 Op::Write(w) => {
                     // The local copy always counts and is always required:
                     // reads are served from it.
-                    debug_assert!(
-                        w.applied_on.iter().all(|n| self
-                            .peers
-                            .get(n)
-                            .is_some_and(|p| p.mode == ReplicationMode::Sync)),
-                        "only sync replicas count toward the quorum"
-                    );
                     let local_done = w.stage == WriteStage::LocalDone;
-                    let durable = local_done && 1 + w.durable_on.len() >= quorum;
-                    let applied = local_done && 1 + w.applied_on.len() >= quorum;
+                    let durable = local_done && quorum.reached(&w.durable_on);
+                    let applied = local_done && quorum.reached(&w.applied_on);
                     if !w.completed && (durable || (applied && !w.fua)) {
                         w.completed = true;
                         out.push(Action::CompleteHost {
@@ -457,8 +456,8 @@ impl<P: Clone> Primary<P> {
 
 /// Whether a completed write needs nothing more for a flush: durable on a
 /// write quorum, or failed locally.
-fn durable_done<P>(w: &HostWrite<P>, quorum: usize) -> bool {
-    w.stage == WriteStage::LocalFailed || 1 + w.durable_on.len() >= quorum
+fn durable_done<P>(w: &HostWrite<P>, quorum: &Quorum) -> bool {
+    w.stage == WriteStage::LocalFailed || quorum.reached(&w.durable_on)
 }
 
 fn overlap(a: ByteRange, b: ByteRange) -> bool {

@@ -26,7 +26,10 @@
 mod election;
 mod host;
 mod peer;
+mod reconfigure;
 mod resync;
+
+pub use reconfigure::ReconfigureRefusal;
 /// A replica as its primary sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplicaView {
@@ -89,6 +92,11 @@ use crate::core::record::{DurableRecord, Standing};
 use crate::wire::{ByteRange, Epoch, NackReason, NodeId, RegionIndex, ReplicationMode, Sequence};
 
 use peer::{Link, LinkPhase, Peer, Purpose, Queued, Sent};
+use reconfigure::{Quorum, Transition};
+
+/// Epochs a primary remembers having held (older ones: copies synced in
+/// them get a full copy instead of a bitmap resync).
+const MAX_HELD_EPOCHS: usize = 64;
 
 /// Bounds on what one primary holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,7 +242,18 @@ pub struct Primary<P> {
     geometry: Geometry,
     limits: PrimaryLimits,
     epoch: Epoch,
+    /// The epochs this primary has held: the one it was promoted in and
+    /// those its membership changes took (at most `MAX_HELD_EPOCHS`, the
+    /// latest). A copy it synced in any of them is tracked by its bitmap.
+    /// (Not a range: another node may have taken an epoch in between.)
+    held_epochs: Vec<Epoch>,
     membership: Membership,
+    /// A membership change still reaching the copies.
+    transition: Option<Transition>,
+    /// What host writes need (from the membership and the transition).
+    quorum: Quorum,
+    /// The record being persisted, durable once `Persisted` says so.
+    persisting: Option<DurableRecord>,
     /// This copy's standing before the promotion.
     prior: Standing,
     phase: Phase,
@@ -296,6 +315,7 @@ impl<P: Clone> Primary<P> {
                 Peer {
                     mode: member.mode,
                     link: None,
+                    leaving: false,
                 },
             );
         }
@@ -304,7 +324,11 @@ impl<P: Clone> Primary<P> {
             geometry,
             limits,
             epoch,
+            held_epochs: vec![epoch],
             membership,
+            transition: None,
+            quorum: Quorum::none(),
+            persisting: None,
             prior,
             phase: Phase::TakingEpoch,
             standings: BTreeMap::new(),
@@ -320,6 +344,7 @@ impl<P: Clone> Primary<P> {
             bitmap,
             resync_credits: 0,
         };
+        primary.refresh_quorum();
         primary.persist(out);
         primary
     }
@@ -327,6 +352,23 @@ impl<P: Clone> Primary<P> {
     /// This primary's epoch.
     pub fn epoch(&self) -> Epoch {
         self.epoch
+    }
+
+    /// The membership of its epoch.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The copies it wants links to: the members and, during a membership
+    /// change, the copies leaving (they must take the new epoch).
+    pub fn link_targets(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.peers.keys().copied()
+    }
+
+    /// Whether a membership change is still reaching the copies (writes
+    /// need the old write quorum as well meanwhile).
+    pub fn is_reconfiguring(&self) -> bool {
+        self.transition.is_some()
     }
 
     /// Whether it serves host I/O.
@@ -360,6 +402,7 @@ impl<P: Clone> Primary<P> {
     pub fn replica_views(&self, now: Time) -> Vec<ReplicaView> {
         self.peers
             .iter()
+            .filter(|(_, peer)| !peer.leaving)
             .map(|(&node, peer)| {
                 let dirty = self.bitmap.dirty_of(node).count() as u64;
                 let (state, lag_bytes, lag_time) = match &peer.link {
@@ -393,6 +436,7 @@ impl<P: Clone> Primary<P> {
     /// is quiet.
     pub fn is_quiet(&self) -> bool {
         self.is_serving()
+            && self.transition.is_none()
             && self.ops.is_empty()
             && self.tail.is_empty()
             && self.bitmap.is_clear()
@@ -452,6 +496,7 @@ impl<P: Clone> Primary<P> {
                     self.received(now, peer, epoch, frame, out);
                 }
             }
+            Event::Reconfigure { epoch, membership } => self.reconfigure(epoch, membership),
             Event::ResyncCredit { regions } => {
                 self.resync_credits = self.resync_credits.saturating_add(regions);
             }
@@ -503,6 +548,7 @@ impl<P: Clone> Primary<P> {
         if self.phase == Phase::Activating {
             self.activation = Some(token);
         }
+        self.persisting = Some(record.clone());
         out.push(Action::Persist { token, record });
     }
 
@@ -511,11 +557,12 @@ impl<P: Clone> Primary<P> {
             return;
         }
         self.flush_persisted(token);
-        self.durable = DurableRecord {
-            membership: self.membership.clone(),
-            standing: self.standing(),
-            intent: self.bitmap.persisted().collect(),
-        };
+        if let Some(record) = self.persisting.take() {
+            self.durable = DurableRecord {
+                intent: self.bitmap.persisted().collect(),
+                ..record
+            };
+        }
         match self.phase {
             Phase::TakingEpoch => {
                 self.phase = Phase::Electing;
@@ -556,6 +603,7 @@ impl<P: Clone> Primary<P> {
 
     fn send_epoch_change(&mut self, now: Time, peer: NodeId, out: &mut Vec<Action<P>>) {
         let membership = self.membership.clone();
+        let epoch = self.epoch;
         let Some(link) = self.link_mut(peer) else {
             return;
         };
@@ -567,7 +615,7 @@ impl<P: Clone> Primary<P> {
             now,
             peer,
             Frame::EpochChange { seq, membership },
-            Purpose::EpochChange,
+            Purpose::EpochChange { epoch },
             0,
             out,
         );
@@ -595,11 +643,12 @@ impl<P: Clone> Primary<P> {
         };
         link.queued.push_back(Queued {
             frame,
+            epoch,
             purpose,
             bytes,
         });
         let overflow = link.queued.len() > limits.max_queued_frames;
-        Self::fill_window(now, peer, epoch, &limits, link, out);
+        Self::fill_window(now, peer, &limits, link, out);
         if overflow {
             self.out_of_date(peer, out);
         }
@@ -608,7 +657,6 @@ impl<P: Clone> Primary<P> {
     fn fill_window(
         now: Time,
         peer: NodeId,
-        epoch: Epoch,
         limits: &PrimaryLimits,
         link: &mut Link<P>,
         out: &mut Vec<Action<P>>,
@@ -629,7 +677,7 @@ impl<P: Clone> Primary<P> {
             out.push(Action::Send {
                 peer,
                 link: link.id,
-                epoch,
+                epoch: q.epoch,
                 frame: q.frame,
             });
         }
@@ -668,7 +716,6 @@ impl<P: Clone> Primary<P> {
         out: &mut Vec<Action<P>>,
     ) {
         let limits = self.limits;
-        let epoch = self.epoch;
         let Some(link) = self.link_mut(peer) else {
             return;
         };
@@ -683,13 +730,17 @@ impl<P: Clone> Primary<P> {
             }
         }
         link.applied = link.applied.max(through);
-        Self::fill_window(now, peer, epoch, &limits, link, out);
+        Self::fill_window(now, peer, &limits, link, out);
         for purpose in done {
             match purpose {
-                Purpose::EpochChange => match standing {
-                    Some(s) => self.accepted_epoch(peer, s, out),
+                Purpose::EpochChange { epoch } => match standing {
+                    Some(s) => {
+                        self.accepted_epoch(peer, s, out);
+                        self.reconfigure_accepted(peer, epoch, out);
+                    }
                     None => return self.out_of_date(peer, out),
                 },
+                Purpose::Reconfigure { epoch } => self.reconfigure_accepted(peer, epoch, out),
                 Purpose::HostWrite { key, .. } => self.write_durable_on(key, peer),
                 Purpose::ResyncRegion { region, covers } => {
                     self.region_copied(peer, region, &covers)
@@ -708,7 +759,6 @@ impl<P: Clone> Primary<P> {
     /// writes among them count toward their quorum unless FUA.
     fn applied(&mut self, now: Time, peer: NodeId, through: Sequence, out: &mut Vec<Action<P>>) {
         let limits = self.limits;
-        let epoch = self.epoch;
         let Some(link) = self.link_mut(peer) else {
             return;
         };
@@ -721,16 +771,10 @@ impl<P: Clone> Primary<P> {
         }
         let keys = link.newly_applied(through);
         link.applied = through;
-        Self::fill_window(now, peer, epoch, &limits, link, out);
+        Self::fill_window(now, peer, &limits, link, out);
         for key in keys {
             self.write_applied_on(key, peer);
         }
-    }
-
-    fn is_sync(&self, peer: NodeId) -> bool {
-        self.peers
-            .get(&peer)
-            .is_some_and(|p| p.mode == ReplicationMode::Sync)
     }
 
     /// Marks `region` as possibly missing on `peer`, and makes a region copy
@@ -837,10 +881,12 @@ impl<P: Clone> Primary<P> {
         if !self.bitmap.is_persisting() {
             let activate = self.phase == Phase::Activating && self.activation.is_none();
             let flush = self.flush_wants_persist();
-            if activate || flush || self.bitmap.needs_persist() {
+            let reconfigure = self.reconfigure_wants_persist();
+            if activate || flush || reconfigure || self.bitmap.needs_persist() {
                 self.persist(out);
             }
         }
+        self.check_transition(now, out);
         self.check_async_lag(now, out);
     }
 
@@ -849,7 +895,7 @@ impl<P: Clone> Primary<P> {
         let lagging: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.mode == ReplicationMode::Async)
+            .filter(|(_, p)| p.mode == ReplicationMode::Async && !p.leaving)
             .filter_map(|(n, p)| {
                 let link = p.link.as_ref()?;
                 let too_old = link

@@ -5,13 +5,15 @@ use std::collections::{BTreeSet, VecDeque};
 
 use crate::core::frame::Frame;
 use crate::core::ids::{LinkId, Time};
-use crate::wire::{RegionIndex, ReplicationMode, Sequence};
+use crate::wire::{Epoch, RegionIndex, ReplicationMode, Sequence};
 
 /// Why a sequenced frame was sent; decides what its acknowledgement means.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Purpose {
-    /// The `EpochChange` opening the link.
-    EpochChange,
+    /// The `EpochChange` opening the link, in `epoch`.
+    EpochChange { epoch: Epoch },
+    /// A later `EpochChange` on the link: a membership change to `epoch`.
+    Reconfigure { epoch: Epoch },
     /// A host write (key into the primary's operations).
     HostWrite { key: u64, region: RegionIndex },
     /// `Resync(Begin)`.
@@ -56,6 +58,9 @@ pub(crate) struct Sent {
 #[derive(Debug, Clone)]
 pub(crate) struct Queued<P> {
     pub(crate) frame: Frame<P>,
+    /// The epoch it was queued in: a membership change queues its
+    /// `EpochChange` behind frames still of the old epoch.
+    pub(crate) epoch: Epoch,
     pub(crate) purpose: Purpose,
     pub(crate) bytes: u64,
 }
@@ -164,4 +169,8 @@ impl<P> Link<P> {
 pub(crate) struct Peer<P> {
     pub(crate) mode: ReplicationMode,
     pub(crate) link: Option<Link<P>>,
+    /// Removed by a membership change in progress: it gets the new epoch
+    /// (so it can no longer be elected under the old membership) and
+    /// nothing else, and is forgotten once it took it.
+    pub(crate) leaving: bool,
 }

@@ -22,7 +22,12 @@ use crate::wire::{NodeId, RegionIndex, ResyncOp};
 
 impl<P: Clone> Primary<P> {
     pub(super) fn drive_resyncs(&mut self, now: Time, out: &mut Vec<Action<P>>) {
-        let peers: Vec<NodeId> = self.peers.keys().copied().collect();
+        let peers: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.leaving)
+            .map(|(n, _)| *n)
+            .collect();
         for peer in peers {
             let Some(phase) = self.link_mut(peer).map(|l| l.phase) else {
                 continue;

@@ -409,6 +409,7 @@ impl Sim {
             }
             409..=411 => self.duplicate_random_frame(),
             412..=414 => self.replace_random_device(),
+            415..=420 => self.reconfigure_random()?,
             _ => {}
         }
         if self.step.is_multiple_of(50) {
@@ -447,6 +448,109 @@ impl Sim {
         }
         let candidate = alive[(self.step / 16) % alive.len()];
         self.promote(candidate)
+    }
+
+    /// The control plane changes the serving primary's membership: a new
+    /// write quorum, a copy's mode, a copy removed or one added (back).
+    fn reconfigure_random(&mut self) -> Check {
+        let serving: Vec<NodeId> = self
+            .node_ids()
+            .into_iter()
+            .filter(|n| {
+                self.nodes[n.0 as usize]
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| s.is_serving() && !s.is_reconfiguring())
+            })
+            .collect();
+        let Some(node) = self.rng.pick(&serving).copied() else {
+            return Ok(());
+        };
+        let Some(current) = self.nodes[node.0 as usize]
+            .state
+            .as_ref()
+            .map(|s| s.membership().clone())
+        else {
+            return Ok(());
+        };
+        let mut next = current.clone();
+        let others: Vec<NodeId> = current
+            .members
+            .iter()
+            .map(|m| m.node)
+            .filter(|n| *n != node)
+            .collect();
+        let outsiders: Vec<NodeId> = self
+            .node_ids()
+            .into_iter()
+            .filter(|n| current.mode_of(*n).is_none())
+            .collect();
+        match self.rng.below(4) {
+            0 => {}
+            1 => {
+                if let Some(other) = self.rng.pick(&others).copied() {
+                    for m in next.members.iter_mut().filter(|m| m.node == other) {
+                        m.mode = match m.mode {
+                            ReplicationMode::Sync => ReplicationMode::Async,
+                            ReplicationMode::Async => ReplicationMode::Sync,
+                        };
+                    }
+                }
+            }
+            2 => {
+                if let Some(other) = self.rng.pick(&others).copied() {
+                    next.members.retain(|m| m.node != other);
+                }
+            }
+            _ => {
+                if let Some(outsider) = self.rng.pick(&outsiders).copied() {
+                    let mode = if self.rng.chance(300) {
+                        ReplicationMode::Async
+                    } else {
+                        ReplicationMode::Sync
+                    };
+                    next.members.push(Member {
+                        node: outsider,
+                        mode,
+                    });
+                }
+            }
+        }
+        // W >= 2, as at the start: with W = 1 the fence quorum is every sync
+        // copy, and a blank (replaced) one never counts, so no election
+        // could ever finish after a device replacement.
+        let sync = next.sync_count() as u64;
+        if sync < 2 {
+            return Ok(());
+        }
+        next.write_quorum = if self.rng.chance(500) {
+            self.rng.between(2, sync) as u8
+        } else {
+            (next.write_quorum as u64).clamp(2, sync) as u8
+        };
+        if !next.is_valid() {
+            return Ok(());
+        }
+        let epoch = Epoch(self.next_epoch);
+        self.next_epoch += 1;
+        self.log(|| format!("reconfigure n{} to epoch {epoch}: {next:?}", node.0));
+        self.deliver(
+            node,
+            Event::Reconfigure {
+                epoch,
+                membership: next,
+            },
+        )
+    }
+
+    /// The write quorum `node` works with now.
+    fn write_quorum_of(&self, node: NodeId) -> usize {
+        self.nodes[node.0 as usize]
+            .state
+            .as_ref()
+            .map_or(usize::from(self.membership.write_quorum), |s| {
+                usize::from(s.membership().write_quorum)
+            })
     }
 
     fn promote(&mut self, node: NodeId) -> Check {
@@ -712,15 +816,15 @@ impl Sim {
     /// Primaries open links to members they have none with.
     fn connect_links(&mut self) {
         for id in self.node_ids() {
-            let is_primary = self.nodes[id.0 as usize]
+            let Some(targets) = self.nodes[id.0 as usize]
                 .state
                 .as_ref()
-                .is_some_and(|s| s.is_primary());
-            if !is_primary {
+                .filter(|s| s.is_primary())
+                .map(|s| s.link_targets())
+            else {
                 continue;
-            }
-            for member in self.membership.members.clone() {
-                let peer = member.node;
+            };
+            for peer in targets {
                 if peer == id
                     || !self.alive(peer)
                     || self.net.partitioned(id, peer, self.now)
@@ -1059,7 +1163,7 @@ impl Sim {
                     })
             })
             .count();
-        let quorum = usize::from(self.membership.write_quorum);
+        let quorum = self.write_quorum_of(node);
         if copies < quorum {
             return Err(format!(
                 "(d) write #{id} (fua {fua}) acknowledged by n{} on {copies} copies, write quorum {quorum}",
@@ -1093,7 +1197,7 @@ impl Sim {
     /// least on the new primary once it serves — the election persisted
     /// them — and on the others once resynced.)
     fn check_flush(&self, node: NodeId, epoch: Epoch, flushes: &[(u64, Epoch)]) -> Check {
-        let quorum = usize::from(self.membership.write_quorum);
+        let quorum = self.write_quorum_of(node);
         for (b, (id, acked_in)) in flushes.iter().enumerate() {
             if *acked_in != epoch || *id == 0 {
                 continue;
@@ -1175,18 +1279,25 @@ impl Sim {
             && self.nodes.iter().all(|n| n.disk.pending.is_empty())
     }
 
-    /// (b) healed and quiet, every copy is identical, durably.
+    /// (b) healed and quiet, every copy is identical, durably (every
+    /// member's: a node removed from the membership keeps what it had).
     fn check_converged(&mut self) -> Check {
         self.check_newest_primary_has_acked_writes()?;
-        let reference: Vec<u64> = {
-            let p = self
+        let (reference, membership): (Vec<u64>, Membership) = {
+            let (p, state) = self
                 .nodes
                 .iter()
-                .find(|n| n.state.as_ref().is_some_and(|s| s.is_primary()))
+                .find_map(|n| n.state.as_ref().filter(|s| s.is_primary()).map(|s| (n, s)))
                 .expect("primary");
-            (0..BLOCKS).map(|b| p.disk.visible(b)).collect()
+            (
+                (0..BLOCKS).map(|b| p.disk.visible(b)).collect(),
+                state.membership().clone(),
+            )
         };
         for (i, n) in self.nodes.iter().enumerate() {
+            if membership.mode_of(NodeId(i as u64)).is_none() {
+                continue;
+            }
             for (b, expected) in reference.iter().enumerate() {
                 if n.disk.visible(b) != *expected || n.disk.durable[b] != *expected {
                     return Err(format!(

@@ -1,0 +1,409 @@
+//! Changing the membership while serving: add or remove a copy, change a
+//! copy's mode or the write quorum.
+//!
+//! A membership belongs to an epoch, so a change takes a new epoch, and it
+//! must stay safe whichever membership a later election runs under: an
+//! election under membership M hears from M's fence quorum, which reveals
+//! every write on a write quorum of M. So, in two stages:
+//!
+//! 1. Preparing (nothing on the wire changes yet): host writes need a write
+//!    quorum of the old and of the new membership (joint quorum, as Raft
+//!    does for its configuration changes); added copies are linked in the
+//!    old epoch and copied in full. It ends when enough sync copies of the
+//!    new membership are complete (streaming, lacking no region, every
+//!    frame from before the change durable) to make a write quorum of it
+//!    with this one: every write acknowledged so far is then on a write
+//!    quorum of the new membership too.
+//! 2. Announced: the primary takes the new epoch and membership in its
+//!    record and sends `EpochChange` in sequence on every link (removed
+//!    copies included: once in the new epoch they can no longer be elected
+//!    under the old membership). Writes still need the joint quorum until
+//!    the new epoch is durable here and on a write quorum of the old sync
+//!    copies: every old fence quorum then includes a copy in the new epoch,
+//!    and a candidate that sees a copy in a later epoch than its own record
+//!    retires (`election`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Phase, Primary, Purpose};
+use crate::core::frame::Frame;
+use crate::core::ids::{LinkId, Time};
+use crate::core::io::Action;
+use crate::core::membership::Membership;
+use crate::core::primary::peer::{LinkPhase, Peer};
+use crate::wire::{Epoch, NodeId, ReplicationMode, Sequence};
+
+/// A membership change in progress.
+#[derive(Debug, Clone)]
+pub(super) struct Transition {
+    /// The membership before the change.
+    pub(super) old: Membership,
+    /// The membership after it.
+    pub(super) new: Membership,
+    /// The epoch the new membership comes with.
+    pub(super) epoch: Epoch,
+    pub(super) stage: Stage,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Stage {
+    /// Bringing the new membership's sync copies up to date. Per copy
+    /// linked when the change began: that link and the last sequence sent
+    /// or queued on it, which must become durable.
+    Preparing {
+        marks: BTreeMap<NodeId, (LinkId, Sequence)>,
+    },
+    /// The new epoch is sent; copies that took it durably.
+    Announced { accepted: BTreeSet<NodeId> },
+}
+
+/// Why a primary refuses a membership change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReconfigureRefusal {
+    /// Only a serving primary changes the membership.
+    #[error("this node is not the serving primary")]
+    NotServing,
+    /// The new epoch must be later than the current one.
+    #[error("the new epoch is not later than the current one")]
+    StaleEpoch,
+    /// A previous change has not reached enough copies yet.
+    #[error("a membership change is still in progress")]
+    InProgress,
+    /// The primary must stay the primary (and a sync copy).
+    #[error("the primary must stay the primary and a sync copy")]
+    PrimaryChanged,
+    /// Duplicate copies, too many copies, or a write quorum outside 1..=sync.
+    #[error("invalid membership (duplicate node, too many copies, or a write quorum outside 1 to the sync copies)")]
+    Invalid,
+    /// Nothing would change.
+    #[error("the membership is unchanged")]
+    Unchanged,
+}
+
+/// Host writes need a write quorum of the current membership and, during a
+/// transition, of the old one too. The local copy always counts.
+#[derive(Debug, Clone)]
+pub(super) struct Quorum {
+    /// Per membership: its sync replicas (the primary excluded) and W.
+    rules: Vec<(Vec<NodeId>, usize)>,
+    /// Test-only mutation: the local copy alone is a quorum.
+    local_only: bool,
+}
+
+impl Quorum {
+    /// A placeholder until `refresh_quorum` runs.
+    pub(super) fn none() -> Quorum {
+        Quorum {
+            rules: Vec::new(),
+            local_only: false,
+        }
+    }
+
+    fn rule(membership: &Membership, me: NodeId) -> (Vec<NodeId>, usize) {
+        let sync = membership
+            .members
+            .iter()
+            .filter(|m| m.node != me && m.mode == ReplicationMode::Sync)
+            .map(|m| m.node)
+            .collect();
+        (sync, usize::from(membership.write_quorum))
+    }
+
+    /// Whether the local copy and the replicas in `on` make a quorum.
+    pub(super) fn reached(&self, on: &BTreeSet<NodeId>) -> bool {
+        self.local_only
+            || self.rules.iter().all(|(sync, w)| {
+                let replicas = on.iter().filter(|n| sync.contains(n)).count();
+                1 + replicas >= *w
+            })
+    }
+}
+
+impl<P: Clone> Primary<P> {
+    /// The write quorum host writes need now (kept in `self.quorum`, off
+    /// the per-acknowledgement path).
+    pub(super) fn refresh_quorum(&mut self) {
+        let mut rules = vec![Quorum::rule(&self.membership, self.me)];
+        if let Some(t) = &self.transition {
+            rules.push(Quorum::rule(&t.old, self.me));
+            rules.push(Quorum::rule(&t.new, self.me));
+        }
+        #[cfg(test)]
+        let local_only = self.limits.mutation_ack_after_local_only;
+        #[cfg(not(test))]
+        let local_only = false;
+        self.quorum = Quorum { rules, local_only };
+    }
+
+    /// Whether `peer`'s acknowledgements count toward some write quorum
+    /// (sync now, or sync before a change in progress).
+    pub(super) fn counts_toward_quorum(&self, peer: NodeId) -> bool {
+        let sync = |m: &Membership| m.mode_of(peer) == Some(ReplicationMode::Sync);
+        sync(&self.membership)
+            || self
+                .transition
+                .as_ref()
+                .is_some_and(|t| sync(&t.old) || sync(&t.new))
+    }
+
+    /// Whether this primary would take `membership` in `epoch` now.
+    pub fn check_reconfigure(
+        &self,
+        epoch: Epoch,
+        membership: &Membership,
+    ) -> Result<(), ReconfigureRefusal> {
+        if self.phase != Phase::Serving {
+            return Err(ReconfigureRefusal::NotServing);
+        }
+        if epoch <= self.epoch {
+            return Err(ReconfigureRefusal::StaleEpoch);
+        }
+        if self.transition.is_some() {
+            return Err(ReconfigureRefusal::InProgress);
+        }
+        if membership.primary != self.me
+            || membership.mode_of(self.me) != Some(ReplicationMode::Sync)
+        {
+            return Err(ReconfigureRefusal::PrimaryChanged);
+        }
+        if !membership.is_valid() {
+            return Err(ReconfigureRefusal::Invalid);
+        }
+        let same = |a: &Membership, b: &Membership| {
+            a.write_quorum == b.write_quorum
+                && a.members.len() == b.members.len()
+                && a.members.iter().all(|m| b.mode_of(m.node) == Some(m.mode))
+        };
+        if same(membership, &self.membership) {
+            return Err(ReconfigureRefusal::Unchanged);
+        }
+        Ok(())
+    }
+
+    /// Starts changing to `membership` in `epoch` (see the module
+    /// comment); does nothing if [`Self::check_reconfigure`] refuses it.
+    pub(super) fn reconfigure(&mut self, epoch: Epoch, membership: Membership) {
+        if self.check_reconfigure(epoch, &membership).is_err() {
+            return;
+        }
+        // Added copies get a full copy: whatever they hold, nothing tracked
+        // what they missed (a copy removed and added again included). They
+        // are linked in the old epoch meanwhile.
+        let added: Vec<(NodeId, ReplicationMode)> = membership
+            .members
+            .iter()
+            .filter(|m| m.node != self.me && !self.peers.contains_key(&m.node))
+            .map(|m| (m.node, m.mode))
+            .collect();
+        for (node, mode) in added {
+            for region in self.geometry.regions() {
+                self.mark_dirty(node, region);
+            }
+            let peer = Peer {
+                mode,
+                link: None,
+                leaving: false,
+            };
+            self.peers.insert(node, peer);
+        }
+        let marks = self
+            .peers
+            .iter()
+            .filter_map(|(n, p)| {
+                let link = p.link.as_ref()?;
+                let last = Sequence(link.next_seq.0.saturating_sub(1));
+                Some((*n, (link.id, last)))
+            })
+            .collect();
+        self.transition = Some(Transition {
+            old: self.membership.clone(),
+            new: membership,
+            epoch,
+            stage: Stage::Preparing { marks },
+        });
+        self.refresh_quorum();
+    }
+
+    /// Whether `peer` holds, durably, every write acknowledged before the
+    /// change began and every one since: streaming, lacking no region, and
+    /// everything sent on its link before the change is durable.
+    fn is_complete(&self, peer: NodeId, marks: &BTreeMap<NodeId, (LinkId, Sequence)>) -> bool {
+        let Some(link) = self.peers.get(&peer).and_then(|p| p.link.as_ref()) else {
+            return false;
+        };
+        if link.phase != LinkPhase::Streaming || self.bitmap.has_dirty(peer) {
+            return false;
+        }
+        match marks.get(&peer) {
+            // A link opened since: whatever it missed is dirty.
+            Some((id, _)) if *id != link.id => true,
+            None => true,
+            Some((_, last)) => {
+                let pending = |seq: Sequence| seq <= *last;
+                !link.in_flight.iter().any(|s| pending(s.seq))
+                    && !link
+                        .queued
+                        .iter()
+                        .any(|q| q.frame.sequence().is_some_and(pending))
+            }
+        }
+    }
+
+    /// Takes the new epoch and membership and sends them to every linked
+    /// copy, after whatever was sent to it in the old epoch (links opened
+    /// from now on get them first).
+    fn announce(&mut self, now: Time, out: &mut Vec<Action<P>>) {
+        let Some(t) = self.transition.as_mut() else {
+            return;
+        };
+        t.stage = Stage::Announced {
+            accepted: BTreeSet::new(),
+        };
+        let (epoch, membership) = (t.epoch, t.new.clone());
+        self.membership = membership;
+        self.epoch = epoch;
+        if self.held_epochs.len() >= super::MAX_HELD_EPOCHS {
+            self.held_epochs.remove(0);
+        }
+        self.held_epochs.push(epoch);
+        let nodes: Vec<NodeId> = self.peers.keys().copied().collect();
+        for node in nodes {
+            let mode = self.membership.mode_of(node);
+            if mode.is_none() {
+                // Removed: it only gets the new epoch, then is forgotten.
+                self.bitmap.forget(node);
+            }
+            if let Some(peer) = self.peers.get_mut(&node) {
+                match mode {
+                    Some(mode) => peer.mode = mode,
+                    None => peer.leaving = true,
+                }
+            }
+        }
+        let linked: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.link.as_ref().is_some_and(|l| l.next_seq > Sequence(1)))
+            .map(|(n, _)| *n)
+            .collect();
+        for peer in linked {
+            self.send_reconfigure(now, peer, out);
+        }
+        // `pump` starts the persist of the new record.
+    }
+
+    fn send_reconfigure(&mut self, now: Time, peer: NodeId, out: &mut Vec<Action<P>>) {
+        let membership = self.membership.clone();
+        let epoch = self.epoch;
+        let Some(link) = self.link_mut(peer) else {
+            return;
+        };
+        let seq = link.take_seq();
+        self.send(
+            now,
+            peer,
+            Frame::EpochChange { seq, membership },
+            Purpose::Reconfigure { epoch },
+            0,
+            out,
+        );
+    }
+
+    /// `peer` durably took the membership of `epoch` (a mid-stream change,
+    /// or the `EpochChange` opening a link). A copy leaving the volume is
+    /// done.
+    pub(super) fn reconfigure_accepted(
+        &mut self,
+        peer: NodeId,
+        epoch: Epoch,
+        out: &mut Vec<Action<P>>,
+    ) {
+        let Some(t) = self.transition.as_mut() else {
+            return;
+        };
+        if epoch != t.epoch {
+            return;
+        }
+        if let Stage::Announced { accepted } = &mut t.stage {
+            accepted.insert(peer);
+        }
+        if self.peers.get(&peer).is_some_and(|p| p.leaving) {
+            self.forget_peer(peer, out);
+        }
+    }
+
+    /// Drops a copy that left the volume, closing its link.
+    fn forget_peer(&mut self, peer: NodeId, out: &mut Vec<Action<P>>) {
+        self.out_of_date(peer, out);
+        self.peers.remove(&peer);
+        self.bitmap.forget(peer);
+    }
+
+    /// Whether the persist of the record that takes the new epoch is due.
+    pub(super) fn reconfigure_wants_persist(&self) -> bool {
+        self.phase == Phase::Serving && self.durable.standing.epoch != self.epoch
+    }
+
+    /// Moves the change on: announces it once enough new sync copies are
+    /// complete; ends it once the new epoch is durable here and on a write
+    /// quorum of the old sync copies (this one included).
+    pub(super) fn check_transition(&mut self, now: Time, out: &mut Vec<Action<P>>) {
+        if self.phase != Phase::Serving {
+            return;
+        }
+        let Some(t) = &self.transition else {
+            return;
+        };
+        match &t.stage {
+            Stage::Preparing { marks } => {
+                let complete = t
+                    .new
+                    .members
+                    .iter()
+                    .filter(|m| m.node != self.me && m.mode == ReplicationMode::Sync)
+                    .filter(|m| self.is_complete(m.node, marks))
+                    .count();
+                if 1 + complete >= usize::from(t.new.write_quorum) {
+                    self.announce(now, out);
+                }
+            }
+            Stage::Announced { accepted } => {
+                if self.durable.standing.epoch != self.epoch {
+                    return;
+                }
+                let old_sync = |n: &NodeId| t.old.mode_of(*n) == Some(ReplicationMode::Sync);
+                let taken = 1 + accepted.iter().filter(|n| old_sync(n)).count();
+                if taken >= usize::from(t.old.write_quorum) {
+                    self.end_transition(out);
+                }
+            }
+        }
+    }
+
+    fn end_transition(&mut self, out: &mut Vec<Action<P>>) {
+        self.transition = None;
+        self.refresh_quorum();
+        let leaving: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.leaving)
+            .map(|(n, _)| *n)
+            .collect();
+        for peer in leaving {
+            self.forget_peer(peer, out);
+        }
+        // Only the current sync copies count from now on.
+        let sync: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.mode == ReplicationMode::Sync)
+            .map(|(n, _)| *n)
+            .collect();
+        self.keep_acknowledgements_of(&sync);
+        // Writes that waited for the old quorum may be done now.
+        let tail: Vec<u64> = self.tail.keys().copied().collect();
+        for key in tail {
+            self.check_tail(key);
+        }
+    }
+}
