@@ -307,26 +307,22 @@ impl<P: Clone> Primary<P> {
         }
     }
 
-    /// `peer` holds host write `key` durably.
+    /// `peer` holds host write `key` durably. (Async copies are recorded
+    /// too: the quorum counts only sync ones, but a membership change may
+    /// make a copy sync while the write is pending.)
     pub(super) fn write_durable_on(&mut self, key: u64, peer: NodeId) {
-        let sync = self.counts_toward_quorum(peer);
         if let Some(w) = self.write_mut(key) {
             w.awaiting.remove(&peer);
-            if sync {
-                w.applied_on.insert(peer);
-                w.durable_on.insert(peer);
-            }
+            w.applied_on.insert(peer);
+            w.durable_on.insert(peer);
         }
         self.check_tail(key);
     }
 
     /// `peer` applied host write `key`, not yet durably.
     pub(super) fn write_applied_on(&mut self, key: u64, peer: NodeId) {
-        let sync = self.counts_toward_quorum(peer);
         if let Some(w) = self.write_mut(key) {
-            if sync {
-                w.applied_on.insert(peer);
-            }
+            w.applied_on.insert(peer);
         }
     }
 
@@ -349,13 +345,6 @@ impl<P: Clone> Primary<P> {
         }
     }
 
-    /// Only acknowledgements of `replicas` count from now on.
-    pub(super) fn keep_acknowledgements_of(&mut self, replicas: &[NodeId]) {
-        for w in self.writes_mut() {
-            w.applied_on.retain(|n| replicas.contains(n));
-            w.durable_on.retain(|n| replicas.contains(n));
-        }
-    }
 
     /// Settles a tail write once every replica it was sent to answered,
     /// and forgets it once it is also durable on a write quorum.

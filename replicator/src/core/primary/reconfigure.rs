@@ -135,17 +135,6 @@ impl<P: Clone> Primary<P> {
         self.quorum = Quorum { rules, local_only };
     }
 
-    /// Whether `peer`'s acknowledgements count toward some write quorum
-    /// (sync now, or sync before a change in progress).
-    pub(super) fn counts_toward_quorum(&self, peer: NodeId) -> bool {
-        let sync = |m: &Membership| m.mode_of(peer) == Some(ReplicationMode::Sync);
-        sync(&self.membership)
-            || self
-                .transition
-                .as_ref()
-                .is_some_and(|t| sync(&t.old) || sync(&t.new))
-    }
-
     /// Whether this primary would take `membership` in `epoch` now.
     pub fn check_reconfigure(
         &self,
@@ -392,14 +381,6 @@ impl<P: Clone> Primary<P> {
         for peer in leaving {
             self.forget_peer(peer, out);
         }
-        // Only the current sync copies count from now on.
-        let sync: Vec<NodeId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.mode == ReplicationMode::Sync)
-            .map(|(n, _)| *n)
-            .collect();
-        self.keep_acknowledgements_of(&sync);
         // Writes that waited for the old quorum may be done now.
         let tail: Vec<u64> = self.tail.keys().copied().collect();
         for key in tail {
