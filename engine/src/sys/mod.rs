@@ -4,3 +4,4 @@
 pub mod cpu;
 pub mod dma;
 pub mod ring;
+pub mod shared_map;

@@ -3,7 +3,7 @@
 
 use crate::core::frame::Frame;
 use crate::core::ids::{HostOpId, IoToken, LinkId};
-use crate::core::record::DurableRecord;
+use crate::core::record::{DurableRecord, Standing};
 use crate::wire::{ByteRange, Epoch, NodeId};
 
 /// Which end opened a link. Primaries open links to their replicas (the
@@ -166,6 +166,18 @@ pub enum Action<P> {
         token: IoToken,
         /// The whole durable record.
         record: DurableRecord,
+    },
+    /// Keep `standing` where the next start of this process finds it
+    /// (`Node::recover`'s `noted`) before carrying out any later action. It
+    /// must survive the process (a kill), not a power loss, and cost next to
+    /// nothing: keeld stores it in a memory-mapped file (the page cache
+    /// outlives the process). A replica notes what it reports as applied
+    /// before acknowledging it: its record, written only at each persist,
+    /// would under-report writes it acknowledged, and an election that
+    /// trusted the record after a kill could overlook them.
+    Note {
+        /// The standing to keep.
+        standing: Standing,
     },
     /// Send `frame` on `link`, stamped with `epoch`.
     Send {

@@ -1,6 +1,6 @@
 //! Who holds copies of a volume, who is primary, and the quorums.
 
-use crate::wire::{NodeId, ReplicationMode, MAX_COPIES};
+use crate::wire::{Epoch, NodeId, ReplicationMode, MAX_COPIES};
 
 /// One copy of the volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,12 @@ pub struct Membership {
     /// Copies (the primary's own included) durable before a host write is
     /// acknowledged: 1 to the number of sync copies.
     pub write_quorum: u8,
+    /// The epoch this membership was introduced in (0: the volume's first).
+    /// A promotion keeps it; a membership change sets it to its epoch. A
+    /// copy refuses an epoch that comes with an older membership than its
+    /// own: a candidate that missed a change cannot be elected under the
+    /// membership it still holds.
+    pub since: Epoch,
 }
 
 impl Membership {

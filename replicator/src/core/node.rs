@@ -51,20 +51,22 @@ pub struct Node<P> {
 }
 
 impl<P: Clone> Node<P> {
-    /// A node starting (or restarting) from its durable record, as replica.
+    /// A node starting (or restarting) from its durable record, as replica,
+    /// with the standing it last noted (`Action::Note`) if that survived.
     pub fn recover(
         me: NodeId,
         geometry: Geometry,
         primary_limits: PrimaryLimits,
         replica_limits: ReplicaLimits,
         record: DurableRecord,
+        noted: Option<crate::core::Standing>,
     ) -> Self {
         Self {
             me,
             geometry,
             primary_limits,
             replica_limits,
-            role: Role::Replica(Replica::new(geometry, replica_limits, record, 0)),
+            role: Role::Replica(Replica::recover(geometry, replica_limits, record, noted, 0)),
             inbound: BTreeMap::new(),
             draining: BTreeSet::new(),
             held: VecDeque::new(),

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::core::frame::Frame;
 use crate::core::geometry::Geometry;
-use crate::core::ids::{IoToken, LinkId, Time};
+use crate::core::ids::{IoToken, LinkId, Position, Time};
 use crate::core::io::{Action, Event, IoError};
 use crate::core::membership::Membership;
 use crate::core::record::{DurableRecord, Standing};
@@ -81,6 +81,9 @@ struct WriteInFlight {
     link: LinkId,
     seq: Sequence,
     range: ByteRange,
+    /// Its position in the stream, counted in the standing once it and
+    /// every write issued before it completed.
+    position: Option<Position>,
 }
 
 #[derive(Debug, Clone)]
@@ -105,8 +108,14 @@ pub struct Replica<P> {
     /// Last record known durable.
     durable: DurableRecord,
     /// The standing as of the frames applied so far (persisted with the next
-    /// `Persist`).
+    /// `Persist`). Its `applied` counts a write once it and every write
+    /// issued before it completed: it never claims a write in flight.
     working: Standing,
+    /// Positions of writes that completed while an earlier one is still in
+    /// flight (by token, which orders writes as issued).
+    completed_early: BTreeMap<IoToken, Position>,
+    /// The standing last kept with `Action::Note`.
+    noted: Standing,
     /// The membership of `working.epoch`.
     membership: Membership,
     links: BTreeMap<LinkId, UpstreamLink>,
@@ -132,6 +141,8 @@ impl<P: Clone> Replica<P> {
             geometry,
             limits,
             working: record.standing,
+            completed_early: BTreeMap::new(),
+            noted: record.standing,
             membership: record.membership.clone(),
             durable: record,
             links: BTreeMap::new(),
@@ -141,6 +152,41 @@ impl<P: Clone> Replica<P> {
             persist_wanted: false,
             next_token: first_token,
         }
+    }
+
+    /// A replica starting from its record after the process ended (a crash
+    /// included), with the standing it last noted (`Action::Note`) if that
+    /// survived: it may have acknowledged writes as applied after its last
+    /// record, and their data survives a killed process.
+    pub fn recover(
+        geometry: Geometry,
+        limits: ReplicaLimits,
+        record: DurableRecord,
+        noted: Option<Standing>,
+        first_token: u64,
+    ) -> Self {
+        let recorded = record.standing.epoch;
+        let mut replica = Self::new(geometry, limits, record, first_token);
+        // A note is taken before every persist, so it is never older than
+        // the record (one that is cannot be this record's). One epoch newer:
+        // the persist taking that epoch did not finish, and the membership
+        // of that epoch is not in the record; the note's other fields are as
+        // before the change (it applies after every earlier write), except
+        // `synced` where a membership change moved it along.
+        let standing = match noted {
+            Some(n) if n.epoch == recorded => Some(n),
+            Some(n) if n.epoch > recorded => Some(Standing {
+                epoch: recorded,
+                synced: n.synced.min(recorded),
+                ..n
+            }),
+            _ => None,
+        };
+        if let Some(standing) = standing {
+            replica.working = standing;
+            replica.noted = standing;
+        }
+        replica
     }
 
     /// The last record known durable.
@@ -257,6 +303,7 @@ impl<P: Clone> Replica<P> {
     /// Acknowledges, per link, the frames whose writes all completed.
     fn send_applied(&mut self, out: &mut Vec<Action<P>>) {
         let current = self.working.epoch;
+        let mut sends = Vec::new();
         for (id, link) in self.links.iter_mut() {
             if link.epoch < current {
                 continue; // Deposed primary: see `EpochChange`.
@@ -273,7 +320,7 @@ impl<P: Clone> Replica<P> {
             };
             if through > link.applied_sent && through > link.acked {
                 link.applied_sent = through;
-                out.push(Action::Send {
+                sends.push(Action::Send {
                     peer: link.peer,
                     link: *id,
                     epoch: current,
@@ -282,6 +329,21 @@ impl<P: Clone> Replica<P> {
                     },
                 });
             }
+        }
+        if !sends.is_empty() {
+            // What it acknowledges applied outlives the process first.
+            self.note(out);
+            out.append(&mut sends);
+        }
+    }
+
+    /// Keeps the working standing for a restart, if it changed.
+    fn note(&mut self, out: &mut Vec<Action<P>>) {
+        if self.noted != self.working {
+            self.noted = self.working;
+            out.push(Action::Note {
+                standing: self.working,
+            });
         }
     }
 
@@ -407,11 +469,13 @@ impl<P: Clone> Replica<P> {
                     return false;
                 };
                 let token = self.alloc_token();
-                self.writes
-                    .insert(token, WriteInFlight { link, seq, range });
-                if let Some(p) = position {
-                    self.working.applied = self.working.applied.max(p);
-                }
+                let write = WriteInFlight {
+                    link,
+                    seq,
+                    range,
+                    position,
+                };
+                self.writes.insert(token, write);
                 self.advance(link, epoch, seq);
                 // Never FUA on the device: a `Persist` (one flush for the
                 // batch) makes it durable, and only then is it acknowledged
@@ -473,6 +537,13 @@ impl<P: Clone> Replica<P> {
                 }
                 if !membership.is_valid() {
                     self.refuse(link, seq, NackReason::ProtocolViolation, out);
+                    return true;
+                }
+                if membership.since < self.membership.since {
+                    // A candidate that missed a membership change this copy
+                    // took: it must not be elected under the old one.
+                    let current = self.working.epoch;
+                    self.refuse(link, seq, NackReason::StaleEpoch { current }, out);
                     return true;
                 }
                 // A membership change on the link of the primary that last
@@ -545,6 +616,7 @@ impl<P: Clone> Replica<P> {
     fn start_persist(&mut self, epoch_ack: Option<(LinkId, Standing)>, out: &mut Vec<Action<P>>) {
         debug_assert!(self.persist.is_none() && self.writes.is_empty());
         self.persist_wanted = false;
+        self.note(out);
         let token = self.alloc_token();
         let record = DurableRecord {
             membership: self.membership.clone(),
@@ -590,6 +662,17 @@ impl<P: Clone> Replica<P> {
         let Some(write) = self.writes.remove(&token) else {
             return;
         };
+        if let Some(p) = write.position {
+            self.completed_early.insert(token, p);
+        }
+        let oldest_in_flight = self.writes.keys().next().copied();
+        while let Some(entry) = self.completed_early.first_entry() {
+            if oldest_in_flight.is_some_and(|oldest| *entry.key() > oldest) {
+                break;
+            }
+            let p = entry.remove();
+            self.working.applied = self.working.applied.max(p);
+        }
         if result.is_err() {
             // The range now holds unknown data: not consistent until a
             // resync, and this link's stream is broken.
@@ -662,6 +745,7 @@ mod tests {
             members: vec![sync(1), sync(2)],
             primary: PRIMARY,
             write_quorum: 2,
+            since: Epoch(0),
         }
     }
 
@@ -830,6 +914,90 @@ mod tests {
         let (token, _) = persist(&receive(&mut r, 4, epoch_change(1)));
         handle(&mut r, Event::Persisted { token });
         r
+    }
+
+    /// Killed after acknowledging a write applied, before any persist, a
+    /// replica must come back claiming it: the standing noted before the
+    /// acknowledgement (its record alone would under-report it, and an
+    /// election could overlook the write).
+    #[test]
+    fn what_it_acknowledges_applied_is_noted_first_and_recovered() {
+        let mut r = accepted();
+        let token = local_write(&receive(&mut r, 4, write(2, 1)));
+        let out = handle(
+            &mut r,
+            Event::LocalWriteDone {
+                token,
+                result: Ok(()),
+            },
+        );
+        let note = out.iter().position(|a| matches!(a, Action::Note { .. }));
+        let ack = out.iter().position(|a| {
+            matches!(
+                a,
+                Action::Send {
+                    frame: Frame::Applied { .. },
+                    ..
+                }
+            )
+        });
+        assert!(note.is_some() && ack.is_some() && note < ack, "{out:?}");
+        let Some(Action::Note { standing }) = note.map(|i| out[i].clone()) else {
+            unreachable!()
+        };
+        let applied = Position {
+            epoch: Epoch(4),
+            index: 1,
+        };
+        assert_eq!(standing.applied, applied);
+
+        let record = r.durable_record().clone();
+        assert!(record.standing.applied < applied, "not persisted yet");
+        let geometry = Geometry::new(4096, 16384, 4).expect("geometry");
+        let limits = ReplicaLimits::default();
+        let back = Replica::<u64>::recover(geometry, limits, record.clone(), Some(standing), 0);
+        assert_eq!(back.standing().applied, applied);
+        let lost = Replica::<u64>::recover(geometry, limits, record, None, 0);
+        assert!(
+            lost.standing().applied < applied,
+            "a power loss loses the note"
+        );
+    }
+
+    /// A candidate that missed a membership change this copy took is
+    /// refused: it must not be elected under the membership it still holds.
+    #[test]
+    fn an_epoch_with_an_older_membership_is_refused() {
+        let mut r = replica();
+        let newer = Membership {
+            since: Epoch(4),
+            ..membership()
+        };
+        let change = Frame::EpochChange {
+            seq: Sequence(1),
+            membership: newer,
+        };
+        let (token, _) = persist(&receive(&mut r, 4, change));
+        handle(&mut r, Event::Persisted { token });
+        let other = LinkId(8);
+        let up = Event::LinkUp {
+            peer: NodeId(2),
+            link: other,
+            direction: LinkDirection::Inbound,
+        };
+        handle(&mut r, up);
+        let stale = Event::Received {
+            peer: NodeId(2),
+            link: other,
+            epoch: Epoch(5),
+            frame: epoch_change(1),
+        };
+        let out = handle(&mut r, stale);
+        assert!(
+            matches!(nack(&out), Some(NackReason::StaleEpoch { .. })),
+            "{out:?}"
+        );
+        assert_eq!(r.epoch(), Epoch(4));
     }
 
     #[test]

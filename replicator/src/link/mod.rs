@@ -59,7 +59,7 @@ use crate::wire::{
 };
 
 /// The one wire version a link speaks.
-pub const LINK_VERSION: Version = Version::V1_2;
+pub const LINK_VERSION: Version = Version::V1_3;
 
 /// Where a frame belongs: the header fields every frame carries besides its
 /// message.
@@ -413,6 +413,7 @@ fn with_message<P, R>(
                 membership: wire::Membership {
                     write_quorum: membership.write_quorum,
                     copies: CopyList::Borrowed(&copies),
+                    since: Some(membership.since),
                 },
             })
         }
@@ -539,6 +540,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, LinkError> {
                         .collect(),
                     primary,
                     write_quorum: membership.write_quorum,
+                    since: membership.since.unwrap_or_default(),
                 },
             }
         }

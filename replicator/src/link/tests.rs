@@ -66,9 +66,15 @@ fn membership() -> impl Strategy<Value = Membership> {
         .prop_flat_map(|nodes| {
             let nodes: Vec<u64> = nodes.into_iter().collect();
             let n = nodes.len();
-            (Just(nodes), vec(any::<bool>(), n), 0..n, any::<u8>())
+            (
+                Just(nodes),
+                vec(any::<bool>(), n),
+                0..n,
+                any::<u8>(),
+                any::<u64>(),
+            )
         })
-        .prop_map(|(nodes, sync, primary, w)| {
+        .prop_map(|(nodes, sync, primary, w, since)| {
             let members: Vec<Member> = nodes
                 .iter()
                 .zip(&sync)
@@ -90,6 +96,7 @@ fn membership() -> impl Strategy<Value = Membership> {
                 primary: members[primary].node,
                 write_quorum: 1 + w % sync_count,
                 members,
+                since: Epoch(since),
             }
         })
 }
@@ -279,7 +286,7 @@ proptest! {
 #[rustfmt::skip]
 const WRITE_FRAME: [u8; 84] = [
     b'K', b'L', b'R', b'P',                         // magic
-    0x01, 0x02,                                     // version 1.2
+    0x01, 0x03,                                     // version 1.3
     0x10,                                           // type: Write
     0x01,                                           // flags: FUA
     0x50, 0x00,                                     // header length 80
@@ -292,7 +299,7 @@ const WRITE_FRAME: [u8; 84] = [
     0x04, 0x00, 0x00, 0x00,                         // range length 4
     0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // range offset 4096
     0xc2, 0x27, 0x0d, 0x4c,                         // payload CRC32C 0x4c0d27c2
-    0xe3, 0x5c, 0xa2, 0xf8,                         // header CRC32C 0xf8a25ce3
+    0xaa, 0xba, 0xd6, 0xe2,                         // header CRC32C 0xe2d6baaa
     0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // position: epoch 3
     0x11, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //           index 17
     b'k', b'e', b'e', b'l',                         // the data
@@ -301,7 +308,7 @@ const WRITE_FRAME: [u8; 84] = [
 #[rustfmt::skip]
 const ACK_FRAME: [u8; 104] = [
     b'K', b'L', b'R', b'P',                         // magic
-    0x01, 0x02,                                     // version 1.2
+    0x01, 0x03,                                     // version 1.3
     0x12,                                           // type: Ack
     0x00,                                           // flags
     0x40, 0x00,                                     // header length 64
@@ -314,7 +321,7 @@ const ACK_FRAME: [u8; 104] = [
     0x00, 0x00, 0x00, 0x00,                         // range length (unused)
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // range offset (unused)
     0x53, 0x4f, 0x62, 0x9d,                         // payload CRC32C 0x9d624f53
-    0xc9, 0x83, 0x68, 0x5d,                         // header CRC32C 0x5d6883c9
+    0x15, 0x00, 0x9b, 0x87,                         // header CRC32C 0x879b0015
     0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // standing: epoch 3
     0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //   synced 2
     0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //   applied epoch 2
@@ -438,6 +445,7 @@ fn encode_refuses_what_it_cannot_represent_and_appends_nothing() {
         }],
         primary: NodeId(1),
         write_quorum: 1,
+        since: Epoch(3),
     };
     let change: Frame<()> = Frame::EpochChange {
         seq: Sequence(1),

@@ -6,20 +6,23 @@ use crate::wire::bytes::{Reader, Required, Writer};
 use crate::wire::error::{DecodeError, EncodeError, FieldProblem, Violation};
 use crate::wire::handshake::Role;
 use crate::wire::header::FrameHeader;
-use crate::wire::ids::{NodeId, Sequence, StreamId};
+use crate::wire::ids::{Epoch, NodeId, Sequence, StreamId};
 use crate::wire::limits::{MAX_ADDRESS_LEN, MAX_COPIES};
 use crate::wire::message::{HeaderFields, WireMessage};
 use crate::wire::message_type::MessageType;
 use crate::wire::tolerance::Tolerance;
+use crate::wire::version::Version;
 
 /// Fixed part of the body: write quorum (1) | copy count (1) | reserved (2).
 const MEMBERSHIP_PREFIX_LEN: usize = 4;
 /// Fixed part of one copy: node (8) | role (1) | mode (1) | address length (2).
 const COPY_FIXED_LEN: usize = 12;
+/// The 1.3 suffix: the epoch the membership was introduced in.
+const SINCE_LEN: usize = 8;
 
 pub(crate) const EPOCH_CHANGE_MIN_BODY_LEN: usize = MEMBERSHIP_PREFIX_LEN;
 pub(crate) const EPOCH_CHANGE_MAX_BODY_LEN: usize =
-    MEMBERSHIP_PREFIX_LEN + MAX_COPIES * (COPY_FIXED_LEN + MAX_ADDRESS_LEN);
+    MEMBERSHIP_PREFIX_LEN + MAX_COPIES * (COPY_FIXED_LEN + MAX_ADDRESS_LEN) + SINCE_LEN;
 
 /// How a replica takes part in the write path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,6 +118,9 @@ pub struct Membership<'a> {
     pub write_quorum: u8,
     /// Every copy: exactly one primary, node ids unique.
     pub copies: CopyList<'a>,
+    /// From 1.3: the epoch this membership was introduced in (a copy refuses
+    /// an older membership than its own). Absent before 1.3.
+    pub since: Option<Epoch>,
 }
 
 impl<'a> Membership<'a> {
@@ -181,7 +187,8 @@ impl<'a> Membership<'a> {
 /// epoch = the new epoch.
 ///
 /// Body: write quorum (1) | copy count (1) | reserved (2), then per copy:
-/// node id (8) | role (1) | mode (1) | address length (2) | address bytes.
+/// node id (8) | role (1) | mode (1) | address length (2) | address bytes;
+/// from 1.3 then since (8), the epoch the membership was introduced in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpochChange<'a> {
     /// Stream carrying the change.
@@ -204,11 +211,16 @@ impl<'a> WireMessage<'a> for EpochChange<'a> {
     }
 
     fn body_len(&self) -> usize {
+        let since = if self.membership.since.is_some() {
+            SINCE_LEN
+        } else {
+            0
+        };
         self.membership
             .copies
             .iter()
             .map(|c| COPY_FIXED_LEN.saturating_add(c.address.len()))
-            .fold(MEMBERSHIP_PREFIX_LEN, usize::saturating_add)
+            .fold(MEMBERSHIP_PREFIX_LEN + since, usize::saturating_add)
     }
 
     fn validate(&self) -> Result<(), Violation> {
@@ -231,6 +243,9 @@ impl<'a> WireMessage<'a> for EpochChange<'a> {
             w.u8(copy.mode as u8)?;
             w.u16(address_len)?;
             w.put(copy.address.as_bytes())?;
+        }
+        if let Some(since) = self.membership.since {
+            w.u64(since.0)?;
         }
         Ok(())
     }
@@ -256,10 +271,16 @@ impl<'a> WireMessage<'a> for EpochChange<'a> {
         for _ in 0..count {
             copies.push(read_copy(&mut r)?);
         }
+        let since = if header.version >= Version::V1_3 {
+            Some(Epoch(r.u64().field("EpochChange.since")?))
+        } else {
+            None
+        };
         tolerance.end_of_body(&r, "EpochChange")?;
         let membership = Membership {
             write_quorum,
             copies: CopyList::Owned(copies),
+            since,
         };
         membership.validate()?;
         Ok(Self {

@@ -149,6 +149,15 @@ impl<'a> Message<'a> {
             }) => Some("Ack.applied_only"),
             _ => None,
         };
+        let needs_1_3 = match self {
+            Message::EpochChange(change) if change.membership.since.is_some() => {
+                Some("EpochChange.since")
+            }
+            _ => None,
+        };
+        if let Some(field) = needs_1_3.filter(|_| version < Version::V1_3) {
+            return Err(EncodeError::NotInVersion { field, version });
+        }
         match (needs_1_1, needs_1_2) {
             (Some(field), _) if version < Version::V1_1 => {
                 Err(EncodeError::NotInVersion { field, version })

@@ -22,6 +22,8 @@ impl Version {
     /// 1.2: adds the `Ack` that reports frames applied but not yet durable
     /// (flag `ACK_APPLIED`).
     pub const V1_2: Version = Version::new(1, 2);
+    /// 1.3: adds the epoch an `EpochChange`'s membership was introduced in.
+    pub const V1_3: Version = Version::new(1, 3);
 
     /// Builds a version.
     pub const fn new(major: u8, minor: u8) -> Self {
@@ -37,7 +39,7 @@ impl fmt::Display for Version {
 
 /// The version this implementation speaks: the highest it can encode and
 /// the one whose rules its decoder applies strictly.
-pub const PROTOCOL_VERSION: Version = Version::V1_2;
+pub const PROTOCOL_VERSION: Version = Version::V1_3;
 
 /// The only major version whose frame layout this implementation knows.
 pub(crate) const SUPPORTED_MAJOR: u8 = PROTOCOL_VERSION.major;

@@ -543,6 +543,11 @@ fn plan_replication(
 
     let path = record_path(&backend_path);
     let stored = read_record(&path, options, repl_geometry).map_err(err)?;
+    let (note, noted) = replication::note::NoteFile::open(
+        &replication::note::note_path(&backend_path),
+        options.volume,
+    )
+    .map_err(err)?;
     let me = options.node;
     // A new volume's first primary takes over at once; restarted, it first
     // gives a primary promoted meanwhile 3 s (60 ticks; the dialers back
@@ -595,6 +600,8 @@ fn plan_replication(
         volume: options.volume,
         geometry: repl_geometry,
         stored,
+        note: Arc::new(std::sync::Mutex::new(note)),
+        noted,
         promote,
         addresses,
         published: Arc::new(Published::new(

@@ -30,7 +30,8 @@ impl<P: Clone> Primary<P> {
         // may differ anywhere and gets a full copy.
         // (A copy that accepted any later epoch may have been written by
         // that epoch's primary, whatever its `synced` says.)
-        let tracked = self.held_epochs.contains(&standing.synced)
+        let tracked = (self.held_epochs.contains(&standing.synced)
+            && self.held_epochs.contains(&standing.epoch))
             || (self.prior.is_primary_of_own_epoch()
                 && standing.synced == self.prior.epoch
                 && standing.epoch == self.prior.epoch);
@@ -68,13 +69,8 @@ impl<P: Clone> Primary<P> {
             return;
         }
         let own = self.prior;
-        // A copy in a later epoch than this node's record may have taken a
-        // membership this node never saw (`reconfigure`): its quorums are
-        // not this node's to judge, so it leaves the volume to that copy.
-        let newest_membership = self.standings.values().all(|s| s.epoch <= own.epoch);
-        let holds_everything = own.consistent
-            && newest_membership
-            && self.standings.values().all(|s| s.applied <= own.applied);
+        let holds_everything =
+            own.consistent && self.standings.values().all(|s| s.applied <= own.applied);
         if holds_everything {
             self.phase = Phase::Activating;
         } else {

@@ -345,7 +345,6 @@ impl<P: Clone> Primary<P> {
         }
     }
 
-
     /// Settles a tail write once every replica it was sent to answered,
     /// and forgets it once it is also durable on a write quorum.
     pub(super) fn check_tail(&mut self, key: u64) {

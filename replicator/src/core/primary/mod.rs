@@ -540,15 +540,19 @@ impl<P: Clone> Primary<P> {
         let token = self.alloc_token(IoPurpose::Persist);
         self.flush_persist_started(token);
         let intent = self.bitmap.start_persist(token);
+        let (membership, standing) = self.record_to_persist();
         let record = DurableRecord {
-            membership: self.membership.clone(),
-            standing: self.standing(),
+            membership,
+            standing,
             intent,
         };
         if self.phase == Phase::Activating {
             self.activation = Some(token);
         }
         self.persisting = Some(record.clone());
+        out.push(Action::Note {
+            standing: record.standing,
+        });
         out.push(Action::Persist { token, record });
     }
 
@@ -581,6 +585,7 @@ impl<P: Clone> Primary<P> {
                 self.decide_election(out);
             }
             Phase::Activating if self.activation == Some(token) => self.phase = Phase::Serving,
+            Phase::Serving => self.announce_if_durable(now, out),
             _ => {}
         }
     }
@@ -687,7 +692,7 @@ impl<P: Clone> Primary<P> {
         &mut self,
         now: Time,
         peer: NodeId,
-        epoch: Epoch,
+        _epoch: Epoch,
         frame: Frame<P>,
         out: &mut Vec<Action<P>>,
     ) {
@@ -697,10 +702,14 @@ impl<P: Clone> Primary<P> {
                 standing,
             } => self.acked(now, peer, durable_through, standing, out),
             Frame::Applied { applied_through } => self.applied(now, peer, applied_through, out),
+            // A copy will not follow this primary: it is in a newer epoch,
+            // or it holds a newer membership than this node's (a change this
+            // node missed). Either way the volume goes to a better
+            // candidate; retiring is always safe.
             Frame::Nack {
-                reason: NackReason::StaleEpoch { current },
+                reason: NackReason::StaleEpoch { .. },
                 ..
-            } if current > self.epoch || epoch > self.epoch => self.retire(out),
+            } => self.retire(out),
             // Any other refusal, or a frame a replica must not send: the
             // stream is broken; the replica is resynced on a new link.
             _ => self.out_of_date(peer, out),
@@ -886,7 +895,7 @@ impl<P: Clone> Primary<P> {
                 self.persist(out);
             }
         }
-        self.check_transition(now, out);
+        self.check_transition(out);
         self.check_async_lag(now, out);
     }
 

@@ -14,23 +14,27 @@
 //!    frame from before the change durable) to make a write quorum of it
 //!    with this one: every write acknowledged so far is then on a write
 //!    quorum of the new membership too.
-//! 2. Announced: the primary takes the new epoch and membership in its
-//!    record and sends `EpochChange` in sequence on every link (removed
-//!    copies included: once in the new epoch they can no longer be elected
-//!    under the old membership). Writes still need the joint quorum until
-//!    the new epoch is durable here and on a write quorum of the old sync
-//!    copies: every old fence quorum then includes a copy in the new epoch,
-//!    and a candidate that sees a copy in a later epoch than its own record
-//!    retires (`election`).
+//! 2. Recording: the primary writes the new epoch and membership to its
+//!    record first (a copy that took them must never find the primary,
+//!    which holds every write, with only the older ones).
+//! 3. Announced: it sends `EpochChange` in sequence on every link (removed
+//!    copies included). A membership carries the epoch it was introduced in
+//!    (`Membership::since`) and a copy refuses an epoch that comes with an
+//!    older membership than its own, so a candidate that missed the change
+//!    cannot be elected under the old membership once enough copies took
+//!    the new one. Writes still need the joint quorum until a write quorum
+//!    of the old sync copies took it: every old fence quorum then includes
+//!    one of them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Phase, Primary, Purpose};
 use crate::core::frame::Frame;
-use crate::core::ids::{LinkId, Time};
+use crate::core::ids::{LinkId, Position, Time};
 use crate::core::io::Action;
 use crate::core::membership::Membership;
 use crate::core::primary::peer::{LinkPhase, Peer};
+use crate::core::record::Standing;
 use crate::wire::{Epoch, NodeId, ReplicationMode, Sequence};
 
 /// A membership change in progress.
@@ -53,6 +57,10 @@ pub(super) enum Stage {
     Preparing {
         marks: BTreeMap<NodeId, (LinkId, Sequence)>,
     },
+    /// Writing the new epoch and membership to this node's record before
+    /// any copy hears of them: a copy that took them must never find this
+    /// node, the one that holds every write, with only the older ones.
+    Recording,
     /// The new epoch is sent; copies that took it durably.
     Announced { accepted: BTreeSet<NodeId> },
 }
@@ -78,6 +86,13 @@ pub enum ReconfigureRefusal {
     /// Nothing would change.
     #[error("the membership is unchanged")]
     Unchanged,
+    /// An election under the new membership could miss a write on a write
+    /// quorum of the old one: the new write quorum must not exceed the old
+    /// one minus the sync copies removed or made async. (Raising W, or
+    /// removing a sync copy without lowering W, needs joint memberships on
+    /// the copies, which this version does not keep.)
+    #[error("the new write quorum must be at most the old one minus the sync copies removed or made async")]
+    QuorumTooHigh,
 }
 
 /// Host writes need a write quorum of the current membership and, during a
@@ -166,15 +181,34 @@ impl<P: Clone> Primary<P> {
         if same(membership, &self.membership) {
             return Err(ReconfigureRefusal::Unchanged);
         }
+        // Every fence quorum of the new membership must meet every write
+        // quorum of the old one, so that an election under the new one
+        // sees any write the old one acknowledged (a primary elected under
+        // the old membership while the change was still reaching copies
+        // included). A write quorum of the old one avoids the new sync
+        // copies as far as it can by taking the old sync copies that are no
+        // longer sync; what is left of it must be at least W'.
+        let sync = |m: &Membership, n: NodeId| m.mode_of(n) == Some(ReplicationMode::Sync);
+        let dropped = self
+            .membership
+            .members
+            .iter()
+            .filter(|m| m.mode == ReplicationMode::Sync && !sync(membership, m.node))
+            .count();
+        let old_w = usize::from(self.membership.write_quorum);
+        if usize::from(membership.write_quorum) + dropped > old_w {
+            return Err(ReconfigureRefusal::QuorumTooHigh);
+        }
         Ok(())
     }
 
     /// Starts changing to `membership` in `epoch` (see the module
     /// comment); does nothing if [`Self::check_reconfigure`] refuses it.
-    pub(super) fn reconfigure(&mut self, epoch: Epoch, membership: Membership) {
+    pub(super) fn reconfigure(&mut self, epoch: Epoch, mut membership: Membership) {
         if self.check_reconfigure(epoch, &membership).is_err() {
             return;
         }
+        membership.since = epoch;
         // Added copies get a full copy: whatever they hold, nothing tracked
         // what they missed (a copy removed and added again included). They
         // are linked in the old epoch meanwhile.
@@ -238,6 +272,33 @@ impl<P: Clone> Primary<P> {
         }
     }
 
+    /// The membership and standing the next persist writes: the new ones
+    /// once the change is being recorded.
+    pub(super) fn record_to_persist(&self) -> (Membership, Standing) {
+        match &self.transition {
+            Some(t) if matches!(t.stage, Stage::Recording) => {
+                let standing = Standing {
+                    epoch: t.epoch,
+                    synced: t.epoch,
+                    applied: Position::all_of(t.epoch),
+                    consistent: true,
+                };
+                (t.new.clone(), standing)
+            }
+            _ => (self.membership.clone(), self.standing()),
+        }
+    }
+
+    /// Once the record holds the new epoch: announce it.
+    pub(super) fn announce_if_durable(&mut self, now: Time, out: &mut Vec<Action<P>>) {
+        let recorded = self.transition.as_ref().is_some_and(|t| {
+            matches!(t.stage, Stage::Recording) && self.durable.standing.epoch == t.epoch
+        });
+        if recorded {
+            self.announce(now, out);
+        }
+    }
+
     /// Takes the new epoch and membership and sends them to every linked
     /// copy, after whatever was sent to it in the old epoch (links opened
     /// from now on get them first).
@@ -278,7 +339,6 @@ impl<P: Clone> Primary<P> {
         for peer in linked {
             self.send_reconfigure(now, peer, out);
         }
-        // `pump` starts the persist of the new record.
     }
 
     fn send_reconfigure(&mut self, now: Time, peer: NodeId, out: &mut Vec<Action<P>>) {
@@ -330,13 +390,16 @@ impl<P: Clone> Primary<P> {
 
     /// Whether the persist of the record that takes the new epoch is due.
     pub(super) fn reconfigure_wants_persist(&self) -> bool {
-        self.phase == Phase::Serving && self.durable.standing.epoch != self.epoch
+        self.phase == Phase::Serving
+            && self.transition.as_ref().is_some_and(|t| {
+                matches!(t.stage, Stage::Recording) && self.durable.standing.epoch != t.epoch
+            })
     }
 
     /// Moves the change on: announces it once enough new sync copies are
     /// complete; ends it once the new epoch is durable here and on a write
     /// quorum of the old sync copies (this one included).
-    pub(super) fn check_transition(&mut self, now: Time, out: &mut Vec<Action<P>>) {
+    pub(super) fn check_transition(&mut self, out: &mut Vec<Action<P>>) {
         if self.phase != Phase::Serving {
             return;
         }
@@ -353,13 +416,13 @@ impl<P: Clone> Primary<P> {
                     .filter(|m| self.is_complete(m.node, marks))
                     .count();
                 if 1 + complete >= usize::from(t.new.write_quorum) {
-                    self.announce(now, out);
+                    if let Some(t) = self.transition.as_mut() {
+                        t.stage = Stage::Recording;
+                    }
                 }
             }
+            Stage::Recording => {}
             Stage::Announced { accepted } => {
-                if self.durable.standing.epoch != self.epoch {
-                    return;
-                }
                 let old_sync = |n: &NodeId| t.old.mode_of(*n) == Some(ReplicationMode::Sync);
                 let taken = 1 + accepted.iter().filter(|n| old_sync(n)).count();
                 if taken >= usize::from(t.old.write_quorum) {

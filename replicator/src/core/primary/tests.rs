@@ -19,6 +19,7 @@ fn record() -> DurableRecord {
             members: vec![sync(1), sync(2), sync(3)],
             primary: ME,
             write_quorum: 2,
+            since: Epoch(0),
         },
         // This node was the primary of epoch 3: it holds everything.
         standing: Standing {
@@ -425,4 +426,51 @@ fn a_flush_does_not_wait_for_a_replica_beyond_the_quorum() {
     h.event(Event::Persisted { token: persist });
     h.ack(R2, flush_seq, None);
     assert_eq!(h.completions(), vec![(HostOpId(2), HostStatus::Success)]);
+}
+
+/// Changes an election under the new membership could get wrong are
+/// refused: every fence quorum of the new membership must meet every
+/// write quorum of the old one (R1..R3 sync, W = 2).
+#[test]
+fn a_membership_change_may_not_weaken_what_elections_see() {
+    use crate::core::ReconfigureRefusal;
+    let h = Harness::serving();
+    let current = record().membership;
+    let check = |m: &Membership| h.primary.check_reconfigure(Epoch(5), m);
+    let with = |f: &dyn Fn(&mut Membership)| {
+        let mut m = current.clone();
+        f(&mut m);
+        m
+    };
+    let r4 = crate::core::Member {
+        node: NodeId(4),
+        mode: ReplicationMode::Sync,
+    };
+    // Adding a copy, W unchanged: fine.
+    assert_eq!(check(&with(&|m| m.members.push(r4))), Ok(()));
+    // Lowering W: fine.
+    assert_eq!(check(&with(&|m| m.write_quorum = 1)), Ok(()));
+    // Raising W: a single copy would be a fence quorum.
+    assert_eq!(
+        check(&with(&|m| m.write_quorum = 3)),
+        Err(ReconfigureRefusal::QuorumTooHigh)
+    );
+    // Removing a sync copy without lowering W, or making it async.
+    assert_eq!(
+        check(&with(&|m| m.members.retain(|c| c.node != R3))),
+        Err(ReconfigureRefusal::QuorumTooHigh)
+    );
+    assert_eq!(
+        check(&with(&|m| {
+            m.members.retain(|c| c.node != R3);
+            m.write_quorum = 1;
+        })),
+        Ok(())
+    );
+    assert_eq!(check(&current), Err(ReconfigureRefusal::Unchanged));
+    assert_eq!(
+        h.primary
+            .check_reconfigure(Epoch(4), &with(&|m| m.write_quorum = 1)),
+        Err(ReconfigureRefusal::StaleEpoch)
+    );
 }

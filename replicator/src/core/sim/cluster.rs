@@ -157,6 +157,7 @@ impl Sim {
             members,
             primary: NodeId(0),
             write_quorum,
+            since: Epoch(0),
         };
         assert!(membership.is_valid());
         let geometry =
@@ -358,6 +359,7 @@ impl Sim {
             self.primary_limits,
             replica_limits,
             n.disk.record.clone(),
+            n.disk.noted,
         ));
     }
 
@@ -718,8 +720,12 @@ impl Sim {
             .into_iter()
             .filter(|n| {
                 let sim_node = &self.nodes[n.0 as usize];
-                sim_node.state.as_ref().is_some_and(|s| !s.is_primary())
-                    && !sim_node.disk.record.standing.is_primary_of_own_epoch()
+                let standing = sim_node.disk.record.standing;
+                // Nor a copy that was primary since (a deposed primary
+                // claims all of its epoch): it may be the only complete
+                // copy while the others are still being resynced.
+                let was_primary = standing.consistent && standing.applied.index == u64::MAX;
+                sim_node.state.as_ref().is_some_and(|s| !s.is_primary()) && !was_primary
             })
             .collect();
         if !all_consistent || replicas.len() <= 1 {
@@ -986,6 +992,9 @@ impl Sim {
     fn perform(&mut self, node: NodeId, action: Action<Payload>) -> Check {
         let faults = self.step <= self.cfg.steps;
         match action {
+            Action::Note { standing } => {
+                self.nodes[node.0 as usize].disk.noted = Some(standing);
+            }
             Action::LocalWrite {
                 token,
                 range,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use super::rng::Rng;
-use crate::core::{DurableRecord, IoToken};
+use crate::core::{DurableRecord, IoToken, Standing};
 
 /// Content of one block: the id of the host write that wrote it (0 for the
 /// initial content). A payload is one such value per block.
@@ -36,6 +36,8 @@ pub(crate) struct Disk {
     pub(crate) volatile: BTreeMap<usize, u64>,
     pub(crate) record: DurableRecord,
     pub(crate) pending: BTreeMap<IoToken, PendingIo>,
+    /// The last `Action::Note`: outlives a kill, not a power loss.
+    pub(crate) noted: Option<Standing>,
 }
 
 /// What a completed I/O returns to the node.
@@ -52,6 +54,7 @@ impl Disk {
             volatile: BTreeMap::new(),
             record,
             pending: BTreeMap::new(),
+            noted: None,
         }
     }
 
@@ -135,6 +138,7 @@ impl Disk {
     /// block.
     pub(crate) fn crash(&mut self, rng: &mut Rng) {
         self.kill(rng);
+        self.noted = None;
         for (block, value) in std::mem::take(&mut self.volatile) {
             if rng.chance(500) {
                 self.durable[block] = value;

@@ -39,7 +39,7 @@ fn only_versions_this_code_speaks_can_be_encoded() {
         sequence: Sequence(1),
     });
     let mut out = [0u8; HEADER_LEN];
-    for version in [Version::new(2, 0), Version::new(1, 3), Version::new(0, 9)] {
+    for version in [Version::new(2, 0), Version::new(1, 4), Version::new(0, 9)] {
         let envelope = Envelope {
             version,
             ..envelope()
@@ -150,6 +150,7 @@ fn bad_memberships_are_refused() {
             membership: Membership {
                 write_quorum,
                 copies: CopyList::Owned(copies.to_vec()),
+                since: None,
             },
         }))
     };

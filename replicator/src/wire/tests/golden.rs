@@ -205,6 +205,7 @@ fn epoch_change_is_byte_exact() {
         membership: Membership {
             write_quorum: 2,
             copies: CopyList::Borrowed(&copies),
+            since: None,
         },
     });
     let envelope = Envelope {

@@ -44,6 +44,7 @@ pub(crate) enum Spec {
         sequence: Sequence,
         write_quorum: u8,
         copies: Vec<(NodeId, Role, ReplicationMode, String)>,
+        since: Epoch,
     },
     Heartbeat(Heartbeat),
 }
@@ -90,6 +91,7 @@ impl Spec {
                 sequence,
                 write_quorum,
                 copies,
+                since,
             } => Message::EpochChange(EpochChange {
                 stream: *stream,
                 sequence: *sequence,
@@ -106,6 +108,7 @@ impl Spec {
                             })
                             .collect(),
                     ),
+                    since: Some(*since),
                 },
             }),
             Spec::Heartbeat(m) => Message::Heartbeat(*m),
@@ -296,12 +299,13 @@ pub(crate) fn spec() -> impl Strategy<Value = Spec> {
                 op,
             })
         }),
-        (stream(), sequence(), membership()).prop_map(
-            |(stream, sequence, (write_quorum, copies))| Spec::EpochChange {
+        (stream(), sequence(), membership(), any::<u64>()).prop_map(
+            |(stream, sequence, (write_quorum, copies), since)| Spec::EpochChange {
                 stream,
                 sequence,
                 write_quorum,
                 copies,
+                since: Epoch(since),
             }
         ),
         (any::<u64>(), any::<bool>())

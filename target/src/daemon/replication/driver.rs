@@ -320,6 +320,10 @@ pub(crate) struct ReplicatorSetup {
     pub volume: VolumeId,
     pub geometry: Geometry,
     pub stored: StoredRecord,
+    /// Where standings are noted (`Action::Note`), and the one noted in
+    /// this boot before the restart, if any.
+    pub note: Arc<std::sync::Mutex<super::note::NoteFile>>,
+    pub noted: Option<keel_replicator::core::Standing>,
     /// Take over as primary: right away for a new volume (`after_ticks`
     /// 0), or after a grace period on a restart.
     pub promote: Option<PendingPromote>,
@@ -390,6 +394,8 @@ pub(crate) struct Replicator {
     record_block: usize,
     generation: u64,
     addresses: BTreeMap<NodeId, String>,
+    /// Where `Action::Note` stores standings.
+    note: Arc<std::sync::Mutex<super::note::NoteFile>>,
     peers: Slab<Peer>,
     links: HashMap<LinkId, usize>,
     next_link: u64,
@@ -440,6 +446,7 @@ impl Replicator {
             primary_limits,
             ReplicaLimits::default(),
             setup.stored.record.clone(),
+            setup.noted,
         );
         let zeroes = Payload::new(vec![0u8; setup.geometry.region_size() as usize].into());
         let mut replicator = Replicator {
@@ -453,6 +460,7 @@ impl Replicator {
             record_block,
             generation: setup.stored.generation + 1,
             addresses: setup.addresses,
+            note: setup.note.clone(),
             peers: Slab::new(),
             links: HashMap::new(),
             next_link: 1,
@@ -715,6 +723,12 @@ impl Replicator {
                 }
             }
             Action::CompleteHost { id, status } => self.completed.push((id, status)),
+            Action::Note { standing } => {
+                // A poisoned lock still holds a whole note file: a panic
+                // elsewhere cannot tear a store that runs under it.
+                let mut note = self.note.lock().unwrap_or_else(|p| p.into_inner());
+                note.note(&standing);
+            }
         }
     }
 

@@ -15,6 +15,7 @@
 
 pub(crate) mod driver;
 pub(crate) mod links;
+pub(crate) mod note;
 pub(crate) mod record;
 
 use std::net::SocketAddr;
@@ -400,6 +401,7 @@ impl ReplicationOptions {
                 .collect(),
             primary: self.primary,
             write_quorum: self.write_quorum,
+            since: keel_replicator::wire::Epoch(0),
         }
     }
 }

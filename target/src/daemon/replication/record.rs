@@ -9,7 +9,7 @@
 //! | bytes | field |
 //! |-------|-------|
 //! | 8 | magic `KEELREC\0` |
-//! | 2 | format version (1) |
+//! | 2 | format version (2; 1 is read too) |
 //! | 2 | reserved (0) |
 //! | 4 | body length B (bytes after this header, CRC excluded) |
 //! | B | body |
@@ -18,13 +18,17 @@
 //! Body: generation u64, volume id u64, region size u32, region count u64,
 //! primary u64, write quorum u8, member count u8, members (node u64, mode
 //! u8) x count, standing (epoch u64, synced u64, applied epoch u64, applied
-//! index u64, consistent u8), intent bitmap (region count bits, LSB first).
+//! index u64, consistent u8), intent bitmap (region count bits, LSB first),
+//! and from format 2 the epoch the membership was introduced in (u64;
+//! format 1 records read as 0, the volume's first membership).
 
 use keel_replicator::core::{DurableRecord, Member, Membership, Position, Standing};
 use keel_replicator::wire::{Epoch, NodeId, RegionIndex, ReplicationMode, VolumeId};
 
 const MAGIC: &[u8; 8] = b"KEELREC\0";
-const FORMAT_VERSION: u16 = 1;
+const FORMAT_VERSION: u16 = 2;
+/// The format before membership changes, still read.
+const FORMAT_VERSION_1: u16 = 1;
 const HEADER_LEN: usize = 16;
 
 /// Bytes of one slot in the record file.
@@ -102,6 +106,7 @@ pub(crate) fn encode(stored: &StoredRecord) -> Result<Vec<u8>, RecordError> {
         let bit = region.0 as usize;
         body[at + bit / 8] |= 1 << (bit % 8);
     }
+    body.extend_from_slice(&record.membership.since.0.to_le_bytes());
     let total = HEADER_LEN + body.len() + 4;
     if total > SLOT_LEN {
         return Err(RecordError::TooLarge(total));
@@ -151,7 +156,7 @@ pub(crate) fn decode(slot: &[u8]) -> Result<StoredRecord, RecordError> {
         return Err(RecordError::Magic);
     }
     let version = u16::from_le_bytes([slot[8], slot[9]]);
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_1 {
         return Err(RecordError::Version(version));
     }
     let body_len = u32::from_le_bytes([slot[12], slot[13], slot[14], slot[15]]) as usize;
@@ -203,10 +208,16 @@ pub(crate) fn decode(slot: &[u8]) -> Result<StoredRecord, RecordError> {
         .filter(|&bit| bitmap[(bit / 8) as usize] & (1 << (bit % 8)) != 0)
         .map(RegionIndex)
         .collect();
+    let since = if version == FORMAT_VERSION_1 {
+        Epoch(0)
+    } else {
+        Epoch(r.u64()?)
+    };
     let membership = Membership {
         members,
         primary,
         write_quorum,
+        since,
     };
     if !membership.is_valid() {
         return Err(RecordError::Invalid("membership"));
@@ -283,6 +294,7 @@ mod tests {
                     ],
                     primary: NodeId(1),
                     write_quorum: 2,
+                    since: Epoch(4),
                 },
                 standing: Standing {
                     epoch: Epoch(5),
