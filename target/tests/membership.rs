@@ -225,7 +225,11 @@ fn a_new_copy_is_added_the_quorum_changed_and_an_old_copy_removed_while_the_host
 
     // Node 2 is a copy already; node 1's address is taken.
     refused(
-        call(&socket, "replica_add", json!({"node": 2, "address": "127.0.0.1:1"})),
+        call(
+            &socket,
+            "replica_add",
+            json!({"node": 2, "address": "127.0.0.1:1"}),
+        ),
         codes::REFUSED,
         "already a copy",
     );
@@ -250,8 +254,14 @@ fn a_new_copy_is_added_the_quorum_changed_and_an_old_copy_removed_while_the_host
     )
     .expect("replica_add");
     assert_eq!(added["from_epoch"], before["epoch"], "{added}");
-    assert!(added["to_epoch"].as_u64() > before["epoch"].as_u64(), "{added}");
-    assert_eq!(members_of(&json!({"membership": added["membership"]})), [1, 2, 3]);
+    assert!(
+        added["to_epoch"].as_u64() > before["epoch"].as_u64(),
+        "{added}"
+    );
+    assert_eq!(
+        members_of(&json!({"membership": added["membership"]})),
+        [1, 2, 3]
+    );
     // One change at a time.
     refused(
         call(&socket, "quorum_set", json!({"write_quorum": 1})),
@@ -278,8 +288,7 @@ fn a_new_copy_is_added_the_quorum_changed_and_an_old_copy_removed_while_the_host
     let scrape = scrape(&primary);
     for node in ["2", "3"] {
         let sent = scrape.samples.iter().find(|s| {
-            s.metric == "keel_replica_frames_sent_total"
-                && s.labels.get("replica") == Some(node)
+            s.metric == "keel_replica_frames_sent_total" && s.labels.get("replica") == Some(node)
         });
         assert!(sent.is_some(), "no series for replica {node}");
     }
