@@ -911,9 +911,11 @@ impl Replicator {
                     return;
                 }
                 // A serving primary closes a link only to drop a replica
-                // (behind its bound, or a broken stream); a retiring one
-                // closes them all, which is no drop.
-                if self.node.is_serving() {
+                // (behind its bound, or a broken stream) or to let a
+                // removed copy go; a retiring one closes them all. Only
+                // the first is a drop.
+                let member = self.node.membership().mode_of(peer).is_some();
+                if self.node.is_serving() && member {
                     if let Some(c) = self.published.counters(peer) {
                         c.dropped.fetch_add(1, Ordering::Relaxed);
                     }
