@@ -1,11 +1,14 @@
 //! Membership changes on a running volume, between real keeld processes on
 //! loopback, through the control socket (the calls `keelctl replica add`,
-//! `keelctl quorum set` and `keelctl replica remove` make): a blank copy
-//! on a new disk is added to a volume of two copies and brought complete
-//! while the host writes, the write quorum is raised and lowered again, the
-//! first replica is removed and stopped, and the host's verified writes go
-//! on throughout. At the end the two remaining copies are byte-identical
-//! and every acknowledged write reads back.
+//! `keelctl quorum set` and `keelctl replica remove` make; keelctl itself is
+//! tested against a replicating keeld in tools/keelctl/tests/cli.rs): a
+//! blank copy on a new disk is added to a volume of two copies and brought
+//! complete while the host writes, the write quorum is raised and lowered
+//! again, the first replica is removed and stopped (and refuses to start
+//! again), and the host's verified writes go on throughout. At the end the
+//! two remaining copies are byte-identical and every acknowledged write
+//! reads back. Then a failover after a copy was added: the promoted replica
+//! reaches the added copy by the address it learned.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -63,6 +66,18 @@ impl Volume {
     /// primary of the first epoch), with `fresh` saying what a copy with
     /// no record is.
     fn start(&self, node: usize, members: &[usize], fresh: &str) -> Keeld {
+        self.try_start(node, members, fresh)
+            .unwrap_or_else(|status| panic!("keeld {node} exited early: {status}"))
+    }
+
+    /// [`Volume::start`], or keeld's exit status if it stopped before
+    /// listening.
+    fn try_start(
+        &self,
+        node: usize,
+        members: &[usize],
+        fresh: &str,
+    ) -> Result<Keeld, std::process::ExitStatus> {
         let path = |p: PathBuf| p.to_str().expect("utf-8").to_string();
         let mut args: Vec<String> = vec![
             "--listen".into(),
@@ -96,7 +111,7 @@ impl Volume {
             args.push("--member".into());
             args.push(self.member(member));
         }
-        Keeld::spawn(&args).unwrap_or_else(|status| panic!("keeld {node} exited early: {status}"))
+        Keeld::spawn(&args)
     }
 
     /// Nodes 1 and 3's copies are byte-identical (both stopped).
@@ -209,12 +224,6 @@ fn a_new_copy_is_added_the_quorum_changed_and_an_old_copy_removed_while_the_host
     writes.write(&mut queue, 1);
     writes.write(&mut queue, 2);
 
-    // Node 3: a blank copy on a new disk, knowing the primary and itself.
-    std::fs::File::create(volume.image(3))
-        .and_then(|f| f.set_len(16 << 20))
-        .expect("a new empty image");
-    let replica3 = volume.start(3, &[1, 3], "--new-copy");
-
     // Replicas refuse changes: only the serving primary makes them.
     let message = refused(
         call(&volume.socket(2), "quorum_set", json!({"write_quorum": 1})),
@@ -245,6 +254,10 @@ fn a_new_copy_is_added_the_quorum_changed_and_an_old_copy_removed_while_the_host
         "1..=2",
     );
 
+    // Node 2 frozen (SIGSTOP, no host writes meanwhile): the new epoch
+    // cannot reach a write quorum of the old membership (nodes 1 and 2), so
+    // the change stays in progress, whatever stage it reached.
+    replica2.signal(nix::sys::signal::Signal::SIGSTOP);
     let before = call(&socket, "volume_status", json!({})).expect("status");
     let address = format!("tcp://127.0.0.1:{}", volume.ports[2]);
     let added = call(
@@ -262,14 +275,43 @@ fn a_new_copy_is_added_the_quorum_changed_and_an_old_copy_removed_while_the_host
         members_of(&json!({"membership": added["membership"]})),
         [1, 2, 3]
     );
+    let status = call(&socket, "volume_status", json!({})).expect("status");
+    assert_eq!(status["reconfiguring"], true, "{status:#}");
+    assert_eq!(
+        members_of(&json!({"membership": status["pending_membership"]})),
+        [1, 2, 3],
+        "{status:#}"
+    );
+    assert!(
+        state_of(&status, 3).is_some(),
+        "node 3 is listed: {status:#}"
+    );
     // One change at a time.
     refused(
         call(&socket, "quorum_set", json!({"write_quorum": 1})),
         codes::REFUSED,
         "in progress",
     );
-    // The host keeps writing while node 3 gets its full copy.
+    refused(
+        call(
+            &socket,
+            "replica_add",
+            json!({"node": 4, "address": "127.0.0.1:9"}),
+        ),
+        codes::REFUSED,
+        "in progress",
+    );
+    replica2.signal(nix::sys::signal::Signal::SIGCONT);
+    // Writes go on meanwhile (W = 2 of the old and of the new membership).
     writes.write(&mut queue, 3);
+
+    // Node 3: a blank copy on a new disk, knowing the primary and itself.
+    std::fs::File::create(volume.image(3))
+        .and_then(|f| f.set_len(16 << 20))
+        .expect("a new empty image");
+    let replica3 = volume.start(3, &[1, 3], "--new-copy");
+    // The host keeps writing while node 3 gets its full copy.
+    writes.write(&mut queue, 4);
     let status = wait_status(&socket, Duration::from_secs(60), |s| {
         settled(s) && state_of(s, 3) == Some("in_sync")
     });
@@ -282,7 +324,8 @@ fn a_new_copy_is_added_the_quorum_changed_and_an_old_copy_removed_while_the_host
         .expect("node 3 listed");
     assert_eq!(entry["address"], format!("127.0.0.1:{}", volume.ports[2]));
     assert_eq!(entry["mode"], "sync");
-    writes.write(&mut queue, 4);
+    assert!(entry.get("change").is_none(), "{status:#}");
+    writes.write(&mut queue, 5);
 
     // Per-replica series now cover node 3, in valid Prometheus text.
     let scrape = scrape(&primary);
@@ -299,7 +342,7 @@ fn a_new_copy_is_added_the_quorum_changed_and_an_old_copy_removed_while_the_host
     wait_status(&socket, Duration::from_secs(30), |s| {
         settled(s) && s["write_quorum"] == 3
     });
-    writes.write(&mut queue, 5);
+    writes.write(&mut queue, 6);
 
     // Removing node 2 would leave W above the sync copies: lower it first.
     refused(
@@ -334,14 +377,21 @@ fn a_new_copy_is_added_the_quorum_changed_and_an_old_copy_removed_while_the_host
         .map(|r| r.iter().filter_map(|c| c["node"].as_u64()).collect())
         .unwrap_or_default();
     assert_eq!(listed, [3], "{status:#}");
+    // Node 2 took the epoch that removed it (it was up and linked): its
+    // record says it is no member, so it never starts again.
+    wait_status(&volume.socket(2), Duration::from_secs(10), |s| {
+        members_of(s) == [1, 3]
+    });
     assert!(
         replica2.terminate().success(),
         "the removed copy stops cleanly"
     );
+    let again = volume.try_start(2, &[1, 2], "--bootstrap");
+    assert!(again.is_err(), "a removed copy started again");
 
     // W = 2 on the two copies left.
-    writes.write(&mut queue, 6);
     writes.write(&mut queue, 7);
+    writes.write(&mut queue, 8);
     writes.read_back_all(&mut queue);
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(30));
     drop(queue);
@@ -351,6 +401,84 @@ fn a_new_copy_is_added_the_quorum_changed_and_an_old_copy_removed_while_the_host
         assert!(status.success(), "{name} exited {status}");
     }
     volume.assert_identical();
+}
+
+/// The primary dies after a copy was added at run time; node 2, whose
+/// flags name only nodes 1 and 2, is promoted: it learned node 3's address
+/// from the primary's epoch announcement, and node 3 (whose flags name
+/// nodes 1 and 3) learned node 2's, so the election reaches node 3, the
+/// new primary serves every acknowledged write and keeps node 3 in sync.
+#[test]
+fn after_a_copy_was_added_a_promoted_replica_reaches_it_by_a_learned_address() {
+    let volume = Volume::new("membership-failover");
+    let primary = volume.start(1, &[1, 2], "--bootstrap");
+    let replica2 = volume.start(2, &[1, 2], "--bootstrap");
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    std::fs::File::create(volume.image(3))
+        .and_then(|f| f.set_len(16 << 20))
+        .expect("a new empty image");
+    let replica3 = volume.start(3, &[1, 3], "--new-copy");
+    let address = format!("127.0.0.1:{}", volume.ports[2]);
+    call(
+        &volume.socket(1),
+        "replica_add",
+        json!({"node": 3, "address": address}),
+    )
+    .expect("replica_add");
+    wait_status(&volume.socket(1), Duration::from_secs(60), |s| {
+        settled(s) && members_of(s) == [1, 2, 3]
+    });
+    let mut writes = Writes {
+        done: Vec::new(),
+        next_base: 8,
+    };
+    {
+        let mut ctrl =
+            Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
+        let ns = ctrl.namespace(1).expect("identify");
+        let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+        writes.write(&mut queue, 1);
+        writes.write(&mut queue, 2);
+        // Killed with those writes acknowledged by W = 2 copies.
+        primary.kill9();
+    }
+    // Node 2 knows node 3 now, from node 1's announcement.
+    let status = wait_status(&volume.socket(2), Duration::from_secs(10), |s| {
+        members_of(s) == [1, 2, 3]
+    });
+    let listed = status["membership"]["members"][2]["address"].clone();
+    assert_eq!(listed, address, "{status:#}");
+
+    let promoted = call(&volume.socket(2), "promote", json!({})).expect("promote");
+    assert!(promoted["to_epoch"].as_u64().is_some(), "{promoted}");
+    replica2.wait_gauge("keel_replication_serving", 1, Duration::from_secs(20));
+    let status = wait_status(&volume.socket(2), Duration::from_secs(60), |s| {
+        s["role"] == "primary" && state_of(s, 3) == Some("in_sync")
+    });
+    assert_eq!(status["write_quorum"], 2, "{status:#}");
+
+    let mut ctrl =
+        Controller::connect(replica2.addr, NQN, &HostOptions::default(), 1).expect("connect");
+    let ns = ctrl.namespace(1).expect("identify");
+    let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    writes.read_back_all(&mut queue);
+    writes.write(&mut queue, 3);
+    wait_status(&volume.socket(2), Duration::from_secs(30), |s| {
+        state_of(s, 3) == Some("in_sync")
+            && s["replicas"]
+                .as_array()
+                .and_then(|r| r.iter().find(|c| c["node"] == 3))
+                .is_some_and(|c| c["lag_bytes"] == 0)
+    });
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    for (name, keeld) in [("node 2", replica2), ("node 3", replica3)] {
+        let status = keeld.terminate();
+        assert!(status.success(), "{name} exited {status}");
+    }
+    let two = std::fs::read(volume.image(2)).expect("image 2");
+    let three = std::fs::read(volume.image(3)).expect("image 3");
+    assert!(two == three, "nodes 2 and 3 differ");
 }
 
 fn scrape(keeld: &Keeld) -> prometheus_parse::Scrape {

@@ -637,8 +637,13 @@ fn read_record(
                 ));
             }
             if stored.record.membership.mode_of(options.node).is_none() {
+                // Removed by a membership change: serving again could
+                // resurrect data the volume moved past.
                 return Err(format!(
-                    "record file {}: node {} is not a member of the volume",
+                    "record file {}: node {} is not a member of the volume (removed from it, or \
+                     the wrong --node-id for this disk); a removed copy cannot serve again: to \
+                     reuse this disk, delete the record, start keeld with --new-copy and add it \
+                     with replica_add",
                     path.display(),
                     options.node
                 ));
