@@ -628,11 +628,10 @@ fn listed_copies(
         if node == me || copies.iter().any(|(n, _, _)| *n == node) {
             continue;
         }
-        match pending.and_then(|p| p.mode_of(node)) {
-            Some(mode) => copies.push((node, mode, Some("adding"))),
-            // Announced already: the membership no longer has it.
-            None => copies.push((node, ReplicationMode::Sync, Some("removing"))),
-        }
+        let mode = view.changing_mode(node).unwrap_or(ReplicationMode::Sync);
+        // Not a member (yet, or since the change was announced).
+        let change = if leaving(node) { "removing" } else { "adding" };
+        copies.push((node, mode, Some(change)));
     }
     copies
 }
@@ -1120,6 +1119,58 @@ mod tests {
             assert_eq!(c, codes::NOT_AVAILABLE, "{method}: {m}");
             assert!(m.contains("replicates no volume"), "{m}");
         }
+    }
+
+    #[test]
+    fn copies_being_added_or_removed_are_listed_with_their_change() {
+        use keel_replicator::core::Member;
+        let membership = |nodes: &[u64]| Membership {
+            members: nodes
+                .iter()
+                .map(|&n| Member {
+                    node: NodeId(n),
+                    mode: if n == 4 {
+                        ReplicationMode::Async
+                    } else {
+                        ReplicationMode::Sync
+                    },
+                })
+                .collect(),
+            primary: NodeId(1),
+            write_quorum: 1,
+        };
+        // Preparing: adding 4 (async) and removing 2; the current
+        // membership is still the old one.
+        let view = MembershipView {
+            membership: Some(membership(&[1, 2, 3])),
+            previous: Some(membership(&[1, 2, 3])),
+            pending: Some(membership(&[1, 3, 4])),
+            reconfiguring: true,
+            link_targets: vec![NodeId(2), NodeId(3), NodeId(4)],
+        };
+        let current = membership(&[1, 2, 3]);
+        assert_eq!(
+            listed_copies(NodeId(1), &current, &view),
+            vec![
+                (NodeId(2), ReplicationMode::Sync, Some("removing")),
+                (NodeId(3), ReplicationMode::Sync, None),
+                (NodeId(4), ReplicationMode::Async, Some("adding")),
+            ]
+        );
+        // Announced: node 2 is no member any more but still linked.
+        let announced = membership(&[1, 3, 4]);
+        let view = MembershipView {
+            membership: Some(announced.clone()),
+            ..view
+        };
+        assert_eq!(
+            listed_copies(NodeId(1), &announced, &view),
+            vec![
+                (NodeId(3), ReplicationMode::Sync, None),
+                (NodeId(4), ReplicationMode::Async, None),
+                (NodeId(2), ReplicationMode::Sync, Some("removing")),
+            ]
+        );
     }
 
     #[test]

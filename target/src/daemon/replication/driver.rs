@@ -136,11 +136,23 @@ pub(crate) struct MembershipView {
     pub membership: Option<Membership>,
     /// The membership a change in progress moves to.
     pub pending: Option<Membership>,
+    /// The membership a change in progress started from.
+    pub previous: Option<Membership>,
     /// Whether a change is still reaching the copies.
     pub reconfiguring: bool,
     /// The copies a primary wants links to (none on a replica): the
     /// dialers follow this list.
     pub link_targets: Vec<NodeId>,
+}
+
+impl MembershipView {
+    /// The mode of `node`'s copy in the membership a change in progress
+    /// moves to, or else in the one it started from (a copy being removed
+    /// is in neither the new nor, once announced, the current membership).
+    pub fn changing_mode(&self, node: NodeId) -> Option<ReplicationMode> {
+        let to = self.pending.as_ref().and_then(|m| m.mode_of(node));
+        to.or_else(|| self.previous.as_ref().and_then(|m| m.mode_of(node)))
+    }
 }
 
 /// What the shard publishes for the control threads and the metrics.
@@ -460,9 +472,9 @@ pub(crate) struct Replicator {
     /// The roster's addresses, as `EpochChange` frames carry them
     /// (refreshed whenever the roster may have changed).
     addresses: BTreeMap<NodeId, String>,
-    /// The membership a change in progress moves to (the core keeps it
-    /// to itself until it is announced).
-    pending: Option<Membership>,
+    /// A change in progress: the membership it started from and the one it
+    /// moves to (the core keeps both to itself).
+    pending: Option<(Membership, Membership)>,
     peers: Slab<Peer>,
     links: HashMap<LinkId, usize>,
     next_link: u64,
@@ -716,7 +728,7 @@ impl Replicator {
             ?change,
             "replication: membership change asked by the control plane"
         );
-        self.pending = Some(membership.clone());
+        self.pending = Some((current, membership.clone()));
         self.events.push_back(Event::Reconfigure {
             epoch: to_epoch,
             membership: membership.clone(),
@@ -757,12 +769,16 @@ impl Replicator {
             .filter(|m| m.node != me)
             .map(|m| (m.node, m.mode))
             .collect();
-        let pending = self.pending.as_ref();
-        for node in &link_targets {
+        let view = MembershipView {
+            membership: Some(membership),
+            previous: self.pending.as_ref().map(|(from, _)| from.clone()),
+            pending: self.pending.as_ref().map(|(_, to)| to.clone()),
+            reconfiguring,
+            link_targets,
+        };
+        for node in &view.link_targets {
             if peers.iter().all(|(n, _)| n != node) {
-                let mode = pending
-                    .and_then(|p| p.mode_of(*node))
-                    .unwrap_or(ReplicationMode::Sync);
+                let mode = view.changing_mode(*node).unwrap_or(ReplicationMode::Sync);
                 peers.push((*node, mode));
             }
         }
@@ -776,12 +792,6 @@ impl Replicator {
                 })
                 .collect(),
         );
-        let view = MembershipView {
-            membership: Some(membership),
-            pending: self.pending.clone(),
-            reconfiguring,
-            link_targets,
-        };
         *self
             .published
             .membership
