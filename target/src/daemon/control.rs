@@ -308,7 +308,7 @@ impl ControlService {
         let replicas: Vec<Value> = listed_copies(options.node, &membership, &view)
             .into_iter()
             .map(|(node, mode, change)| {
-                let mut entry = self.replica_json(node, mode, epoch, serving);
+                let mut entry = replica_json(published, node, mode, epoch, serving);
                 entry["nqn"] = json!(volume);
                 entry["role"] = json!("replica");
                 if let Some(change) = change {
@@ -336,62 +336,6 @@ impl ControlService {
             status["pending_membership"] = membership_json(pending, &published.roster);
         }
         Ok(status)
-    }
-
-    /// One replica's entry in `volume_status`: address, mode, state as the
-    /// primary sees it, link counters and resync progress.
-    fn replica_json(
-        &self,
-        node: NodeId,
-        mode: ReplicationMode,
-        epoch: u64,
-        serving: bool,
-    ) -> Value {
-        use std::sync::atomic::Ordering;
-        let Some((published, _)) = self.replication.as_ref() else {
-            return Value::Null;
-        };
-        let view = published
-            .replicas
-            .lock()
-            .ok()
-            .and_then(|views| views.iter().find(|v| v.node == node).cloned());
-        let state = if serving {
-            view.as_ref().map_or("down", |v| v.state.name())
-        } else {
-            "unknown"
-        };
-        let copy = published.roster.get(node);
-        let mut entry = json!({
-            "node": node.0,
-            "address": copy.as_ref().map(|c| c.addr.to_string()),
-            "transport": copy.as_ref().map(|c| transport_name(c.transport)),
-            "mode": change::mode_name(mode),
-            "state": state,
-            "epoch": epoch,
-            "lag_bytes": view.as_ref().map_or(0, |v| v.lag_bytes),
-            "lag_ms": view.as_ref().map_or(0, |v| v.lag_time / 1_000_000),
-        });
-        if let Some(c) = published.counters(node) {
-            entry["frames_sent"] = json!(c.frames_sent.load(Ordering::Relaxed));
-            entry["bytes_sent"] = json!(c.bytes_sent.load(Ordering::Relaxed));
-            entry["frames_applied"] = json!(c.frames_applied.load(Ordering::Relaxed));
-            entry["frames_acked"] = json!(c.frames_acked.load(Ordering::Relaxed));
-            entry["link_connects"] = json!(c.connects.load(Ordering::Relaxed));
-            entry["drops"] = json!(c.dropped.load(Ordering::Relaxed));
-        }
-        if let Some(v) = view {
-            let done = v.regions.saturating_sub(v.regions_to_resync);
-            let region = u64::from(replication::REGION_SIZE);
-            entry["done_bytes"] = json!(done * region);
-            entry["total_bytes"] = json!(v.regions * region);
-            entry["resync_percent"] = json!(if v.regions == 0 {
-                100.0
-            } else {
-                (done as f64 * 1000.0 / v.regions as f64).round() / 10.0
-            });
-        }
-        entry
     }
 
     fn status(&self, params: Option<Value>) -> Result<Value, RpcError> {
@@ -606,6 +550,59 @@ impl ControlService {
             .collect();
         Ok(Value::Array(stats))
     }
+}
+
+/// One replica's entry in `volume_status`: address, mode, state as the
+/// primary sees it, link counters and resync progress.
+fn replica_json(
+    published: &Published,
+    node: NodeId,
+    mode: ReplicationMode,
+    epoch: u64,
+    serving: bool,
+) -> Value {
+    use std::sync::atomic::Ordering;
+    let view = published
+        .replicas
+        .lock()
+        .ok()
+        .and_then(|views| views.iter().find(|v| v.node == node).cloned());
+    let state = if serving {
+        view.as_ref().map_or("down", |v| v.state.name())
+    } else {
+        "unknown"
+    };
+    let copy = published.roster.get(node);
+    let mut entry = json!({
+        "node": node.0,
+        "address": copy.as_ref().map(|c| c.addr.to_string()),
+        "transport": copy.as_ref().map(|c| transport_name(c.transport)),
+        "mode": change::mode_name(mode),
+        "state": state,
+        "epoch": epoch,
+        "lag_bytes": view.as_ref().map_or(0, |v| v.lag_bytes),
+        "lag_ms": view.as_ref().map_or(0, |v| v.lag_time / 1_000_000),
+    });
+    if let Some(c) = published.counters(node) {
+        entry["frames_sent"] = json!(c.frames_sent.load(Ordering::Relaxed));
+        entry["bytes_sent"] = json!(c.bytes_sent.load(Ordering::Relaxed));
+        entry["frames_applied"] = json!(c.frames_applied.load(Ordering::Relaxed));
+        entry["frames_acked"] = json!(c.frames_acked.load(Ordering::Relaxed));
+        entry["link_connects"] = json!(c.connects.load(Ordering::Relaxed));
+        entry["drops"] = json!(c.dropped.load(Ordering::Relaxed));
+    }
+    if let Some(v) = view {
+        let done = v.regions.saturating_sub(v.regions_to_resync);
+        let region = u64::from(replication::REGION_SIZE);
+        entry["done_bytes"] = json!(done * region);
+        entry["total_bytes"] = json!(v.regions * region);
+        entry["resync_percent"] = json!(if v.regions == 0 {
+            100.0
+        } else {
+            (done as f64 * 1000.0 / v.regions as f64).round() / 10.0
+        });
+    }
+    entry
 }
 
 /// The copies `volume_status` lists besides `me`: the members, then copies
