@@ -14,6 +14,13 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
+use keel_replicator::core::Membership;
+use keel_replicator::wire::{NodeId, ReplicationMode, MAX_COPIES};
+
+use super::replication::change::{self, ChangeErrorKind, MembershipChange};
+use super::replication::driver::{MembershipView, Published};
+use super::replication::roster::Roster;
+use super::replication::{self, ReplicationOptions};
 use super::shared::Shared;
 use crate::controller::{BlockGeometry, ConfigError, IoStatistics, Namespace, Subsystem, Target};
 use crate::rpc::{Params, RpcError, RpcService};
@@ -35,21 +42,25 @@ pub(crate) const METHODS: &[(&str, bool)] = &[
     ("subsystem_add_host", true),
     ("subsystem_remove_host", true),
     ("stats", true),
-    ("replica_add", false),
-    ("replica_remove", false),
+    ("replica_add", true),
+    ("replica_remove", true),
     ("replica_list", true),
     ("volume_status", true),
-    ("quorum_set", false),
+    ("quorum_set", true),
     ("promote", true),
     ("resync_status", true),
 ];
 
-const NO_REPLICATOR: &str = "replicas are set at start (--member flags); changing them, \
-     the quorum or the primary at run time is not implemented yet";
+/// How long a membership change waits for shard 0's answer (it answers
+/// within one turn of its loop; longer means it is wedged or stopping).
+const RECONFIGURE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const NOT_REPLICATED: &str =
     "this keeld replicates no volume (start it with --node-id and --member)";
 const NO_VOLUME_LIFECYCLE: &str = "keeld cannot open or close a backend at run time yet; \
      add or remove the namespace in keel.toml and restart keeld";
+
+/// The replicated volume's published state and its options.
+type ReplicationState = (Arc<Published>, ReplicationOptions);
 
 /// keeld's [`RpcService`].
 pub(crate) struct ControlService {
@@ -57,10 +68,7 @@ pub(crate) struct ControlService {
     /// Shard 0's queue, for control actions the shard carries out.
     sender: std::sync::OnceLock<keel_engine::EngineSender<crate::daemon::Message>>,
     /// The replicated volume's published state and options, if any.
-    replication: Option<(
-        Arc<crate::daemon::replication::driver::Published>,
-        crate::daemon::replication::ReplicationOptions,
-    )>,
+    replication: Option<ReplicationState>,
     resize_backend: Option<BackendResizer>,
     /// Serializes resizes: the backend grows outside the target lock.
     resizing: Mutex<()>,
@@ -125,20 +133,24 @@ impl ControlService {
         if published.primary.load(Ordering::SeqCst) {
             return Ok(json!({ "node": options.node.0, "already_primary": true, "epoch": epoch }));
         }
+        self.send_to_shard0(crate::daemon::Message::Promote)?;
+        Ok(json!({
+            "node": options.node.0,
+            "from_epoch": epoch,
+            "to_epoch": crate::daemon::replication::next_epoch(epoch, options.node),
+        }))
+    }
+
+    /// Queues `msg` for shard 0, retrying for about a second while its
+    /// queue is full.
+    fn send_to_shard0(&self, mut msg: crate::daemon::Message) -> Result<(), RpcError> {
         let sender = self
             .sender
             .get()
             .ok_or_else(|| RpcError::not_available("keeld is still starting".to_string()))?;
-        let mut msg = crate::daemon::Message::Promote;
         for _ in 0..1000 {
             match sender.send(keel_engine::ShardId(0), msg) {
-                Ok(()) => {
-                    return Ok(json!({
-                        "node": options.node.0,
-                        "from_epoch": epoch,
-                        "to_epoch": crate::daemon::replication::next_epoch(epoch, options.node),
-                    }))
-                }
+                Ok(()) => return Ok(()),
                 Err(back) => {
                     msg = back;
                     std::thread::sleep(std::time::Duration::from_millis(1));
@@ -148,6 +160,121 @@ impl ControlService {
         Err(RpcError::not_available(
             "shard 0's queue stays full".to_string(),
         ))
+    }
+
+    /// The replicated volume's published state and options, after checking
+    /// that `nqn` (if given) names it.
+    fn replicated(&self, nqn: Option<&str>) -> Result<&ReplicationState, RpcError> {
+        let replication = self
+            .replication
+            .as_ref()
+            .ok_or_else(|| RpcError::not_available(NOT_REPLICATED.to_string()))?;
+        if let Some(asked) = nqn {
+            let volume = self.replicated_nqn();
+            if volume.as_deref() != Some(asked) {
+                return Err(RpcError::not_found(format!(
+                    "{asked} is not the replicated volume ({})",
+                    volume.unwrap_or_default()
+                )));
+            }
+        }
+        Ok(replication)
+    }
+
+    /// The replicated volume's NQN (keeld replicates its only subsystem).
+    fn replicated_nqn(&self) -> Option<String> {
+        let control = self.shared.lock();
+        let nqn = control
+            .target
+            .subsystems()
+            .next()
+            .map(|s| s.nqn().to_owned());
+        nqn
+    }
+
+    /// `replica_add`: a new copy (node, address, mode) joins the volume.
+    fn replica_add(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        let mut params = Params::new(params)?;
+        let nqn = params.opt_nqn("nqn")?;
+        let node = NodeId(params.u64_in("node", 0, u64::MAX)?);
+        let address = params.str("address")?;
+        let mode = params.opt_str("mode")?;
+        params.finish()?;
+        let (addr, transport) = replication::parse_address(&address).map_err(|e| {
+            RpcError::invalid_params(format!(
+                "parameter \"address\": {e} (expected [tcp://|rdma://]IP:PORT)"
+            ))
+        })?;
+        if transport == replication::Transport::Rdma && !cfg!(feature = "rdma") {
+            return Err(RpcError::invalid_params(
+                "parameter \"address\": an rdma:// copy needs keeld built with the cargo \
+                 feature `rdma`",
+            ));
+        }
+        let mode = match mode.as_deref() {
+            None | Some("sync") => ReplicationMode::Sync,
+            Some("async") => ReplicationMode::Async,
+            Some(other) => {
+                return Err(RpcError::invalid_params(format!(
+                    "parameter \"mode\" must be \"sync\" or \"async\", got {other:?}"
+                )))
+            }
+        };
+        self.replicated(nqn.as_deref())?;
+        let copy = replication::MemberAddress {
+            node,
+            addr,
+            mode,
+            transport,
+        };
+        self.reconfigure(MembershipChange::Add(copy))
+    }
+
+    /// `replica_remove`: a copy leaves the volume.
+    fn replica_remove(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        let mut params = Params::new(params)?;
+        let nqn = params.opt_nqn("nqn")?;
+        let node = NodeId(params.u64_in("node", 0, u64::MAX)?);
+        params.finish()?;
+        self.replicated(nqn.as_deref())?;
+        self.reconfigure(MembershipChange::Remove(node))
+    }
+
+    /// `quorum_set`: copies durable before a write completes.
+    fn quorum_set(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        let mut params = Params::new(params)?;
+        let nqn = params.opt_nqn("nqn")?;
+        let w = params.u64_in("write_quorum", 1, MAX_COPIES as u64)?;
+        params.finish()?;
+        self.replicated(nqn.as_deref())?;
+        let w = u8::try_from(w).map_err(|_| {
+            RpcError::invalid_params(format!("parameter \"write_quorum\" {w} is too large"))
+        })?;
+        self.reconfigure(MembershipChange::SetQuorum(w))
+    }
+
+    /// Asks shard 0 to make `change` and answers with its outcome.
+    fn reconfigure(&self, change: MembershipChange) -> Result<Value, RpcError> {
+        let (published, options) = self.replicated(None)?;
+        let (reply, outcome) = std::sync::mpsc::sync_channel(1);
+        self.send_to_shard0(crate::daemon::Message::Reconfigure { change, reply })?;
+        let outcome = outcome.recv_timeout(RECONFIGURE_TIMEOUT).map_err(|_| {
+            RpcError::not_available(format!(
+                "shard 0 did not answer within {} s",
+                RECONFIGURE_TIMEOUT.as_secs()
+            ))
+        })?;
+        let outcome = outcome.map_err(|e| match e.kind {
+            ChangeErrorKind::InvalidParams => RpcError::invalid_params(e.message),
+            ChangeErrorKind::NotFound => RpcError::not_found(e.message),
+            ChangeErrorKind::Refused => RpcError::refused(e.message),
+        })?;
+        Ok(json!({
+            "node": options.node.0,
+            "from_epoch": outcome.from_epoch.0,
+            "to_epoch": outcome.to_epoch.0,
+            "membership": membership_json(&outcome.membership, &published.roster),
+        }))
     }
 
     /// Serves the replication state of this keeld's replicated volume.
@@ -160,109 +287,55 @@ impl ControlService {
         self
     }
 
-    /// `volume_status`: the replicated volume and, per replica, its
-    /// address, mode, state (`in_sync`, `resyncing` with progress,
-    /// `out_of_date`, `connecting`, `down`), lag and epoch.
+    /// `volume_status`: the replicated volume, its membership (as the
+    /// state machine works with it), whether a change is in progress, and
+    /// per replica its address, mode, state (`in_sync`, `resyncing` with
+    /// progress, `out_of_date`, `connecting`, `down`), lag and epoch.
     fn volume_status(&self, params: Option<Value>) -> Result<Value, RpcError> {
         let mut params = Params::new(params)?;
         let nqn = params.opt_nqn("nqn")?;
         params.finish()?;
-        let (published, options) = self
-            .replication
-            .as_ref()
-            .ok_or_else(|| RpcError::not_available(NOT_REPLICATED.to_string()))?;
+        let (published, options) = self.replicated(nqn.as_deref())?;
         use std::sync::atomic::Ordering;
         let epoch = published.epoch.load(Ordering::SeqCst);
         let serving = published.serving.load(Ordering::SeqCst);
-        let views = published
-            .replicas
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or_default();
-        let replicas: Vec<Value> = options
-            .members
-            .iter()
-            .filter(|m| m.node != options.node)
-            .map(|member| {
-                let view = views.iter().find(|v| v.node == member.node);
-                let mode = match member.mode {
-                    keel_replicator::wire::ReplicationMode::Sync => "sync",
-                    keel_replicator::wire::ReplicationMode::Async => "async",
-                };
-                let state = if serving {
-                    view.map_or("down", |v| v.state.name())
-                } else {
-                    "unknown"
-                };
-                let mut entry = json!({
-                    "node": member.node.0,
-                    "address": member.addr.to_string(),
-                    "transport": match member.transport {
-                        crate::daemon::replication::Transport::Tcp => "tcp",
-                        crate::daemon::replication::Transport::Rdma => "rdma",
-                    },
-                    "mode": mode,
-                    "state": state,
-                    "epoch": epoch,
-                    "lag_bytes": view.map_or(0, |v| v.lag_bytes),
-                    "lag_ms": view.map_or(0, |v| v.lag_time / 1_000_000),
-                });
-                if let Some(peer) = published.peers.iter().find(|p| p.node == member.node) {
-                    let c = &peer.counters;
-                    entry["frames_sent"] = json!(c.frames_sent.load(Ordering::Relaxed));
-                    entry["bytes_sent"] = json!(c.bytes_sent.load(Ordering::Relaxed));
-                    entry["frames_applied"] = json!(c.frames_applied.load(Ordering::Relaxed));
-                    entry["frames_acked"] = json!(c.frames_acked.load(Ordering::Relaxed));
-                    entry["link_connects"] = json!(c.connects.load(Ordering::Relaxed));
-                    entry["drops"] = json!(c.dropped.load(Ordering::Relaxed));
-                }
-                if let Some(v) = view {
-                    let done = v.regions.saturating_sub(v.regions_to_resync);
-                    let region = u64::from(crate::daemon::replication::REGION_SIZE);
-                    entry["done_bytes"] = json!(done * region);
-                    entry["total_bytes"] = json!(v.regions * region);
-                    entry["resync_percent"] = json!(if v.regions == 0 {
-                        100.0
-                    } else {
-                        (done as f64 * 1000.0 / v.regions as f64).round() / 10.0
-                    });
+        let view = published.membership_view();
+        let membership = view
+            .membership
+            .clone()
+            .unwrap_or_else(|| options.membership());
+        let volume = self.replicated_nqn();
+        let replicas: Vec<Value> = listed_copies(options.node, &membership, &view)
+            .into_iter()
+            .map(|(node, mode, change)| {
+                let mut entry = replica_json(published, node, mode, epoch, serving);
+                entry["nqn"] = json!(volume);
+                entry["role"] = json!("replica");
+                if let Some(change) = change {
+                    entry["change"] = json!(change);
                 }
                 entry
             })
             .collect();
-        let control = self.shared.lock();
-        let volume = control
-            .target
-            .subsystems()
-            .next()
-            .map(|s| s.nqn().to_owned());
-        drop(control);
-        if let (Some(asked), Some(volume)) = (&nqn, &volume) {
-            if asked != volume {
-                return Err(RpcError::not_found(format!(
-                    "{asked} is not the replicated volume ({volume})"
-                )));
-            }
-        }
-        let replicas: Vec<Value> = replicas
-            .into_iter()
-            .map(|mut replica| {
-                replica["nqn"] = json!(volume);
-                replica["role"] = json!("replica");
-                replica
-            })
-            .collect();
-        Ok(json!({
+        let mut status = json!({
             "nqn": volume,
             "volume_id": options.volume.0,
             "node": options.node.0,
             "role": if serving { "primary" } else { "replica" },
             "epoch": epoch,
-            "write_quorum": options.write_quorum,
+            "primary": membership.primary.0,
+            "write_quorum": membership.write_quorum,
+            "sync_copies": membership.sync_count(),
+            "reconfiguring": view.reconfiguring,
+            "membership": membership_json(&membership, &published.roster),
             "in_sync": published.in_sync.load(Ordering::SeqCst),
             "links": published.links.load(Ordering::SeqCst),
             "replicas": replicas,
-        }))
+        });
+        if let Some(pending) = &view.pending {
+            status["pending_membership"] = membership_json(pending, &published.roster);
+        }
+        Ok(status)
     }
 
     fn status(&self, params: Option<Value>) -> Result<Value, RpcError> {
@@ -479,6 +552,117 @@ impl ControlService {
     }
 }
 
+/// One replica's entry in `volume_status`: address, mode, state as the
+/// primary sees it, link counters and resync progress.
+fn replica_json(
+    published: &Published,
+    node: NodeId,
+    mode: ReplicationMode,
+    epoch: u64,
+    serving: bool,
+) -> Value {
+    use std::sync::atomic::Ordering;
+    let view = published
+        .replicas
+        .lock()
+        .ok()
+        .and_then(|views| views.iter().find(|v| v.node == node).cloned());
+    let state = if serving {
+        view.as_ref().map_or("down", |v| v.state.name())
+    } else {
+        "unknown"
+    };
+    let copy = published.roster.get(node);
+    let mut entry = json!({
+        "node": node.0,
+        "address": copy.as_ref().map(|c| c.addr.to_string()),
+        "transport": copy.as_ref().map(|c| transport_name(c.transport)),
+        "mode": change::mode_name(mode),
+        "state": state,
+        "epoch": epoch,
+        "lag_bytes": view.as_ref().map_or(0, |v| v.lag_bytes),
+        "lag_ms": view.as_ref().map_or(0, |v| v.lag_time / 1_000_000),
+    });
+    if let Some(c) = published.counters(node) {
+        entry["frames_sent"] = json!(c.frames_sent.load(Ordering::Relaxed));
+        entry["bytes_sent"] = json!(c.bytes_sent.load(Ordering::Relaxed));
+        entry["frames_applied"] = json!(c.frames_applied.load(Ordering::Relaxed));
+        entry["frames_acked"] = json!(c.frames_acked.load(Ordering::Relaxed));
+        entry["link_connects"] = json!(c.connects.load(Ordering::Relaxed));
+        entry["drops"] = json!(c.dropped.load(Ordering::Relaxed));
+    }
+    if let Some(v) = view {
+        let done = v.regions.saturating_sub(v.regions_to_resync);
+        let region = u64::from(replication::REGION_SIZE);
+        entry["done_bytes"] = json!(done * region);
+        entry["total_bytes"] = json!(v.regions * region);
+        entry["resync_percent"] = json!(if v.regions == 0 {
+            100.0
+        } else {
+            (done as f64 * 1000.0 / v.regions as f64).round() / 10.0
+        });
+    }
+    entry
+}
+
+/// The copies `volume_status` lists besides `me`: the members, then copies
+/// linked during a change that are not members (yet, or any more); each
+/// with its mode and, during a change, `"adding"` or `"removing"`.
+fn listed_copies(
+    me: NodeId,
+    membership: &Membership,
+    view: &MembershipView,
+) -> Vec<(NodeId, ReplicationMode, Option<&'static str>)> {
+    let pending = view.pending.as_ref();
+    let leaving = |node: NodeId| pending.is_some_and(|p| p.mode_of(node).is_none());
+    let mut copies: Vec<(NodeId, ReplicationMode, Option<&'static str>)> = membership
+        .members
+        .iter()
+        .filter(|m| m.node != me)
+        .map(|m| (m.node, m.mode, leaving(m.node).then_some("removing")))
+        .collect();
+    for &node in &view.link_targets {
+        if node == me || copies.iter().any(|(n, _, _)| *n == node) {
+            continue;
+        }
+        let mode = view.changing_mode(node).unwrap_or(ReplicationMode::Sync);
+        // Not a member (yet, or since the change was announced).
+        let change = if leaving(node) { "removing" } else { "adding" };
+        copies.push((node, mode, Some(change)));
+    }
+    copies
+}
+
+/// A membership as the control socket shows it: the primary, W, and each
+/// copy with its mode and (from the roster) address and transport.
+fn membership_json(membership: &Membership, roster: &Roster) -> Value {
+    let members: Vec<Value> = membership
+        .members
+        .iter()
+        .map(|m| {
+            let copy = roster.get(m.node);
+            json!({
+                "node": m.node.0,
+                "mode": change::mode_name(m.mode),
+                "address": copy.as_ref().map(|c| c.addr.to_string()),
+                "transport": copy.as_ref().map(|c| transport_name(c.transport)),
+            })
+        })
+        .collect();
+    json!({
+        "primary": membership.primary.0,
+        "write_quorum": membership.write_quorum,
+        "members": members,
+    })
+}
+
+fn transport_name(transport: replication::Transport) -> &'static str {
+    match transport {
+        replication::Transport::Tcp => "tcp",
+        replication::Transport::Rdma => "rdma",
+    }
+}
+
 impl RpcService for ControlService {
     fn call(&self, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
         match method {
@@ -499,9 +683,9 @@ impl RpcService for ControlService {
                 .volume_status(params)
                 .map(|status| status["replicas"].clone()),
             "promote" => self.promote(params),
-            "replica_add" | "replica_remove" | "quorum_set" => Err(RpcError::not_available(
-                format!("{method}: {NO_REPLICATOR}"),
-            )),
+            "replica_add" => self.replica_add(params),
+            "replica_remove" => self.replica_remove(params),
+            "quorum_set" => self.quorum_set(params),
             _ => Err(RpcError::method_not_found(method)),
         }
     }
@@ -862,6 +1046,128 @@ mod tests {
         assert_eq!(
             call(&s, "volume_list", Value::Null).unwrap()[0]["bytes"],
             2 << 20
+        );
+    }
+
+    #[test]
+    fn membership_changes_check_their_arguments_first() {
+        let s = service();
+        for (method, params, name) in [
+            (
+                "replica_add",
+                json!({"address": "127.0.0.1:7003"}),
+                "\"node\"",
+            ),
+            ("replica_add", json!({"node": 3}), "\"address\""),
+            (
+                "replica_add",
+                json!({"node": -1, "address": "127.0.0.1:7003"}),
+                "\"node\"",
+            ),
+            (
+                "replica_add",
+                json!({"node": 3, "address": "host:7003"}),
+                "\"address\"",
+            ),
+            (
+                "replica_add",
+                json!({"node": 3, "address": "127.0.0.1"}),
+                "\"address\"",
+            ),
+            (
+                "replica_add",
+                json!({"node": 3, "address": "127.0.0.1:7003", "mode": "fast"}),
+                "\"mode\"",
+            ),
+            (
+                "replica_add",
+                json!({"node": 3, "address": "127.0.0.1:7003", "extra": 1}),
+                "\"extra\"",
+            ),
+            ("replica_remove", json!({}), "\"node\""),
+            ("replica_remove", json!({"node": "two"}), "\"node\""),
+            ("quorum_set", json!({}), "\"write_quorum\""),
+            ("quorum_set", json!({"write_quorum": 0}), "\"write_quorum\""),
+            (
+                "quorum_set",
+                json!({"write_quorum": 17}),
+                "\"write_quorum\"",
+            ),
+            (
+                "quorum_set",
+                json!({"write_quorum": 2, "nqn": "x"}),
+                "\"nqn\"",
+            ),
+        ] {
+            let (c, m) = code(call(&s, method, params.clone()));
+            assert_eq!(c, codes::INVALID_PARAMS, "{method} {params}: {m}");
+            assert!(m.contains(name), "{method} {params}: {m}");
+        }
+        // Well-formed, but this keeld replicates nothing.
+        for (method, params) in [
+            (
+                "replica_add",
+                json!({"node": 3, "address": "tcp://127.0.0.1:7003"}),
+            ),
+            ("replica_remove", json!({"node": 3})),
+            ("quorum_set", json!({"write_quorum": 2})),
+        ] {
+            let (c, m) = code(call(&s, method, params));
+            assert_eq!(c, codes::NOT_AVAILABLE, "{method}: {m}");
+            assert!(m.contains("replicates no volume"), "{m}");
+        }
+    }
+
+    #[test]
+    fn copies_being_added_or_removed_are_listed_with_their_change() {
+        use keel_replicator::core::Member;
+        let membership = |nodes: &[u64]| Membership {
+            members: nodes
+                .iter()
+                .map(|&n| Member {
+                    node: NodeId(n),
+                    mode: if n == 4 {
+                        ReplicationMode::Async
+                    } else {
+                        ReplicationMode::Sync
+                    },
+                })
+                .collect(),
+            primary: NodeId(1),
+            write_quorum: 1,
+            since: keel_replicator::wire::Epoch(0),
+        };
+        // Preparing: adding 4 (async) and removing 2; the current
+        // membership is still the old one.
+        let view = MembershipView {
+            membership: Some(membership(&[1, 2, 3])),
+            previous: Some(membership(&[1, 2, 3])),
+            pending: Some(membership(&[1, 3, 4])),
+            reconfiguring: true,
+            link_targets: vec![NodeId(2), NodeId(3), NodeId(4)],
+        };
+        let current = membership(&[1, 2, 3]);
+        assert_eq!(
+            listed_copies(NodeId(1), &current, &view),
+            vec![
+                (NodeId(2), ReplicationMode::Sync, Some("removing")),
+                (NodeId(3), ReplicationMode::Sync, None),
+                (NodeId(4), ReplicationMode::Async, Some("adding")),
+            ]
+        );
+        // Announced: node 2 is no member any more but still linked.
+        let announced = membership(&[1, 3, 4]);
+        let view = MembershipView {
+            membership: Some(announced.clone()),
+            ..view
+        };
+        assert_eq!(
+            listed_copies(NodeId(1), &announced, &view),
+            vec![
+                (NodeId(3), ReplicationMode::Sync, None),
+                (NodeId(4), ReplicationMode::Async, None),
+                (NodeId(2), ReplicationMode::Sync, Some("removing")),
+            ]
         );
     }
 

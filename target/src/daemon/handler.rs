@@ -16,6 +16,9 @@ use crate::controller::{AsyncCompletion, DataSource, IoCommand, IoOperation};
 use crate::daemon::command::{disk_status, Command, Phase, MAX_SEGMENTS};
 use crate::daemon::connection::{continue_send, Closing, Connection, Payload, SendProgress};
 use crate::daemon::metrics::{Metrics, OpClass};
+use crate::daemon::replication::change::{
+    ChangeError, ChangeErrorKind, ChangeOutcome, MembershipChange,
+};
 use crate::daemon::replication::driver::{Payload as ReplPayload, Replicator};
 use crate::daemon::shared::Shared;
 use crate::daemon::tags::{Tag, TagKind, MAX_CONNECTIONS_PER_SHARD};
@@ -71,6 +74,14 @@ pub enum Message {
     /// Control plane: this node is to become primary of the replicated
     /// volume (shard 0).
     Promote,
+    /// Control plane: the serving primary is to change the membership
+    /// (shard 0); the outcome goes back on `reply`.
+    Reconfigure {
+        /// The change.
+        change: MembershipChange,
+        /// Where the control thread waits for the answer.
+        reply: std::sync::mpsc::SyncSender<Result<ChangeOutcome, ChangeError>>,
+    },
     /// A replication link over RDMA whose handshake is done (shard 0).
     #[cfg(feature = "rdma")]
     RdmaPeerLink {
@@ -1309,6 +1320,18 @@ impl keel_engine::Handler<Message> for ShardHandler {
                     repl.promote(shard);
                     self.repl_completions(shard);
                 }
+            }
+            Message::Reconfigure { change, reply } => {
+                let outcome = match self.repl.as_mut() {
+                    Some(repl) => repl.reconfigure(shard, &change),
+                    None => Err(ChangeError {
+                        kind: ChangeErrorKind::Refused,
+                        message: "this shard replicates no volume".to_string(),
+                    }),
+                };
+                self.repl_completions(shard);
+                // The control thread may have given up waiting: nothing to do.
+                let _ = reply.send(outcome);
             }
             #[cfg(feature = "rdma")]
             Message::RdmaPeerLink {

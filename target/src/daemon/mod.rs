@@ -43,7 +43,6 @@ use handler::{ShardHandler, Volume};
 use metrics::{Metrics, MetricsServer};
 use shared::Shared;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use keel_replicator::auth::PreSharedKey;
@@ -146,7 +145,6 @@ struct ReplPlan {
     setup: ReplicatorSetup,
     record_backend: Arc<dyn BlockBackend>,
     listener: TcpListener,
-    link_down: Vec<(keel_replicator::wire::NodeId, std::sync::mpsc::Receiver<()>)>,
     options: ReplicationOptions,
 }
 
@@ -376,16 +374,9 @@ impl Daemon {
                         .iter()
                         .any(|m| m.node == plan.options.node && m.transport == Transport::Rdma)
                         .then_some(plan.options.listen),
-                    members: plan
-                        .options
-                        .members
-                        .iter()
-                        .map(|m| (m.node, m.addr, m.transport))
-                        .collect(),
                     // Every node dials, but only while it is primary: a
                     // promoted replica must reach the others too.
                     dial: true,
-                    link_down: plan.link_down,
                     published: plan.setup.published.clone(),
                     sender: engine.sender(),
                 };
@@ -583,18 +574,6 @@ fn plan_replication(
         source,
     })?;
     tracing::info!(addr = %options.listen, node = %me, "replication listening");
-    let mut senders = BTreeMap::new();
-    let mut link_down = Vec::new();
-    for member in options.members.iter().filter(|m| m.node != me) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        senders.insert(member.node, tx);
-        link_down.push((member.node, rx));
-    }
-    let addresses = options
-        .members
-        .iter()
-        .map(|m| (m.node, m.addr.to_string()))
-        .collect();
     let setup = ReplicatorSetup {
         me,
         volume: options.volume,
@@ -603,22 +582,13 @@ fn plan_replication(
         note: Arc::new(std::sync::Mutex::new(note)),
         noted,
         promote,
-        addresses,
-        published: Arc::new(Published::new(
-            options
-                .members
-                .iter()
-                .filter(|m| m.node != me)
-                .map(|m| (m.node, m.addr.to_string(), m.mode)),
-        )),
-        link_down: senders,
+        published: Arc::new(Published::new(me, &options.members)),
         async_lag: options.async_lag,
     };
     Ok(ReplPlan {
         setup,
         record_backend,
         listener,
-        link_down,
         options: options.clone(),
     })
 }
@@ -674,8 +644,13 @@ fn read_record(
                 ));
             }
             if stored.record.membership.mode_of(options.node).is_none() {
+                // Removed by a membership change: serving again could
+                // resurrect data the volume moved past.
                 return Err(format!(
-                    "record file {}: node {} is not a member of the volume",
+                    "record file {}: node {} is not a member of the volume (removed from it, or \
+                     the wrong --node-id for this disk); a removed copy cannot serve again: to \
+                     reuse this disk, delete the record, start keeld with --new-copy and add it \
+                     with replica_add",
                     path.display(),
                     options.node
                 ));

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use keel_target::daemon::config::parse_size;
+use keel_target::daemon::replication::parse_address;
 use keel_target::nvme::nqn::validate_nqn;
 use keel_target::rpc::{ClientError, RpcClient};
 use serde_json::{json, Map, Value};
@@ -46,10 +47,11 @@ enum Command {
     /// Namespaces (volumes).
     #[command(subcommand)]
     Volume(VolumeCommand),
-    /// Replicas of a volume.
+    /// Copies of the replicated volume (asked of its serving primary).
     #[command(subcommand)]
     Replica(ReplicaCommand),
-    /// Write quorum of a volume.
+    /// Write quorum of the replicated volume (asked of its serving
+    /// primary).
     #[command(subcommand)]
     Quorum(QuorumCommand),
     /// Makes this keeld the primary of a volume.
@@ -134,21 +136,33 @@ enum VolumeCommand {
 
 #[derive(Subcommand, Debug)]
 enum ReplicaCommand {
-    /// Adds a replica (HOST:PORT of its keel-replicator) to a volume.
+    /// Adds a copy: a keeld started on a new disk with --new-copy (its
+    /// --member list naming the primary and itself). The primary gives it a
+    /// full copy, then announces the new membership in a new epoch.
     Add {
-        /// Subsystem NQN of the volume.
-        #[arg(value_parser = nqn)]
-        nqn: String,
-        /// The replica's address.
+        /// The new copy's node id.
+        #[arg(long)]
+        node: u64,
+        /// Its replication address: [tcp://|rdma://]IP:PORT.
+        #[arg(long, value_parser = address)]
         address: String,
+        /// An async copy (never counts toward the write quorum); sync by
+        /// default.
+        #[arg(long = "async")]
+        asynchronous: bool,
+        /// Only if this is the replicated volume's NQN.
+        #[arg(long, value_parser = nqn)]
+        nqn: Option<String>,
     },
-    /// Removes a replica from a volume.
+    /// Removes a copy (not the primary). It gets the new epoch, then its
+    /// link closes: stop it afterwards; it cannot serve again.
     Remove {
-        /// Subsystem NQN of the volume.
-        #[arg(value_parser = nqn)]
-        nqn: String,
-        /// The replica's address.
-        address: String,
+        /// The copy's node id.
+        #[arg(long)]
+        node: u64,
+        /// Only if this is the replicated volume's NQN.
+        #[arg(long, value_parser = nqn)]
+        nqn: Option<String>,
     },
     /// Lists replicas and their state.
     List(Filter),
@@ -156,15 +170,15 @@ enum ReplicaCommand {
 
 #[derive(Subcommand, Debug)]
 enum QuorumCommand {
-    /// Sets how many copies (this one included) must hold a write before
-    /// it completes.
+    /// Sets W: how many sync copies (the primary's included) hold a write
+    /// before it completes; 1 to the sync copies.
     Set {
-        /// Subsystem NQN of the volume.
-        #[arg(value_parser = nqn)]
-        nqn: String,
         /// Copies.
-        #[arg(value_parser = clap::value_parser!(u32).range(1..=16))]
-        copies: u32,
+        #[arg(value_parser = clap::value_parser!(u8).range(1..=16))]
+        write_quorum: u8,
+        /// Only if this is the replicated volume's NQN.
+        #[arg(long, value_parser = nqn)]
+        nqn: Option<String>,
     },
 }
 
@@ -201,6 +215,11 @@ enum SubsystemCommand {
 
 fn nqn(text: &str) -> Result<String, String> {
     validate_nqn(text).map_err(|e| e.to_string())?;
+    Ok(text.to_owned())
+}
+
+fn address(text: &str) -> Result<String, String> {
+    parse_address(text)?;
     Ok(text.to_owned())
 }
 
@@ -273,6 +292,7 @@ const VOLUME_STATUS_COLUMNS: &[(&str, &str)] = &[
     ("LAG", "lag_bytes"),
     ("LAG MS", "lag_ms"),
     ("EPOCH", "epoch"),
+    ("CHANGE", "change"),
 ];
 const RESYNC_COLUMNS: &[(&str, &str)] = &[
     ("NQN", "nqn"),
@@ -306,14 +326,24 @@ fn request(command: Command) -> (String, Option<Value>, View) {
             filter(f),
             View::Line(|v| {
                 let mut out = format!(
-                    "{} node {} {} epoch {} quorum {} in sync {}\n",
+                    "{} node {} {} epoch {} quorum {} of {} sync copies, in sync {}, reconfiguring {}\n\
+                     membership: {}\n",
                     text(&v["nqn"]),
                     text(&v["node"]),
                     text(&v["role"]),
                     text(&v["epoch"]),
                     text(&v["write_quorum"]),
-                    text(&v["in_sync"])
+                    text(&v["sync_copies"]),
+                    cell("in_sync", &v["in_sync"]),
+                    cell("reconfiguring", &v["reconfiguring"]),
+                    membership(&v["membership"]),
                 );
+                if v["pending_membership"].is_object() {
+                    out.push_str(&format!(
+                        "changing to: {}\n",
+                        membership(&v["pending_membership"])
+                    ));
+                }
                 let rows = v["replicas"].as_array().cloned().unwrap_or_default();
                 out.push_str(&table(VOLUME_STATUS_COLUMNS, &rows));
                 out.trim_end().to_owned()
@@ -355,24 +385,30 @@ fn request(command: Command) -> (String, Option<Value>, View) {
             Some(json!({ "nqn": nqn, "nsid": nsid })),
             View::Fields(&[]),
         ),
-        Command::Replica(ReplicaCommand::Add { nqn, address }) => (
-            "replica_add",
-            Some(json!({ "nqn": nqn, "address": address })),
-            View::Fields(&[]),
-        ),
-        Command::Replica(ReplicaCommand::Remove { nqn, address }) => (
-            "replica_remove",
-            Some(json!({ "nqn": nqn, "address": address })),
-            View::Fields(&[]),
-        ),
+        Command::Replica(ReplicaCommand::Add {
+            node,
+            address,
+            asynchronous,
+            nqn,
+        }) => {
+            let mode = if asynchronous { "async" } else { "sync" };
+            let mut params = json!({ "node": node, "address": address, "mode": mode });
+            with_nqn(&mut params, nqn);
+            ("replica_add", Some(params), View::Line(change_line))
+        }
+        Command::Replica(ReplicaCommand::Remove { node, nqn }) => {
+            let mut params = json!({ "node": node });
+            with_nqn(&mut params, nqn);
+            ("replica_remove", Some(params), View::Line(change_line))
+        }
         Command::Replica(ReplicaCommand::List(f)) => {
             ("replica_list", filter(f), View::Table(REPLICA_COLUMNS))
         }
-        Command::Quorum(QuorumCommand::Set { nqn, copies }) => (
-            "quorum_set",
-            Some(json!({ "nqn": nqn, "quorum": copies })),
-            View::Fields(&[]),
-        ),
+        Command::Quorum(QuorumCommand::Set { write_quorum, nqn }) => {
+            let mut params = json!({ "write_quorum": write_quorum });
+            with_nqn(&mut params, nqn);
+            ("quorum_set", Some(params), View::Line(change_line))
+        }
         Command::Promote { nqn } => ("promote", Some(json!({ "nqn": nqn })), View::Fields(&[])),
         Command::Resync(ResyncCommand::Status(f)) => {
             ("resync_status", filter(f), View::Table(RESYNC_COLUMNS))
@@ -413,6 +449,48 @@ fn request(command: Command) -> (String, Option<Value>, View) {
         Command::Call { method, params } => return (method, params, View::Fields(&[])),
     };
     (method.to_owned(), params, view)
+}
+
+/// Adds `"nqn"` to `params` when given.
+fn with_nqn(params: &mut Value, nqn: Option<String>) {
+    if let Some(nqn) = nqn {
+        params["nqn"] = json!(nqn);
+    }
+}
+
+/// A membership change's answer: the epochs and the membership asked for.
+fn change_line(v: &Value) -> String {
+    format!(
+        "membership change from epoch {} to {}: {}\n\
+         it completes in the background (keelctl volume status shows reconfiguring until then)",
+        text(&v["from_epoch"]),
+        text(&v["to_epoch"]),
+        membership(&v["membership"])
+    )
+}
+
+/// `1 (primary, sync), 2 (sync), 3 (async); write quorum 2`.
+fn membership(m: &Value) -> String {
+    let primary = &m["primary"];
+    let copies: Vec<String> = m["members"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            let role = if &c["node"] == primary {
+                "primary, "
+            } else {
+                ""
+            };
+            format!("{} ({role}{})", text(&c["node"]), text(&c["mode"]))
+        })
+        .collect();
+    format!(
+        "{}; write quorum {}",
+        copies.join(", "),
+        text(&m["write_quorum"])
+    )
 }
 
 fn main() -> ExitCode {

@@ -110,6 +110,32 @@ impl RpcService for Recorder {
                 "lag_bytes": 0,
             }])),
             "resync_status" => Ok(json!([])),
+            "replica_add" | "replica_remove" | "quorum_set" => Ok(json!({
+                "node": 1, "from_epoch": 65, "to_epoch": 129,
+                "membership": {"primary": 1, "write_quorum": 2, "members": [
+                    {"node": 1, "mode": "sync", "address": "10.0.0.1:7000", "transport": "tcp"},
+                    {"node": 3, "mode": "async", "address": "10.0.0.3:7000", "transport": "tcp"},
+                ]},
+            })),
+            "volume_status" => Ok(json!({
+                "nqn": NQN, "node": 1, "role": "primary", "epoch": 129, "primary": 1,
+                "write_quorum": 2, "sync_copies": 2, "reconfiguring": true, "in_sync": false,
+                "links": 2,
+                "membership": {"primary": 1, "write_quorum": 2, "members": [
+                    {"node": 1, "mode": "sync"}, {"node": 2, "mode": "sync"},
+                ]},
+                "pending_membership": {"primary": 1, "write_quorum": 2, "members": [
+                    {"node": 1, "mode": "sync"}, {"node": 2, "mode": "sync"},
+                    {"node": 3, "mode": "sync"},
+                ]},
+                "replicas": [
+                    {"node": 2, "address": "10.0.0.2:7000", "mode": "sync", "state": "in_sync",
+                     "resync_percent": 100.0, "lag_bytes": 0, "lag_ms": 0, "epoch": 129},
+                    {"node": 3, "address": "10.0.0.3:7000", "mode": "sync", "state": "resyncing",
+                     "resync_percent": 12.5, "lag_bytes": 0, "lag_ms": 0, "epoch": 129,
+                     "change": "adding"},
+                ],
+            })),
             "broken" => Err(RpcError::not_found("no such thing").with_data(json!({"hint": 1}))),
             _ => Ok(json!({ "ok": true })),
         }
@@ -215,16 +241,59 @@ fn every_subcommand_sends_its_method_and_params() {
         "volume_delete",
         Some(json!({"nqn": NQN, "nsid": 2})),
     );
-    s.expect(
-        &["replica", "add", NQN, "10.0.0.2:7000"],
+    let out = s.expect(
+        &[
+            "replica",
+            "add",
+            "--node",
+            "3",
+            "--address",
+            "10.0.0.3:7000",
+        ],
         "replica_add",
-        Some(json!({"nqn": NQN, "address": "10.0.0.2:7000"})),
+        Some(json!({"node": 3, "address": "10.0.0.3:7000", "mode": "sync"})),
+    );
+    assert!(
+        out.starts_with("membership change from epoch 65 to 129: 1 (primary, sync), 3 (async); write quorum 2\n"),
+        "{out}"
     );
     s.expect(
-        &["replica", "remove", NQN, "10.0.0.2:7000"],
-        "replica_remove",
-        Some(json!({"nqn": NQN, "address": "10.0.0.2:7000"})),
+        &[
+            "replica",
+            "add",
+            "--node",
+            "3",
+            "--address",
+            "rdma://10.0.0.3:7000",
+            "--async",
+            "--nqn",
+            NQN,
+        ],
+        "replica_add",
+        Some(json!({"node": 3, "address": "rdma://10.0.0.3:7000", "mode": "async", "nqn": NQN})),
     );
+    s.expect(
+        &["replica", "remove", "--node", "2"],
+        "replica_remove",
+        Some(json!({"node": 2})),
+    );
+    s.expect(
+        &["replica", "remove", "--node", "2", "--nqn", NQN],
+        "replica_remove",
+        Some(json!({"node": 2, "nqn": NQN})),
+    );
+    let out = s.expect(&["volume", "status"], "volume_status", None);
+    assert!(
+        out.starts_with(&format!(
+            "{NQN} node 1 primary epoch 129 quorum 2 of 2 sync copies, in sync no, reconfiguring yes\n\
+             membership: 1 (primary, sync), 2 (sync); write quorum 2\n\
+             changing to: 1 (primary, sync), 2 (sync), 3 (sync); write quorum 2\n\
+             NODE"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("resyncing  12.5"), "{out}");
+    assert!(out.trim_end().ends_with("adding"), "{out}");
     let out = s.expect(&["replica", "list"], "replica_list", None);
     assert!(out.starts_with("NQN "), "{out}");
     assert!(
@@ -232,9 +301,14 @@ fn every_subcommand_sends_its_method_and_params() {
         "{out}"
     );
     s.expect(
-        &["quorum", "set", NQN, "2"],
+        &["quorum", "set", "2"],
         "quorum_set",
-        Some(json!({"nqn": NQN, "quorum": 2})),
+        Some(json!({"write_quorum": 2})),
+    );
+    s.expect(
+        &["quorum", "set", "3", "--nqn", NQN],
+        "quorum_set",
+        Some(json!({"write_quorum": 3, "nqn": NQN})),
     );
     s.expect(&["promote", NQN], "promote", Some(json!({"nqn": NQN})));
     let out = s.expect(&["resync", "status"], "resync_status", None);
@@ -290,7 +364,33 @@ fn usage_errors_exit_2_and_call_nothing() {
         &["volume", "create", NQN],
         &["subsystem", "add-host", NQN],
         &["subsystem", "add-host", NQN, "host-b"],
-        &["quorum", "set", NQN, "0"],
+        &["quorum", "set", "0"],
+        &["quorum", "set", "17"],
+        &["quorum", "set", NQN, "2"],
+        &["replica", "add", "--node", "3"],
+        &["replica", "add", "--address", "10.0.0.3:7000"],
+        &[
+            "replica",
+            "add",
+            "--node",
+            "x",
+            "--address",
+            "10.0.0.3:7000",
+        ],
+        &["replica", "add", "--node", "3", "--address", "nohost:7000"],
+        &["replica", "add", "--node", "3", "--address", "10.0.0.3"],
+        &[
+            "replica",
+            "add",
+            "--node",
+            "3",
+            "--address",
+            "10.0.0.3:7000",
+            "--mode",
+            "x",
+        ],
+        &["replica", "remove"],
+        &["replica", "remove", "--node", "-1"],
         &["stats", "--nqn", "x"],
         &["call", "status", "[1, 2]"],
         &["call", "status", "{not json"],
@@ -303,6 +403,12 @@ fn usage_errors_exit_2_and_call_nothing() {
     }
     let (output, _) = s.run(&["volume", "resize", "bogus", "1G"]);
     assert!(stderr(&output).contains("nqn."), "{}", stderr(&output));
+    let (output, _) = s.run(&["replica", "add", "--node", "3", "--address", "nohost:1"]);
+    assert!(
+        stderr(&output).contains("not an IP:PORT address"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -452,21 +558,71 @@ fn against_keeld_every_subcommand() {
     for args in [
         &["volume", "create", NQN, "--size", "1G", "--nsid", "2"][..],
         &["volume", "delete", NQN],
-        &["replica", "add", NQN, "10.0.0.2:7000"],
-        &["replica", "remove", NQN, "10.0.0.2:7000"],
+        // This keeld replicates nothing: the replication report and the
+        // membership changes are not available (tested on a replicated
+        // keeld in target/tests/replication.rs and membership.rs, and
+        // below).
+        &[
+            "replica",
+            "add",
+            "--node",
+            "3",
+            "--address",
+            "10.0.0.2:7000",
+        ],
+        &["replica", "remove", "--node", "2"],
         &["replica", "list"],
-        // This keeld replicates nothing: the replication report is not
-        // available either (tested on a replicated keeld in
-        // target/tests/replication.rs).
         &["volume", "status"],
-        &["quorum", "set", NQN, "2"],
+        &["quorum", "set", "2"],
         &["promote", NQN],
         &["resync", "status"],
     ] {
         let err = failure(&keelctl(&socket, args), 1);
         assert!(err.contains("not available:"), "keelctl {args:?}: {err}");
         assert!(err.contains("-32004"), "keelctl {args:?}: {err}");
+        assert!(!err.contains("not implemented"), "keelctl {args:?}: {err}");
     }
+    for args in [
+        &[
+            "replica",
+            "add",
+            "--node",
+            "3",
+            "--address",
+            "10.0.0.2:7000",
+        ][..],
+        &["replica", "remove", "--node", "2"],
+        &["quorum", "set", "2"],
+    ] {
+        let err = failure(&keelctl(&socket, args), 1);
+        assert!(
+            err.contains("replicates no volume"),
+            "keelctl {args:?}: {err}"
+        );
+    }
+    // Arguments are checked before anything else, server side too.
+    for (params, name) in [
+        (r#"{"node": 3}"#, "\"address\""),
+        (r#"{"node": 3, "address": "10.0.0.2"}"#, "\"address\""),
+        (
+            r#"{"node": 3, "address": "10.0.0.2:1", "mode": "fast"}"#,
+            "\"mode\"",
+        ),
+    ] {
+        let err = failure(&keelctl(&socket, &["call", "replica_add", params]), 1);
+        assert!(
+            err.contains(name) && err.contains("-32602"),
+            "{params}: {err}"
+        );
+    }
+    let err = failure(
+        &keelctl(&socket, &["call", "quorum_set", r#"{"write_quorum": 0}"#]),
+        1,
+    );
+    assert!(
+        err.contains("\"write_quorum\"") && err.contains("-32602"),
+        "{err}"
+    );
 
     let subsystems = keeld.json(&["subsystem", "list"]);
     assert_eq!(subsystems[0]["allowed_hosts"], json!([HOST_A]));
@@ -540,4 +696,142 @@ fn against_keeld_io_shows_in_stats_and_controllers() {
     assert_eq!(stats[0]["write_commands"], 1);
     drop(queue);
     ctrl.shutdown().expect("shutdown");
+}
+
+// ----- against a replicated keeld ------------------------------------------
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// The primary of a two-copy volume (W = 2) whose other copy never starts:
+/// it serves (its fence quorum is itself), but a change that needs node 2
+/// to take the new epoch never completes.
+fn start_lonely_primary(dir: &Path) -> (Keeld, u16) {
+    let socket = dir.join("keeld.sock");
+    std::fs::write(dir.join("psk"), b"keelctl membership test key 0123456\n").expect("psk");
+    let (port1, port2) = (free_port(), free_port());
+    let mut child = Command::new(keeld_binary())
+        .args(["--listen", "127.0.0.1:0", "--nqn", NQN, "--backend"])
+        .arg(dir.join("node1.img"))
+        .args(["--size", "16M", "--no-pin", "--buffers", "64"])
+        .args(["--node-id", "1", "--primary", "1", "--write-quorum", "2"])
+        .arg("--replica-listen")
+        .arg(format!("127.0.0.1:{port1}"))
+        .arg("--member")
+        .arg(format!("1@127.0.0.1:{port1}"))
+        .arg("--member")
+        .arg(format!("2@127.0.0.1:{port2}"))
+        .arg("--psk-file")
+        .arg(dir.join("psk"))
+        .arg("--bootstrap")
+        .arg("--rpc-socket")
+        .arg(&socket)
+        .env("KEEL_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn keeld");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read keeld's first line");
+    let addr = line
+        .trim()
+        .strip_prefix("keeld listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from keeld: {line:?}"))
+        .parse()
+        .expect("address");
+    let keeld = Keeld {
+        child,
+        addr,
+        socket,
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while keeld.json(&["volume", "status"])["role"] != "primary" {
+        assert!(std::time::Instant::now() < deadline, "node 1 never served");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    (keeld, port1)
+}
+
+#[test]
+fn against_a_replicated_keeld_membership_changes_are_checked_and_reported() {
+    // Backing files need a real filesystem (O_DIRECT): under the build tree.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (keeld, port1) = start_lonely_primary(dir.path());
+    let socket = keeld.socket.clone();
+    let run = |args: &[&str]| keelctl(&socket, args);
+
+    for (args, words, code) in [
+        (&["quorum", "set", "3"][..], "1..=2", codes::INVALID_PARAMS),
+        (&["quorum", "set", "2"][..], "already", codes::REFUSED),
+        (
+            &["replica", "add", "--node", "2", "--address", "127.0.0.1:9"],
+            "already a copy",
+            codes::REFUSED,
+        ),
+        (
+            &["replica", "remove", "--node", "1"],
+            "primary",
+            codes::REFUSED,
+        ),
+        (
+            &["replica", "remove", "--node", "9"],
+            "not a copy",
+            codes::NOT_FOUND,
+        ),
+        (
+            &[
+                "replica",
+                "add",
+                "--node",
+                "3",
+                "--address",
+                "127.0.0.1:9",
+                "--nqn",
+                "nqn.2026-11.io.keel:other",
+            ],
+            "not the replicated volume",
+            codes::NOT_FOUND,
+        ),
+    ] {
+        let err = failure(&run(args), 1);
+        assert!(err.contains(words), "keelctl {args:?}: {err}");
+        assert!(err.contains(&code.to_string()), "keelctl {args:?}: {err}");
+    }
+    let taken = format!("127.0.0.1:{port1}");
+    let err = failure(
+        &run(&["replica", "add", "--node", "3", "--address", &taken]),
+        1,
+    );
+    assert!(err.contains("node 1's replication address"), "{err}");
+
+    let changed = keeld.json(&["quorum", "set", "1"]);
+    assert_eq!(changed["membership"]["write_quorum"], 1, "{changed}");
+    assert!(changed["to_epoch"].as_u64() > changed["from_epoch"].as_u64());
+    // Node 2 is down: the new epoch cannot reach a write quorum of the old
+    // membership, so the change stays in progress, and no other starts.
+    let table = success(&run(&["volume", "status"]));
+    assert!(table.contains("reconfiguring yes"), "{table}");
+    assert!(
+        table.contains("changing to: 1 (primary, sync), 2 (sync); write quorum 1"),
+        "{table}"
+    );
+    let err = failure(&run(&["quorum", "set", "2"]), 1);
+    assert!(
+        err.contains("in progress") && err.contains("-32002"),
+        "{err}"
+    );
+    let err = failure(
+        &run(&["replica", "add", "--node", "3", "--address", "127.0.0.1:9"]),
+        1,
+    );
+    assert!(err.contains("in progress"), "{err}");
+    let status = keeld.json(&["volume", "status"]);
+    assert_eq!(status["reconfiguring"], true, "{status}");
 }

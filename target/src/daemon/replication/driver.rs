@@ -24,13 +24,14 @@ use std::net::{Shutdown, TcpStream};
 use std::ops::Range;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use keel_engine::{Buf, Completion, DeviceId, IoOp, NetOp, Shard};
 use keel_replicator::core::{
     Action, DurableRecord, Event, Frame, Geometry, HostOpId, HostStatus, IoError, IoToken,
-    LinkDirection, LinkId, Node, PrimaryLimits, ReplicaLimits, ReplicaState, ReplicaView,
+    LinkDirection, LinkId, Membership, Node, PrimaryLimits, ReplicaLimits, ReplicaState,
+    ReplicaView,
 };
 use keel_replicator::link::{self, Decoded, Envelope, Other};
 use keel_replicator::wire::{ByteRange, Epoch, NodeId, ReplicationMode, StreamId, VolumeId};
@@ -38,7 +39,11 @@ use slab::Slab;
 
 use crate::daemon::connection::{continue_send, SendProgress};
 use crate::daemon::handler::Message;
+use crate::daemon::replication::change::{self, ChangeError, ChangeOutcome, MembershipChange};
+use crate::daemon::replication::links::LinkDownNotices;
 use crate::daemon::replication::record::{self, StoredRecord};
+use crate::daemon::replication::roster::Roster;
+use crate::daemon::replication::MemberAddress;
 use crate::daemon::tags::{Tag, TagKind};
 
 #[cfg(feature = "rdma")]
@@ -117,7 +122,37 @@ pub(crate) struct PeerMetrics {
     pub node: NodeId,
     pub addr: String,
     pub mode: ReplicationMode,
-    pub counters: LinkCounters,
+    /// Shared with the shard's links to it, and kept across refreshes of
+    /// the list (a mode change keeps the counts).
+    pub counters: Arc<LinkCounters>,
+}
+
+/// The membership as shard 0 last saw it, for the control socket and the
+/// link threads (refreshed every tick and after every change).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct MembershipView {
+    /// The membership the state machine works with (None before the
+    /// shard's first refresh).
+    pub membership: Option<Membership>,
+    /// The membership a change in progress moves to.
+    pub pending: Option<Membership>,
+    /// The membership a change in progress started from.
+    pub previous: Option<Membership>,
+    /// Whether a change is still reaching the copies.
+    pub reconfiguring: bool,
+    /// The copies a primary wants links to (none on a replica): the
+    /// dialers follow this list.
+    pub link_targets: Vec<NodeId>,
+}
+
+impl MembershipView {
+    /// The mode of `node`'s copy in the membership a change in progress
+    /// moves to, or else in the one it started from (a copy being removed
+    /// is in neither the new nor, once announced, the current membership).
+    pub fn changing_mode(&self, node: NodeId) -> Option<ReplicationMode> {
+        let to = self.pending.as_ref().and_then(|m| m.mode_of(node));
+        to.or_else(|| self.previous.as_ref().and_then(|m| m.mode_of(node)))
+    }
 }
 
 /// What the shard publishes for the control threads and the metrics.
@@ -136,8 +171,15 @@ pub(crate) struct Published {
     /// The replicas as the primary sees them, refreshed every tick (empty
     /// on a replica). Read by the control socket, never on the I/O path.
     pub replicas: std::sync::Mutex<Vec<keel_replicator::core::ReplicaView>>,
-    /// Every other copy's link counters, in member order.
-    pub peers: Vec<PeerMetrics>,
+    /// Every other copy's link counters, in membership order (copies being
+    /// added or removed last).
+    pub peers: RwLock<Vec<PeerMetrics>>,
+    /// The membership, as shard 0 last saw it.
+    pub membership: std::sync::Mutex<MembershipView>,
+    /// Where the copies are.
+    pub roster: Roster,
+    /// Where the shard reports the end of an outbound link to its dialer.
+    pub link_down: LinkDownNotices,
 }
 
 /// A per-replica counter: name, help, how to read it.
@@ -153,21 +195,66 @@ const REPLICA_STATES: [ReplicaState; 5] = [
 ];
 
 impl Published {
-    /// Published state for a node whose other copies are `peers` (node,
-    /// replication address, mode).
-    pub fn new(peers: impl IntoIterator<Item = (NodeId, String, ReplicationMode)>) -> Published {
-        Published {
-            peers: peers
-                .into_iter()
-                .map(|(node, addr, mode)| PeerMetrics {
-                    node,
-                    addr,
-                    mode,
-                    counters: LinkCounters::default(),
-                })
-                .collect(),
+    /// Published state for node `me` of a volume whose copies are
+    /// `members` (this node's included).
+    pub fn new(me: NodeId, members: &[MemberAddress]) -> Published {
+        let published = Published {
+            roster: Roster::new(members),
             ..Published::default()
+        };
+        published.set_peers(
+            members
+                .iter()
+                .filter(|m| m.node != me)
+                .map(|m| (m.node, m.addr.to_string(), m.mode))
+                .collect(),
+        );
+        published
+    }
+
+    /// Makes the per-replica series those of `peers` (node, address,
+    /// mode); a node listed before keeps its counters.
+    pub fn set_peers(&self, peers: Vec<(NodeId, String, ReplicationMode)>) {
+        let mut current = self.peers.write().unwrap_or_else(PoisonError::into_inner);
+        let same = current.len() == peers.len()
+            && current.iter().zip(&peers).all(|(p, (node, addr, mode))| {
+                p.node == *node && p.addr == *addr && p.mode == *mode
+            });
+        if same {
+            return;
         }
+        let next = peers
+            .into_iter()
+            .map(|(node, addr, mode)| PeerMetrics {
+                node,
+                addr,
+                mode,
+                counters: current
+                    .iter()
+                    .find(|p| p.node == node)
+                    .map(|p| p.counters.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        *current = next;
+    }
+
+    /// Node `node`'s link counters, if it is another copy.
+    pub fn counters(&self, node: NodeId) -> Option<Arc<LinkCounters>> {
+        self.peers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|p| p.node == node)
+            .map(|p| p.counters.clone())
+    }
+
+    /// The membership view, copied out of its lock.
+    pub fn membership_view(&self) -> MembershipView {
+        self.membership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Prometheus text for the replication gauges and the per-replica
@@ -246,10 +333,11 @@ impl Published {
                 |c| c.dropped.load(Ordering::Relaxed),
             ),
         ];
+        let peers = self.peers.read().unwrap_or_else(PoisonError::into_inner);
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
-            for peer in &self.peers {
+            for peer in peers.iter() {
                 let _ = writeln!(out, "{name}{{{}}} {}", labels(peer), value(&peer.counters));
             }
         }
@@ -257,8 +345,7 @@ impl Published {
         // The primary's views of its replicas (refreshed every tick; none
         // on a replica).
         let views = self.replicas.lock().map(|v| v.clone()).unwrap_or_default();
-        let viewed: Vec<(&PeerMetrics, &ReplicaView)> = self
-            .peers
+        let viewed: Vec<(&PeerMetrics, &ReplicaView)> = peers
             .iter()
             .filter_map(|p| views.iter().find(|v| v.node == p.node).map(|v| (p, v)))
             .collect();
@@ -306,11 +393,6 @@ impl Published {
         }
         out
     }
-
-    /// The counters of node `node`'s links, if it is another copy.
-    fn peer_index(&self, node: NodeId) -> Option<usize> {
-        self.peers.iter().position(|p| p.node == node)
-    }
 }
 
 /// What shard 0 needs to start the state machine.
@@ -327,9 +409,7 @@ pub(crate) struct ReplicatorSetup {
     /// Take over as primary: right away for a new volume (`after_ticks`
     /// 0), or after a grace period on a restart.
     pub promote: Option<PendingPromote>,
-    pub addresses: BTreeMap<NodeId, String>,
     pub published: Arc<Published>,
-    pub link_down: BTreeMap<NodeId, mpsc::Sender<()>>,
     /// The async replicas' lag bound.
     pub async_lag: super::AsyncLagBound,
 }
@@ -347,8 +427,8 @@ struct Peer {
     ops: usize,
     closing: bool,
     close_after_send: bool,
-    /// Index of its counters in `Published::peers`.
-    counters: Option<usize>,
+    /// Its counters (shared with `Published::peers`).
+    counters: Option<Arc<LinkCounters>>,
     /// Highest sequence it acknowledged on this link.
     acked_through: u64,
     /// Highest sequence it reported applied (or durable) on this link.
@@ -393,9 +473,14 @@ pub(crate) struct Replicator {
     record_dev: DeviceId,
     record_block: usize,
     generation: u64,
+    /// The roster's addresses, as `EpochChange` frames carry them
+    /// (refreshed whenever the roster may have changed).
     addresses: BTreeMap<NodeId, String>,
     /// Where `Action::Note` stores standings.
     note: Arc<std::sync::Mutex<super::note::NoteFile>>,
+    /// A change in progress: the membership it started from and the one it
+    /// moves to (the core keeps both to itself).
+    pending: Option<(Membership, Membership)>,
     peers: Slab<Peer>,
     links: HashMap<LinkId, usize>,
     next_link: u64,
@@ -412,7 +497,6 @@ pub(crate) struct Replicator {
     completed: Vec<(HostOpId, HostStatus)>,
     origin: Instant,
     published: Arc<Published>,
-    link_down: BTreeMap<NodeId, mpsc::Sender<()>>,
     in_sync: bool,
     serving: bool,
     closing: bool,
@@ -459,8 +543,9 @@ impl Replicator {
             record_dev,
             record_block,
             generation: setup.stored.generation + 1,
-            addresses: setup.addresses,
+            addresses: addresses(&setup.published.roster),
             note: setup.note.clone(),
+            pending: None,
             peers: Slab::new(),
             links: HashMap::new(),
             next_link: 1,
@@ -474,7 +559,6 @@ impl Replicator {
             completed: Vec::new(),
             origin: shard.now(),
             published: setup.published,
-            link_down: setup.link_down,
             in_sync: false,
             serving: false,
             closing: false,
@@ -484,6 +568,7 @@ impl Replicator {
         };
         replicator.run(shard);
         replicator.maybe_take_over(shard);
+        replicator.publish_membership();
         replicator
     }
 
@@ -611,6 +696,153 @@ impl Replicator {
         if let Ok(mut published) = self.published.replicas.lock() {
             *published = views;
         }
+        self.publish_membership();
+    }
+
+    // ----- membership ---------------------------------------------------
+
+    /// The control plane asks for a membership change: checked against
+    /// the membership the node works with, then fed to the node in the next
+    /// epoch of this node's class. A copy being added goes into the roster
+    /// first, so the dialers and `EpochChange` frames find its address.
+    pub fn reconfigure(
+        &mut self,
+        shard: &mut Shard<Message>,
+        change: &MembershipChange,
+    ) -> Result<ChangeOutcome, ChangeError> {
+        let me = self.node.id();
+        let current = self.node.membership().clone();
+        if !self.node.is_serving() {
+            return Err(ChangeError::from_refusal(
+                keel_replicator::core::ReconfigureRefusal::NotServing,
+                me,
+                current.primary,
+            ));
+        }
+        // One change at a time: say so before judging the change against a
+        // membership that is about to be replaced.
+        if self.node.is_reconfiguring() {
+            return Err(ChangeError::from_refusal(
+                keel_replicator::core::ReconfigureRefusal::InProgress,
+                me,
+                current.primary,
+            ));
+        }
+        let roster = self.published.roster.snapshot();
+        let membership = change::plan(me, &current, &roster, change)?;
+        let from_epoch = self.node.epoch();
+        let to_epoch = Epoch(super::next_epoch(from_epoch.0, me));
+        self.node
+            .can_reconfigure(to_epoch, &membership)
+            .map_err(|refusal| ChangeError::from_refusal(refusal, me, current.primary))?;
+        if let MembershipChange::Add(copy) = change {
+            self.published.roster.insert(copy.clone());
+            self.addresses = addresses(&self.published.roster);
+        }
+        tracing::warn!(
+            from = %from_epoch,
+            to = %to_epoch,
+            ?change,
+            "replication: membership change asked by the control plane"
+        );
+        self.pending = Some((current, membership.clone()));
+        self.events.push_back(Event::Reconfigure {
+            epoch: to_epoch,
+            membership: membership.clone(),
+        });
+        self.run(shard);
+        self.publish_membership();
+        Ok(ChangeOutcome {
+            from_epoch,
+            to_epoch,
+            membership,
+        })
+    }
+
+    /// Publishes the membership, the copies to link to and the per-replica
+    /// series; a serving primary with no change in progress also drops
+    /// copies that left the volume from the roster (their links are then
+    /// refused).
+    fn publish_membership(&mut self) {
+        let me = self.node.id();
+        let membership = self.node.membership().clone();
+        let link_targets = self.node.link_targets();
+        let reconfiguring = self.node.is_reconfiguring();
+        if !reconfiguring {
+            self.pending = None;
+        }
+        if self.node.is_serving() && !reconfiguring {
+            let dropped = self.published.roster.retain(|node| {
+                node == me || membership.mode_of(node).is_some() || link_targets.contains(&node)
+            });
+            if !dropped.is_empty() {
+                tracing::info!(?dropped, "replication: copies left the volume");
+                self.addresses = addresses(&self.published.roster);
+            }
+        }
+        let mut peers: Vec<(NodeId, ReplicationMode)> = membership
+            .members
+            .iter()
+            .filter(|m| m.node != me)
+            .map(|m| (m.node, m.mode))
+            .collect();
+        let view = MembershipView {
+            membership: Some(membership),
+            previous: self.pending.as_ref().map(|(from, _)| from.clone()),
+            pending: self.pending.as_ref().map(|(_, to)| to.clone()),
+            reconfiguring,
+            link_targets,
+        };
+        for node in &view.link_targets {
+            if peers.iter().all(|(n, _)| n != node) {
+                let mode = view.changing_mode(*node).unwrap_or(ReplicationMode::Sync);
+                peers.push((*node, mode));
+            }
+        }
+        let roster = &self.published.roster;
+        self.published.set_peers(
+            peers
+                .into_iter()
+                .map(|(node, mode)| {
+                    let addr = roster.get(node).map(|m| m.addr.to_string());
+                    (node, addr.unwrap_or_default(), mode)
+                })
+                .collect(),
+        );
+        *self
+            .published
+            .membership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = view;
+    }
+
+    /// Addresses of copies an `EpochChange` named that the roster lacks
+    /// (copies another primary added): this node needs them should it be
+    /// promoted, and to take links from them.
+    fn learn_addresses(&mut self, learned: Vec<(NodeId, String)>) {
+        let mut changed = false;
+        for (node, address) in learned {
+            if node == self.node.id() || self.published.roster.contains(node) {
+                continue;
+            }
+            let Ok((addr, transport)) = super::parse_address(&address) else {
+                tracing::warn!(%node, address, "replication: an EpochChange named an address that is no IP:PORT");
+                continue;
+            };
+            let member = MemberAddress {
+                node,
+                addr,
+                mode: ReplicationMode::Sync,
+                transport,
+            };
+            if self.published.roster.learn(member) {
+                tracing::info!(%node, %addr, "replication: learned a copy's address");
+                changed = true;
+            }
+        }
+        if changed {
+            self.addresses = addresses(&self.published.roster);
+        }
     }
 
     /// Closes every link (daemon shutdown); new ones are refused.
@@ -706,10 +938,12 @@ impl Replicator {
                     return;
                 }
                 // A serving primary closes a link only to drop a replica
-                // (behind its bound, or a broken stream); a retiring one
-                // closes them all, which is no drop.
-                if self.node.is_serving() {
-                    if let Some(c) = self.counters(peer) {
+                // (behind its bound, or a broken stream) or to let a
+                // removed copy go; a retiring one closes them all. Only
+                // the first is a drop.
+                let member = self.node.membership().mode_of(peer).is_some();
+                if self.node.is_serving() && member {
+                    if let Some(c) = self.published.counters(peer) {
                         c.dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -950,6 +1184,7 @@ impl Replicator {
         };
         let link = LinkId(self.next_link);
         self.next_link += 1;
+        let counters = self.counters(node);
         let key = self.peers.insert(Peer {
             socket,
             node,
@@ -963,11 +1198,11 @@ impl Replicator {
             ops: 0,
             closing: false,
             close_after_send: false,
-            counters: self.published.peer_index(node),
+            counters,
             acked_through: 0,
             applied_through: 0,
         });
-        if let Some(c) = self.counters(node) {
+        if let Some(c) = &self.peers[key].counters {
             c.connects.fetch_add(1, Ordering::Relaxed);
         }
         self.links.insert(link, key);
@@ -981,17 +1216,20 @@ impl Replicator {
         self.run(shard);
     }
 
-    /// Node `node`'s link counters, if it is another copy.
-    fn counters(&self, node: NodeId) -> Option<&LinkCounters> {
-        let index = self.published.peer_index(node)?;
-        self.published.peers.get(index).map(|p| &p.counters)
+    /// Node `node`'s link counters, if it is another copy. The list may
+    /// not have it yet (a link from a copy added since the last tick):
+    /// refresh it first.
+    fn counters(&mut self, node: NodeId) -> Option<Arc<LinkCounters>> {
+        if let Some(counters) = self.published.counters(node) {
+            return Some(counters);
+        }
+        self.publish_membership();
+        self.published.counters(node)
     }
 
     fn notify_down(&self, node: NodeId, direction: LinkDirection) {
         if direction == LinkDirection::Outbound {
-            if let Some(tx) = self.link_down.get(&node) {
-                let _ = tx.send(());
-            }
+            self.published.link_down.notify(node);
         }
     }
 
@@ -1055,14 +1293,16 @@ impl Replicator {
         if peer.closing {
             return Ok(());
         }
-        let counters = peer.counters.and_then(|i| self.published.peers.get(i));
+        let counters = peer.counters.as_deref();
         let (applied_through, acked_through) = (&mut peer.applied_through, &mut peer.acked_through);
-        decode_frames(
+        let mut learned = Vec::new();
+        let decoded = decode_frames(
             &mut peer.rx_heap,
             self.volume,
             peer.node,
             peer.link,
             &mut self.events,
+            &mut learned,
             |frame| {
                 // Acknowledgements move the link's counters: durable
                 // through S (an `Ack`) also means applied through S.
@@ -1074,7 +1314,6 @@ impl Replicator {
                     _ => (0, 0),
                 };
                 if let Some(c) = counters {
-                    let c = &c.counters;
                     if applied > *applied_through {
                         c.frames_applied
                             .fetch_add(applied - *applied_through, Ordering::Relaxed);
@@ -1087,7 +1326,9 @@ impl Replicator {
                 *applied_through = (*applied_through).max(applied);
                 *acked_through = (*acked_through).max(durable);
             },
-        )
+        );
+        self.learn_addresses(learned);
+        decoded
     }
 
     fn send(
@@ -1120,10 +1361,10 @@ impl Replicator {
         let before = peer.tx.len();
         let encoded = link::encode(&envelope, frame, payload, &self.addresses, &mut peer.tx);
         let bytes = peer.tx.len().saturating_sub(before) as u64;
-        if let Some(c) = peer.counters.and_then(|i| self.published.peers.get(i)) {
+        if let Some(c) = &peer.counters {
             if encoded.is_ok() {
-                c.counters.frames_sent.fetch_add(1, Ordering::Relaxed);
-                c.counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+                c.frames_sent.fetch_add(1, Ordering::Relaxed);
+                c.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
             }
         }
         if let Err(error) = encoded {
@@ -1263,13 +1504,15 @@ impl Replicator {
 
 /// Decodes every whole frame at the front of `rx` (the bytes received on
 /// `node`'s link `link`, TCP or RDMA) into `Received` events and drops the
-/// bytes decoded. An error closes the link.
+/// bytes decoded; the addresses `EpochChange` frames carry go to `learned`.
+/// An error closes the link.
 fn decode_frames(
     rx: &mut Vec<u8>,
     volume: VolumeId,
     node: NodeId,
     link: LinkId,
     events: &mut VecDeque<Event<Payload>>,
+    learned: &mut Vec<(NodeId, String)>,
     mut on_frame: impl FnMut(&Frame<Range<usize>>),
 ) -> Result<(), String> {
     let mut pos = 0;
@@ -1283,8 +1526,8 @@ fn decode_frames(
             Decoded::Frame {
                 envelope,
                 frame,
+                addresses,
                 consumed,
-                ..
             } => {
                 if envelope.volume != volume || envelope.stream != STREAM {
                     break Err(format!(
@@ -1293,6 +1536,7 @@ fn decode_frames(
                     ));
                 }
                 on_frame(&frame);
+                learned.extend(addresses);
                 let frame = payload_frame(frame, &rx[pos..pos + consumed]);
                 events.push_back(Event::Received {
                     peer: node,
@@ -1351,4 +1595,13 @@ fn payload_frame(frame: Frame<Range<usize>>, frame_bytes: &[u8]) -> Frame<Payloa
         Frame::Flush { seq } => Frame::Flush { seq },
         Frame::Nack { seq, reason } => Frame::Nack { seq, reason },
     }
+}
+
+/// The roster's addresses as `EpochChange` frames carry them.
+fn addresses(roster: &Roster) -> BTreeMap<NodeId, String> {
+    roster
+        .snapshot()
+        .into_iter()
+        .map(|m| (m.node, m.addr.to_string()))
+        .collect()
 }

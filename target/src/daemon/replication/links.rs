@@ -3,10 +3,17 @@
 //! reactor. A finished link's socket goes to shard 0 as
 //! [`Message::PeerLink`]; the shard tells an outbound link's dialer when the
 //! link went down, and the dialer connects again with backoff.
+//!
+//! Which copies are dialed follows the membership: a supervisor thread runs
+//! one dialer per copy the primary wants links to (`Node::link_targets`, as
+//! shard 0 publishes it), at the address the roster gives, starting
+//! dialers for copies added at run time and stopping those of copies that
+//! left. Accepted links are taken from copies in the roster only.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -29,6 +36,34 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// are closed at once (one host cannot tie up threads without bound).
 const MAX_HANDSHAKES: usize = 16;
 
+/// Where shard 0 reports the end of an outbound link, per node: each
+/// dialer registers its channel when it starts (a later dialer of the same
+/// node replaces it).
+#[derive(Debug, Default)]
+pub(crate) struct LinkDownNotices {
+    senders: Mutex<BTreeMap<NodeId, mpsc::Sender<()>>>,
+}
+
+impl LinkDownNotices {
+    /// The channel a new dialer of `node` waits on.
+    fn register(&self, node: NodeId) -> mpsc::Receiver<()> {
+        let (tx, rx) = mpsc::channel();
+        self.senders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node, tx);
+        rx
+    }
+
+    /// Tells `node`'s dialer that its link ended (nothing if it has none).
+    pub fn notify(&self, node: NodeId) {
+        let senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = senders.get(&node) {
+            let _ = tx.send(());
+        }
+    }
+}
+
 /// The running control threads.
 pub(crate) struct LinkControl {
     stop: Arc<AtomicBool>,
@@ -43,12 +78,9 @@ pub(crate) struct LinkSetup {
     pub listener: TcpListener,
     /// Where to accept RDMA links (this node's member is `rdma://`).
     pub rdma_listen: Option<SocketAddr>,
-    /// Members with their addresses and transports (this node's included).
-    pub members: Vec<(NodeId, SocketAddr, Transport)>,
-    /// Whether this node dials the others (the primary).
+    /// Whether this node dials the others (while it is primary).
     pub dial: bool,
-    /// Per peer, where the shard reports an outbound link's end.
-    pub link_down: Vec<(NodeId, mpsc::Receiver<()>)>,
+    /// The membership, the roster and the link-down notices.
     pub published: Arc<Published>,
     pub sender: EngineSender<Message>,
 }
@@ -64,9 +96,7 @@ impl LinkControl {
             key,
             listener,
             rdma_listen,
-            members,
             dial,
-            link_down,
             published,
             sender,
         } = setup;
@@ -75,13 +105,11 @@ impl LinkControl {
             let key = key.clone();
             let published = published.clone();
             let sender = sender.clone();
-            let members: Vec<NodeId> = members.iter().map(|(n, _, _)| *n).collect();
             if let Some(addr) = rdma_listen {
                 let accept = RdmaAccept {
                     me,
                     volume,
                     key: key.clone(),
-                    members: members.clone(),
                     published: published.clone(),
                     sender: sender.clone(),
                     stop: stop.clone(),
@@ -96,37 +124,27 @@ impl LinkControl {
                 std::thread::Builder::new()
                     .name("keel-repl-accept".into())
                     .spawn(move || {
-                        accept_loop(listener, me, volume, key, members, published, sender, stop)
+                        accept_loop(listener, me, volume, key, published, sender, stop)
                     })?,
             );
         }
         if dial {
-            for (peer, down) in link_down {
-                let Some((addr, transport)) = members
-                    .iter()
-                    .find(|(n, _, _)| *n == peer)
-                    .map(|(_, a, t)| (*a, *t))
-                else {
-                    continue;
-                };
-                let dialer = Dialer {
-                    me,
-                    peer,
-                    addr,
-                    transport,
-                    volume,
-                    key: key.clone(),
-                    down,
-                    published: published.clone(),
-                    sender: sender.clone(),
-                    stop: stop.clone(),
-                };
-                threads.push(
-                    std::thread::Builder::new()
-                        .name(format!("keel-repl-dial{peer}"))
-                        .spawn(move || dialer.run())?,
-                );
-            }
+            let supervisor = Supervisor {
+                me,
+                volume,
+                key,
+                published,
+                sender,
+                stop: stop.clone(),
+                dialers: BTreeMap::new(),
+                retired: Vec::new(),
+                unaddressed: BTreeSet::new(),
+            };
+            threads.push(
+                std::thread::Builder::new()
+                    .name("keel-repl-dialers".into())
+                    .spawn(move || supervisor.run())?,
+            );
         }
         Ok(LinkControl { stop, threads })
     }
@@ -156,13 +174,11 @@ fn hand_over(sender: &EngineSender<Message>, stop: &AtomicBool, mut msg: Message
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn accept_loop(
     listener: TcpListener,
     me: NodeId,
     volume: VolumeId,
     key: PreSharedKey,
-    members: Vec<NodeId>,
     published: Arc<Published>,
     sender: EngineSender<Message>,
     stop: Arc<AtomicBool>,
@@ -186,7 +202,6 @@ fn accept_loop(
             continue;
         };
         let key = key.clone();
-        let members = members.clone();
         let published = published.clone();
         let sender = sender.clone();
         let stop = stop.clone();
@@ -200,7 +215,7 @@ fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 let from = from.to_string();
                 if let Some(peer) =
-                    accept_handshake(&mut stream, &from, me, volume, &key, &members, &published)
+                    accept_handshake(&mut stream, &from, me, volume, &key, &published)
                 {
                     hand_over(
                         &sender,
@@ -220,20 +235,20 @@ fn accept_loop(
 }
 
 /// Runs the acceptor's handshake on `stream` (from `from`); the peer's node
-/// if it authenticated and is another member of the volume.
+/// if it authenticated and is another copy in the roster (the roster, not
+/// the flags: a copy added at run time may become primary and link here).
 fn accept_handshake(
     stream: &mut impl HandshakeStream,
     from: &str,
     me: NodeId,
     volume: VolumeId,
     key: &PreSharedKey,
-    members: &[NodeId],
     published: &Published,
 ) -> Option<NodeId> {
     let catalog =
         |v: VolumeId| (v == volume).then(|| Epoch(published.epoch.load(Ordering::SeqCst)));
     match handshake::accept(stream, key, me, &catalog, HANDSHAKE_TIMEOUT) {
-        Ok(peer) if peer.node != me && members.contains(&peer.node) => {
+        Ok(peer) if peer.node != me && published.roster.contains(peer.node) => {
             tracing::info!(%from, peer = %peer.node, epoch = %peer.epoch, "replication link accepted");
             Some(peer.node)
         }
@@ -255,7 +270,6 @@ struct RdmaAccept {
     me: NodeId,
     volume: VolumeId,
     key: PreSharedKey,
-    members: Vec<NodeId>,
     published: Arc<Published>,
     sender: EngineSender<Message>,
     stop: Arc<AtomicBool>,
@@ -292,7 +306,7 @@ impl RdmaAccept {
                 continue;
             };
             let (me, volume, key) = (self.me, self.volume, self.key.clone());
-            let (members, published) = (self.members.clone(), self.published.clone());
+            let published = self.published.clone();
             let (sender, stop) = (self.sender.clone(), self.stop.clone());
             let spawned = std::thread::Builder::new()
                 .name("keel-repl-handshake".into())
@@ -301,7 +315,7 @@ impl RdmaAccept {
                     let mut stream = BlockingLink::new(link);
                     let from = format!("rdma://{addr} (inbound)");
                     if let Some(peer) =
-                        accept_handshake(&mut stream, &from, me, volume, &key, &members, &published)
+                        accept_handshake(&mut stream, &from, me, volume, &key, &published)
                     {
                         let (link, received) = stream.into_parts();
                         hand_over(
@@ -350,6 +364,147 @@ impl Drop for HandshakeSlot {
     }
 }
 
+/// Runs one dialer per copy the primary wants links to; polls the
+/// published link targets and the roster every `POLL`.
+struct Supervisor {
+    me: NodeId,
+    volume: VolumeId,
+    key: PreSharedKey,
+    published: Arc<Published>,
+    sender: EngineSender<Message>,
+    /// Every link thread's stop (daemon shutdown).
+    stop: Arc<AtomicBool>,
+    dialers: BTreeMap<NodeId, RunningDialer>,
+    /// Dialers told to stop, joined once they end.
+    retired: Vec<JoinHandle<()>>,
+    /// Link targets without an address, already logged.
+    unaddressed: BTreeSet<NodeId>,
+}
+
+struct RunningDialer {
+    addr: SocketAddr,
+    transport: Transport,
+    /// This dialer's own stop (its copy left, or moved).
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Supervisor {
+    fn run(mut self) {
+        while !self.stop.load(Ordering::Relaxed) {
+            self.reconcile();
+            std::thread::sleep(POLL);
+        }
+        for (_, dialer) in std::mem::take(&mut self.dialers) {
+            dialer.stop.store(true, Ordering::SeqCst);
+            self.retired.push(dialer.thread);
+        }
+        for thread in self.retired.drain(..) {
+            let _ = thread.join();
+        }
+    }
+
+    /// The copies to dial now, with their addresses: none unless this node
+    /// acts as primary.
+    fn wanted(&mut self) -> Vec<(NodeId, SocketAddr, Transport)> {
+        if !self.published.primary.load(Ordering::SeqCst) {
+            return Vec::new();
+        }
+        let targets = self.published.membership_view().link_targets;
+        let mut wanted = Vec::new();
+        for node in targets.into_iter().filter(|n| *n != self.me) {
+            match self.published.roster.address(node) {
+                Some((addr, transport)) => {
+                    self.unaddressed.remove(&node);
+                    wanted.push((node, addr, transport));
+                }
+                None => {
+                    if self.unaddressed.insert(node) {
+                        tracing::warn!(
+                            peer = %node,
+                            "replication: a copy of the volume has no address: add it to \
+                             this node's --member list (or keel.toml members) and restart"
+                        );
+                    }
+                }
+            }
+        }
+        wanted
+    }
+
+    /// Starts and stops dialers to match `wanted`.
+    fn reconcile(&mut self) {
+        let wanted = self.wanted();
+        let stale: Vec<NodeId> = self
+            .dialers
+            .iter()
+            .filter(|(node, d)| {
+                d.thread.is_finished()
+                    || !wanted
+                        .iter()
+                        .any(|w| w.0 == **node && w.1 == d.addr && w.2 == d.transport)
+            })
+            .map(|(node, _)| *node)
+            .collect();
+        for node in stale {
+            if let Some(dialer) = self.dialers.remove(&node) {
+                dialer.stop.store(true, Ordering::SeqCst);
+                self.retired.push(dialer.thread);
+            }
+        }
+        for (node, addr, transport) in wanted {
+            if self.dialers.contains_key(&node) {
+                continue;
+            }
+            match self.spawn(node, addr, transport) {
+                Ok(dialer) => {
+                    self.dialers.insert(node, dialer);
+                }
+                Err(error) => {
+                    tracing::warn!(peer = %node, %error, "cannot start a dialer thread; retrying");
+                }
+            }
+        }
+        let (done, running): (Vec<_>, Vec<_>) =
+            self.retired.drain(..).partition(JoinHandle::is_finished);
+        self.retired = running;
+        for thread in done {
+            let _ = thread.join();
+        }
+    }
+
+    fn spawn(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        transport: Transport,
+    ) -> std::io::Result<RunningDialer> {
+        let own_stop = Arc::new(AtomicBool::new(false));
+        let dialer = Dialer {
+            me: self.me,
+            peer,
+            addr,
+            transport,
+            volume: self.volume,
+            key: self.key.clone(),
+            down: self.published.link_down.register(peer),
+            published: self.published.clone(),
+            sender: self.sender.clone(),
+            stop: self.stop.clone(),
+            own_stop: own_stop.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("keel-repl-dial{peer}"))
+            .spawn(move || dialer.run())?;
+        Ok(RunningDialer {
+            addr,
+            transport,
+            stop: own_stop,
+            thread,
+        })
+    }
+}
+
 struct Dialer {
     me: NodeId,
     peer: NodeId,
@@ -360,12 +515,15 @@ struct Dialer {
     down: mpsc::Receiver<()>,
     published: Arc<Published>,
     sender: EngineSender<Message>,
+    /// Daemon shutdown.
     stop: Arc<AtomicBool>,
+    /// The supervisor no longer wants this copy dialed (from here).
+    own_stop: Arc<AtomicBool>,
 }
 
 impl Dialer {
     fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.stop.load(Ordering::Relaxed) || self.own_stop.load(Ordering::Relaxed)
     }
 
     fn run(self) {

@@ -13,10 +13,12 @@
 //!
 //! See `docs/replication-keeld.md`.
 
+pub(crate) mod change;
 pub(crate) mod driver;
 pub(crate) mod links;
 pub(crate) mod note;
 pub(crate) mod record;
+pub(crate) mod roster;
 
 use std::net::SocketAddr;
 
@@ -79,28 +81,35 @@ pub fn parse_member(text: &str) -> Result<MemberAddress, String> {
     let (id, rest) = text
         .split_once('@')
         .ok_or_else(|| format!("{text:?}: expected ID@[tcp://|rdma://]HOST:PORT[:sync|:async]"))?;
-    let (transport, rest) = if let Some(rest) = rest.strip_prefix("rdma://") {
-        (Transport::Rdma, rest)
-    } else {
-        (Transport::Tcp, rest.strip_prefix("tcp://").unwrap_or(rest))
-    };
     let node: u64 = id
         .parse()
         .map_err(|_| format!("{text:?}: node id {id:?} is not a number"))?;
-    let (addr, mode) = match rest.rsplit_once(':') {
-        Some((addr, "sync")) => (addr, ReplicationMode::Sync),
-        Some((addr, "async")) => (addr, ReplicationMode::Async),
+    let (address, mode) = match rest.rsplit_once(':') {
+        Some((address, "sync")) => (address, ReplicationMode::Sync),
+        Some((address, "async")) => (address, ReplicationMode::Async),
         _ => (rest, ReplicationMode::Sync),
     };
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|_| format!("{text:?}: {addr:?} is not an IP:PORT address"))?;
+    let (addr, transport) = parse_address(address).map_err(|e| format!("{text:?}: {e}"))?;
     Ok(MemberAddress {
         node: NodeId(node),
         addr,
         mode,
         transport,
     })
+}
+
+/// Parses a copy's replication address, `[tcp://|rdma://]IP:PORT` (TCP by
+/// default).
+pub fn parse_address(text: &str) -> Result<(SocketAddr, Transport), String> {
+    let (transport, rest) = if let Some(rest) = text.strip_prefix("rdma://") {
+        (Transport::Rdma, rest)
+    } else {
+        (Transport::Tcp, text.strip_prefix("tcp://").unwrap_or(text))
+    };
+    let addr: SocketAddr = rest
+        .parse()
+        .map_err(|_| format!("{rest:?} is not an IP:PORT address"))?;
+    Ok((addr, transport))
 }
 
 /// Epochs a node may take for itself: `e % EPOCH_STRIDE == node %

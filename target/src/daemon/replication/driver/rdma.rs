@@ -91,7 +91,17 @@ fn pump(
     let polled = peer.link.poll(&mut peer.rx).map_err(|e| e.to_string())?;
     progress |= polled.completions > 0;
     if polled.received > 0 {
-        decode_frames(&mut peer.rx, volume, peer.node, id, events, |_| {})?;
+        // Addresses in `EpochChange` frames are learned over TCP links only.
+        let mut learned = Vec::new();
+        decode_frames(
+            &mut peer.rx,
+            volume,
+            peer.node,
+            id,
+            events,
+            &mut learned,
+            |_| {},
+        )?;
         peer.frames_received += (events.len() - before) as u64;
     }
     Ok(progress)
