@@ -229,3 +229,44 @@ fn hist_out_and_plot_turn_results_into_a_distribution_and_an_svg() {
     assert!(!out.status.success(), "a non-JSON input is refused");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a keel-bench --json result"));
 }
+
+/// A user whose locked-memory limit is below the buffer pool (8 MiB by
+/// default on Debian, as a new non-root user has) still runs: the engine
+/// falls back to unregistered buffers instead of failing to start. Needs
+/// root to become such a user (setpriv, prlimit); skipped otherwise.
+#[test]
+fn a_low_locked_memory_limit_falls_back_to_unregistered_buffers() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools = ["setpriv", "prlimit"]
+        .iter()
+        .all(|t| Command::new(t).arg("--version").output().is_ok());
+    if !root || !tools {
+        eprintln!("SKIPPED: needs root with setpriv and prlimit");
+        return;
+    }
+    let dir = scratch();
+    let file = dir.path().join("vol.dat");
+    std::fs::write(&file, vec![0u8; 32 << 20]).unwrap();
+    let open = |p: &std::path::Path, mode| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    open(dir.path(), 0o777);
+    open(&file, 0o666);
+    // 16 buffers of 128 KiB: 2 MiB, twice the 1 MiB limit.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["prlimit", "--memlock=1048576:1048576"])
+        .arg(env!("CARGO_BIN_EXE_keel-bench"))
+        .args(["local", "--file", file.to_str().unwrap(), "--size", "32M"])
+        .args([
+            "--rw", "randrw", "--bs", "128k", "--qd", "16", "--time", "1s", "--json",
+        ])
+        .output()
+        .unwrap();
+    let v = json_of(&out);
+    assert!(v["read"]["ops"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["write"]["ops"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+}

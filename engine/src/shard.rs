@@ -103,6 +103,8 @@ pub struct Shard<M> {
     id: ShardId,
     pub(crate) ring: Ring,
     pool: BufferPool,
+    /// Whether the pool is registered with the ring (fixed-buffer I/O).
+    buffers_registered: bool,
     inflight: Slab<InFlight>,
     max_inflight: usize,
     ready: VecDeque<usize>,
@@ -132,7 +134,24 @@ impl<M> Shard<M> {
         // SAFETY: the pool is owned by this shard and declared after the ring
         // is no longer used: the shard drops the ring first (field order), and
         // the kernel keeps the pages pinned until then.
-        unsafe { ring.register_buffers(&regions)? };
+        let registered = match unsafe { ring.register_buffers(&regions) } {
+            Ok(()) => true,
+            // Pinned pages count against RLIMIT_MEMLOCK (8 MiB by default
+            // for a user without CAP_IPC_LOCK): run with plain reads and
+            // writes from the same pool rather than not at all.
+            Err(err) if err.raw_os_error() == Some(libc::ENOMEM) => {
+                let mib: usize = regions.iter().map(|r| r.iov_len).sum::<usize>() >> 20;
+                tracing::warn!(
+                    shard = id.0,
+                    pool_mib = mib,
+                    "cannot register the {mib} MiB buffer pool with io_uring (locked-memory \
+                     limit, `ulimit -l`): using unregistered buffers, which costs a page walk \
+                     per I/O; raise the limit with kernel-setup/memlock.sh"
+                );
+                false
+            }
+            Err(err) => return Err(err),
+        };
         let fixed_file_slots = match ring.register_file_table(fixed_file_slots) {
             Ok(()) => fixed_file_slots,
             Err(err) => {
@@ -144,6 +163,7 @@ impl<M> Shard<M> {
             id,
             ring,
             pool,
+            buffers_registered: registered,
             inflight: Slab::with_capacity(max_inflight),
             max_inflight,
             ready: VecDeque::with_capacity(max_inflight),
@@ -275,12 +295,13 @@ impl<M> Shard<M> {
         }
         let backend = device.backend.clone();
         let file = device.file;
-        let (data, buf_index): (&mut [u8], u16) = match &buf {
+        let registered = self.buffers_registered;
+        let (data, buf_index): (&mut [u8], Option<u16>) = match &buf {
             Some(b) if op.has_data() => {
                 let region = self.pool.region_of(b);
-                (self.pool.bytes_mut(b), region)
+                (self.pool.bytes_mut(b), registered.then_some(region))
             }
-            _ => (&mut [], 0),
+            _ => (&mut [], None),
         };
         let prepared = backend.prepare(Request {
             op,

@@ -11,7 +11,6 @@
 //! reads back. Then a failover after a copy was added: the promoted replica
 //! reaches the added copy by the address it learned.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,17 +21,10 @@ use serde_json::{json, Value};
 mod support;
 
 use support::io::{read_back, scratch_dir, write_read_verify};
-use support::Keeld;
+use support::{free_ports, Keeld};
 
 const NQN: &str = "nqn.2026-11.io.keel:membership";
 const SIZE: &str = "16M";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// The copies' ports, folder and command lines.
 struct Volume {
@@ -47,7 +39,7 @@ impl Volume {
         std::fs::write(dir.join("psk"), b"keel membership test key 0123456789\n").expect("psk");
         Volume {
             dir,
-            ports: [free_port(), free_port(), free_port()],
+            ports: free_ports::<3>(),
         }
     }
 

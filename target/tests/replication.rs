@@ -16,7 +16,7 @@ const SIZE: &str = "16M";
 mod support;
 
 use support::io::{fill, read_back, run_one, scratch_dir, write_read_verify};
-use support::Keeld;
+use support::{free_ports, Keeld};
 
 /// keeld serving [`NQN`] on an ephemeral port, with its metrics endpoint
 /// (the replication gauges) and `args` (backend, replication flags).
@@ -40,10 +40,7 @@ fn start(args: &[String]) -> Keeld {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    free_ports::<1>()[0]
 }
 
 /// The three-node cluster's command lines.
@@ -64,7 +61,7 @@ impl Cluster {
         std::fs::write(dir.join("bad-psk"), b"some other key entirely, 987654321\n").expect("psk");
         Cluster {
             dir,
-            ports: (0..3).map(|_| free_port()).collect(),
+            ports: free_ports::<3>().to_vec(),
             quorum,
             async_nodes: Vec::new(),
             images: Vec::new(),

@@ -198,27 +198,30 @@ impl BlockBackend for FileBackend {
         let ptr = req.data.as_mut_ptr();
         let len = req.data.len() as u32;
         let entry = match req.op {
-            IoOp::Read { offset } => with_fd!(file, |fd| opcode::ReadFixed::new(
-                fd,
-                ptr,
-                len,
-                req.buf_index
-            )
-            .offset(offset)
-            .build()),
+            IoOp::Read { offset } => match req.buf_index {
+                Some(index) => with_fd!(file, |fd| opcode::ReadFixed::new(fd, ptr, len, index)
+                    .offset(offset)
+                    .build()),
+                None => with_fd!(file, |fd| opcode::Read::new(fd, ptr, len)
+                    .offset(offset)
+                    .build()),
+            },
             IoOp::Write { offset, fua } => {
                 // RWF_DSYNC on an O_DIRECT write becomes a FUA write on devices
                 // that have it, and write + flush on those that do not.
                 let flags = if fua { libc::RWF_DSYNC } else { 0 };
-                with_fd!(file, |fd| opcode::WriteFixed::new(
-                    fd,
-                    ptr,
-                    len,
-                    req.buf_index
-                )
-                .offset(offset)
-                .rw_flags(flags)
-                .build())
+                match req.buf_index {
+                    Some(index) => {
+                        with_fd!(file, |fd| opcode::WriteFixed::new(fd, ptr, len, index)
+                            .offset(offset)
+                            .rw_flags(flags)
+                            .build())
+                    }
+                    None => with_fd!(file, |fd| opcode::Write::new(fd, ptr, len)
+                        .offset(offset)
+                        .rw_flags(flags)
+                        .build()),
+                }
             }
             IoOp::Flush => with_fd!(file, |fd| opcode::Fsync::new(fd)
                 .flags(types::FsyncFlags::DATASYNC)

@@ -120,8 +120,9 @@ pub struct Request<'a> {
     pub op: IoOp,
     /// The transfer buffer; empty for ops without data.
     pub data: &'a mut [u8],
-    /// Registered-buffer index of `data` in the shard's ring.
-    pub buf_index: u16,
+    /// Registered-buffer index of `data` in the shard's ring; `None` when
+    /// the ring could not register the pool (plain reads and writes then).
+    pub buf_index: Option<u16>,
     /// How the shard's ring names this backend's file (file backends only).
     pub file: Option<FileRef>,
 }

@@ -133,3 +133,12 @@ impl Drop for Keeld {
         }
     }
 }
+
+/// `N` distinct free ports on loopback: each stays bound until all are
+/// read, so the kernel cannot hand the same one out twice.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("free port").port())
+}

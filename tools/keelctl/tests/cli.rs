@@ -700,11 +700,13 @@ fn against_keeld_io_shows_in_stats_and_controllers() {
 
 // ----- against a replicated keeld ------------------------------------------
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+/// `n` distinct free ports: each stays bound until all are read, so the
+/// kernel cannot hand the same one out twice.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("free port").port())
 }
 
 /// The primary of a two-copy volume (W = 2) whose other copy never starts:
@@ -713,7 +715,7 @@ fn free_port() -> u16 {
 fn start_lonely_primary(dir: &Path) -> (Keeld, u16) {
     let socket = dir.join("keeld.sock");
     std::fs::write(dir.join("psk"), b"keelctl membership test key 0123456\n").expect("psk");
-    let (port1, port2) = (free_port(), free_port());
+    let [port1, port2] = free_ports::<2>();
     let mut child = Command::new(keeld_binary())
         .args(["--listen", "127.0.0.1:0", "--nqn", NQN, "--backend"])
         .arg(dir.join("node1.img"))

@@ -287,12 +287,7 @@ impl<P: Clone> Primary<P> {
         }
         // Replicas may have applied what the local copy lacks: bring them
         // back to the local content.
-        let peers: Vec<NodeId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| !p.leaving)
-            .map(|(n, _)| *n)
-            .collect();
+        let peers = self.member_peers();
         for peer in peers {
             self.mark_dirty(peer, region);
         }

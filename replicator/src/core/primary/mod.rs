@@ -505,6 +505,15 @@ impl<P: Clone> Primary<P> {
         self.pump(now, out);
     }
 
+    /// The replicas that are members (not leaving the volume).
+    fn member_peers(&self) -> Vec<NodeId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| !p.leaving)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
     fn link_id(&self, peer: NodeId) -> Option<LinkId> {
         self.peers.get(&peer)?.link.as_ref().map(|l| l.id)
     }

@@ -22,12 +22,7 @@ use crate::wire::{NodeId, RegionIndex, ResyncOp};
 
 impl<P: Clone> Primary<P> {
     pub(super) fn drive_resyncs(&mut self, now: Time, out: &mut Vec<Action<P>>) {
-        let peers: Vec<NodeId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| !p.leaving)
-            .map(|(n, _)| *n)
-            .collect();
+        let peers = self.member_peers();
         for peer in peers {
             let Some(phase) = self.link_mut(peer).map(|l| l.phase) else {
                 continue;
