@@ -20,10 +20,10 @@ fn encode(message: &Message<'_>) -> Vec<u8> {
     out
 }
 
-/// A frame claiming minor version 2, with an 8-byte header extension and
-/// bytes appended to its body, as a newer peer could send.
+/// A frame claiming the minor version after ours, with an 8-byte header
+/// extension and bytes appended to its body, as a newer peer could send.
 fn newer_minor(mut frame: Vec<u8>, message_type: Option<u8>, flags: u8) -> Vec<u8> {
-    frame[5] = 2;
+    frame[5] = keel_replicator::wire::PROTOCOL_VERSION.minor + 1;
     if let Some(code) = message_type {
         frame[6] = code;
     }
@@ -128,6 +128,16 @@ fn main() {
             Message::Ack(Ack {
                 stream,
                 durable_through: Sequence(2),
+                applied_only: false,
+                standing: None,
+            }),
+        ),
+        (
+            "ack_applied",
+            Message::Ack(Ack {
+                stream,
+                durable_through: Sequence(3),
+                applied_only: true,
                 standing: None,
             }),
         ),
@@ -136,6 +146,7 @@ fn main() {
             Message::Ack(Ack {
                 stream,
                 durable_through: Sequence(2),
+                applied_only: false,
                 standing: Some(StandingReport {
                     epoch: Epoch(3),
                     synced: Epoch(2),
@@ -219,6 +230,7 @@ fn main() {
                 membership: Membership {
                     write_quorum: 2,
                     copies: CopyList::Borrowed(&copies),
+                    since: Some(Epoch(4)),
                 },
             }),
         ),
