@@ -312,6 +312,7 @@ impl<P: Clone> Primary<P> {
         let (epoch, membership) = (t.epoch, t.new.clone());
         self.membership = membership;
         self.epoch = epoch;
+        self.refresh_quorum();
         if self.held_epochs.len() >= super::MAX_HELD_EPOCHS {
             self.held_epochs.remove(0);
         }

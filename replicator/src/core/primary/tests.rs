@@ -474,3 +474,54 @@ fn a_membership_change_may_not_weaken_what_elections_see() {
         Err(ReconfigureRefusal::StaleEpoch)
     );
 }
+
+/// While a membership change is reaching the copies, a write needs a write
+/// quorum of the old membership too: a primary elected under the old one
+/// (by copies that have not heard of the change) must find it. Once a
+/// write quorum of the old sync copies took the new epoch, the new W alone
+/// counts.
+#[test]
+fn during_a_membership_change_writes_need_the_old_quorum_too() {
+    let mut h = Harness::serving();
+    // R1..R3 sync, W = 2 -> R3 async, W = 1 (allowed: W' <= W - 1).
+    let mut next = record().membership;
+    for m in next.members.iter_mut().filter(|m| m.node == R3) {
+        m.mode = ReplicationMode::Async;
+    }
+    next.write_quorum = 1;
+    h.event(Event::Reconfigure {
+        epoch: Epoch(5),
+        membership: next,
+    });
+    assert!(h.primary.is_reconfiguring());
+    // Preparing ends at once (the primary alone is a new write quorum); the
+    // new membership is recorded, then announced to R2.
+    h.event(Event::Tick);
+    let mut announced = None;
+    while let Some(token) = h.out.iter().find_map(|a| match a {
+        Action::Persist { token, .. } => Some(*token),
+        _ => None,
+    }) {
+        h.event(Event::Persisted { token });
+        announced = announced.or(h.sent(R2).iter().find_map(|f| match f {
+            Frame::EpochChange { membership, .. } => Some(membership.since),
+            _ => None,
+        }));
+    }
+    assert_eq!(announced, Some(Epoch(5)), "announced with its epoch");
+    assert!(h.primary.is_reconfiguring(), "R2 has not taken it yet");
+
+    let seq = h.write_done_locally(1, 0, false);
+    assert!(
+        h.completions().is_empty(),
+        "W' = 1 alone would complete it; the old W = 2 does not"
+    );
+    h.applied(R2, seq);
+    assert_eq!(h.completions(), vec![(HostOpId(1), HostStatus::Success)]);
+
+    // R2 durably took the new epoch (and the write after it).
+    h.ack(R2, seq, None);
+    assert!(!h.primary.is_reconfiguring(), "the change is done");
+    h.write_done_locally(2, 1, false);
+    assert_eq!(h.completions(), vec![(HostOpId(2), HostStatus::Success)]);
+}
