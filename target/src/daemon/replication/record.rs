@@ -321,6 +321,25 @@ mod tests {
         assert_eq!(decode(&padded), Ok(stored));
     }
 
+    /// A format 1 record (before membership changes) is still read: its
+    /// membership is the volume's first (`since` 0).
+    #[test]
+    fn a_format_1_record_reads_with_the_first_membership() {
+        let stored = sample(3);
+        let mut bytes = encode(&stored).expect("encode");
+        // Format 1 is format 2 without the trailing `since`.
+        let body_len = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) - 8;
+        bytes.truncate(HEADER_LEN + body_len as usize);
+        bytes[8..10].copy_from_slice(&FORMAT_VERSION_1.to_le_bytes());
+        bytes[12..16].copy_from_slice(&body_len.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let decoded = decode(&bytes).expect("decode");
+        assert_eq!(decoded.record.membership.since, Epoch(0));
+        assert_eq!(decoded.record.standing, stored.record.standing);
+        assert_eq!(decoded.record.intent, stored.record.intent);
+    }
+
     #[test]
     fn damage_is_detected() {
         let bytes = encode(&sample(1)).expect("encode");
