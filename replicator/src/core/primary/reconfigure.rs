@@ -397,9 +397,10 @@ impl<P: Clone> Primary<P> {
             })
     }
 
-    /// Moves the change on: announces it once enough new sync copies are
-    /// complete; ends it once the new epoch is durable here and on a write
-    /// quorum of the old sync copies (this one included).
+    /// Moves the change on: records it once enough new sync copies are
+    /// complete (`announce_if_durable` announces it once recorded); ends it
+    /// once a write quorum of the old sync copies (this one included) took
+    /// the new epoch.
     pub(super) fn check_transition(&mut self, out: &mut Vec<Action<P>>) {
         if self.phase != Phase::Serving {
             return;
