@@ -127,6 +127,9 @@ pub(crate) struct Sim {
     /// its primary noticed.
     power_lost_at: Vec<u64>,
     step: usize,
+    /// A failover planned in the middle of a membership change: at this
+    /// step, the primary that started it is cut off and another promoted.
+    failover: Option<(usize, NodeId)>,
     stats: Stats,
     trace: Vec<String>,
 }
@@ -229,6 +232,7 @@ impl Sim {
             replaced_before_write: vec![None; node_count],
             power_lost_at: vec![0; node_count],
             step: 0,
+            failover: None,
             stats: Stats::default(),
             trace: Vec::new(),
         };
@@ -391,6 +395,7 @@ impl Sim {
     }
 
     fn inject(&mut self) -> Check {
+        self.failover_if_due()?;
         let roll = self.rng.below(1000);
         match roll {
             0..=299 => self.host_write()?,
@@ -542,7 +547,51 @@ impl Sim {
                 epoch,
                 membership: next,
             },
-        )
+        )?;
+        // Half the time, a failover while the change is reaching copies:
+        // the windows the joint quorum and the membership epochs protect.
+        if self.failover.is_none() && self.rng.chance(500) {
+            let at = self.step + self.rng.between(1, 60) as usize;
+            self.failover = Some((at, node));
+        }
+        Ok(())
+    }
+
+    /// The planned failover: the primary is killed, loses power or is cut
+    /// off from one other node, and another node is promoted.
+    fn failover_if_due(&mut self) -> Check {
+        let Some((at, primary)) = self.failover else {
+            return Ok(());
+        };
+        if self.step < at {
+            return Ok(());
+        }
+        self.failover = None;
+        if self.alive(primary) {
+            match self.rng.below(3) {
+                0 => self.crash(primary, false),
+                1 => self.crash(primary, true),
+                _ => {
+                    let others: Vec<NodeId> = self
+                        .node_ids()
+                        .into_iter()
+                        .filter(|n| *n != primary)
+                        .collect();
+                    if let Some(other) = self.rng.pick(&others).copied() {
+                        self.partition(primary, other);
+                    }
+                }
+            }
+        }
+        let candidates: Vec<NodeId> = self
+            .node_ids()
+            .into_iter()
+            .filter(|n| *n != primary && self.alive(*n))
+            .collect();
+        match self.rng.pick(&candidates).copied() {
+            Some(candidate) => self.promote(candidate),
+            None => Ok(()),
+        }
     }
 
     /// The write quorum `node` works with now.
@@ -785,6 +834,11 @@ impl Sim {
         if a == b {
             return;
         }
+        self.partition(a, b);
+    }
+
+    /// Cuts `a` from `b` for a while: their links reset, and none opens.
+    fn partition(&mut self, a: NodeId, b: NodeId) {
         let until = self.now + self.rng.between(1_000_000, 30_000_000);
         self.log(|| format!("partition n{} | n{} until {until}", a.0, b.0));
         self.net.partitions.insert(Network::pair(a, b), until);
