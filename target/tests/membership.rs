@@ -4,8 +4,8 @@
 //! tested against a replicating keeld in tools/keelctl/tests/cli.rs): a
 //! blank copy on a new disk is added to a volume of two copies and brought
 //! complete while the host writes, raising the write quorum is refused,
-//! the first replica is removed (the write quorum lowered with it) and
-//! stopped (and refuses to start again), and the host's verified writes go
+//! the first replica is made async (the write quorum lowered with it),
+//! then removed and stopped (and refuses to start again), and the host's verified writes go
 //! on throughout. At the end the
 //! two remaining copies are byte-identical and every acknowledged write
 //! reads back. Then a failover after a copy was added: the promoted replica
@@ -348,9 +348,22 @@ fn a_new_copy_is_added_the_quorum_changed_and_an_old_copy_removed_while_the_host
         codes::NOT_FOUND,
         "not a copy",
     );
-    // Removing sync node 2 takes W from 2 to 1 in the same change: then
-    // every write of the old membership (on 2 of nodes 1..3) is on node 1
-    // or 3, which an election under the new one hears from.
+    // Node 2 made async: one sync copy fewer takes W from 2 to 1 in the same
+    // change (every write of the old membership, on 2 of nodes 1..3, is then
+    // on node 1 or 3, which an election under the new one hears from).
+    let demoted =
+        call(&socket, "replica_mode", json!({"node": 2, "mode": "async"})).expect("replica_mode");
+    assert_eq!(demoted["membership"]["write_quorum"], 1, "{demoted}");
+    wait_status(&socket, Duration::from_secs(30), |s| {
+        settled(s) && s["write_quorum"] == 1
+    });
+    refused(
+        call(&socket, "replica_mode", json!({"node": 2, "mode": "async"})),
+        codes::REFUSED,
+        "async already",
+    );
+    writes.write(&mut queue, 9);
+    // Removing async node 2 leaves W alone.
     let removed = call(&socket, "replica_remove", json!({"node": 2})).expect("replica_remove");
     assert_eq!(
         members_of(&json!({"membership": removed["membership"]})),

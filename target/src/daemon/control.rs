@@ -44,6 +44,7 @@ pub(crate) const METHODS: &[(&str, bool)] = &[
     ("stats", true),
     ("replica_add", true),
     ("replica_remove", true),
+    ("replica_mode", true),
     ("replica_list", true),
     ("volume_status", true),
     ("quorum_set", true),
@@ -238,6 +239,26 @@ impl ControlService {
         params.finish()?;
         self.replicated(nqn.as_deref())?;
         self.reconfigure(MembershipChange::Remove(node))
+    }
+
+    /// `replica_mode`: a copy becomes sync or async.
+    fn replica_mode(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        let mut params = Params::new(params)?;
+        let nqn = params.opt_nqn("nqn")?;
+        let node = NodeId(params.u64_in("node", 0, u64::MAX)?);
+        let mode = params.str("mode")?;
+        params.finish()?;
+        let mode = match mode.as_str() {
+            "sync" => ReplicationMode::Sync,
+            "async" => ReplicationMode::Async,
+            other => {
+                return Err(RpcError::invalid_params(format!(
+                    "parameter \"mode\" must be \"sync\" or \"async\", got {other:?}"
+                )))
+            }
+        };
+        self.replicated(nqn.as_deref())?;
+        self.reconfigure(MembershipChange::SetMode(node, mode))
     }
 
     /// `quorum_set`: copies durable before a write completes.
@@ -685,6 +706,7 @@ impl RpcService for ControlService {
             "promote" => self.promote(params),
             "replica_add" => self.replica_add(params),
             "replica_remove" => self.replica_remove(params),
+            "replica_mode" => self.replica_mode(params),
             "quorum_set" => self.quorum_set(params),
             _ => Err(RpcError::method_not_found(method)),
         }
@@ -1085,6 +1107,12 @@ mod tests {
                 "\"extra\"",
             ),
             ("replica_remove", json!({}), "\"node\""),
+            ("replica_mode", json!({"node": 2}), "\"mode\""),
+            (
+                "replica_mode",
+                json!({"node": 2, "mode": "fast"}),
+                "\"mode\"",
+            ),
             ("replica_remove", json!({"node": "two"}), "\"node\""),
             ("quorum_set", json!({}), "\"write_quorum\""),
             ("quorum_set", json!({"write_quorum": 0}), "\"write_quorum\""),
@@ -1110,6 +1138,7 @@ mod tests {
                 json!({"node": 3, "address": "tcp://127.0.0.1:7003"}),
             ),
             ("replica_remove", json!({"node": 3})),
+            ("replica_mode", json!({"node": 3, "mode": "async"})),
             ("quorum_set", json!({"write_quorum": 2})),
         ] {
             let (c, m) = code(call(&s, method, params));

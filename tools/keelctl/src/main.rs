@@ -164,6 +164,19 @@ enum ReplicaCommand {
         #[arg(long, value_parser = nqn)]
         nqn: Option<String>,
     },
+    /// Makes a copy sync or async. Making a sync copy async lowers the
+    /// write quorum by one in the same change; W is not raised back.
+    Mode {
+        /// The copy's node id.
+        #[arg(long)]
+        node: u64,
+        /// sync or async.
+        #[arg(long, value_parser = ["sync", "async"])]
+        mode: String,
+        /// Only if this is the replicated volume's NQN.
+        #[arg(long, value_parser = nqn)]
+        nqn: Option<String>,
+    },
     /// Lists replicas and their state.
     List(Filter),
 }
@@ -400,6 +413,11 @@ fn request(command: Command) -> (String, Option<Value>, View) {
             let mut params = json!({ "node": node });
             with_nqn(&mut params, nqn);
             ("replica_remove", Some(params), View::Line(change_line))
+        }
+        Command::Replica(ReplicaCommand::Mode { node, mode, nqn }) => {
+            let mut params = json!({ "node": node, "mode": mode });
+            with_nqn(&mut params, nqn);
+            ("replica_mode", Some(params), View::Line(change_line))
         }
         Command::Replica(ReplicaCommand::List(f)) => {
             ("replica_list", filter(f), View::Table(REPLICA_COLUMNS))

@@ -110,7 +110,7 @@ impl RpcService for Recorder {
                 "lag_bytes": 0,
             }])),
             "resync_status" => Ok(json!([])),
-            "replica_add" | "replica_remove" | "quorum_set" => Ok(json!({
+            "replica_add" | "replica_remove" | "replica_mode" | "quorum_set" => Ok(json!({
                 "node": 1, "from_epoch": 65, "to_epoch": 129,
                 "membership": {"primary": 1, "write_quorum": 2, "members": [
                     {"node": 1, "mode": "sync", "address": "10.0.0.1:7000", "transport": "tcp"},
@@ -281,6 +281,11 @@ fn every_subcommand_sends_its_method_and_params() {
         &["replica", "remove", "--node", "2", "--nqn", NQN],
         "replica_remove",
         Some(json!({"node": 2, "nqn": NQN})),
+    );
+    s.expect(
+        &["replica", "mode", "--node", "3", "--mode", "sync"],
+        "replica_mode",
+        Some(json!({"node": 3, "mode": "sync"})),
     );
     let out = s.expect(&["volume", "status"], "volume_status", None);
     assert!(

@@ -19,6 +19,8 @@ pub enum MembershipChange {
     Add(MemberAddress),
     /// A copy leaves the volume (`replica_remove`).
     Remove(NodeId),
+    /// A copy becomes sync or async (`replica_mode`).
+    SetMode(NodeId, ReplicationMode),
     /// Copies durable before a write completes (`quorum_set`).
     SetQuorum(u8),
 }
@@ -99,6 +101,7 @@ pub(crate) fn plan(
     match change {
         MembershipChange::Add(copy) => plan_add(current, roster, copy),
         MembershipChange::Remove(node) => plan_remove(me, current, *node),
+        MembershipChange::SetMode(node, mode) => plan_mode(me, current, *node, *mode),
         MembershipChange::SetQuorum(w) => plan_quorum(current, *w),
     }
 }
@@ -163,6 +166,48 @@ fn plan_remove(me: NodeId, current: &Membership, node: NodeId) -> Result<Members
             return Err(ChangeError::refused(format!(
                 "node {node} is a sync copy and the write quorum is 1 already: removing it \
                  would need a write quorum of 0"
+            )));
+        }
+        next.write_quorum = current.write_quorum - 1;
+    }
+    Ok(next)
+}
+
+fn plan_mode(
+    me: NodeId,
+    current: &Membership,
+    node: NodeId,
+    mode: ReplicationMode,
+) -> Result<Membership, ChangeError> {
+    if node == me {
+        return Err(ChangeError::refused(format!(
+            "node {node} is this node, the primary: the primary's copy is always sync"
+        )));
+    }
+    let Some(was) = current.mode_of(node) else {
+        return Err(ChangeError {
+            kind: ChangeErrorKind::NotFound,
+            message: format!("node {node} is not a copy of the volume"),
+        });
+    };
+    if was == mode {
+        return Err(ChangeError::refused(format!(
+            "node {node} is {} already",
+            mode_name(mode)
+        )));
+    }
+    let mut next = current.clone();
+    for m in next.members.iter_mut().filter(|m| m.node == node) {
+        m.mode = mode;
+    }
+    if mode == ReplicationMode::Async {
+        // As for a removal: one sync copy fewer takes a write quorum one
+        // smaller, so that an election under the new membership still sees
+        // every write the old one acknowledged.
+        if current.write_quorum <= 1 {
+            return Err(ChangeError::refused(format!(
+                "node {node} is a sync copy and the write quorum is 1 already: making it \
+                 async would need a write quorum of 0"
             )));
         }
         next.write_quorum = current.write_quorum - 1;
@@ -285,6 +330,26 @@ mod tests {
         let error = plan(me, &w1, &roster, &MembershipChange::Remove(NodeId(2))).expect_err("W=0");
         assert_eq!(error.kind, ChangeErrorKind::Refused);
         assert!(error.message.contains("quorum is 1 already"), "{error:?}");
+    }
+
+    #[test]
+    fn a_mode_change_keeps_the_primary_sync_and_lowers_w_with_a_sync_copy() {
+        let (m, roster) = current();
+        let me = NodeId(1);
+        let to = |node, mode| MembershipChange::SetMode(NodeId(node), mode);
+        let error = plan(me, &m, &roster, &to(1, ReplicationMode::Async)).expect_err("me");
+        assert!(error.message.contains("always sync"), "{error:?}");
+        let error = plan(me, &m, &roster, &to(7, ReplicationMode::Async)).expect_err("who");
+        assert_eq!(error.kind, ChangeErrorKind::NotFound);
+        let error = plan(me, &m, &roster, &to(2, ReplicationMode::Sync)).expect_err("same");
+        assert!(error.message.contains("sync already"), "{error:?}");
+        let next = plan(me, &m, &roster, &to(2, ReplicationMode::Async)).expect("async");
+        assert_eq!(next.mode_of(NodeId(2)), Some(ReplicationMode::Async));
+        assert_eq!(next.write_quorum, 1);
+        assert!(next.is_valid());
+        let back = plan(me, &next, &roster, &to(2, ReplicationMode::Sync)).expect("sync");
+        assert_eq!(back.mode_of(NodeId(2)), Some(ReplicationMode::Sync));
+        assert_eq!(back.write_quorum, 1, "W stays: raising it is refused");
     }
 
     #[test]
