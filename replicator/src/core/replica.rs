@@ -303,7 +303,7 @@ impl<P: Clone> Replica<P> {
     /// Acknowledges, per link, the frames whose writes all completed.
     fn send_applied(&mut self, out: &mut Vec<Action<P>>) {
         let current = self.working.epoch;
-        let mut sends = Vec::new();
+        let first_send = out.len();
         for (id, link) in self.links.iter_mut() {
             if link.epoch < current {
                 continue; // Deposed primary: see `EpochChange`.
@@ -320,7 +320,7 @@ impl<P: Clone> Replica<P> {
             };
             if through > link.applied_sent && through > link.acked {
                 link.applied_sent = through;
-                sends.push(Action::Send {
+                out.push(Action::Send {
                     peer: link.peer,
                     link: *id,
                     epoch: current,
@@ -330,21 +330,23 @@ impl<P: Clone> Replica<P> {
                 });
             }
         }
-        if !sends.is_empty() {
-            // What it acknowledges applied outlives the process first.
-            self.note(out);
-            out.append(&mut sends);
+        // What it acknowledges applied outlives the process first.
+        if out.len() > first_send {
+            if let Some(note) = self.note() {
+                out.insert(first_send, note);
+            }
         }
     }
 
-    /// Keeps the working standing for a restart, if it changed.
-    fn note(&mut self, out: &mut Vec<Action<P>>) {
-        if self.noted != self.working {
+    /// The action that keeps the working standing for a restart, if it
+    /// changed since the last one.
+    fn note(&mut self) -> Option<Action<P>> {
+        (self.noted != self.working).then(|| {
             self.noted = self.working;
-            out.push(Action::Note {
+            Action::Note {
                 standing: self.working,
-            });
-        }
+            }
+        })
     }
 
     fn receive(&mut self, link: LinkId, epoch: Epoch, frame: Frame<P>, out: &mut Vec<Action<P>>) {
@@ -616,7 +618,7 @@ impl<P: Clone> Replica<P> {
     fn start_persist(&mut self, epoch_ack: Option<(LinkId, Standing)>, out: &mut Vec<Action<P>>) {
         debug_assert!(self.persist.is_none() && self.writes.is_empty());
         self.persist_wanted = false;
-        self.note(out);
+        out.extend(self.note());
         let token = self.alloc_token();
         let record = DurableRecord {
             membership: self.membership.clone(),
@@ -662,10 +664,16 @@ impl<P: Clone> Replica<P> {
         let Some(write) = self.writes.remove(&token) else {
             return;
         };
-        if let Some(p) = write.position {
-            self.completed_early.insert(token, p);
-        }
         let oldest_in_flight = self.writes.keys().next().copied();
+        if let Some(p) = write.position {
+            if oldest_in_flight.is_some_and(|oldest| oldest < token) {
+                // An earlier write is still in flight: this one counts
+                // once it is done.
+                self.completed_early.insert(token, p);
+            } else {
+                self.working.applied = self.working.applied.max(p);
+            }
+        }
         while let Some(entry) = self.completed_early.first_entry() {
             if oldest_in_flight.is_some_and(|oldest| *entry.key() > oldest) {
                 break;

@@ -589,7 +589,7 @@ impl<P: Clone> Primary<P> {
                     .map(|(n, _)| *n)
                     .collect();
                 for node in linked {
-                    self.send_epoch_change(now, node, out);
+                    self.send_epoch_change(now, node, true, out);
                 }
                 self.decide_election(out);
             }
@@ -611,25 +611,39 @@ impl<P: Clone> Primary<P> {
             p.link = Some(Link::new(link));
         }
         if self.phase != Phase::TakingEpoch {
-            self.send_epoch_change(now, peer, out);
+            self.send_epoch_change(now, peer, true, out);
         }
     }
 
-    fn send_epoch_change(&mut self, now: Time, peer: NodeId, out: &mut Vec<Action<P>>) {
+    /// Sends this epoch and membership to `peer`: as its link's opening
+    /// frame (`opening`; nothing if the link carried anything already), or
+    /// in sequence after what the link carried (a membership change).
+    fn send_epoch_change(
+        &mut self,
+        now: Time,
+        peer: NodeId,
+        opening: bool,
+        out: &mut Vec<Action<P>>,
+    ) {
         let membership = self.membership.clone();
         let epoch = self.epoch;
         let Some(link) = self.link_mut(peer) else {
             return;
         };
-        if link.next_seq != Sequence(1) {
+        if opening && link.next_seq != Sequence(1) {
             return; // Already sent on this link.
         }
         let seq = link.take_seq();
+        let purpose = if opening {
+            Purpose::EpochChange { epoch }
+        } else {
+            Purpose::Reconfigure { epoch }
+        };
         self.send(
             now,
             peer,
             Frame::EpochChange { seq, membership },
-            Purpose::EpochChange { epoch },
+            purpose,
             0,
             out,
         );

@@ -28,8 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Phase, Primary, Purpose};
-use crate::core::frame::Frame;
+use super::{Phase, Primary};
 use crate::core::ids::{LinkId, Position, Time};
 use crate::core::io::Action;
 use crate::core::membership::Membership;
@@ -338,25 +337,8 @@ impl<P: Clone> Primary<P> {
             .map(|(n, _)| *n)
             .collect();
         for peer in linked {
-            self.send_reconfigure(now, peer, out);
+            self.send_epoch_change(now, peer, false, out);
         }
-    }
-
-    fn send_reconfigure(&mut self, now: Time, peer: NodeId, out: &mut Vec<Action<P>>) {
-        let membership = self.membership.clone();
-        let epoch = self.epoch;
-        let Some(link) = self.link_mut(peer) else {
-            return;
-        };
-        let seq = link.take_seq();
-        self.send(
-            now,
-            peer,
-            Frame::EpochChange { seq, membership },
-            Purpose::Reconfigure { epoch },
-            0,
-            out,
-        );
     }
 
     /// `peer` durably took the membership of `epoch` (a mid-stream change,
