@@ -174,6 +174,49 @@ fn hand_over(sender: &EngineSender<Message>, stop: &AtomicBool, mut msg: Message
     }
 }
 
+/// Accepts connections until `stop`: `try_accept` polls for one (`None`:
+/// none yet), and `handshake` runs each on a thread of its own, at most
+/// [`MAX_HANDSHAKES`] at once, so a slow or silent peer holds up no one.
+/// `what` and `describe` name the listener and a connection in the log.
+fn serve_accepts<C: Send + 'static, E: std::fmt::Display>(
+    what: &'static str,
+    stop: &AtomicBool,
+    mut try_accept: impl FnMut() -> Result<Option<C>, E>,
+    describe: impl Fn(&C) -> String,
+    handshake: impl Fn(C) + Clone + Send + 'static,
+) {
+    let running = Arc::new(AtomicUsize::new(0));
+    while !stop.load(Ordering::Relaxed) {
+        let connection = match try_accept() {
+            Ok(Some(connection)) => connection,
+            Ok(None) => {
+                std::thread::sleep(POLL);
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "{what} replication accept failed");
+                std::thread::sleep(POLL);
+                continue;
+            }
+        };
+        let Some(guard) = HandshakeSlot::take(&running) else {
+            let from = describe(&connection);
+            tracing::warn!(%from, "{what} replication link refused: too many handshakes in progress");
+            continue;
+        };
+        let handshake = handshake.clone();
+        let spawned = std::thread::Builder::new()
+            .name("keel-repl-handshake".into())
+            .spawn(move || {
+                let _slot = guard;
+                handshake(connection);
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot start a handshake thread");
+        }
+    }
+}
+
 fn accept_loop(
     listener: TcpListener,
     me: NodeId,
@@ -183,55 +226,27 @@ fn accept_loop(
     sender: EngineSender<Message>,
     stop: Arc<AtomicBool>,
 ) {
-    let running = Arc::new(AtomicUsize::new(0));
-    while !stop.load(Ordering::Relaxed) {
-        let (stream, from) = match listener.accept() {
-            Ok(accepted) => accepted,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(POLL);
-                continue;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "replication accept failed");
-                std::thread::sleep(POLL);
-                continue;
-            }
-        };
-        let Some(guard) = HandshakeSlot::take(&running) else {
-            tracing::warn!(%from, "replication link refused: too many handshakes in progress");
-            continue;
-        };
-        let key = key.clone();
-        let published = published.clone();
-        let sender = sender.clone();
-        let stop = stop.clone();
-        // One thread per handshake: a slow or silent peer holds up no one.
-        let spawned = std::thread::Builder::new()
-            .name("keel-repl-handshake".into())
-            .spawn(move || {
-                let _slot = guard;
-                let mut stream = stream;
-                let _ = stream.set_nonblocking(false);
-                let _ = stream.set_nodelay(true);
-                let from = from.to_string();
-                if let Some(peer) =
-                    accept_handshake(&mut stream, &from, me, volume, &key, &published)
-                {
-                    hand_over(
-                        &sender,
-                        &stop,
-                        Message::PeerLink {
-                            stream,
-                            peer,
-                            direction: LinkDirection::Inbound,
-                        },
-                    );
-                }
-            });
-        if let Err(error) = spawned {
-            tracing::warn!(%error, "cannot start a handshake thread");
+    let try_accept = || match listener.accept() {
+        Ok(accepted) => Ok(Some(accepted)),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    };
+    let describe = |(_, from): &(TcpStream, SocketAddr)| from.to_string();
+    let stopped = stop.clone();
+    let handshake = move |(mut stream, from): (TcpStream, SocketAddr)| {
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_nodelay(true);
+        let from = from.to_string();
+        if let Some(peer) = accept_handshake(&mut stream, &from, me, volume, &key, &published) {
+            let link = Message::PeerLink {
+                stream,
+                peer,
+                direction: LinkDirection::Inbound,
+            };
+            hand_over(&sender, &stopped, link);
         }
-    }
+    };
+    serve_accepts("tcp", &stop, try_accept, describe, handshake);
 }
 
 /// Runs the acceptor's handshake on `stream` (from `from`); the peer's node
@@ -287,53 +302,31 @@ impl RdmaAccept {
             }
         };
         tracing::info!(%addr, "accepting replication links over RDMA");
-        let running = Arc::new(AtomicUsize::new(0));
-        while !self.stop.load(Ordering::Relaxed) {
-            let link = match listener.try_accept() {
-                Ok(Some(link)) => link,
-                Ok(None) => {
-                    std::thread::sleep(POLL);
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "rdma replication accept failed");
-                    std::thread::sleep(POLL);
-                    continue;
-                }
-            };
-            let Some(guard) = HandshakeSlot::take(&running) else {
-                tracing::warn!("rdma replication link refused: too many handshakes in progress");
-                continue;
-            };
-            let (me, volume, key) = (self.me, self.volume, self.key.clone());
-            let published = self.published.clone();
-            let (sender, stop) = (self.sender.clone(), self.stop.clone());
-            let spawned = std::thread::Builder::new()
-                .name("keel-repl-handshake".into())
-                .spawn(move || {
-                    let _slot = guard;
-                    let mut stream = BlockingLink::new(link);
-                    let from = format!("rdma://{addr} (inbound)");
-                    if let Some(peer) =
-                        accept_handshake(&mut stream, &from, me, volume, &key, &published)
-                    {
-                        let (link, received) = stream.into_parts();
-                        hand_over(
-                            &sender,
-                            &stop,
-                            Message::RdmaPeerLink {
-                                link: Box::new(link),
-                                received,
-                                peer,
-                                direction: LinkDirection::Inbound,
-                            },
-                        );
-                    }
-                });
-            if let Err(error) = spawned {
-                tracing::warn!(%error, "cannot start a handshake thread");
+        let RdmaAccept {
+            me,
+            volume,
+            key,
+            published,
+            sender,
+            stop,
+        } = self;
+        let stopped = stop.clone();
+        let handshake = move |link| {
+            let mut stream = BlockingLink::new(link);
+            let from = format!("rdma://{addr} (inbound)");
+            if let Some(peer) = accept_handshake(&mut stream, &from, me, volume, &key, &published) {
+                let (link, received) = stream.into_parts();
+                let link = Message::RdmaPeerLink {
+                    link: Box::new(link),
+                    received,
+                    peer,
+                    direction: LinkDirection::Inbound,
+                };
+                hand_over(&sender, &stopped, link);
             }
-        }
+        };
+        let describe = |_: &_| format!("rdma://{addr}");
+        serve_accepts("rdma", &stop, || listener.try_accept(), describe, handshake);
     }
 
     #[cfg(not(feature = "rdma"))]
