@@ -463,27 +463,15 @@ struct Keeld {
     child: Child,
     addr: SocketAddr,
     socket: PathBuf,
-    _dir: tempfile::TempDir,
+    /// The folder of its files, when the test did not bring its own.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Keeld {
-    fn start() -> Keeld {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("keeld.sock");
-        let mut child = Command::new(keeld_binary())
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--nqn",
-                NQN,
-                "--backend",
-                "memory",
-            ])
-            .args(["--size", "16M", "--block-size", "4096", "--no-pin"])
-            .args(["--buffers", "64", "--allow-host", HOST_A])
-            .arg("--rpc-socket")
-            .arg(&socket)
-            .env("KEEL_LOG", "warn")
+    /// Spawns `command` (keeld, its control socket at `socket`) and waits
+    /// for the address it listens on, its first line.
+    fn spawn(mut command: Command, socket: PathBuf, dir: Option<tempfile::TempDir>) -> Keeld {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -504,6 +492,27 @@ impl Keeld {
             socket,
             _dir: dir,
         }
+    }
+
+    fn start() -> Keeld {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("keeld.sock");
+        let mut command = Command::new(keeld_binary());
+        command
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--nqn",
+                NQN,
+                "--backend",
+                "memory",
+            ])
+            .args(["--size", "16M", "--block-size", "4096", "--no-pin"])
+            .args(["--buffers", "64", "--allow-host", HOST_A])
+            .arg("--rpc-socket")
+            .arg(&socket)
+            .env("KEEL_LOG", "warn");
+        Keeld::spawn(command, socket, Some(dir))
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -721,7 +730,8 @@ fn start_lonely_primary(dir: &Path) -> (Keeld, u16) {
     let socket = dir.join("keeld.sock");
     std::fs::write(dir.join("psk"), b"keelctl membership test key 0123456\n").expect("psk");
     let [port1, port2] = free_ports::<2>();
-    let mut child = Command::new(keeld_binary())
+    let mut command = Command::new(keeld_binary());
+    command
         .args(["--listen", "127.0.0.1:0", "--nqn", NQN, "--backend"])
         .arg(dir.join("node1.img"))
         .args(["--size", "16M", "--no-pin", "--buffers", "64"])
@@ -737,27 +747,8 @@ fn start_lonely_primary(dir: &Path) -> (Keeld, u16) {
         .arg("--bootstrap")
         .arg("--rpc-socket")
         .arg(&socket)
-        .env("KEEL_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn keeld");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read keeld's first line");
-    let addr = line
-        .trim()
-        .strip_prefix("keeld listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line from keeld: {line:?}"))
-        .parse()
-        .expect("address");
-    let keeld = Keeld {
-        child,
-        addr,
-        socket,
-        _dir: tempfile::tempdir().unwrap(),
-    };
+        .env("KEEL_LOG", "error");
+    let keeld = Keeld::spawn(command, socket, None);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while keeld.json(&["volume", "status"])["role"] != "primary" {
         assert!(std::time::Instant::now() < deadline, "node 1 never served");
