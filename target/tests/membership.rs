@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 mod support;
 
 use support::io::{read_back, scratch_dir, write_read_verify};
-use support::{free_ports, Keeld};
+use support::{free_ports, scrape, Keeld};
 
 const NQN: &str = "nqn.2026-11.io.keel:membership";
 const SIZE: &str = "16M";
@@ -480,16 +480,4 @@ fn after_a_copy_was_added_a_promoted_replica_reaches_it_by_a_learned_address() {
     let two = std::fs::read(volume.image(2)).expect("image 2");
     let three = std::fs::read(volume.image(3)).expect("image 3");
     assert!(two == three, "nodes 2 and 3 differ");
-}
-
-fn scrape(keeld: &Keeld) -> prometheus_parse::Scrape {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(keeld.metrics.expect("metrics address"))
-        .expect("connect to metrics");
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: keel\r\n\r\n").expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let (_, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
-        .expect("valid Prometheus text format")
 }

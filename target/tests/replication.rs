@@ -16,7 +16,7 @@ const SIZE: &str = "16M";
 mod support;
 
 use support::io::{fill, read_back, run_one, scratch_dir, write_read_verify};
-use support::{free_ports, Keeld};
+use support::{free_ports, scrape, Keeld};
 
 /// keeld serving [`NQN`] on an ephemeral port, with its metrics endpoint
 /// (the replication gauges) and `args` (backend, replication flags).
@@ -790,19 +790,6 @@ fn behind_delay_line(
         .expect("--replica-listen");
     args[at + 1] = format!("127.0.0.1:{behind}");
     (args, partition)
-}
-
-/// One scrape of `keeld`'s metrics endpoint, parsed by a real parser.
-fn scrape(keeld: &Keeld) -> prometheus_parse::Scrape {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(keeld.metrics.expect("metrics address"))
-        .expect("connect to metrics");
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: keel\r\n\r\n").expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let (_, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
-        .expect("valid Prometheus text format")
 }
 
 /// The value of `name` for replica `node` (and the extra label, if any).

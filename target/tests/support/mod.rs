@@ -142,3 +142,15 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
         .collect();
     std::array::from_fn(|i| listeners[i].local_addr().expect("free port").port())
 }
+
+/// One scrape of `keeld`'s metrics endpoint, parsed by a real parser.
+pub fn scrape(keeld: &Keeld) -> prometheus_parse::Scrape {
+    let mut stream =
+        TcpStream::connect(keeld.metrics.expect("metrics address")).expect("connect to metrics");
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: keel\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (_, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("valid Prometheus text format")
+}
