@@ -37,6 +37,27 @@ use keel_replicator::link::{self, Decoded, Envelope, Other};
 use keel_replicator::wire::{ByteRange, Epoch, NodeId, ReplicationMode, StreamId, VolumeId};
 use slab::Slab;
 
+/// Appends `frame` of `epoch` to `tx` as the volume's stream sends it (a
+/// `Write` with its data), on TCP and RDMA links alike.
+pub(super) fn encode_frame(
+    volume: VolumeId,
+    addresses: &BTreeMap<NodeId, String>,
+    epoch: Epoch,
+    frame: &Frame<Payload>,
+    tx: &mut Vec<u8>,
+) -> Result<usize, link::LinkError> {
+    let envelope = Envelope {
+        volume,
+        stream: STREAM,
+        epoch,
+    };
+    let payload: &[u8] = match frame {
+        Frame::Write { data, .. } => data.as_slice(),
+        _ => &[],
+    };
+    link::encode(&envelope, frame, payload, addresses, tx)
+}
+
 use crate::daemon::connection::{continue_send, SendProgress};
 use crate::daemon::handler::Message;
 use crate::daemon::replication::change::{self, ChangeError, ChangeOutcome, MembershipChange};
@@ -1349,17 +1370,8 @@ impl Replicator {
         if peer.closing {
             return;
         }
-        let envelope = Envelope {
-            volume: self.volume,
-            stream: STREAM,
-            epoch,
-        };
-        let payload: &[u8] = match frame {
-            Frame::Write { data, .. } => data.as_slice(),
-            _ => &[],
-        };
         let before = peer.tx.len();
-        let encoded = link::encode(&envelope, frame, payload, &self.addresses, &mut peer.tx);
+        let encoded = encode_frame(self.volume, &self.addresses, epoch, frame, &mut peer.tx);
         let bytes = peer.tx.len().saturating_sub(before) as u64;
         if let Some(c) = &peer.counters {
             if encoded.is_ok() {

@@ -27,11 +27,10 @@ use std::time::{Duration, Instant};
 
 use keel_engine::{NetOp, Shard};
 use keel_replicator::core::{Event, Frame, LinkDirection, LinkId};
-use keel_replicator::link::{self, Envelope};
 use keel_replicator::rdma::RdmaLink;
 use keel_replicator::wire::{Epoch, NodeId};
 
-use super::{decode_frames, Payload, Replicator, STREAM};
+use super::{decode_frames, Payload, Replicator};
 use crate::daemon::handler::Message;
 use crate::daemon::tags::{Tag, TagKind};
 
@@ -177,16 +176,7 @@ impl Replicator {
         let Some(peer) = self.rdma.peers.get_mut(&link) else {
             return false;
         };
-        let envelope = Envelope {
-            volume: self.volume,
-            stream: STREAM,
-            epoch,
-        };
-        let payload: &[u8] = match frame {
-            Frame::Write { data, .. } => data.as_slice(),
-            _ => &[],
-        };
-        match link::encode(&envelope, frame, payload, &self.addresses, &mut peer.tx) {
+        match super::encode_frame(self.volume, &self.addresses, epoch, frame, &mut peer.tx) {
             Ok(_) => peer.frames_sent += 1,
             Err(error) => {
                 tracing::error!(%error, "replication: cannot encode a frame");
