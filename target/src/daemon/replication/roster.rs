@@ -15,9 +15,14 @@
 use std::net::SocketAddr;
 use std::sync::{PoisonError, RwLock};
 
-use keel_replicator::wire::NodeId;
+use keel_replicator::wire::{NodeId, MAX_COPIES};
 
 use super::{MemberAddress, Transport};
+
+/// Copies the roster learns from other nodes' `EpochChange` frames at most
+/// holds in all: each frame names at most `MAX_COPIES`, but a peer sending
+/// one new membership after another must not grow it without bound.
+const MAX_LEARNED_ROSTER: usize = 2 * MAX_COPIES;
 
 /// The shared address book of the volume's copies.
 #[derive(Debug, Default)]
@@ -72,10 +77,15 @@ impl Roster {
     }
 
     /// Adds `member` unless its node is known already (an address learned
-    /// from another node never overrides the local configuration).
+    /// from another node never overrides the local configuration) or the
+    /// roster holds [`MAX_LEARNED_ROSTER`] copies already.
     pub fn learn(&self, member: MemberAddress) -> bool {
         let mut copies = self.copies.write().unwrap_or_else(PoisonError::into_inner);
         if copies.iter().any(|m| m.node == member.node) {
+            return false;
+        }
+        if copies.len() >= MAX_LEARNED_ROSTER {
+            tracing::warn!(node = %member.node, "replication: the roster is full; an address learned from an EpochChange is dropped");
             return false;
         }
         copies.push(member);
@@ -125,5 +135,17 @@ mod tests {
         assert_eq!(roster.retain(|n| n != NodeId(2)), vec![NodeId(2)]);
         assert!(!roster.contains(NodeId(2)));
         assert_eq!(roster.snapshot().len(), 3);
+    }
+
+    #[test]
+    fn learned_addresses_are_bounded() {
+        let roster = Roster::new(&[]);
+        for node in 0..100 {
+            let member =
+                parse_member(&format!("{node}@127.0.0.1:{}", 7000 + node)).expect("member");
+            let learned = roster.learn(member);
+            assert_eq!(learned, (node as usize) < MAX_LEARNED_ROSTER, "node {node}");
+        }
+        assert_eq!(roster.snapshot().len(), MAX_LEARNED_ROSTER);
     }
 }
