@@ -120,6 +120,11 @@ pub struct PrimaryLimits {
     /// An async replica whose oldest unacknowledged frame is older than this
     /// is out of date.
     pub async_max_lag_time: Time,
+    /// Any replica, sync or async, whose oldest frame not yet applied is
+    /// older than this is out of date: a copy that is connected but
+    /// acknowledges nothing (a stuck disk, a frozen process) must not hold
+    /// writes that need it, or the bitmap's resync, for ever.
+    pub ack_timeout: Time,
     /// Region copies in flight per resyncing replica.
     pub resync_regions_in_flight: usize,
     /// How long a write-intent bit stays set after its region's last write
@@ -144,6 +149,7 @@ impl Default for PrimaryLimits {
             max_queued_frames: 256,
             async_max_lag_bytes: 64 << 20,
             async_max_lag_time: 5_000_000_000,
+            ack_timeout: 10_000_000_000,
             resync_regions_in_flight: 4,
             bitmap_hold: 2_000_000_000,
             resync_paced: false,
@@ -919,22 +925,25 @@ impl<P: Clone> Primary<P> {
             }
         }
         self.check_transition(out);
-        self.check_async_lag(now, out);
+        self.check_lag(now, out);
     }
 
-    /// Async replicas get a bounded lag; beyond it they are out of date.
-    fn check_async_lag(&mut self, now: Time, out: &mut Vec<Action<P>>) {
+    /// Async replicas get a bounded lag, and every replica a bounded wait
+    /// for its acknowledgements; beyond either it is out of date.
+    fn check_lag(&mut self, now: Time, out: &mut Vec<Action<P>>) {
+        let limits = &self.limits;
         let lagging: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.mode == ReplicationMode::Async && !p.leaving)
+            .filter(|(_, p)| !p.leaving)
             .filter_map(|(n, p)| {
                 let link = p.link.as_ref()?;
-                let too_old = link
-                    .oldest_unacked()
-                    .is_some_and(|t| now.saturating_sub(t) > self.limits.async_max_lag_time);
-                let too_far = link.unacked_bytes() > self.limits.async_max_lag_bytes;
-                (too_old || too_far).then_some(*n)
+                let waited = link.oldest_unacked().map(|t| now.saturating_sub(t));
+                let stalled = waited.is_some_and(|w| w > limits.ack_timeout);
+                let lags = p.mode == ReplicationMode::Async
+                    && (waited.is_some_and(|w| w > limits.async_max_lag_time)
+                        || link.unacked_bytes() > limits.async_max_lag_bytes);
+                (stalled || lags).then_some(*n)
             })
             .collect();
         for peer in lagging {

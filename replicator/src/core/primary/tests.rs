@@ -35,6 +35,8 @@ fn record() -> DurableRecord {
 struct Harness {
     primary: Primary<u64>,
     out: Actions,
+    /// The time every event is handled at.
+    now: Time,
 }
 
 impl Harness {
@@ -52,7 +54,11 @@ impl Harness {
             100,
             &mut out,
         );
-        let mut h = Harness { primary, out };
+        let mut h = Harness {
+            primary,
+            out,
+            now: 0,
+        };
         h.complete_persists();
         assert!(
             !h.primary.is_serving(),
@@ -76,7 +82,7 @@ impl Harness {
 
     fn event(&mut self, event: Event<u64>) {
         self.out.clear();
-        self.primary.handle(0, event, &mut self.out);
+        self.primary.handle(self.now, event, &mut self.out);
     }
 
     fn ack(&mut self, peer: NodeId, seq: u64, standing: Option<Standing>) {
@@ -271,6 +277,7 @@ fn a_candidate_behind_a_reported_standing_retires() {
             &mut out,
         ),
         out,
+        now: 0,
     };
     h.complete_persists();
     h.event(Event::LinkUp {
@@ -524,4 +531,38 @@ fn during_a_membership_change_writes_need_the_old_quorum_too() {
     assert!(!h.primary.is_reconfiguring(), "the change is done");
     h.write_done_locally(2, 1, false);
     assert_eq!(h.completions(), vec![(HostOpId(2), HostStatus::Success)]);
+}
+
+/// A sync replica that stays connected but acknowledges nothing (a stuck
+/// disk, a frozen process) is out of date once its oldest frame waited
+/// longer than the ack timeout: its link is closed and what it missed is
+/// dirty for a resync, instead of it holding the stream for ever.
+#[test]
+fn a_replica_that_acknowledges_nothing_for_the_ack_timeout_is_dropped() {
+    let mut h = Harness::serving();
+    let timeout = PrimaryLimits::default().ack_timeout;
+    let seq = h.write_done_locally(1, 0, false);
+    h.applied(R2, seq);
+    assert_eq!(h.completions(), vec![(HostOpId(1), HostStatus::Success)]);
+
+    h.now = 1_000;
+    h.write_done_locally(2, 1, false);
+    h.now += timeout;
+    h.event(Event::Tick);
+    assert!(
+        !h.out.iter().any(|a| matches!(a, Action::CloseLink { .. })),
+        "waited exactly the timeout: still linked"
+    );
+    h.now += 1;
+    h.event(Event::Tick);
+    assert!(
+        h.out
+            .iter()
+            .any(|a| matches!(a, Action::CloseLink { peer, .. } if *peer == R2)),
+        "stalled past the timeout: dropped"
+    );
+    let view = h.primary.replica_views(h.now);
+    let r2 = view.iter().find(|v| v.node == R2).expect("R2 is a member");
+    assert_eq!(r2.state, ReplicaState::Down);
+    assert!(r2.regions_to_resync > 0, "what it missed is dirty");
 }

@@ -173,6 +173,9 @@ impl Sim {
             max_queued_frames: rng.between(8, 64) as usize,
             async_max_lag_bytes: 64 * 1024,
             async_max_lag_time: 4_000_000,
+            // Links are cut for longer than this (a replica connected but
+            // silent is dropped; fixed, so the seeds' draws stay as they were).
+            ack_timeout: 50_000_000,
             resync_regions_in_flight: rng.between(1, 4) as usize,
             bitmap_hold: rng.between(0, 3_000_000),
             resync_paced: rng.chance(250),
