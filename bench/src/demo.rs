@@ -175,6 +175,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
                 // A new volume; on a rerun the records in the data folder win.
                 fresh: FreshCopy::Bootstrap,
                 async_lag: Default::default(),
+                link_timeout: keel_target::daemon::replication::DEFAULT_LINK_TIMEOUT,
             }),
             ..RuntimeOptions::default()
         };

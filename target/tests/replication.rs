@@ -5,7 +5,7 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keel_target::initiator::{Controller, HostOptions, IoKind, IoQueue};
 use keel_target::nvme::Status;
@@ -507,6 +507,76 @@ fn a_partitioned_replica_does_not_stop_a_quorum_and_converges_after_the_heal() {
     cluster.assert_identical(&[2, 3]);
 }
 
+/// A partition of an idle volume: no write is in flight, so only the
+/// heartbeats can tell. Within the link timeout (1 s here) the primary
+/// closes the link, reports node 3 down and counts a link timeout; after
+/// the heal node 3 links again and the volume is back in sync. Before the
+/// partition the heartbeats measure the round trip.
+#[test]
+fn an_idle_partitioned_replica_is_noticed_by_heartbeats_and_rejoins_after_the_heal() {
+    let cluster = Cluster::new("replication-heartbeat", 2);
+    let timeout = ["--link-timeout-ms".to_string(), "1000".to_string()];
+    let with_timeout = |mut args: Vec<String>| {
+        args.extend(timeout.iter().cloned());
+        args
+    };
+    let (args3, partition) = behind_delay_line(&cluster, 3, Duration::ZERO);
+    let primary = start(&with_timeout(cluster.args(1, "psk")));
+    let replica2 = start(&with_timeout(cluster.args(2, "psk")));
+    let replica3 = start(&with_timeout(args3));
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+
+    // Quiet links beat every 250 ms; the reply gives the round trip.
+    let sample = |name: &str, node: usize| replica_sample(&scrape(&primary), name, node, None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sample("keel_replica_round_trip_seconds", 3).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat round trip measured"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let round_trip = sample("keel_replica_round_trip_seconds", 3).unwrap_or(f64::NAN);
+    assert!(
+        round_trip > 0.0 && round_trip < 1.0,
+        "round trip {round_trip} s"
+    );
+    assert_eq!(sample("keel_replica_link_timeouts_total", 3), Some(0.0));
+
+    partition.set(true);
+    let cut = Instant::now();
+    let down = |node: usize| {
+        replica_sample(
+            &scrape(&primary),
+            "keel_replica_state",
+            node,
+            Some(("state", "down")),
+        ) == Some(1.0)
+    };
+    while !down(3) {
+        assert!(
+            cut.elapsed() < Duration::from_secs(10),
+            "node 3 still not down {:?} into the partition",
+            cut.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let noticed = cut.elapsed();
+    eprintln!("idle partition noticed after {noticed:?} (link timeout 1 s)");
+    assert!(
+        noticed >= Duration::from_millis(900),
+        "closed before the timeout: {noticed:?}"
+    );
+    assert!(!down(2), "node 2 is not partitioned");
+    assert_eq!(sample("keel_replica_link_timeouts_total", 3), Some(1.0));
+    assert_eq!(primary.gauge("keel_replication_in_sync"), Some(0));
+
+    partition.set(false);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    stop_all([primary, replica2, replica3]);
+    cluster.assert_identical(&[2, 3]);
+}
+
 /// A tmpfs of limited size mounted for the test's life: a disk that fills
 /// up, so writes to unallocated blocks fail with ENOSPC (a real I/O error,
 /// through the real kernel path), and that can be grown while in use.
@@ -765,8 +835,6 @@ fn timed_writes(queue: &mut IoQueue, count: u64, generation: u64) -> (Duration, 
     (p50, p99)
 }
 
-/// Node `node`'s command line with its member address served by a delay
-/// line (`one_way` each way) and the node itself listening behind it.
 /// Node `node`'s command line with its member address served by a delay
 /// line (`one_way` each way) that forwards to where it really listens, and
 /// the line's partition switch.

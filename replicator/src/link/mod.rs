@@ -329,6 +329,26 @@ pub fn encode_header<P>(
     })
 }
 
+/// Appends a `Heartbeat` (or, with `beat.reply`, the answer to one) to
+/// `out`; its header carries `envelope`'s volume and epoch (heartbeats
+/// travel on stream 0, outside every sequence).
+pub fn encode_heartbeat(
+    envelope: &Envelope,
+    beat: wire::Heartbeat,
+    out: &mut Vec<u8>,
+) -> Result<usize, LinkError> {
+    let message = Message::Heartbeat(beat);
+    let wire_envelope = wire::Envelope {
+        version: LINK_VERSION,
+        volume: envelope.volume,
+        epoch: envelope.epoch,
+    };
+    append(out, message.encoded_len(), |tail| {
+        message.encode(&wire_envelope, tail)
+    })
+    .map_err(LinkError::from)
+}
+
 /// Appends `len` bytes written by `write` to `out`; on error, nothing.
 fn append(
     out: &mut Vec<u8>,

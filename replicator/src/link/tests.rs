@@ -13,8 +13,8 @@ use proptest::prelude::*;
 
 use super::handshake::{accept, connect};
 use super::{
-    decode, encode, encode_header, AddressBook, Decoded, Envelope, LinkError, NoAddresses, Other,
-    LINK_VERSION,
+    decode, encode, encode_header, encode_heartbeat, AddressBook, Decoded, Envelope, LinkError,
+    NoAddresses, Other, LINK_VERSION,
 };
 use crate::auth::{AuthFailure, PreSharedKey};
 use crate::core::{Frame, Member, Membership, Position, Standing};
@@ -865,4 +865,27 @@ fn a_1_0_acceptor_refuses_a_link_initiator() {
         acceptor.join().unwrap(),
         crate::auth::Outcome::Failed(AuthFailure::NoCommonVersion { .. })
     ));
+}
+
+#[test]
+fn a_heartbeat_encodes_to_what_decode_hands_over() {
+    let mut out = b"earlier".to_vec();
+    for reply in [false, true] {
+        out.truncate(7);
+        let beat = wire::Heartbeat { token: 7, reply };
+        let len = encode_heartbeat(&ENVELOPE, beat, &mut out).unwrap();
+        assert_eq!(out.len(), 7 + len);
+        assert_eq!(
+            decode(&out[7..]).unwrap(),
+            Decoded::Other {
+                envelope: Envelope {
+                    stream: StreamId(0),
+                    ..ENVELOPE
+                },
+                message: Other::Heartbeat { token: 7, reply },
+                consumed: len,
+            }
+        );
+        assert_eq!(&out[..7], b"earlier", "appended, not overwritten");
+    }
 }

@@ -114,6 +114,12 @@ struct Cli {
     /// (100 to 86400000).
     #[arg(long, value_name = "MS", requires = "node_id")]
     async_max_lag_ms: Option<u64>,
+    /// Replication: a link on which nothing arrives for MS milliseconds
+    /// (heartbeats included) is closed, and a replica that acknowledges
+    /// nothing for that long is dropped and resynced later (400 to 600000;
+    /// default 5000).
+    #[arg(long, value_name = "MS", requires = "node_id")]
+    link_timeout_ms: Option<u64>,
 }
 
 fn parse_micros(text: &str) -> Result<Duration, String> {
@@ -214,6 +220,9 @@ fn replication_options(
                 .async_max_lag_ms
                 .map_or(replication::DEFAULT_ASYNC_LAG, Duration::from_millis),
         },
+        link_timeout: cli
+            .link_timeout_ms
+            .map_or(replication::DEFAULT_LINK_TIMEOUT, Duration::from_millis),
     };
     options
         .validate()

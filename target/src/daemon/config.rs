@@ -84,6 +84,8 @@ pub struct ReplicationConfig {
     pub fresh: FreshCopy,
     /// `async_max_lag_bytes` and `async_max_lag_ms`.
     pub async_lag: AsyncLagBound,
+    /// `link_timeout_ms` (default 5000).
+    pub link_timeout: std::time::Duration,
 }
 
 impl ReplicationConfig {
@@ -99,6 +101,7 @@ impl ReplicationConfig {
             volume: self.volume,
             fresh: self.fresh,
             async_lag: self.async_lag,
+            link_timeout: self.link_timeout,
         }
     }
 }
@@ -564,6 +567,7 @@ struct RawReplication {
     /// An integer (bytes) or a string for [`parse_size`].
     async_max_lag_bytes: Option<toml::Value>,
     async_max_lag_ms: Option<i64>,
+    link_timeout_ms: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -708,6 +712,12 @@ impl RawReplication {
             })?;
             async_lag.time = std::time::Duration::from_millis(ms);
         }
+        let link_timeout = match self.link_timeout_ms {
+            None => super::replication::DEFAULT_LINK_TIMEOUT,
+            Some(ms) => std::time::Duration::from_millis(u64::try_from(ms).map_err(|_| {
+                errors.invalid(field("link_timeout_ms"), format!("{ms} is negative"))
+            })?),
+        };
         Ok(ReplicationConfig {
             node,
             members,
@@ -718,6 +728,7 @@ impl RawReplication {
             volume,
             fresh,
             async_lag,
+            link_timeout,
         })
     }
 }
@@ -1190,6 +1201,20 @@ psk_file = "/etc/keel/vol0.psk"
         error_about(
             &with("async_max_lag_ms = \"1s\""),
             "replication.async_max_lag_ms",
+        );
+        let message = error_about(
+            &with("link_timeout_ms = 100"),
+            "replication.link_timeout_ms",
+        );
+        assert!(message.contains("between 400 and"), "{message}");
+        error_about(&with("link_timeout_ms = -5"), "replication.link_timeout_ms");
+        let replication = parse(&with("link_timeout_ms = 1500"))
+            .expect("1500")
+            .replication
+            .expect("replication");
+        assert_eq!(
+            replication.link_timeout,
+            std::time::Duration::from_millis(1500)
         );
         error_about(&with("fresh = \"maybe\""), "replication.fresh");
         error_about(&with("colour = 1"), "replication.colour");

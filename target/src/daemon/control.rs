@@ -611,6 +611,13 @@ fn replica_json(
         entry["frames_acked"] = json!(c.frames_acked.load(Ordering::Relaxed));
         entry["link_connects"] = json!(c.connects.load(Ordering::Relaxed));
         entry["drops"] = json!(c.dropped.load(Ordering::Relaxed));
+        entry["link_timeouts"] = json!(c.silent.load(Ordering::Relaxed));
+        let round_trip_ns = c.round_trip_ns.load(Ordering::Relaxed);
+        entry["round_trip_us"] = if round_trip_ns == 0 {
+            serde_json::Value::Null
+        } else {
+            json!((round_trip_ns as f64 / 100.0).round() / 10.0)
+        };
     }
     if let Some(v) = view {
         let done = v.regions.saturating_sub(v.regions_to_resync);

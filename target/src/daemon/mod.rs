@@ -584,6 +584,7 @@ fn plan_replication(
         promote,
         published: Arc::new(Published::new(me, &options.members)),
         async_lag: options.async_lag,
+        link_timeout: options.link_timeout,
     };
     Ok(ReplPlan {
         setup,

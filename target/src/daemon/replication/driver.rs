@@ -34,7 +34,9 @@ use keel_replicator::core::{
     ReplicaView,
 };
 use keel_replicator::link::{self, Decoded, Envelope, Other};
-use keel_replicator::wire::{ByteRange, Epoch, NodeId, ReplicationMode, StreamId, VolumeId};
+use keel_replicator::wire::{
+    ByteRange, Epoch, Heartbeat, NodeId, ReplicationMode, StreamId, VolumeId,
+};
 use slab::Slab;
 
 /// Appends `frame` of `epoch` to `tx` as the volume's stream sends it (a
@@ -62,6 +64,7 @@ use crate::daemon::connection::{continue_send, SendProgress};
 use crate::daemon::handler::Message;
 use crate::daemon::replication::change::{self, ChangeError, ChangeOutcome, MembershipChange};
 use crate::daemon::replication::links::LinkDownNotices;
+use crate::daemon::replication::liveness::{LinkLiveness, Verdict};
 use crate::daemon::replication::record::{self, StoredRecord};
 use crate::daemon::replication::roster::Roster;
 use crate::daemon::replication::MemberAddress;
@@ -132,9 +135,14 @@ pub(crate) struct LinkCounters {
     /// Links to it that came up (the first included).
     pub connects: AtomicU64,
     /// Links to it the state machine closed: it fell behind (async lag
-    /// bound, send queue) or broke the stream; it is resynced on its next
-    /// link.
+    /// bound, send queue, ack timeout) or broke the stream; it is resynced
+    /// on its next link.
     pub dropped: AtomicU64,
+    /// Links to it closed because nothing arrived on them for the link
+    /// timeout (see `liveness`).
+    pub silent: AtomicU64,
+    /// The latest heartbeat round trip to it, in nanoseconds (0: none yet).
+    pub round_trip_ns: AtomicU64,
 }
 
 /// Another copy of the volume, as the metrics label it.
@@ -322,7 +330,7 @@ impl Published {
                 crate::daemon::metrics::escape(&peer.addr)
             )
         };
-        let counters: [PeerCounter; 6] = [
+        let counters: [PeerCounter; 7] = [
             (
                 "keel_replica_frames_sent_total",
                 "Frames sent on links to the replica.",
@@ -353,6 +361,11 @@ impl Published {
                 "Links to the replica closed because it fell behind its bound or broke the stream (it is resynced).",
                 |c| c.dropped.load(Ordering::Relaxed),
             ),
+            (
+                "keel_replica_link_timeouts_total",
+                "Links to the replica closed because nothing arrived on them for the link timeout.",
+                |c| c.silent.load(Ordering::Relaxed),
+            ),
         ];
         let peers = self.peers.read().unwrap_or_else(PoisonError::into_inner);
         for (name, help, value) in counters {
@@ -360,6 +373,19 @@ impl Published {
             let _ = writeln!(out, "# TYPE {name} counter");
             for peer in peers.iter() {
                 let _ = writeln!(out, "{name}{{{}}} {}", labels(peer), value(&peer.counters));
+            }
+        }
+
+        let name = "keel_replica_round_trip_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} The latest heartbeat round trip on a link to the replica (absent before the first)."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for peer in peers.iter() {
+            let ns = peer.counters.round_trip_ns.load(Ordering::Relaxed);
+            if ns > 0 {
+                let _ = writeln!(out, "{name}{{{}}} {}", labels(peer), ns as f64 / 1e9);
             }
         }
 
@@ -433,6 +459,9 @@ pub(crate) struct ReplicatorSetup {
     pub published: Arc<Published>,
     /// The async replicas' lag bound.
     pub async_lag: super::AsyncLagBound,
+    /// A link on which nothing arrives for this long is closed, and a
+    /// replica that acknowledges nothing for this long is dropped.
+    pub link_timeout: std::time::Duration,
 }
 
 struct Peer {
@@ -454,6 +483,7 @@ struct Peer {
     acked_through: u64,
     /// Highest sequence it reported applied (or durable) on this link.
     applied_through: u64,
+    liveness: LinkLiveness,
 }
 
 struct LocalIo {
@@ -522,6 +552,8 @@ pub(crate) struct Replicator {
     serving: bool,
     closing: bool,
     zeroes: Payload,
+    /// See [`ReplicatorSetup::link_timeout`].
+    link_timeout: std::time::Duration,
     /// Links over RDMA (`driver/rdma.rs`), polled from the handler's loop.
     #[cfg(feature = "rdma")]
     rdma: rdma::RdmaPeers,
@@ -542,6 +574,7 @@ impl Replicator {
             max_queued_frames: 1024,
             async_max_lag_bytes: setup.async_lag.bytes,
             async_max_lag_time: u64::try_from(setup.async_lag.time.as_nanos()).unwrap_or(u64::MAX),
+            ack_timeout: u64::try_from(setup.link_timeout.as_nanos()).unwrap_or(u64::MAX),
             resync_regions_in_flight: super::RESYNC_REGIONS_IN_FLIGHT,
             ..PrimaryLimits::default()
         };
@@ -584,6 +617,7 @@ impl Replicator {
             serving: false,
             closing: false,
             zeroes,
+            link_timeout: setup.link_timeout,
             #[cfg(feature = "rdma")]
             rdma: rdma::RdmaPeers::default(),
         };
@@ -705,6 +739,7 @@ impl Replicator {
     }
 
     pub fn tick(&mut self, shard: &mut Shard<Message>) {
+        self.check_liveness(shard);
         self.events.push_back(Event::Tick);
         self.run(shard);
         self.maybe_take_over(shard);
@@ -1222,6 +1257,7 @@ impl Replicator {
             counters,
             acked_through: 0,
             applied_through: 0,
+            liveness: LinkLiveness::new(shard.now()),
         });
         if let Some(c) = &self.peers[key].counters {
             c.connects.fetch_add(1, Ordering::Relaxed);
@@ -1289,10 +1325,13 @@ impl Replicator {
                 peer.rx_heap
                     .extend_from_slice(&shard.buf(&buf)[..n as usize]);
                 peer.rx = Some(buf);
-                if let Err(why) = self.take_frames(key) {
-                    self.close_peer(shard, key, &why);
-                } else {
-                    self.arm_recv(shard, key);
+                peer.liveness.heard(shard.now());
+                match self.take_frames(key) {
+                    Err(why) => self.close_peer(shard, key, &why),
+                    Ok(beats) => {
+                        self.on_heartbeats(shard, key, beats);
+                        self.arm_recv(shard, key);
+                    }
                 }
             }
             Ok(_) => {
@@ -1308,22 +1347,21 @@ impl Replicator {
         self.run(shard);
     }
 
-    /// Decodes every whole frame received on `key` into events.
-    fn take_frames(&mut self, key: usize) -> Result<(), String> {
+    /// Decodes every whole frame received on `key` into events; returns
+    /// the heartbeats among them.
+    fn take_frames(&mut self, key: usize) -> Result<Vec<Heartbeat>, String> {
         let peer = &mut self.peers[key];
         if peer.closing {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let counters = peer.counters.as_deref();
         let (applied_through, acked_through) = (&mut peer.applied_through, &mut peer.acked_through);
-        let mut learned = Vec::new();
         let decoded = decode_frames(
             &mut peer.rx_heap,
             self.volume,
             peer.node,
             peer.link,
             &mut self.events,
-            &mut learned,
             |frame| {
                 // Acknowledgements move the link's counters: durable
                 // through S (an `Ack`) also means applied through S.
@@ -1348,8 +1386,90 @@ impl Replicator {
                 *acked_through = (*acked_through).max(durable);
             },
         );
-        self.learn_addresses(learned);
-        decoded
+        let extras = decoded?;
+        self.learn_addresses(extras.learned);
+        Ok(extras.heartbeats)
+    }
+
+    // ----- liveness -------------------------------------------------------
+
+    /// Heartbeats on quiet links, and links silent past the link timeout
+    /// closed (see `liveness`); every tick.
+    fn check_liveness(&mut self, shard: &mut Shard<Message>) {
+        let now = shard.now();
+        let mut beats = Vec::new();
+        let mut silent = Vec::new();
+        for (key, peer) in self.peers.iter_mut().filter(|(_, p)| !p.closing) {
+            match peer.liveness.check(now, self.link_timeout) {
+                Verdict::Alive => {}
+                Verdict::Beat(token) => beats.push((key, token)),
+                Verdict::Silent(quiet) => silent.push((key, quiet)),
+            }
+        }
+        for (key, token) in beats {
+            self.send_heartbeat(
+                shard,
+                key,
+                Heartbeat {
+                    token,
+                    reply: false,
+                },
+            );
+        }
+        for (key, quiet) in silent {
+            if let Some(c) = &self.peers[key].counters {
+                c.silent.fetch_add(1, Ordering::Relaxed);
+            }
+            let why = format!(
+                "nothing received for {} ms (link timeout)",
+                quiet.as_millis()
+            );
+            self.close_peer(shard, key, &why);
+        }
+        #[cfg(feature = "rdma")]
+        self.check_rdma_liveness(now);
+    }
+
+    /// Answers the heartbeats received on `key` and takes the round trip
+    /// of a reply.
+    fn on_heartbeats(&mut self, shard: &mut Shard<Message>, key: usize, beats: Vec<Heartbeat>) {
+        let now = shard.now();
+        let peer = &mut self.peers[key];
+        for beat in beats.iter().filter(|b| b.reply) {
+            if let Some(round_trip) = peer.liveness.replied(beat.token, now) {
+                if let Some(c) = &peer.counters {
+                    let ns = u64::try_from(round_trip.as_nanos()).unwrap_or(u64::MAX);
+                    c.round_trip_ns.store(ns.max(1), Ordering::Relaxed);
+                }
+            }
+        }
+        // One answer per batch (to the latest): a peer sending heartbeats
+        // back to back cannot make this side queue more than it receives.
+        if let Some(beat) = beats.iter().rev().find(|b| !b.reply) {
+            self.send_heartbeat(
+                shard,
+                key,
+                Heartbeat {
+                    reply: true,
+                    ..*beat
+                },
+            );
+        }
+    }
+
+    fn send_heartbeat(&mut self, shard: &mut Shard<Message>, key: usize, beat: Heartbeat) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        if peer.closing {
+            return;
+        }
+        let envelope = heartbeat_envelope(self.volume, self.node.epoch());
+        if let Err(error) = link::encode_heartbeat(&envelope, beat, &mut peer.tx) {
+            tracing::error!(%error, "replication: cannot encode a heartbeat");
+            return;
+        }
+        self.kick_send(shard, key);
     }
 
     fn send(
@@ -1514,19 +1634,26 @@ impl Replicator {
     }
 }
 
+/// What received bytes carried besides the state machine's frames.
+#[derive(Debug, Default)]
+struct LinkExtras {
+    /// The addresses `EpochChange` frames carry.
+    learned: Vec<(NodeId, String)>,
+    heartbeats: Vec<Heartbeat>,
+}
+
 /// Decodes every whole frame at the front of `rx` (the bytes received on
 /// `node`'s link `link`, TCP or RDMA) into `Received` events and drops the
-/// bytes decoded; the addresses `EpochChange` frames carry go to `learned`.
-/// An error closes the link.
+/// bytes decoded. An error closes the link.
 fn decode_frames(
     rx: &mut Vec<u8>,
     volume: VolumeId,
     node: NodeId,
     link: LinkId,
     events: &mut VecDeque<Event<Payload>>,
-    learned: &mut Vec<(NodeId, String)>,
     mut on_frame: impl FnMut(&Frame<Range<usize>>),
-) -> Result<(), String> {
+) -> Result<LinkExtras, String> {
+    let mut extras = LinkExtras::default();
     let mut pos = 0;
     let result = loop {
         let decoded = match link::decode(&rx[pos..]) {
@@ -1548,7 +1675,7 @@ fn decode_frames(
                     ));
                 }
                 on_frame(&frame);
-                learned.extend(addresses);
+                extras.learned.extend(addresses);
                 let frame = payload_frame(frame, &rx[pos..pos + consumed]);
                 events.push_back(Event::Received {
                     peer: node,
@@ -1561,17 +1688,31 @@ fn decode_frames(
             Decoded::Other {
                 message, consumed, ..
             } => {
-                if let Other::Handshake(kind) = message {
-                    break Err(format!("handshake frame {kind:?} after the handshake"));
+                match message {
+                    Other::Handshake(kind) => {
+                        break Err(format!("handshake frame {kind:?} after the handshake"));
+                    }
+                    Other::Heartbeat { token, reply } => {
+                        extras.heartbeats.push(Heartbeat { token, reply });
+                    }
+                    // Reads are not used between keeld nodes yet: skip them.
+                    Other::ReadRequest { .. } | Other::ReadResponse { .. } => {}
                 }
-                // Heartbeats, flushes and reads are not used between
-                // keeld nodes yet: skip them.
                 pos += consumed;
             }
         }
     };
     rx.drain(..pos);
-    result
+    result.map(|()| extras)
+}
+
+/// The envelope of a heartbeat: stream 0, outside every sequence.
+fn heartbeat_envelope(volume: VolumeId, epoch: Epoch) -> Envelope {
+    Envelope {
+        volume,
+        stream: StreamId(0),
+        epoch,
+    }
 }
 
 /// A decoded frame with its write data copied out of the receive buffer

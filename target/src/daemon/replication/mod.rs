@@ -16,6 +16,7 @@
 pub(crate) mod change;
 pub(crate) mod driver;
 pub(crate) mod links;
+pub(crate) mod liveness;
 pub(crate) mod note;
 pub(crate) mod record;
 pub(crate) mod roster;
@@ -50,6 +51,18 @@ pub const MIN_ASYNC_LAG: std::time::Duration = std::time::Duration::from_millis(
 
 /// ... and at most this (a day).
 pub const MAX_ASYNC_LAG: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// Default link timeout: nothing received on a link for this long closes
+/// it, and a replica that acknowledges nothing for this long is dropped
+/// (and resynced when it answers again).
+pub const DEFAULT_LINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The link timeout must be at least this (four heartbeats of two 50 ms
+/// ticks each) ...
+pub const MIN_LINK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// ... and at most this (ten minutes: TCP itself gives up around then).
+pub const MAX_LINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// How links to a copy travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -188,6 +201,9 @@ pub struct ReplicationOptions {
     pub fresh: FreshCopy,
     /// The async replicas' lag bound.
     pub async_lag: AsyncLagBound,
+    /// Silence on a link, or a replica's wait for acknowledgements, beyond
+    /// which it is closed (`--link-timeout-ms`, `link_timeout_ms`).
+    pub link_timeout: std::time::Duration,
 }
 
 /// A replication setting, as a flag or as a key of keel.toml's
@@ -210,6 +226,8 @@ pub enum Setting {
     AsyncMaxLagBytes,
     /// The async lag bound in time.
     AsyncMaxLagMs,
+    /// The link timeout.
+    LinkTimeoutMs,
 }
 
 impl Setting {
@@ -224,6 +242,7 @@ impl Setting {
             Setting::Psk => "--psk-file",
             Setting::AsyncMaxLagBytes => "--async-max-lag-bytes",
             Setting::AsyncMaxLagMs => "--async-max-lag-ms",
+            Setting::LinkTimeoutMs => "--link-timeout-ms",
         }
     }
 
@@ -238,6 +257,7 @@ impl Setting {
             Setting::Psk => "psk_file",
             Setting::AsyncMaxLagBytes => "async_max_lag_bytes",
             Setting::AsyncMaxLagMs => "async_max_lag_ms",
+            Setting::LinkTimeoutMs => "link_timeout_ms",
         }
     }
 }
@@ -384,6 +404,18 @@ impl ReplicationOptions {
                 ),
             );
         }
+        if self.link_timeout < MIN_LINK_TIMEOUT || self.link_timeout > MAX_LINK_TIMEOUT {
+            return fail(
+                Setting::LinkTimeoutMs,
+                format!(
+                    "{} {} must be between {} and {} (milliseconds)",
+                    n(Setting::LinkTimeoutMs),
+                    self.link_timeout.as_millis(),
+                    MIN_LINK_TIMEOUT.as_millis(),
+                    MAX_LINK_TIMEOUT.as_millis()
+                ),
+            );
+        }
         if self.psk.len() < keel_replicator::auth::MIN_KEY_LEN {
             return fail(
                 Setting::Psk,
@@ -434,6 +466,7 @@ mod tests {
             volume: VolumeId(1),
             fresh: FreshCopy::Bootstrap,
             async_lag: AsyncLagBound::default(),
+            link_timeout: DEFAULT_LINK_TIMEOUT,
         }
     }
 
@@ -507,6 +540,29 @@ mod tests {
         let mut o = options();
         o.async_lag.time = MAX_ASYNC_LAG + std::time::Duration::from_millis(1);
         assert!(o.validate().is_err());
+        for (timeout, ok) in [
+            (
+                MIN_LINK_TIMEOUT - std::time::Duration::from_millis(1),
+                false,
+            ),
+            (MIN_LINK_TIMEOUT, true),
+            (MAX_LINK_TIMEOUT, true),
+            (
+                MAX_LINK_TIMEOUT + std::time::Duration::from_millis(1),
+                false,
+            ),
+        ] {
+            let mut o = options();
+            o.link_timeout = timeout;
+            match o.check(true) {
+                Ok(()) => assert!(ok, "{timeout:?} taken"),
+                Err(error) => {
+                    assert!(!ok, "{timeout:?} refused: {error:?}");
+                    assert_eq!(error.setting, Setting::LinkTimeoutMs);
+                    assert!(error.message.starts_with("link_timeout_ms "), "{error:?}");
+                }
+            }
+        }
         // As keel.toml keys: the setting at fault, and keys in the text.
         let mut o = options();
         o.write_quorum = 3;

@@ -27,11 +27,13 @@ use std::time::{Duration, Instant};
 
 use keel_engine::{NetOp, Shard};
 use keel_replicator::core::{Event, Frame, LinkDirection, LinkId};
+use keel_replicator::link;
 use keel_replicator::rdma::RdmaLink;
-use keel_replicator::wire::{Epoch, NodeId};
+use keel_replicator::wire::{Epoch, Heartbeat, NodeId, VolumeId};
 
-use super::{decode_frames, Payload, Replicator};
+use super::{decode_frames, heartbeat_envelope, Payload, Replicator};
 use crate::daemon::handler::Message;
+use crate::daemon::replication::liveness::{LinkLiveness, Verdict};
 use crate::daemon::tags::{Tag, TagKind};
 
 /// Longest sleep of shard 0 while an RDMA link cannot wait in the ring.
@@ -56,6 +58,7 @@ struct RdmaPeer {
     waiting: bool,
     /// The CQ is armed: its next completion raises a notification.
     armed: bool,
+    liveness: LinkLiveness,
 }
 
 /// The RDMA links of shard 0, by link id.
@@ -73,11 +76,12 @@ fn wake_tag(link: LinkId) -> u64 {
 }
 
 /// Sends what is queued on `peer`, drains its CQ and decodes whole frames
-/// into `events`; true if anything moved.
+/// into `events` (answering heartbeats); true if anything moved.
 fn pump(
     peer: &mut RdmaPeer,
     id: LinkId,
-    volume: keel_replicator::wire::VolumeId,
+    (volume, epoch): (VolumeId, Epoch),
+    now: Instant,
     events: &mut std::collections::VecDeque<Event<Payload>>,
 ) -> Result<bool, String> {
     let mut progress = false;
@@ -90,20 +94,34 @@ fn pump(
     let polled = peer.link.poll(&mut peer.rx).map_err(|e| e.to_string())?;
     progress |= polled.completions > 0;
     if polled.received > 0 {
+        peer.liveness.heard(now);
         // Addresses in `EpochChange` frames are learned over TCP links only.
-        let mut learned = Vec::new();
-        decode_frames(
-            &mut peer.rx,
-            volume,
-            peer.node,
-            id,
-            events,
-            &mut learned,
-            |_| {},
-        )?;
+        let beats = decode_frames(&mut peer.rx, volume, peer.node, id, events, |_| {})?.heartbeats;
         peer.frames_received += (events.len() - before) as u64;
+        for beat in beats.iter().filter(|b| b.reply) {
+            peer.liveness.replied(beat.token, now);
+        }
+        // One answer per batch, as on TCP; sent on the next pump.
+        if let Some(beat) = beats.iter().rev().find(|b| !b.reply) {
+            let reply = Heartbeat {
+                reply: true,
+                ..*beat
+            };
+            queue_heartbeat(peer, volume, epoch, reply)?;
+        }
     }
     Ok(progress)
+}
+
+fn queue_heartbeat(
+    peer: &mut RdmaPeer,
+    volume: VolumeId,
+    epoch: Epoch,
+    beat: Heartbeat,
+) -> Result<(), String> {
+    link::encode_heartbeat(&heartbeat_envelope(volume, epoch), beat, &mut peer.tx)
+        .map(|_| ())
+        .map_err(|e| format!("cannot encode a heartbeat: {e}"))
 }
 
 fn log_stats(peer: &RdmaPeer, link: LinkId, why: &str) {
@@ -160,6 +178,7 @@ impl Replicator {
                 frames_received: 0,
                 waiting: false,
                 armed: false,
+                liveness: LinkLiveness::new(shard.now()),
             },
         );
         self.events.push_back(Event::LinkUp {
@@ -201,6 +220,41 @@ impl Replicator {
             peer.close_after_send = true;
         }
         true
+    }
+
+    /// Heartbeats on quiet RDMA links (sent with the next `poll_rdma`),
+    /// and those silent past the link timeout closed.
+    pub(super) fn check_rdma_liveness(&mut self, now: Instant) {
+        let (volume, epoch) = (self.volume, self.node.epoch());
+        let mut down = Vec::new();
+        for (&id, peer) in self.rdma.peers.iter_mut() {
+            let why = match peer.liveness.check(now, self.link_timeout) {
+                Verdict::Alive => continue,
+                Verdict::Beat(token) => {
+                    let beat = Heartbeat {
+                        token,
+                        reply: false,
+                    };
+                    match queue_heartbeat(peer, volume, epoch, beat) {
+                        Ok(()) => continue,
+                        Err(why) => why,
+                    }
+                }
+                Verdict::Silent(quiet) => {
+                    if let Some(c) = self.published.counters(peer.node) {
+                        c.silent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    format!(
+                        "nothing received for {} ms (link timeout)",
+                        quiet.as_millis()
+                    )
+                }
+            };
+            down.push((id, why));
+        }
+        for (id, why) in down {
+            self.drop_rdma_peer(id, &why);
+        }
     }
 
     /// Closes every RDMA link (shutdown).
@@ -264,6 +318,8 @@ impl Replicator {
         let mut worked = false;
         let mut down = Vec::new();
         let mut all_waiting = true;
+        let now = shard.now();
+        let stream_of = (self.volume, self.node.epoch());
         for (&id, peer) in self.rdma.peers.iter_mut() {
             let result = (|| -> Result<bool, String> {
                 // A notification uses up the CQ's arming. (The ring's poll
@@ -273,12 +329,12 @@ impl Replicator {
                 if peer.link.take_notifications().map_err(|e| e.to_string())? {
                     peer.armed = false;
                 }
-                let mut progress = pump(peer, id, self.volume, &mut self.events)?;
+                let mut progress = pump(peer, id, stream_of, now, &mut self.events)?;
                 if !progress && !peer.armed {
                     peer.link.arm_notification().map_err(|e| e.to_string())?;
                     peer.armed = true;
                     // What completed before arming raises no notification.
-                    progress |= pump(peer, id, self.volume, &mut self.events)?;
+                    progress |= pump(peer, id, stream_of, now, &mut self.events)?;
                 }
                 if !progress && !peer.waiting {
                     let fd = peer.link.notify_fd();
