@@ -82,6 +82,15 @@ pub enum Event<P> {
         /// The action's token.
         token: IoToken,
     },
+    /// A `Persist` failed: the device would not flush, or the record
+    /// would not be written. What the node's durable state is can no longer
+    /// be known, so the node stops (see [`Node::has_failed`]).
+    ///
+    /// [`Node::has_failed`]: crate::core::Node::has_failed
+    PersistFailed {
+        /// The action's token.
+        token: IoToken,
+    },
     /// A link (handshake done) to `peer` is open.
     LinkUp {
         /// The other end.

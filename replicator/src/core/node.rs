@@ -48,6 +48,8 @@ pub struct Node<P> {
     /// land after a newer one), so events wait in `held`.
     draining: BTreeSet<IoToken>,
     held: VecDeque<Event<P>>,
+    /// A persist failed: the node stopped (see [`Node::has_failed`]).
+    failed: bool,
 }
 
 impl<P: Clone> Node<P> {
@@ -70,7 +72,18 @@ impl<P: Clone> Node<P> {
             inbound: BTreeMap::new(),
             draining: BTreeSet::new(),
             held: VecDeque::new(),
+            failed: false,
         }
+    }
+
+    /// Whether a persist failed (`Event::PersistFailed`). The node then
+    /// stops for good: a primary retires (its host commands complete with
+    /// a path error, so hosts go to another copy), every link is closed
+    /// and every new one refused, nothing more is written or acknowledged.
+    /// Only a restart, from the durable record, brings it back; the
+    /// primary then resyncs it like any copy that was away.
+    pub fn has_failed(&self) -> bool {
+        self.failed
     }
 
     /// This node.
@@ -156,6 +169,14 @@ impl<P: Clone> Node<P> {
 
     /// Handles one event at time `now`; appends what to do to `out`.
     pub fn handle(&mut self, now: Time, event: Event<P>, out: &mut Vec<Action<P>>) {
+        if self.failed {
+            Self::refuse(event, out);
+            return;
+        }
+        if let Event::PersistFailed { .. } = event {
+            self.fail(out);
+            return;
+        }
         let token = match &event {
             Event::LocalWriteDone { token, .. }
             | Event::LocalReadDone { token, .. }
@@ -181,6 +202,40 @@ impl<P: Clone> Node<P> {
         let retired = matches!(&self.role, Role::Primary(p) if p.is_retired());
         if retired {
             self.step_down(now, out);
+        }
+    }
+
+    /// Stops for good after a failed persist (see [`Node::has_failed`]).
+    fn fail(&mut self, out: &mut Vec<Action<P>>) {
+        self.failed = true;
+        match &mut self.role {
+            // Retiring fails its host commands and closes its links.
+            Role::Primary(primary) => primary.step_down(out),
+            Role::Replica(replica) => {
+                for (link, peer) in replica.links() {
+                    out.push(Action::CloseLink { peer, link });
+                }
+            }
+        }
+        for (link, peer) in std::mem::take(&mut self.inbound) {
+            out.push(Action::CloseLink { peer, link });
+        }
+        self.held.clear();
+        self.draining.clear();
+    }
+
+    /// What a failed node does with an event: host commands fail with a
+    /// path error, new links are closed, the rest is dropped.
+    fn refuse(event: Event<P>, out: &mut Vec<Action<P>>) {
+        match event {
+            Event::HostWrite { id, .. } | Event::HostFlush { id } => {
+                out.push(Action::CompleteHost {
+                    id,
+                    status: HostStatus::PathError,
+                })
+            }
+            Event::LinkUp { peer, link, .. } => out.push(Action::CloseLink { peer, link }),
+            _ => {}
         }
     }
 
@@ -326,5 +381,155 @@ impl<P: Clone> Node<P> {
             };
             self.handle(now, event, out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{HostOpId, Member, Membership, Position, Standing};
+    use crate::wire::ByteRange;
+
+    type Actions = Vec<Action<u64>>;
+
+    const ME: NodeId = NodeId(1);
+    const OTHER: NodeId = NodeId(2);
+
+    /// A node of a volume whose only sync copy it is (W = 1) and whose
+    /// second copy is async: promoted, it serves at once.
+    fn node() -> Node<u64> {
+        let member = |n, mode| Member {
+            node: NodeId(n),
+            mode,
+        };
+        let record = DurableRecord {
+            membership: Membership {
+                members: vec![
+                    member(1, ReplicationMode::Sync),
+                    member(2, ReplicationMode::Async),
+                ],
+                primary: ME,
+                write_quorum: 1,
+                since: Epoch(0),
+            },
+            standing: Standing {
+                epoch: Epoch(1),
+                synced: Epoch(1),
+                applied: Position::all_of(Epoch(1)),
+                consistent: true,
+            },
+            intent: Vec::new(),
+        };
+        let geometry = Geometry::new(4096, 16384, 4).expect("geometry");
+        let limits = PrimaryLimits::default();
+        Node::recover(ME, geometry, limits, ReplicaLimits::default(), record, None)
+    }
+
+    fn persists(out: &Actions) -> Vec<IoToken> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Persist { token, .. } => Some(*token),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn handle(node: &mut Node<u64>, event: Event<u64>) -> Actions {
+        let mut out = Actions::new();
+        node.handle(0, event, &mut out);
+        out
+    }
+
+    fn serving() -> Node<u64> {
+        let mut n = node();
+        let mut out = handle(&mut n, Event::Promote { epoch: Epoch(2) });
+        while let Some(token) = persists(&out).first().copied() {
+            out = handle(&mut n, Event::Persisted { token });
+        }
+        assert!(n.is_serving());
+        n
+    }
+
+    fn host_write(id: u64) -> Event<u64> {
+        Event::HostWrite {
+            id: HostOpId(id),
+            range: ByteRange::new(0, 4096),
+            data: id,
+            fua: false,
+        }
+    }
+
+    fn path_errors(out: &Actions) -> Vec<HostOpId> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::CompleteHost {
+                    id,
+                    status: HostStatus::PathError,
+                } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A primary whose persist fails retires with its host commands failed
+    /// over (path error) and then refuses everything: it can no longer say
+    /// what its copy holds.
+    #[test]
+    fn a_failed_persist_stops_a_primary_for_good() {
+        let mut n = serving();
+        let out = handle(&mut n, host_write(7));
+        let token = *persists(&out)
+            .first()
+            .expect("the write's intent bit persists first");
+        let out = handle(&mut n, Event::PersistFailed { token });
+        assert_eq!(path_errors(&out), vec![HostOpId(7)]);
+        assert!(n.has_failed() && !n.is_serving() && !n.is_primary());
+
+        let out = handle(&mut n, host_write(8));
+        assert_eq!(path_errors(&out), vec![HostOpId(8)]);
+        let up = Event::LinkUp {
+            peer: OTHER,
+            link: LinkId(5),
+            direction: LinkDirection::Inbound,
+        };
+        let out = handle(&mut n, up);
+        assert!(matches!(
+            out[..],
+            [Action::CloseLink {
+                peer: OTHER,
+                link: LinkId(5)
+            }]
+        ));
+        assert!(handle(&mut n, Event::Promote { epoch: Epoch(9) }).is_empty());
+        assert!(handle(&mut n, Event::Tick).is_empty());
+        assert!(!n.is_primary(), "a failed node takes no promotion");
+    }
+
+    /// A replica whose persist fails closes its links and acknowledges
+    /// nothing more.
+    #[test]
+    fn a_failed_persist_stops_a_replica() {
+        let mut n = node();
+        let up = Event::LinkUp {
+            peer: OTHER,
+            link: LinkId(3),
+            direction: LinkDirection::Inbound,
+        };
+        handle(&mut n, up);
+        let out = handle(&mut n, Event::PersistFailed { token: IoToken(0) });
+        assert!(matches!(
+            out[..],
+            [Action::CloseLink {
+                peer: OTHER,
+                link: LinkId(3)
+            }]
+        ));
+        let frame = Event::Received {
+            peer: OTHER,
+            link: LinkId(3),
+            epoch: Epoch(3),
+            frame: Frame::Flush { seq: Sequence(1) },
+        };
+        assert!(handle(&mut n, frame).is_empty(), "nothing acknowledged");
     }
 }

@@ -284,7 +284,9 @@ impl<P: Clone> Replica<P> {
             | Event::LocalReadDone { .. }
             | Event::Promote { .. }
             | Event::Reconfigure { .. }
-            | Event::ResyncCredit { .. } => {}
+            | Event::ResyncCredit { .. }
+            // The node stops on a failed persist before the role sees it.
+            | Event::PersistFailed { .. } => {}
         }
         self.pump(out);
         self.send_applied(out);

@@ -350,6 +350,7 @@ impl ControlService {
             "reconfiguring": view.reconfiguring,
             "membership": membership_json(&membership, &published.roster),
             "in_sync": published.in_sync.load(Ordering::SeqCst),
+            "failed": published.failed.load(Ordering::SeqCst),
             "links": published.links.load(Ordering::SeqCst),
             "replicas": replicas,
         });

@@ -506,7 +506,8 @@ impl<P: Clone> Primary<P> {
             Event::ResyncCredit { regions } => {
                 self.resync_credits = self.resync_credits.saturating_add(regions);
             }
-            Event::Promote { .. } | Event::Tick => {}
+            // The node stops on a failed persist before the role sees it.
+            Event::Promote { .. } | Event::Tick | Event::PersistFailed { .. } => {}
         }
         self.pump(now, out);
     }

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
-use keel_engine::{Buf, Completion, DeviceId, IoOp, NetOp, Shard};
+use keel_engine::{Buf, Completion, DeviceId, IoError as DeviceError, IoOp, NetOp, Shard};
 use keel_replicator::core::{
     Action, DurableRecord, Event, Frame, Geometry, HostOpId, HostStatus, IoError, IoToken,
     LinkDirection, LinkId, Membership, Node, PrimaryLimits, ReplicaLimits, ReplicaState,
@@ -197,6 +197,8 @@ pub(crate) struct Published {
     pub in_sync: AtomicBool,
     /// Links up.
     pub links: AtomicUsize,
+    /// A persist failed: the node stopped (`Node::has_failed`).
+    pub failed: AtomicBool,
     /// The replicas as the primary sees them, refreshed every tick (empty
     /// on a replica). Read by the control socket, never on the I/O path.
     pub replicas: std::sync::Mutex<Vec<keel_replicator::core::ReplicaView>>,
@@ -311,6 +313,11 @@ impl Published {
                 "keel_replication_links",
                 "Replication links up.",
                 self.links.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "keel_replication_failed",
+                "1 if a persist of the local copy failed and the node stopped (restart it once the device is fixed).",
+                u64::from(self.failed.load(Ordering::Relaxed)),
             ),
         ];
         for (name, help, value) in gauges {
@@ -740,6 +747,8 @@ impl Replicator {
 
     pub fn tick(&mut self, shard: &mut Shard<Message>) {
         self.check_liveness(shard);
+        // A persist postponed by a full ring or pool.
+        self.start_persist(shard);
         self.events.push_back(Event::Tick);
         self.run(shard);
         self.maybe_take_over(shard);
@@ -941,6 +950,7 @@ impl Replicator {
         p.epoch.store(self.node.epoch().0, Ordering::SeqCst);
         p.primary.store(self.node.is_primary(), Ordering::SeqCst);
         p.links.store(self.link_count(), Ordering::Relaxed);
+        p.failed.store(self.node.has_failed(), Ordering::SeqCst);
         let serving = self.node.is_serving();
         if serving != self.serving {
             self.serving = serving;
@@ -1143,19 +1153,35 @@ impl Replicator {
             self.write_record(shard);
             return;
         }
-        self.unflushed = false;
         let tag = Tag::new(TagKind::ReplPersist, 0, 0, 0).raw();
-        if let Err((error, _)) = shard.submit(self.data_dev, IoOp::Flush, None, tag) {
-            self.persist_error(&error.to_string());
+        match shard.submit(self.data_dev, IoOp::Flush, None, tag) {
+            Ok(()) => self.unflushed = false,
+            Err((error, _)) => self.persist_error(&error),
         }
     }
 
-    fn persist_error(&mut self, why: &str) {
+    /// A persist could not go on. A full ring or buffer pool passes: the
+    /// persist goes back to the front of the queue for the next tick. A
+    /// device error does not: nothing this node says about its copy can be
+    /// trusted any more, and the state machine stops the node
+    /// (`Event::PersistFailed`).
+    fn persist_error(&mut self, error: &DeviceError) {
+        if matches!(error, DeviceError::Busy | DeviceError::NoBuffer { .. }) {
+            tracing::warn!(%error, "replication: persist postponed to the next tick");
+            if let Some(persist) = self.persisting.take() {
+                self.persist_queue.push_front(persist);
+            }
+            return;
+        }
         tracing::error!(
-            why,
-            "replication: cannot persist the durable record; the volume stalls"
+            %error,
+            "replication: cannot persist the durable record: this node stops serving and              replicating; restart keeld once the device is fixed"
         );
         self.persist_failed = true;
+        self.persist_queue.clear();
+        if let Some((token, _)) = self.persisting.take() {
+            self.events.push_back(Event::PersistFailed { token });
+        }
     }
 
     fn on_persist(&mut self, shard: &mut Shard<Message>, tag: Tag, done: Completion) {
@@ -1163,7 +1189,7 @@ impl Replicator {
             shard.free(buf);
         }
         if let Err(error) = &done.result {
-            self.persist_error(&error.to_string());
+            self.persist_error(error);
             return;
         }
         if tag.segment == 0 {
@@ -1192,13 +1218,19 @@ impl Replicator {
             let bytes = match record::encode(&stored) {
                 Ok(bytes) => bytes,
                 Err(error) => {
-                    self.persist_error(&error.to_string());
+                    // A record it cannot encode is a bug, not a passing
+                    // condition: stop rather than write a torn one.
+                    tracing::error!(%error, "replication: cannot encode the durable record");
+                    self.persist_error(&DeviceError::Os {
+                        op: "record",
+                        errno: nix::libc::EINVAL,
+                    });
                     return;
                 }
             };
             let len = bytes.len().div_ceil(self.record_block) * self.record_block;
             let Some(buf) = shard.alloc(len) else {
-                self.persist_error("buffer pool exhausted");
+                self.persist_error(&DeviceError::NoBuffer { op: "record" });
                 return;
             };
             let target = shard.buf_mut(&buf);
@@ -1213,7 +1245,7 @@ impl Replicator {
                 if let Some(buf) = buf {
                     shard.free(buf);
                 }
-                self.persist_error(&error.to_string());
+                self.persist_error(&error);
             }
         }
     }
