@@ -103,9 +103,24 @@ cluster() { # COPIES QUORUM: a primary (node 1) and COPIES-1 replicas
     for _ in $(seq 600); do [ "$(gauge 4721 keel_replication_in_sync)" = 1 ] && break; sleep 0.1; done
 }
 
+round_trips() { # the primary's latest heartbeat round trip to each replica, in us
+    local text
+    text=$(
+        exec 3<>/dev/tcp/127.0.0.1/4721
+        printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3
+        grep '^keel_replica_round_trip_seconds{' <&3
+    ) 2>/dev/null || true
+    awk '{ printf "%s%.0f", (NR > 1 ? " / " : ""), $2 * 1e6 }' <<<"$text"
+}
+
 for config in "2 2" "3 2" "3 3"; do
     read -r copies quorum <<<"$config"
     cluster "$copies" "$quorum"
+    # Quiet links send a heartbeat after 1.25 s (a quarter of the default
+    # link timeout); its round trip is one replication round trip here,
+    # the yardstick of the QD 1 "+p50" column.
+    sleep 2
+    printf "%-36s %s us\n" "$copies copies: round trip (heartbeat)" "$(round_trips)"
     series "$copies copies W=$quorum" 4521
     stop_all
 done

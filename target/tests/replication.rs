@@ -395,6 +395,7 @@ fn volume_status_reports_each_replica_over_the_control_socket() {
     std::thread::sleep(Duration::from_millis(200));
     let now = status(&socket);
     assert_eq!(now["role"], "primary", "{now}");
+    assert_eq!(now["failed"], false, "{now}");
     assert_eq!(now["write_quorum"], 2);
     let replicas = now["replicas"].as_array().expect("replicas");
     assert_eq!(replicas.len(), 2, "{now}");
@@ -407,6 +408,7 @@ fn volume_status_reports_each_replica_over_the_control_socket() {
         // The link counters: the initial full copy went over one link.
         assert_eq!(entry["link_connects"], 1, "{now}");
         assert_eq!(entry["drops"], 0, "{now}");
+        assert_eq!(entry["link_timeouts"], 0, "{now}");
         assert!(entry["frames_acked"].as_u64() > Some(0), "{now}");
         assert!(entry["frames_applied"].as_u64() >= entry["frames_acked"].as_u64());
         assert!(entry["bytes_sent"].as_u64() > Some(16 << 20), "{now}");

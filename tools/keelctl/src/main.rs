@@ -304,6 +304,7 @@ const VOLUME_STATUS_COLUMNS: &[(&str, &str)] = &[
     ("RESYNC %", "resync_percent"),
     ("LAG", "lag_bytes"),
     ("LAG MS", "lag_ms"),
+    ("RTT US", "round_trip_us"),
     ("EPOCH", "epoch"),
     ("CHANGE", "change"),
 ];
@@ -351,6 +352,12 @@ fn request(command: Command) -> (String, Option<Value>, View) {
                     cell("reconfiguring", &v["reconfiguring"]),
                     membership(&v["membership"]),
                 );
+                if v["failed"] == true {
+                    out.push_str(
+                        "FAILED: a persist of this node's copy failed; it has stopped \
+                         (restart keeld once the device is fixed)\n",
+                    );
+                }
                 if v["pending_membership"].is_object() {
                     out.push_str(&format!(
                         "changing to: {}\n",
