@@ -481,3 +481,68 @@ fn after_a_copy_was_added_a_promoted_replica_reaches_it_by_a_learned_address() {
     let three = std::fs::read(volume.image(3)).expect("image 3");
     assert!(two == three, "nodes 2 and 3 differ");
 }
+
+/// A copy added at run time survives a restart of the primary whose flags
+/// still name only the first copies: the record keeps where the copies
+/// are, so the restarted primary reaches node 3, resyncs it and keeps
+/// every acknowledged write (without it, it could not even announce its
+/// new epoch: it has no address for a member).
+#[test]
+fn a_primary_restarted_with_its_first_flags_still_reaches_a_copy_added_at_run_time() {
+    let volume = Volume::new("membership-restart");
+    let primary = volume.start(1, &[1, 2], "--bootstrap");
+    let replica2 = volume.start(2, &[1, 2], "--bootstrap");
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    std::fs::File::create(volume.image(3))
+        .and_then(|f| f.set_len(16 << 20))
+        .expect("a new empty image");
+    let replica3 = volume.start(3, &[1, 3], "--new-copy");
+    call(
+        &volume.socket(1),
+        "replica_add",
+        json!({"node": 3, "address": format!("127.0.0.1:{}", volume.ports[2])}),
+    )
+    .expect("replica_add");
+    wait_status(&volume.socket(1), Duration::from_secs(60), |s| {
+        settled(s) && members_of(s) == [1, 2, 3]
+    });
+    let mut writes = Writes {
+        done: Vec::new(),
+        next_base: 8,
+    };
+    let write_some = |keeld: &Keeld, writes: &mut Writes, generation: u64| {
+        let mut ctrl =
+            Controller::connect(keeld.addr, NQN, &HostOptions::default(), 1).expect("connect");
+        let ns = ctrl.namespace(1).expect("identify");
+        let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+        writes.read_back_all(&mut queue);
+        writes.write(&mut queue, generation);
+        drop(queue);
+        ctrl.shutdown().expect("shutdown");
+    };
+    write_some(&primary, &mut writes, 1);
+    assert!(primary.terminate().success(), "node 1 stops cleanly");
+
+    // Restarted with the same flags as at the start: nodes 1 and 2 only.
+    let primary = volume.start(1, &[1, 2], "--bootstrap");
+    let status = wait_status(&volume.socket(1), Duration::from_secs(60), |s| {
+        s["role"] == "primary" && settled(s) && members_of(s) == [1, 2, 3]
+    });
+    let listed = status["membership"]["members"][2]["address"].clone();
+    assert_eq!(
+        listed,
+        format!("127.0.0.1:{}", volume.ports[2]),
+        "{status:#}"
+    );
+    write_some(&primary, &mut writes, 2);
+    wait_status(&volume.socket(1), Duration::from_secs(30), settled);
+    for (name, keeld) in [
+        ("node 1", primary),
+        ("node 2", replica2),
+        ("node 3", replica3),
+    ] {
+        let status = keeld.terminate();
+        assert!(status.success(), "{name} exited {status}");
+    }
+    volume.assert_identical();
+}

@@ -569,6 +569,8 @@ fn plan_replication(
     if record_backend.geometry().capacity < repl_record::FILE_LEN {
         return Err(err(format!("record file {} is too short", path.display())));
     }
+    let published = Published::new(me, &options.members);
+    learn_recorded_addresses(&published, &stored);
     let listener = TcpListener::bind(options.listen).map_err(|source| DaemonError::Listen {
         addr: options.listen,
         source,
@@ -582,7 +584,7 @@ fn plan_replication(
         note: Arc::new(std::sync::Mutex::new(note)),
         noted,
         promote,
-        published: Arc::new(Published::new(me, &options.members)),
+        published: Arc::new(published),
         async_lag: options.async_lag,
         link_timeout: options.link_timeout,
     };
@@ -592,6 +594,27 @@ fn plan_replication(
         listener,
         options: options.clone(),
     })
+}
+
+/// Copies of the recorded membership that the flags do not name (added at
+/// run time) are reached where the record says; the flags win for the
+/// others, so an operator can move a copy by changing them.
+fn learn_recorded_addresses(published: &Published, stored: &StoredRecord) {
+    let membership = &stored.record.membership;
+    for copy in &stored.addresses {
+        let Some(mode) = membership.mode_of(copy.node) else {
+            continue;
+        };
+        let member = replication::MemberAddress {
+            node: copy.node,
+            addr: copy.addr,
+            mode,
+            transport: copy.transport,
+        };
+        if published.roster.learn(member) {
+            tracing::info!(node = %copy.node, addr = %copy.addr, "replication: a copy's address from the record");
+        }
+    }
 }
 
 /// The node's durable record: the newest valid slot of the record file, or
@@ -686,6 +709,7 @@ fn read_record(
                         standing: Standing::BLANK,
                         intent: Vec::new(),
                     },
+                    addresses: Vec::new(),
                 });
             }
             FreshCopy::Refuse => {
@@ -723,5 +747,6 @@ fn read_record(
             standing,
             intent,
         },
+        addresses: Vec::new(),
     })
 }

@@ -1208,12 +1208,25 @@ impl Replicator {
             return;
         };
         {
+            let roster = &self.published.roster;
+            let addresses = record
+                .membership
+                .members
+                .iter()
+                .filter_map(|m| roster.get(m.node))
+                .map(|m| record::CopyAddress {
+                    node: m.node,
+                    addr: m.addr,
+                    transport: m.transport,
+                })
+                .collect();
             let stored = StoredRecord {
                 generation: self.generation,
                 volume: self.volume,
                 region_size: self.geometry.region_size(),
                 region_count: self.geometry.region_count(),
                 record,
+                addresses,
             };
             let bytes = match record::encode(&stored) {
                 Ok(bytes) => bytes,

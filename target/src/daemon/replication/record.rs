@@ -9,7 +9,7 @@
 //! | bytes | field |
 //! |-------|-------|
 //! | 8 | magic `KEELREC\0` |
-//! | 2 | format version (2; 1 is read too) |
+//! | 2 | format version (3; 1 and 2 are read too) |
 //! | 2 | reserved (0) |
 //! | 4 | body length B (bytes after this header, CRC excluded) |
 //! | B | body |
@@ -20,15 +20,25 @@
 //! u8) x count, standing (epoch u64, synced u64, applied epoch u64, applied
 //! index u64, consistent u8), intent bitmap (region count bits, LSB first),
 //! and from format 2 the epoch the membership was introduced in (u64;
-//! format 1 records read as 0, the volume's first membership).
+//! format 1 records read as 0, the volume's first membership). From format
+//! 3, where the copies are: a count u8, then per copy node u64, transport
+//! u8 (1 TCP, 2 RDMA), address length u8 and the address as text
+//! (`IP:PORT`). A copy added at run time is then reached after a restart
+//! whose flags do not name it.
+
+use std::net::SocketAddr;
 
 use keel_replicator::core::{DurableRecord, Member, Membership, Position, Standing};
 use keel_replicator::wire::{Epoch, NodeId, RegionIndex, ReplicationMode, VolumeId};
 
+use super::Transport;
+
 const MAGIC: &[u8; 8] = b"KEELREC\0";
-const FORMAT_VERSION: u16 = 2;
+const FORMAT_VERSION: u16 = 3;
 /// The format before membership changes, still read.
 const FORMAT_VERSION_1: u16 = 1;
+/// The format before addresses were kept, still read.
+const FORMAT_VERSION_2: u16 = 2;
 const HEADER_LEN: usize = 16;
 
 /// Bytes of one slot in the record file.
@@ -46,6 +56,16 @@ pub(crate) struct StoredRecord {
     pub region_size: u32,
     pub region_count: u64,
     pub record: DurableRecord,
+    /// Where the copies were when it was written (none before format 3).
+    pub addresses: Vec<CopyAddress>,
+}
+
+/// Where one copy is reached, as a record keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CopyAddress {
+    pub node: NodeId,
+    pub addr: SocketAddr,
+    pub transport: Transport,
 }
 
 /// Why a slot does not hold a usable record.
@@ -107,6 +127,20 @@ pub(crate) fn encode(stored: &StoredRecord) -> Result<Vec<u8>, RecordError> {
         body[at + bit / 8] |= 1 << (bit % 8);
     }
     body.extend_from_slice(&record.membership.since.0.to_le_bytes());
+    let count =
+        u8::try_from(stored.addresses.len()).map_err(|_| RecordError::Invalid("addresses"))?;
+    body.push(count);
+    for copy in &stored.addresses {
+        body.extend_from_slice(&copy.node.0.to_le_bytes());
+        body.push(match copy.transport {
+            Transport::Tcp => 1,
+            Transport::Rdma => 2,
+        });
+        let text = copy.addr.to_string();
+        let len = u8::try_from(text.len()).map_err(|_| RecordError::Invalid("address"))?;
+        body.push(len);
+        body.extend_from_slice(text.as_bytes());
+    }
     let total = HEADER_LEN + body.len() + 4;
     if total > SLOT_LEN {
         return Err(RecordError::TooLarge(total));
@@ -156,7 +190,7 @@ pub(crate) fn decode(slot: &[u8]) -> Result<StoredRecord, RecordError> {
         return Err(RecordError::Magic);
     }
     let version = u16::from_le_bytes([slot[8], slot[9]]);
-    if version != FORMAT_VERSION && version != FORMAT_VERSION_1 {
+    if ![FORMAT_VERSION, FORMAT_VERSION_1, FORMAT_VERSION_2].contains(&version) {
         return Err(RecordError::Version(version));
     }
     let body_len = u32::from_le_bytes([slot[12], slot[13], slot[14], slot[15]]) as usize;
@@ -213,6 +247,27 @@ pub(crate) fn decode(slot: &[u8]) -> Result<StoredRecord, RecordError> {
     } else {
         Epoch(r.u64()?)
     };
+    let mut addresses = Vec::new();
+    if version == FORMAT_VERSION {
+        for _ in 0..r.u8()? {
+            let node = NodeId(r.u64()?);
+            let transport = match r.u8()? {
+                1 => Transport::Tcp,
+                2 => Transport::Rdma,
+                _ => return Err(RecordError::Invalid("address transport")),
+            };
+            let len = usize::from(r.u8()?);
+            let addr = std::str::from_utf8(r.take(len)?)
+                .ok()
+                .and_then(|text| text.parse::<SocketAddr>().ok())
+                .ok_or(RecordError::Invalid("address"))?;
+            addresses.push(CopyAddress {
+                node,
+                addr,
+                transport,
+            });
+        }
+    }
     let membership = Membership {
         members,
         primary,
@@ -232,6 +287,7 @@ pub(crate) fn decode(slot: &[u8]) -> Result<StoredRecord, RecordError> {
             standing,
             intent,
         },
+        addresses,
     })
 }
 
@@ -307,6 +363,18 @@ mod tests {
                 },
                 intent: vec![RegionIndex(0), RegionIndex(9), RegionIndex(69)],
             },
+            addresses: vec![
+                CopyAddress {
+                    node: NodeId(2),
+                    addr: "192.0.2.2:4421".parse().expect("addr"),
+                    transport: Transport::Tcp,
+                },
+                CopyAddress {
+                    node: NodeId(3),
+                    addr: "[2001:db8::3]:4421".parse().expect("addr"),
+                    transport: Transport::Rdma,
+                },
+            ],
         }
     }
 
@@ -321,14 +389,37 @@ mod tests {
         assert_eq!(decode(&padded), Ok(stored));
     }
 
+    /// A format 2 record (before addresses were kept) is still read, with
+    /// no addresses.
+    #[test]
+    fn a_format_2_record_reads_without_addresses() {
+        let stored = StoredRecord {
+            addresses: Vec::new(),
+            ..sample(3)
+        };
+        let mut bytes = encode(&stored).expect("encode");
+        // Format 2 is format 3 without the address list (here a count 0).
+        let body_len = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) - 1;
+        bytes.truncate(HEADER_LEN + body_len as usize);
+        bytes[8..10].copy_from_slice(&FORMAT_VERSION_2.to_le_bytes());
+        bytes[12..16].copy_from_slice(&body_len.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&bytes), Ok(stored));
+    }
+
     /// A format 1 record (before membership changes) is still read: its
     /// membership is the volume's first (`since` 0).
     #[test]
     fn a_format_1_record_reads_with_the_first_membership() {
-        let stored = sample(3);
+        let stored = StoredRecord {
+            addresses: Vec::new(),
+            ..sample(3)
+        };
         let mut bytes = encode(&stored).expect("encode");
-        // Format 1 is format 2 without the trailing `since`.
-        let body_len = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) - 8;
+        // Format 1 is format 3 without the trailing `since` and address
+        // count (0 here).
+        let body_len = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) - 9;
         bytes.truncate(HEADER_LEN + body_len as usize);
         bytes[8..10].copy_from_slice(&FORMAT_VERSION_1.to_le_bytes());
         bytes[12..16].copy_from_slice(&body_len.to_le_bytes());
@@ -356,6 +447,37 @@ mod tests {
         version[8] = 9;
         assert_eq!(decode(&version), Err(RecordError::Version(9)));
         assert_eq!(decode(&[0u8; 64]), Err(RecordError::Magic));
+    }
+
+    /// An address that is not `IP:PORT`, or an unknown transport, is
+    /// refused even under a valid checksum.
+    #[test]
+    fn a_bad_address_is_refused() {
+        let stored = sample(2);
+        let bytes = encode(&stored).expect("encode");
+        let text = b"192.0.2.2:4421";
+        let at = bytes
+            .windows(text.len())
+            .position(|w| w == text)
+            .expect("the address is in the slot");
+        let with_crc = |mut bytes: Vec<u8>| {
+            let end = bytes.len() - 4;
+            let crc = crc32c::crc32c(&bytes[..end]);
+            bytes[end..].copy_from_slice(&crc.to_le_bytes());
+            bytes
+        };
+        let mut bad = bytes.clone();
+        bad[at + 3] = b'x';
+        assert_eq!(decode(&with_crc(bad)), Err(RecordError::Invalid("address")));
+        let mut bad = bytes.clone();
+        bad[at - 2] = 7; // the transport
+        assert_eq!(
+            decode(&with_crc(bad)),
+            Err(RecordError::Invalid("address transport"))
+        );
+        let mut bad = bytes;
+        bad[at - 1] = 200; // a length past the body
+        assert_eq!(decode(&with_crc(bad)), Err(RecordError::Truncated));
     }
 
     #[test]
