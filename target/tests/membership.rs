@@ -404,14 +404,11 @@ fn a_new_copy_is_added_the_quorum_changed_and_an_old_copy_removed_while_the_host
     volume.assert_identical();
 }
 
-/// The primary dies after a copy was added at run time; node 2, whose
-/// flags name only nodes 1 and 2, is promoted: it learned node 3's address
-/// from the primary's epoch announcement, and node 3 (whose flags name
-/// nodes 1 and 3) learned node 2's, so the election reaches node 3, the
-/// new primary serves every acknowledged write and keeps node 3 in sync.
-#[test]
-fn after_a_copy_was_added_a_promoted_replica_reaches_it_by_a_learned_address() {
-    let volume = Volume::new("membership-failover");
+/// A volume of nodes 1 and 2 (their flags name only them) to which node 3,
+/// a blank copy whose flags name nodes 1 and 3, was added at run time and
+/// is in sync: the keelds of nodes 1, 2 and 3.
+fn two_copies_and_a_third_added(name: &str) -> (Volume, [Keeld; 3]) {
+    let volume = Volume::new(name);
     let primary = volume.start(1, &[1, 2], "--bootstrap");
     let replica2 = volume.start(2, &[1, 2], "--bootstrap");
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
@@ -429,6 +426,19 @@ fn after_a_copy_was_added_a_promoted_replica_reaches_it_by_a_learned_address() {
     wait_status(&volume.socket(1), Duration::from_secs(60), |s| {
         settled(s) && members_of(s) == [1, 2, 3]
     });
+    (volume, [primary, replica2, replica3])
+}
+
+/// The primary dies after a copy was added at run time; node 2, whose
+/// flags name only nodes 1 and 2, is promoted: it learned node 3's address
+/// from the primary's epoch announcement, and node 3 (whose flags name
+/// nodes 1 and 3) learned node 2's, so the election reaches node 3, the
+/// new primary serves every acknowledged write and keeps node 3 in sync.
+#[test]
+fn after_a_copy_was_added_a_promoted_replica_reaches_it_by_a_learned_address() {
+    let (volume, [primary, replica2, replica3]) =
+        two_copies_and_a_third_added("membership-failover");
+    let address = format!("127.0.0.1:{}", volume.ports[2]);
     let mut writes = Writes {
         done: Vec::new(),
         next_base: 8,
@@ -489,23 +499,8 @@ fn after_a_copy_was_added_a_promoted_replica_reaches_it_by_a_learned_address() {
 /// new epoch: it has no address for a member).
 #[test]
 fn a_primary_restarted_with_its_first_flags_still_reaches_a_copy_added_at_run_time() {
-    let volume = Volume::new("membership-restart");
-    let primary = volume.start(1, &[1, 2], "--bootstrap");
-    let replica2 = volume.start(2, &[1, 2], "--bootstrap");
-    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
-    std::fs::File::create(volume.image(3))
-        .and_then(|f| f.set_len(16 << 20))
-        .expect("a new empty image");
-    let replica3 = volume.start(3, &[1, 3], "--new-copy");
-    call(
-        &volume.socket(1),
-        "replica_add",
-        json!({"node": 3, "address": format!("127.0.0.1:{}", volume.ports[2])}),
-    )
-    .expect("replica_add");
-    wait_status(&volume.socket(1), Duration::from_secs(60), |s| {
-        settled(s) && members_of(s) == [1, 2, 3]
-    });
+    let (volume, [primary, replica2, replica3]) =
+        two_copies_and_a_third_added("membership-restart");
     let mut writes = Writes {
         done: Vec::new(),
         next_base: 8,

@@ -389,6 +389,20 @@ mod tests {
         assert_eq!(decode(&padded), Ok(stored));
     }
 
+    /// `stored` (without addresses) as an older format writes it: the
+    /// current encoding less its last `dropped` body bytes, with `version`.
+    fn older_format(stored: &StoredRecord, version: u16, dropped: u32) -> Vec<u8> {
+        assert!(stored.addresses.is_empty());
+        let mut bytes = encode(stored).expect("encode");
+        let body_len = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) - dropped;
+        bytes.truncate(HEADER_LEN + body_len as usize);
+        bytes[8..10].copy_from_slice(&version.to_le_bytes());
+        bytes[12..16].copy_from_slice(&body_len.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
     /// A format 2 record (before addresses were kept) is still read, with
     /// no addresses.
     #[test]
@@ -397,14 +411,8 @@ mod tests {
             addresses: Vec::new(),
             ..sample(3)
         };
-        let mut bytes = encode(&stored).expect("encode");
         // Format 2 is format 3 without the address list (here a count 0).
-        let body_len = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) - 1;
-        bytes.truncate(HEADER_LEN + body_len as usize);
-        bytes[8..10].copy_from_slice(&FORMAT_VERSION_2.to_le_bytes());
-        bytes[12..16].copy_from_slice(&body_len.to_le_bytes());
-        let crc = crc32c::crc32c(&bytes);
-        bytes.extend_from_slice(&crc.to_le_bytes());
+        let bytes = older_format(&stored, FORMAT_VERSION_2, 1);
         assert_eq!(decode(&bytes), Ok(stored));
     }
 
@@ -416,15 +424,9 @@ mod tests {
             addresses: Vec::new(),
             ..sample(3)
         };
-        let mut bytes = encode(&stored).expect("encode");
         // Format 1 is format 3 without the trailing `since` and address
         // count (0 here).
-        let body_len = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) - 9;
-        bytes.truncate(HEADER_LEN + body_len as usize);
-        bytes[8..10].copy_from_slice(&FORMAT_VERSION_1.to_le_bytes());
-        bytes[12..16].copy_from_slice(&body_len.to_le_bytes());
-        let crc = crc32c::crc32c(&bytes);
-        bytes.extend_from_slice(&crc.to_le_bytes());
+        let bytes = older_format(&stored, FORMAT_VERSION_1, 9);
         let decoded = decode(&bytes).expect("decode");
         assert_eq!(decoded.record.membership.since, Epoch(0));
         assert_eq!(decoded.record.standing, stored.record.standing);
