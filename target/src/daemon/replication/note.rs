@@ -206,6 +206,25 @@ mod tests {
         assert_eq!(found, Some(standing(2)));
     }
 
+    proptest::proptest! {
+        /// Any slot contents, checksummed or not, read as a note or as
+        /// none, never a panic (the file survives kills and may be torn).
+        #[test]
+        fn any_slot_reads_or_is_skipped(
+            mut bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), SLOT_LEN),
+            magic in proptest::prelude::any::<bool>(),
+        ) {
+            let _ = read_slot(&bytes);
+            if magic {
+                bytes[..8].copy_from_slice(MAGIC);
+            }
+            let crc = crc32c::crc32c(&bytes[..CRC_AT]);
+            bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+            let read = read_slot(&bytes);
+            proptest::prop_assert!(read.is_none() || magic);
+        }
+    }
+
     #[test]
     fn a_note_of_another_volume_or_boot_is_ignored() {
         let dir = tempfile::tempdir().expect("tempdir");
