@@ -67,14 +67,17 @@ impl FaultOp {
     }
 
     fn matches(self, op: &IoOp) -> bool {
-        match (self, op) {
+        matches!(
+            (self, op),
             (FaultOp::Any, _)
-            | (FaultOp::Read, IoOp::Read { .. })
-            | (FaultOp::Write, IoOp::Write { .. })
-            | (FaultOp::Flush, IoOp::Flush)
-            | (FaultOp::Zeroes, IoOp::WriteZeroes { .. } | IoOp::Discard { .. }) => true,
-            _ => false,
-        }
+                | (FaultOp::Read, IoOp::Read { .. })
+                | (FaultOp::Write, IoOp::Write { .. })
+                | (FaultOp::Flush, IoOp::Flush)
+                | (
+                    FaultOp::Zeroes,
+                    IoOp::WriteZeroes { .. } | IoOp::Discard { .. }
+                )
+        )
     }
 }
 
