@@ -120,6 +120,12 @@ struct Cli {
     /// default 5000).
     #[arg(long, value_name = "MS", requires = "node_id")]
     link_timeout_ms: Option<u64>,
+    /// For tests only: wrap every backend (the namespaces' data and the
+    /// replication record) in a fault-injecting one that the control
+    /// socket drives (fault_inject, fault_clear, fault_list). Off by
+    /// default.
+    #[arg(long)]
+    fault_injection: bool,
 }
 
 fn parse_micros(text: &str) -> Result<Duration, String> {
@@ -295,6 +301,7 @@ fn main() -> anyhow::Result<()> {
         metrics: cli.metrics,
         rpc_socket: cli.rpc_socket.clone(),
         replication,
+        fault_injection: cli.fault_injection,
     };
     let daemon = Daemon::start(&config, &runtime).context("starting keeld")?;
     tracing::info!(addrs = ?daemon.local_addrs(), cores = config.cores, "keeld serving");
