@@ -9,6 +9,9 @@
 //! `--node-id N --member ID@HOST:PORT[:sync|:async]... --primary ID
 //! --replica-listen HOST:PORT --write-quorum W --psk-file FILE
 //! [--volume-id V] [--async-max-lag-bytes SIZE] [--async-max-lag-ms MS]`
+//!
+//! For tests only: `--fault-injection` wraps every backend in a
+//! fault-injecting one driven over the control socket (docs/rpc.md).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
