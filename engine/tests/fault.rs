@@ -204,7 +204,7 @@ fn a_fail_rule_with_a_count_fails_exactly_that_many_writes() {
 fn a_stalled_write_fails_after_its_delay_while_the_shard_serves_others() {
     let v = Volume::start();
     v.write(0, 0x11).unwrap();
-    let delay = Duration::from_millis(600);
+    let delay = Duration::from_millis(1000);
     v.plan
         .inject(FaultRule {
             op: FaultOp::Write,
