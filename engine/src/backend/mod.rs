@@ -7,9 +7,14 @@
 //! for every backend alike: a misaligned request is an error, never a silent
 //! bounce buffer.
 
+mod fault;
 mod file;
 mod memory;
 
+pub use fault::{
+    FaultAction, FaultBackend, FaultError, FaultOp, FaultPlan, FaultRule, FaultRuleStatus,
+    MAX_RULES, MAX_STALL, MAX_STALL_SETTINGS,
+};
 pub use file::{FileBackend, OpenOptions};
 pub use memory::MemoryBackend;
 
@@ -177,11 +182,19 @@ pub fn validate(op: &IoOp, data_len: usize, geometry: Geometry) -> Result<(), Io
 
 /// Maps a CQE result to the op's outcome; a short read or write is an error
 /// because block I/O is all or nothing.
+///
+/// `-ETIME` is `EIO`: no block operation returns ETIME by itself, only the
+/// timeout a [`FaultBackend`] stall submits in the op's place, which stands
+/// for an I/O error that took that long to come.
 pub fn complete(op: &IoOp, wanted: usize, cqe_result: i32) -> Result<u32, IoError> {
     if cqe_result < 0 {
+        let errno = match -cqe_result {
+            libc::ETIME => libc::EIO,
+            errno => errno,
+        };
         return Err(IoError::Os {
             op: op.name(),
-            errno: -cqe_result,
+            errno,
         });
     }
     let done = cqe_result as u32;
@@ -287,5 +300,28 @@ mod tests {
         );
         assert!(e.to_string().contains("read failed"));
         assert_eq!(complete(&IoOp::Flush, 0, 0), Ok(0));
+    }
+
+    #[test]
+    fn an_expired_fault_stall_is_an_io_error() {
+        let op = IoOp::Write {
+            offset: 0,
+            fua: false,
+        };
+        assert_eq!(
+            complete(&op, 4096, -libc::ETIME),
+            Err(IoError::Os {
+                op: "write",
+                errno: libc::EIO
+            })
+        );
+        // Other errnos pass through unchanged.
+        assert_eq!(
+            complete(&op, 4096, -libc::ECANCELED),
+            Err(IoError::Os {
+                op: "write",
+                errno: libc::ECANCELED
+            })
+        );
     }
 }

@@ -9,6 +9,9 @@
 //! `--node-id N --member ID@HOST:PORT[:sync|:async]... --primary ID
 //! --replica-listen HOST:PORT --write-quorum W --psk-file FILE
 //! [--volume-id V] [--async-max-lag-bytes SIZE] [--async-max-lag-ms MS]`
+//!
+//! For tests only: `--fault-injection` wraps every backend in a
+//! fault-injecting one driven over the control socket (docs/rpc.md).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -120,6 +123,12 @@ struct Cli {
     /// default 5000).
     #[arg(long, value_name = "MS", requires = "node_id")]
     link_timeout_ms: Option<u64>,
+    /// For tests only: wrap every backend (the namespaces' data and the
+    /// replication record) in a fault-injecting one that the control
+    /// socket drives (fault_inject, fault_clear, fault_list). Off by
+    /// default.
+    #[arg(long)]
+    fault_injection: bool,
 }
 
 fn parse_micros(text: &str) -> Result<Duration, String> {
@@ -295,6 +304,7 @@ fn main() -> anyhow::Result<()> {
         metrics: cli.metrics,
         rpc_socket: cli.rpc_socket.clone(),
         replication,
+        fault_injection: cli.fault_injection,
     };
     let daemon = Daemon::start(&config, &runtime).context("starting keeld")?;
     tracing::info!(addrs = ?daemon.local_addrs(), cores = config.cores, "keeld serving");

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use keel_replicator::core::Membership;
 use keel_replicator::wire::{NodeId, ReplicationMode, MAX_COPIES};
 
+use super::faults::{self, FaultPlans};
 use super::replication::change::{self, ChangeErrorKind, MembershipChange};
 use super::replication::driver::{MembershipView, Published};
 use super::replication::roster::Roster;
@@ -50,6 +51,10 @@ pub(crate) const METHODS: &[(&str, bool)] = &[
     ("quorum_set", true),
     ("promote", true),
     ("resync_status", true),
+    // Available only with --fault-injection (see `ControlService::methods`).
+    ("fault_inject", false),
+    ("fault_clear", false),
+    ("fault_list", false),
 ];
 
 /// How long a membership change waits for shard 0's answer (it answers
@@ -73,6 +78,8 @@ pub(crate) struct ControlService {
     resize_backend: Option<BackendResizer>,
     /// Serializes resizes: the backend grows outside the target lock.
     resizing: Mutex<()>,
+    /// The devices' fault plans (`--fault-injection`, tests only).
+    faults: Option<Arc<FaultPlans>>,
 }
 
 impl ControlService {
@@ -85,7 +92,14 @@ impl ControlService {
             replication: None,
             resize_backend: None,
             resizing: Mutex::new(()),
+            faults: None,
         }
+    }
+
+    /// Serves `fault_inject`, `fault_clear` and `fault_list` on `plans`.
+    pub(crate) fn with_faults(mut self, plans: Arc<FaultPlans>) -> Self {
+        self.faults = Some(plans);
+        self
     }
 
     /// Lets `volume_resize` grow namespaces, with `resizer` growing their
@@ -96,12 +110,16 @@ impl ControlService {
         self
     }
 
-    fn methods(params: Option<Value>) -> Result<Value, RpcError> {
+    fn methods(&self, params: Option<Value>) -> Result<Value, RpcError> {
         Params::new(params)?.finish()?;
+        let faults = self.faults.is_some();
         Ok(Value::Array(
             METHODS
                 .iter()
-                .map(|(name, available)| json!({ "name": name, "available": available }))
+                .map(|&(name, available)| {
+                    let available = available || (faults && faults::METHODS.contains(&name));
+                    json!({ "name": name, "available": available })
+                })
                 .collect(),
         ))
     }
@@ -695,7 +713,7 @@ fn transport_name(transport: replication::Transport) -> &'static str {
 impl RpcService for ControlService {
     fn call(&self, method: &str, params: Option<Value>) -> Result<Value, RpcError> {
         match method {
-            "rpc_get_methods" => Self::methods(params),
+            "rpc_get_methods" => self.methods(params),
             "status" => self.status(params),
             "volume_list" => self.volume_list(params),
             "volume_resize" => self.volume_resize(params),
@@ -716,6 +734,9 @@ impl RpcService for ControlService {
             "replica_remove" => self.replica_remove(params),
             "replica_mode" => self.replica_mode(params),
             "quorum_set" => self.quorum_set(params),
+            "fault_inject" | "fault_clear" | "fault_list" => {
+                faults::call(self.faults.as_deref(), method, params)
+            }
             _ => Err(RpcError::method_not_found(method)),
         }
     }
@@ -897,6 +918,33 @@ mod tests {
 
         let methods = call(&s, "rpc_get_methods", Value::Null).unwrap();
         assert_eq!(methods.as_array().unwrap().len(), METHODS.len());
+        let fault_inject = json!({"name": "fault_inject", "available": false});
+        assert!(methods.as_array().unwrap().contains(&fault_inject));
+    }
+
+    #[test]
+    fn fault_methods_are_served_with_fault_injection_only() {
+        let s = service();
+        let (c, m) = code(call(&s, "fault_list", Value::Null));
+        assert_eq!(c, codes::NOT_AVAILABLE);
+        assert!(m.contains("--fault-injection"), "{m}");
+        let s = service().with_faults(Arc::new(FaultPlans::default()));
+        let methods = call(&s, "rpc_get_methods", Value::Null).unwrap();
+        for name in faults::METHODS {
+            let entry = json!({"name": name, "available": true});
+            assert!(methods.as_array().unwrap().contains(&entry), "{name}");
+        }
+        assert_eq!(call(&s, "fault_list", Value::Null).unwrap(), json!([]));
+        call(
+            &s,
+            "fault_inject",
+            json!({"device": "data", "op": "read", "action": "fail"}),
+        )
+        .unwrap();
+        assert_eq!(
+            call(&s, "fault_list", Value::Null).unwrap()[0]["op"],
+            "read"
+        );
     }
 
     #[test]

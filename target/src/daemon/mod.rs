@@ -17,6 +17,7 @@ pub mod config;
 mod command;
 mod connection;
 mod control;
+mod faults;
 mod handler;
 mod metrics;
 pub mod replication;
@@ -116,6 +117,9 @@ pub struct RuntimeOptions {
     pub rpc_socket: Option<std::path::PathBuf>,
     /// Replicate the (single) volume to other keeld nodes.
     pub replication: Option<ReplicationOptions>,
+    /// Wrap every backend in a fault-injecting one, driven over the control
+    /// socket (`fault_inject`). For tests only.
+    pub fault_injection: bool,
 }
 
 impl Default for RuntimeOptions {
@@ -127,6 +131,7 @@ impl Default for RuntimeOptions {
             metrics: None,
             rpc_socket: None,
             replication: None,
+            fault_injection: false,
         }
     }
 }
@@ -191,6 +196,10 @@ impl Daemon {
             addrs.push(addr);
         }
 
+        let mut fault_plans = runtime.fault_injection.then(|| {
+            tracing::warn!("fault injection is on: for tests only");
+            faults::FaultPlans::default()
+        });
         let mut volumes = Vec::new();
         for sub in &config.subsystems {
             let serial = sub
@@ -236,6 +245,10 @@ impl Daemon {
                         )
                     }
                 };
+                let backend = match &fault_plans {
+                    Some(plans) => faults::wrap(&plans.data, backend),
+                    None => backend,
+                };
                 let geometry = backend.geometry();
                 let blocks = geometry.capacity / u64::from(geometry.block_size);
                 let block_geometry =
@@ -261,10 +274,15 @@ impl Daemon {
             target.add_subsystem(subsystem).map_err(config_error)?;
         }
 
-        let repl_plan = match &runtime.replication {
+        let mut repl_plan = match &runtime.replication {
             Some(options) => Some(plan_replication(config, options, &volumes)?),
             None => None,
         };
+        if let (Some(plans), Some(repl)) = (&mut fault_plans, &mut repl_plan) {
+            let plan = keel_engine::backend::FaultPlan::new();
+            repl.record_backend = faults::wrap(&plan, repl.record_backend.clone());
+            plans.record = Some(plan);
+        }
         let published = repl_plan.as_ref().map(|p| p.setup.published.clone());
         let repl_setup = repl_plan
             .as_ref()
@@ -272,6 +290,10 @@ impl Daemon {
 
         let shared = Arc::new(Shared::new(target));
         let control = ControlService::new(shared.clone());
+        let control = match fault_plans {
+            Some(plans) => control.with_faults(Arc::new(plans)),
+            None => control,
+        };
         let control = Arc::new(match (&published, &runtime.replication) {
             (Some(published), Some(options)) => {
                 control.with_replication(published.clone(), options.clone())

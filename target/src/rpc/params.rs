@@ -101,7 +101,15 @@ impl Params {
 
     /// A required unsigned integer within `min..=max`.
     pub fn u64_in(&mut self, name: &str, min: u64, max: u64) -> Result<u64, RpcError> {
-        let value = self.take(name).ok_or_else(|| Self::missing(name))?;
+        self.opt_u64_in(name, min, max)?
+            .ok_or_else(|| Self::missing(name))
+    }
+
+    /// An optional unsigned integer within `min..=max`.
+    pub fn opt_u64_in(&mut self, name: &str, min: u64, max: u64) -> Result<Option<u64>, RpcError> {
+        let Some(value) = self.take(name) else {
+            return Ok(None);
+        };
         let Some(number) = value.as_u64() else {
             return Err(match value {
                 Value::Number(_) => RpcError::invalid_params(format!(
@@ -115,7 +123,7 @@ impl Params {
                 "parameter {name:?} must be in {min}..={max}, got {number}"
             )));
         }
-        Ok(number)
+        Ok(Some(number))
     }
 
     /// A required NSID: 1..=FFFFFFFEh.

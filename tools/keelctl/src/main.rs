@@ -68,6 +68,10 @@ enum Command {
     Subsystem(SubsystemCommand),
     /// I/O counters per subsystem.
     Stats(Filter),
+    /// Fault injection, on a keeld started with --fault-injection (for
+    /// tests only).
+    #[command(subcommand)]
+    Fault(FaultCommand),
     /// Calls any method: `keelctl call METHOD ['{"param": ...}']`.
     Call {
         /// Method name (`rpc_get_methods` lists them).
@@ -226,6 +230,44 @@ enum SubsystemCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum FaultCommand {
+    /// Fails or stalls a device's next operations of a kind (replacing its
+    /// rule for the same kind).
+    Inject(FaultInject),
+    /// Removes the rules of one device, or of every device.
+    Clear {
+        /// data (the namespaces) or record (the replication record).
+        #[arg(long, value_parser = ["data", "record"])]
+        device: Option<String>,
+    },
+    /// Lists the rules set, in the order they are tried.
+    List,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("action").required(true).args(["fail", "stall_ms"])))]
+struct FaultInject {
+    /// data (the namespaces) or record (the replication record).
+    #[arg(long, default_value = "data", value_parser = ["data", "record"])]
+    device: String,
+    /// Operations the rule takes.
+    #[arg(long, value_parser = ["read", "write", "flush", "write_zeroes", "discard", "any"])]
+    op: String,
+    /// Complete each at once with an error (EIO unless --errno).
+    #[arg(long)]
+    fail: bool,
+    /// The errno of --fail (1..=4095).
+    #[arg(long, conflicts_with = "stall_ms", value_parser = clap::value_parser!(u16).range(1..=4095))]
+    errno: Option<u16>,
+    /// Complete each with EIO only after MS milliseconds (1..=600000).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    stall_ms: Option<u64>,
+    /// Only the next N matching operations (default: all until cleared).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+}
+
 fn nqn(text: &str) -> Result<String, String> {
     validate_nqn(text).map_err(|e| e.to_string())?;
     Ok(text.to_owned())
@@ -307,6 +349,15 @@ const VOLUME_STATUS_COLUMNS: &[(&str, &str)] = &[
     ("RTT US", "round_trip_us"),
     ("EPOCH", "epoch"),
     ("CHANGE", "change"),
+];
+const FAULT_COLUMNS: &[(&str, &str)] = &[
+    ("DEVICE", "device"),
+    ("OP", "op"),
+    ("ACTION", "action"),
+    ("ERRNO", "errno"),
+    ("DELAY MS", "delay_ms"),
+    ("LEFT", "count"),
+    ("HITS", "hits"),
 ];
 const RESYNC_COLUMNS: &[(&str, &str)] = &[
     ("NQN", "nqn"),
@@ -471,6 +522,38 @@ fn request(command: Command) -> (String, Option<Value>, View) {
             }),
         ),
         Command::Stats(f) => ("stats", filter(f), View::Table(STATS_COLUMNS)),
+        Command::Fault(FaultCommand::Inject(inject)) => {
+            let mut params = json!({ "device": inject.device, "op": inject.op });
+            match inject.stall_ms {
+                Some(ms) => {
+                    params["action"] = json!("stall");
+                    params["delay_ms"] = json!(ms);
+                }
+                None => params["action"] = json!("fail"),
+            }
+            if let Some(errno) = inject.errno {
+                params["errno"] = json!(errno);
+            }
+            if let Some(count) = inject.count {
+                params["count"] = json!(count);
+            }
+            ("fault_inject", Some(params), View::Table(FAULT_COLUMNS))
+        }
+        Command::Fault(FaultCommand::Clear { device }) => (
+            "fault_clear",
+            device.map(|device| json!({ "device": device })),
+            View::Line(|v| {
+                let devices: Vec<String> = v["cleared"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(text)
+                    .collect();
+                format!("faults cleared on: {}", devices.join(", "))
+            }),
+        ),
+        Command::Fault(FaultCommand::List) => ("fault_list", None, View::Table(FAULT_COLUMNS)),
         Command::Call { method, params } => return (method, params, View::Fields(&[])),
     };
     (method.to_owned(), params, view)

@@ -136,6 +136,13 @@ impl RpcService for Recorder {
                      "change": "adding"},
                 ],
             })),
+            "fault_inject" | "fault_list" => Ok(json!([
+                {"device": "data", "op": "write", "action": "fail", "errno": 5,
+                 "delay_ms": null, "count": 2, "hits": 0},
+                {"device": "record", "op": "any", "action": "stall", "errno": null,
+                 "delay_ms": 1500, "count": null, "hits": 7},
+            ])),
+            "fault_clear" => Ok(json!({"cleared": ["data", "record"]})),
             "broken" => Err(RpcError::not_found("no such thing").with_data(json!({"hint": 1}))),
             _ => Ok(json!({ "ok": true })),
         }
@@ -337,6 +344,40 @@ fn every_subcommand_sends_its_method_and_params() {
     assert!(out.contains("may no longer connect"), "{out}");
     let out = s.expect(&["stats", "--nqn", NQN], "stats", Some(json!({"nqn": NQN})));
     assert!(out.contains("1.50 KiB"), "{out}");
+    let out = s.expect(
+        &["fault", "inject", "--op", "write", "--fail", "--count", "2"],
+        "fault_inject",
+        Some(json!({"device": "data", "op": "write", "action": "fail", "count": 2})),
+    );
+    assert_eq!(
+        out,
+        concat!(
+            "DEVICE  OP     ACTION  ERRNO  DELAY MS  LEFT  HITS\n",
+            "data    write  fail    5      -         2     0\n",
+            "record  any    stall   -      1500      -     7\n",
+        )
+    );
+    s.expect(
+        &[
+            "fault", "inject", "--device", "record", "--op", "flush", "--fail", "--errno", "28",
+        ],
+        "fault_inject",
+        Some(json!({"device": "record", "op": "flush", "action": "fail", "errno": 28})),
+    );
+    s.expect(
+        &["fault", "inject", "--op", "any", "--stall-ms", "5000"],
+        "fault_inject",
+        Some(json!({"device": "data", "op": "any", "action": "stall", "delay_ms": 5000})),
+    );
+    let out = s.expect(&["fault", "list"], "fault_list", None);
+    assert!(out.starts_with("DEVICE "), "{out}");
+    let out = s.expect(&["fault", "clear"], "fault_clear", None);
+    assert_eq!(out, "faults cleared on: data, record\n");
+    s.expect(
+        &["fault", "clear", "--device", "data"],
+        "fault_clear",
+        Some(json!({"device": "data"})),
+    );
     s.expect(
         &["call", "anything", r#"{"x": [1]}"#],
         "anything",
@@ -400,6 +441,39 @@ fn usage_errors_exit_2_and_call_nothing() {
         &["call", "status", "[1, 2]"],
         &["call", "status", "{not json"],
         &["--timeout", "0", "status"],
+        &["fault", "inject", "--op", "write"],
+        &["fault", "inject", "--fail"],
+        &["fault", "inject", "--op", "trim", "--fail"],
+        &[
+            "fault",
+            "inject",
+            "--op",
+            "write",
+            "--fail",
+            "--stall-ms",
+            "5",
+        ],
+        &["fault", "inject", "--op", "write", "--stall-ms", "0"],
+        &["fault", "inject", "--op", "write", "--stall-ms", "600001"],
+        &[
+            "fault",
+            "inject",
+            "--op",
+            "write",
+            "--stall-ms",
+            "5",
+            "--errno",
+            "5",
+        ],
+        &["fault", "inject", "--op", "write", "--fail", "--errno", "0"],
+        &[
+            "fault", "inject", "--op", "write", "--fail", "--errno", "4096",
+        ],
+        &["fault", "inject", "--op", "write", "--fail", "--count", "0"],
+        &[
+            "fault", "inject", "--device", "disk", "--op", "write", "--fail",
+        ],
+        &["fault", "clear", "--device", "disk"],
     ] {
         let (output, call) = s.run(args);
         let err = failure(&output, 2);
@@ -495,6 +569,11 @@ impl Keeld {
     }
 
     fn start() -> Keeld {
+        Keeld::start_with(&[])
+    }
+
+    /// keeld on a memory volume, with `extra` flags.
+    fn start_with(extra: &[&str]) -> Keeld {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("keeld.sock");
         let mut command = Command::new(keeld_binary());
@@ -509,6 +588,7 @@ impl Keeld {
             ])
             .args(["--size", "16M", "--block-size", "4096", "--no-pin"])
             .args(["--buffers", "64", "--allow-host", HOST_A])
+            .args(extra)
             .arg("--rpc-socket")
             .arg(&socket)
             .env("KEEL_LOG", "warn");
@@ -528,6 +608,43 @@ impl Drop for Keeld {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+#[test]
+fn against_keeld_faults_need_the_flag_and_are_injected_listed_and_cleared() {
+    let plain = Keeld::start();
+    let err = failure(&keelctl(&plain.socket, &["fault", "list"]), 1);
+    assert!(err.contains("--fault-injection"), "{err}");
+    assert!(err.contains(&codes::NOT_AVAILABLE.to_string()), "{err}");
+    drop(plain);
+
+    let keeld = Keeld::start_with(&["--fault-injection"]);
+    assert_eq!(keeld.json(&["fault", "list"]), json!([]));
+    let rules = keeld.json(&[
+        "fault", "inject", "--op", "write", "--fail", "--errno", "28", "--count", "3",
+    ]);
+    assert_eq!(
+        rules,
+        json!([{"device": "data", "op": "write", "action": "fail", "errno": 28,
+                "delay_ms": null, "count": 3, "hits": 0}])
+    );
+    keeld.json(&["fault", "inject", "--op", "read", "--stall-ms", "2000"]);
+    let out = success(&keelctl(&keeld.socket, &["fault", "list"]));
+    assert!(out.contains("data    read   stall   -      2000"), "{out}");
+    // Not replicating: no record device.
+    let err = failure(
+        &keelctl(
+            &keeld.socket,
+            &[
+                "fault", "inject", "--device", "record", "--op", "any", "--fail",
+            ],
+        ),
+        1,
+    );
+    assert!(err.contains("no \"record\" device"), "{err}");
+    let out = success(&keelctl(&keeld.socket, &["fault", "clear"]));
+    assert_eq!(out, "faults cleared on: data\n");
+    assert_eq!(keeld.json(&["fault", "list"]), json!([]));
 }
 
 #[test]

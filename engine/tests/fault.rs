@@ -1,0 +1,278 @@
+//! The fault-injecting backend on a real O_DIRECT file through a real
+//! engine shard: failed and stalled operations, the shard staying
+//! responsive meanwhile, and the data around them intact.
+
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use keel_engine::backend::{FaultAction, FaultBackend, FaultOp, FaultPlan, FaultRule, OpenOptions};
+use keel_engine::{
+    BlockBackend, Completion, DeviceId, Engine, EngineConfig, FileBackend, Handler, IoError, IoOp,
+    Op, Origin, Shard, ShardId,
+};
+
+type Reply = mpsc::Sender<Result<Vec<u8>, IoError>>;
+
+struct Request {
+    op: IoOp,
+    /// Bytes to write, or zeroes the length of a read.
+    data: Vec<u8>,
+    reply: Reply,
+}
+
+struct Executor {
+    dev: DeviceId,
+    waiting: slab::Slab<Reply>,
+}
+
+impl Handler<Request> for Executor {
+    fn on_message(&mut self, shard: &mut Shard<Request>, _from: Origin, req: Request) {
+        let buf = if req.op.has_data() {
+            let Some(buf) = shard.alloc(req.data.len()) else {
+                let _ = req.reply.send(Err(IoError::NoBuffer { op: req.op.name() }));
+                return;
+            };
+            shard.buf_mut(&buf).copy_from_slice(&req.data);
+            Some(buf)
+        } else {
+            None
+        };
+        let key = self.waiting.insert(req.reply);
+        if let Err((err, buf)) = shard.submit(self.dev, req.op, buf, key as u64) {
+            if let Some(b) = buf {
+                shard.free(b);
+            }
+            let _ = self.waiting.remove(key).send(Err(err));
+        }
+    }
+
+    fn on_completion(&mut self, shard: &mut Shard<Request>, done: Completion) {
+        let reply = self.waiting.remove(done.tag as usize);
+        let out = match (&done.result, &done.buf, done.op) {
+            (Ok(_), Some(b), Op::Block(IoOp::Read { .. })) => Ok(shard.buf(b).to_vec()),
+            (Ok(_), _, _) => Ok(Vec::new()),
+            (Err(e), _, _) => Err(e.clone()),
+        };
+        if let Some(b) = done.buf {
+            shard.free(b);
+        }
+        let _ = reply.send(out);
+    }
+}
+
+const BLOCK: usize = 4096;
+
+struct Volume {
+    engine: Option<Engine<Request>>,
+    plan: Arc<FaultPlan>,
+    _dir: tempfile::TempDir,
+}
+
+impl Volume {
+    fn start() -> Volume {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let file = FileBackend::open(
+            &dir.path().join("vol"),
+            &OpenOptions {
+                size: Some(1 << 20),
+                block_size: Some(BLOCK as u32),
+            },
+        )
+        .expect("an O_DIRECT file (not tmpfs)");
+        let plan = FaultPlan::new();
+        let backend: Arc<dyn BlockBackend> =
+            Arc::new(FaultBackend::new(Arc::new(file), plan.clone()));
+        assert!(backend.describe().contains("fault injection"));
+        let config = EngineConfig {
+            pin: false,
+            ..Default::default()
+        };
+        let engine = Engine::start(config, move |shard| {
+            let dev = shard.attach(backend.clone())?;
+            Ok(Executor {
+                dev,
+                waiting: slab::Slab::new(),
+            })
+        })
+        .expect("engine starts");
+        Volume {
+            engine: Some(engine),
+            plan,
+            _dir: dir,
+        }
+    }
+
+    /// Starts `op`; the outcome arrives on the returned channel.
+    fn start_op(&self, op: IoOp, data: Vec<u8>) -> mpsc::Receiver<Result<Vec<u8>, IoError>> {
+        let (reply, rx) = mpsc::channel();
+        let engine = self.engine.as_ref().expect("running");
+        assert!(engine.send(ShardId(0), Request { op, data, reply }).is_ok());
+        rx
+    }
+
+    fn run(&self, op: IoOp, data: Vec<u8>) -> Result<Vec<u8>, IoError> {
+        self.start_op(op, data)
+            .recv_timeout(Duration::from_secs(20))
+            .expect("shard answers")
+    }
+
+    fn write(&self, block: u64, fill: u8) -> Result<Vec<u8>, IoError> {
+        self.run(
+            IoOp::Write {
+                offset: block * BLOCK as u64,
+                fua: false,
+            },
+            vec![fill; BLOCK],
+        )
+    }
+
+    fn read(&self, block: u64) -> Vec<u8> {
+        self.run(
+            IoOp::Read {
+                offset: block * BLOCK as u64,
+            },
+            vec![0; BLOCK],
+        )
+        .expect("read")
+    }
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        if let Some(engine) = self.engine.take() {
+            engine.stop().expect("engine stops cleanly");
+        }
+    }
+}
+
+fn eio(op: &'static str) -> IoError {
+    IoError::Os {
+        op,
+        errno: libc::EIO,
+    }
+}
+
+#[test]
+fn a_fail_rule_with_a_count_fails_exactly_that_many_writes() {
+    let v = Volume::start();
+    v.write(0, 0xA1).unwrap();
+    v.plan
+        .inject(FaultRule {
+            op: FaultOp::Write,
+            action: FaultAction::Fail { errno: libc::EIO },
+            count: Some(2),
+        })
+        .unwrap();
+    // Reads are not writes: untouched.
+    assert_eq!(v.read(0), vec![0xA1; BLOCK]);
+    assert_eq!(v.write(1, 0xB1), Err(eio("write")));
+    assert_eq!(v.write(2, 0xB2), Err(eio("write")));
+    // The failed writes never reached the file.
+    assert_eq!(v.read(1), vec![0; BLOCK]);
+    assert_eq!(v.read(2), vec![0; BLOCK]);
+    // The third passes, and the rule is gone.
+    v.write(3, 0xB3).unwrap();
+    assert!(v.plan.rules().is_empty());
+    assert_eq!(v.read(0), vec![0xA1; BLOCK]);
+    assert_eq!(v.read(3), vec![0xB3; BLOCK]);
+
+    // Another errno, on flushes, until cleared.
+    v.plan
+        .inject(FaultRule {
+            op: FaultOp::Flush,
+            action: FaultAction::Fail {
+                errno: libc::ENOSPC,
+            },
+            count: None,
+        })
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            v.run(IoOp::Flush, Vec::new()),
+            Err(IoError::Os {
+                op: "flush",
+                errno: libc::ENOSPC
+            })
+        );
+    }
+    assert_eq!(v.plan.rules()[0].hits, 3);
+    v.plan.clear();
+    v.run(IoOp::Flush, Vec::new()).unwrap();
+}
+
+#[test]
+fn a_stalled_write_fails_after_its_delay_while_the_shard_serves_others() {
+    let v = Volume::start();
+    v.write(0, 0x11).unwrap();
+    let delay = Duration::from_millis(1000);
+    v.plan
+        .inject(FaultRule {
+            op: FaultOp::Write,
+            action: FaultAction::Stall { delay },
+            count: Some(1),
+        })
+        .unwrap();
+    let started = Instant::now();
+    let stalled = v.start_op(
+        IoOp::Write {
+            offset: BLOCK as u64,
+            fua: false,
+        },
+        vec![0x22; BLOCK],
+    );
+    // Meanwhile the shard serves reads, writes and flushes at once.
+    for round in 0..20u8 {
+        let served = Instant::now();
+        assert_eq!(v.read(0), vec![0x11; BLOCK]);
+        v.write(2, round).unwrap();
+        assert_eq!(v.read(2), vec![round; BLOCK]);
+        assert!(
+            served.elapsed() < delay / 2,
+            "an op waited {:?} behind the stall",
+            served.elapsed()
+        );
+    }
+    assert!(
+        started.elapsed() < delay,
+        "the other ops took as long as the stall"
+    );
+    assert!(stalled.try_recv().is_err(), "the stall ended early");
+    let outcome = stalled
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the stalled write completes");
+    let took = started.elapsed();
+    assert_eq!(outcome, Err(eio("write")));
+    assert!(took >= delay, "the stalled write failed after {took:?}");
+    assert!(took < delay * 10, "the stalled write took {took:?}");
+    // The stalled write never reached the file; the rule is used up.
+    assert_eq!(v.read(1), vec![0; BLOCK]);
+    v.write(1, 0x33).unwrap();
+    assert_eq!(v.read(1), vec![0x33; BLOCK]);
+    assert_eq!(v.read(0), vec![0x11; BLOCK]);
+}
+
+#[test]
+fn clearing_a_stall_rule_restores_normal_io() {
+    let v = Volume::start();
+    v.plan
+        .inject(FaultRule {
+            op: FaultOp::Any,
+            action: FaultAction::Stall {
+                delay: Duration::from_millis(50),
+            },
+            count: None,
+        })
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(v.write(4, 0x44), Err(eio("write")));
+    assert_eq!(
+        v.run(IoOp::Read { offset: 0 }, vec![0; BLOCK]),
+        Err(eio("read"))
+    );
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    assert_eq!(v.plan.rules()[0].hits, 2);
+    v.plan.clear();
+    v.write(4, 0x44).unwrap();
+    assert_eq!(v.read(4), vec![0x44; BLOCK]);
+    v.run(IoOp::Flush, Vec::new()).unwrap();
+}

@@ -1,0 +1,335 @@
+//! Fault injection against real keeld processes (`--fault-injection`,
+//! driven over the control socket): a failed write on a plain keeld, and a
+//! replica whose disk stalls in a replicated volume, dropped by the
+//! primary's link timeout while the host's writes go on, then resynced.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use keel_target::initiator::{Controller, HostOptions, IoKind, IoQueue};
+use keel_target::nvme::Status;
+use keel_target::rpc::{codes, ClientError, RpcClient};
+use serde_json::{json, Value};
+
+mod support;
+
+use support::io::{fill, read_back, run_one, scratch_dir, write_read_verify};
+use support::{free_ports, scrape, Keeld};
+
+const NQN: &str = "nqn.2026-11.io.keel:faults";
+const SIZE: &str = "16M";
+
+/// keeld serving [`NQN`] on an ephemeral port with its metrics endpoint,
+/// plus `args`.
+fn start(args: &[String]) -> Keeld {
+    let mut all: Vec<String> = [
+        "--listen",
+        "127.0.0.1:0",
+        "--nqn",
+        NQN,
+        "--no-pin",
+        "--metrics",
+        "127.0.0.1:0",
+        "--buffers",
+        "256",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    all.extend_from_slice(args);
+    Keeld::spawn(&all).unwrap_or_else(|status| panic!("keeld exited early: {status}"))
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+fn path_arg(path: &Path) -> String {
+    path.to_str().expect("utf-8").to_string()
+}
+
+/// One control call to the keeld serving `socket`.
+fn rpc(socket: &Path, method: &str, params: Value) -> Result<Value, ClientError> {
+    RpcClient::connect(socket)?.call(method, Some(params))
+}
+
+/// A host connected to `keeld` with one I/O queue of depth 4.
+fn open_queue(keeld: &Keeld) -> (Controller, IoQueue) {
+    let mut ctrl =
+        Controller::connect(keeld.addr, NQN, &HostOptions::default(), 1).expect("connect");
+    let ns = ctrl.namespace(1).expect("identify");
+    let queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    (ctrl, queue)
+}
+
+/// Writes 8 blocks at `lba` filled with (`lba`, `generation`); the status.
+fn write_blocks(queue: &mut IoQueue, lba: u64, generation: u64) -> Status {
+    let bytes = 8 * queue.namespace().block_size as usize;
+    fill(queue.buffer(0, bytes), lba, generation);
+    run_one(queue, IoKind::Write { fua: false }, lba, 8)
+}
+
+/// Whether the 8 blocks at `lba` hold (`lba`, `generation`).
+fn holds(queue: &mut IoQueue, lba: u64, generation: u64) -> bool {
+    let bytes = 8 * queue.namespace().block_size as usize;
+    queue.buffer(0, bytes).fill(0);
+    let status = run_one(queue, IoKind::Read, lba, 8);
+    assert!(status.is_success(), "read at LBA {lba}: {status}");
+    let mut expected = vec![0u8; bytes];
+    fill(&mut expected, lba, generation);
+    queue.buffer(0, bytes) == expected.as_slice()
+}
+
+#[test]
+fn an_injected_write_failure_fails_one_nvme_write_and_the_next_succeeds() {
+    let dir = scratch_dir("faults-plain");
+    let socket = dir.join("keeld.sock");
+    let mut args = strings(&["--size", SIZE, "--fault-injection", "--backend"]);
+    args.push(path_arg(&dir.join("vol.img")));
+    args.push("--rpc-socket".into());
+    args.push(path_arg(&socket));
+    let keeld = start(&args);
+    let (ctrl, mut queue) = open_queue(&keeld);
+    assert_eq!(write_blocks(&mut queue, 64, 1), Status::SUCCESS);
+
+    let rules = rpc(
+        &socket,
+        "fault_inject",
+        json!({"device": "data", "op": "write", "action": "fail", "count": 1}),
+    )
+    .expect("fault_inject");
+    assert_eq!(rules[0]["count"], 1, "{rules}");
+
+    // Reads are untouched by a write rule.
+    assert!(holds(&mut queue, 64, 1));
+    let status = write_blocks(&mut queue, 64, 2);
+    assert_eq!(status, Status::WRITE_FAULT, "the injected failure");
+    // It never reached the disk; the rule is used up.
+    assert!(holds(&mut queue, 64, 1));
+    assert_eq!(rpc(&socket, "fault_list", json!({})).unwrap(), json!([]));
+    assert_eq!(write_blocks(&mut queue, 64, 3), Status::SUCCESS);
+    assert!(holds(&mut queue, 64, 3));
+    write_read_verify(&mut queue, 1000, 4);
+
+    // Until cleared: every flush fails, then none.
+    rpc(
+        &socket,
+        "fault_inject",
+        json!({"device": "data", "op": "flush", "action": "fail", "errno": 28}),
+    )
+    .expect("fault_inject");
+    for _ in 0..2 {
+        assert_eq!(
+            run_one(&mut queue, IoKind::Flush, 0, 0),
+            Status::WRITE_FAULT
+        );
+    }
+    let cleared = rpc(&socket, "fault_clear", json!({})).expect("fault_clear");
+    assert_eq!(cleared, json!({"cleared": ["data"]}));
+    assert_eq!(run_one(&mut queue, IoKind::Flush, 0, 0), Status::SUCCESS);
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    assert!(keeld.terminate().success());
+
+    // Without the flag: nothing to inject into, and it says why.
+    let mut args = strings(&["--size", SIZE, "--backend"]);
+    args.push(path_arg(&dir.join("vol.img")));
+    args.push("--rpc-socket".into());
+    args.push(path_arg(&socket));
+    let keeld = start(&args);
+    match rpc(
+        &socket,
+        "fault_inject",
+        json!({"device": "data", "op": "write", "action": "fail"}),
+    ) {
+        Err(ClientError::Rpc(e)) => {
+            assert_eq!(e.code, codes::NOT_AVAILABLE);
+            assert!(e.message.contains("--fault-injection"), "{}", e.message);
+        }
+        other => panic!("fault_inject without --fault-injection: {other:?}"),
+    }
+    let (ctrl, mut queue) = open_queue(&keeld);
+    assert!(holds(&mut queue, 64, 3));
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    assert!(keeld.terminate().success());
+}
+
+/// Three copies, W = 2, a 1 s link timeout everywhere.
+struct Cluster {
+    dir: PathBuf,
+    ports: [u16; 3],
+}
+
+impl Cluster {
+    fn new(name: &str) -> Cluster {
+        let dir = scratch_dir(name);
+        std::fs::write(dir.join("psk"), b"keel fault test key 0123456789abcdef\n").expect("psk");
+        Cluster {
+            dir,
+            ports: free_ports::<3>(),
+        }
+    }
+
+    fn image(&self, node: usize) -> PathBuf {
+        self.dir.join(format!("node{node}.img"))
+    }
+
+    fn socket(&self, node: usize) -> PathBuf {
+        self.dir.join(format!("node{node}.sock"))
+    }
+
+    fn start(&self, node: usize, extra: &[&str]) -> Keeld {
+        let mut args = strings(&["--size", SIZE, "--backend"]);
+        args.push(path_arg(&self.image(node)));
+        args.extend(strings(&[
+            "--node-id",
+            &node.to_string(),
+            "--primary",
+            "1",
+            "--replica-listen",
+            &format!("127.0.0.1:{}", self.ports[node - 1]),
+            "--write-quorum",
+            "2",
+            "--link-timeout-ms",
+            "1000",
+            "--bootstrap",
+            "--rpc-socket",
+        ]));
+        args.push(path_arg(&self.socket(node)));
+        args.push("--psk-file".into());
+        args.push(path_arg(&self.dir.join("psk")));
+        for (index, port) in self.ports.iter().enumerate() {
+            args.push("--member".into());
+            args.push(format!("{}@127.0.0.1:{port}:sync", index + 1));
+        }
+        args.extend(strings(extra));
+        start(&args)
+    }
+
+    /// Every copy is byte-identical to node 1's (all stopped).
+    fn assert_identical(&self) {
+        let one = std::fs::read(self.image(1)).expect("image 1");
+        for node in [2, 3] {
+            let other = std::fs::read(self.image(node)).expect("image");
+            assert_eq!(
+                one.len(),
+                other.len(),
+                "node {node}'s copy has another size"
+            );
+            let first = one.iter().zip(&other).position(|(a, b)| a != b);
+            assert_eq!(first, None, "node {node}'s copy differs from node 1's");
+        }
+    }
+}
+
+/// A per-replica sample from the primary's metrics.
+fn replica_sample(keeld: &Keeld, name: &str, node: usize, state: Option<&str>) -> Option<f64> {
+    let node = node.to_string();
+    scrape(keeld)
+        .samples
+        .into_iter()
+        .find(|s| {
+            s.metric == name
+                && s.labels.get("replica") == Some(node.as_str())
+                && state.is_none_or(|state| s.labels.get("state") == Some(state))
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+#[test]
+fn a_replica_whose_disk_stalls_is_dropped_while_writes_go_on_and_is_resynced_once_cleared() {
+    let cluster = Cluster::new("faults-replicated");
+    let primary = cluster.start(1, &[]);
+    let replica2 = cluster.start(2, &[]);
+    let mut replica3 = cluster.start(3, &["--fault-injection"]);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    let (ctrl, mut queue) = open_queue(&primary);
+    write_read_verify(&mut queue, 8, 1);
+    assert_eq!(
+        replica_sample(&primary, "keel_replica_dropped_total", 3, None),
+        Some(0.0)
+    );
+
+    // Node 3's disk: every data write hangs 5 s, then fails.
+    let socket3 = cluster.socket(3);
+    rpc(
+        &socket3,
+        "fault_inject",
+        json!({"device": "data", "op": "write", "action": "stall", "delay_ms": 5000}),
+    )
+    .expect("fault_inject on node 3");
+    let listed = rpc(&socket3, "fault_list", json!({})).expect("fault_list");
+    assert_eq!(listed[0]["delay_ms"], 5000, "{listed}");
+    // A replicating keeld has a record device too; nothing is set on it.
+    let cleared = rpc(&socket3, "fault_clear", json!({"device": "record"})).expect("record");
+    assert_eq!(cleared, json!({"cleared": ["record"]}));
+
+    // The host keeps writing verified data through the primary: W = 2 of
+    // 3 holds with node 2, whatever node 3's disk does.
+    let stalled = Instant::now();
+    let mut generation = 2;
+    let mut bases = Vec::new();
+    let dropped = loop {
+        let base = 3000 + (generation % 8) * 3000;
+        let started = Instant::now();
+        write_read_verify(&mut queue, base, generation);
+        bases.retain(|&(b, _)| b != base);
+        bases.push((base, generation));
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "a round of writes took {:?}: the stalled replica held the quorum up",
+            started.elapsed()
+        );
+        let dropped = replica_sample(&primary, "keel_replica_dropped_total", 3, None);
+        let in_sync = replica_sample(&primary, "keel_replica_state", 3, Some("in_sync"));
+        generation += 1;
+        if dropped.is_some_and(|d| d >= 1.0) && in_sync == Some(0.0) {
+            break stalled.elapsed();
+        }
+        assert!(
+            stalled.elapsed() < Duration::from_secs(20),
+            "node 3 not dropped {:?} into its stall (dropped {dropped:?}, in_sync {in_sync:?})",
+            stalled.elapsed()
+        );
+    };
+    eprintln!("node 3 dropped {dropped:?} into its disk stall (link timeout 1 s)");
+    assert_eq!(primary.gauge("keel_replication_in_sync"), Some(0));
+    assert_eq!(
+        replica_sample(&primary, "keel_replica_dropped_total", 2, None),
+        Some(0.0),
+        "node 2 was dropped too"
+    );
+    // More writes while node 3 is out, to 3 s into the stall.
+    while stalled.elapsed() < Duration::from_secs(3) {
+        let base = 3000 + (generation % 8) * 3000;
+        write_read_verify(&mut queue, base, generation);
+        bases.retain(|&(b, _)| b != base);
+        bases.push((base, generation));
+        generation += 1;
+    }
+    assert!(replica3.is_running(), "node 3's keeld stopped");
+
+    // The disk recovers: node 3 is resynced.
+    let cleared = rpc(&socket3, "fault_clear", json!({"device": "data"})).expect("fault_clear");
+    assert_eq!(cleared, json!({"cleared": ["data"]}));
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    for &(base, generation) in &bases {
+        read_back(&mut queue, base, generation);
+    }
+    read_back(&mut queue, 8, 1);
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    assert!(replica3.is_running(), "node 3's keeld stopped");
+
+    for (name, keeld) in [("1", primary), ("2", replica2), ("3", replica3)] {
+        let status = keeld.terminate();
+        assert!(status.success(), "node {name} exited {status}");
+    }
+    cluster.assert_identical();
+}
