@@ -333,3 +333,80 @@ fn a_replica_whose_disk_stalls_is_dropped_while_writes_go_on_and_is_resynced_onc
     }
     cluster.assert_identical();
 }
+
+/// The primary's record device fails its writes: the next persist (an
+/// intent bit for a write, or clearing settled ones) fails, and the primary
+/// stops instead of stalling — the write in flight and every later one fail
+/// with Namespace Not Ready (a path error: retry elsewhere), it reports
+/// itself failed. Node 2, promoted, serves every write node 1 had
+/// acknowledged; node 1 restarted without the fault rejoins as a replica
+/// and the three copies end byte-identical.
+#[test]
+fn a_primary_whose_record_fails_stops_and_a_promoted_replica_serves_every_acknowledged_write() {
+    let cluster = Cluster::new("faults-persist");
+    let primary = cluster.start(1, &["--fault-injection"]);
+    let replica2 = cluster.start(2, &[]);
+    let replica3 = cluster.start(3, &[]);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    let (ctrl, mut queue) = open_queue(&primary);
+    write_read_verify(&mut queue, 8, 1);
+    let mut acknowledged = Vec::new();
+
+    rpc(
+        &cluster.socket(1),
+        "fault_inject",
+        json!({"device": "record", "op": "write", "action": "fail"}),
+    )
+    .expect("fault_inject on node 1's record");
+    // Writes to the last regions (their intent bits not set yet) until one
+    // fails: its intent bit cannot be made durable.
+    let started = Instant::now();
+    let mut lba = 30_000;
+    let refused = loop {
+        let status = write_blocks(&mut queue, lba, 2);
+        if !status.is_success() {
+            break status;
+        }
+        acknowledged.push(lba);
+        lba += 64;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "every write still succeeds"
+        );
+    };
+    assert_eq!(refused, Status::NAMESPACE_NOT_READY);
+    assert_eq!(write_blocks(&mut queue, 8, 3), Status::NAMESPACE_NOT_READY);
+    primary.wait_gauge("keel_replication_failed", 1, Duration::from_secs(5));
+    let status = rpc(&cluster.socket(1), "volume_status", json!({})).expect("status");
+    assert_eq!(status["failed"], true, "{status}");
+    assert_eq!(status["links"], 0, "a failed node keeps no link: {status}");
+    drop(queue);
+    let _ = ctrl.shutdown();
+
+    // The operator promotes node 2: every acknowledged write is there.
+    rpc(&cluster.socket(2), "promote", json!({})).expect("promote node 2");
+    replica2.wait_gauge("keel_replication_serving", 1, Duration::from_secs(20));
+    let (ctrl, mut queue) = open_queue(&replica2);
+    read_back(&mut queue, 8, 1);
+    for &lba in &acknowledged {
+        assert!(
+            holds(&mut queue, lba, 2),
+            "acknowledged write at LBA {lba} lost"
+        );
+    }
+    write_read_verify(&mut queue, 6000, 4);
+
+    // Node 1, its device fixed (restarted without the fault), rejoins.
+    assert!(primary.terminate().success(), "node 1 stops cleanly");
+    let node1 = cluster.start(1, &[]);
+    replica2.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    assert_eq!(node1.gauge("keel_replication_serving"), Some(0));
+    read_back(&mut queue, 6000, 4);
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    for (name, keeld) in [("1", node1), ("2", replica2), ("3", replica3)] {
+        let status = keeld.terminate();
+        assert!(status.success(), "node {name} exited {status}");
+    }
+    cluster.assert_identical();
+}
