@@ -410,3 +410,61 @@ fn a_primary_whose_record_fails_stops_and_a_promoted_replica_serves_every_acknow
     }
     cluster.assert_identical();
 }
+
+/// A replica whose device fails a flush (a persist of its record) stops:
+/// it closes its links and takes no new one, so the primary counts it down
+/// and the host's writes go on with W = 2; restarted without the fault it
+/// is resynced and the copies end byte-identical.
+#[test]
+fn a_replica_whose_flush_fails_stops_and_is_resynced_after_a_restart() {
+    let cluster = Cluster::new("faults-replica-persist");
+    let primary = cluster.start(1, &[]);
+    let replica2 = cluster.start(2, &[]);
+    let replica3 = cluster.start(3, &["--fault-injection"]);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    rpc(
+        &cluster.socket(3),
+        "fault_inject",
+        json!({"device": "data", "op": "flush", "action": "fail"}),
+    )
+    .expect("fault_inject on node 3");
+    let (ctrl, mut queue) = open_queue(&primary);
+    // Writes without FUA make node 3 flush before it can acknowledge them
+    // durable: that persist fails.
+    let mut generation = 1;
+    let started = Instant::now();
+    while replica3.gauge("keel_replication_failed") != Some(1) {
+        write_read_verify(&mut queue, 8 + (generation % 4) * 3000, generation);
+        generation += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "node 3 never failed its persist"
+        );
+    }
+    let status = rpc(&cluster.socket(3), "volume_status", json!({})).expect("status");
+    assert_eq!(status["failed"], true, "{status}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while replica_sample(&primary, "keel_replica_state", 3, Some("in_sync")) != Some(0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the primary still counts node 3 in sync"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // W = 2 goes on with node 2.
+    for _ in 0..3 {
+        write_read_verify(&mut queue, 8 + (generation % 4) * 3000, generation);
+        generation += 1;
+    }
+    assert!(replica3.terminate().success(), "node 3 stops cleanly");
+    let replica3 = cluster.start(3, &[]);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    assert_eq!(replica3.gauge("keel_replication_failed"), Some(0));
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    for (name, keeld) in [("1", primary), ("2", replica2), ("3", replica3)] {
+        let status = keeld.terminate();
+        assert!(status.success(), "node {name} exited {status}");
+    }
+    cluster.assert_identical();
+}
