@@ -51,6 +51,60 @@ fn verified_io_in_capsule_r2t_and_multi_buffer_with_and_without_digests() {
     assert!(keeld.terminate().success(), "keeld exits 0 on SIGTERM");
 }
 
+/// More write data in flight than keeld's buffer pool minus its reserve
+/// (64 buffers of 128 KiB; 64 writes of 128 KiB, all sent at once): the
+/// commands short of buffers wait for them while the connection goes on
+/// being read, so the host data of the admitted ones still arrives. Before,
+/// keeld stopped reading the connection at the first command it could not
+/// give buffers, the admitted writes' data stayed unread behind it, and
+/// nothing ever completed.
+#[test]
+fn more_write_data_in_flight_than_the_buffer_pool_completes() {
+    let keeld = start(&["--backend", "memory", "--size", "64M", "--buffers", "64"]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let addr = keeld.addr;
+    std::thread::spawn(move || {
+        let mut ctrl = Controller::connect(addr, NQN, &host(false), 1).expect("connect");
+        let ns = ctrl.namespace(1).expect("identify namespace");
+        let mut queue = ctrl.io_queue(1, 64, ns).expect("I/O queue");
+        let blocks = (128 << 10) / ns.block_size;
+        let lba_of = |slot: u16| u64::from(slot) * u64::from(blocks);
+        for slot in 0..64u16 {
+            let len = (blocks * ns.block_size) as usize;
+            fill(queue.buffer(slot, len), lba_of(slot), 7);
+            queue
+                .submit(slot, IoKind::Write { fua: false }, lba_of(slot), blocks)
+                .expect("submit");
+        }
+        let mut done = Vec::new();
+        while done.len() < 64 {
+            queue.wait(&mut done).expect("wait");
+        }
+        let statuses: Vec<Status> = done.iter().map(|d| d.status).collect();
+        for slot in 0..64u16 {
+            let lba = lba_of(slot);
+            let status = run_one(&mut queue, IoKind::Read, lba, blocks);
+            assert_eq!(status, Status::SUCCESS);
+            let mut expected = vec![0u8; (blocks * ns.block_size) as usize];
+            fill(&mut expected, lba, 7);
+            let len = expected.len();
+            assert!(
+                queue.buffer(0, len) == expected.as_slice(),
+                "LBA {lba} reads back wrong"
+            );
+        }
+        let _ = tx.send(statuses);
+    });
+    let statuses = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the writes never completed: keeld is stuck");
+    assert!(
+        statuses.iter().all(|s| *s == Status::SUCCESS),
+        "{statuses:?}"
+    );
+    assert!(keeld.terminate().success(), "keeld exits 0 on SIGTERM");
+}
+
 #[test]
 fn out_of_range_lba_gets_lba_out_of_range_and_the_queue_lives_on() {
     let keeld = start(&[

@@ -14,8 +14,13 @@ use crate::nvme::status::Status;
 pub(crate) const MAX_SEGMENTS: usize = 16;
 
 /// Where a command is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Phase {
+    /// Taken off the socket while the buffer pool was short: waiting for
+    /// its data buffers (the connection goes on being read meanwhile, so
+    /// host data for the commands holding buffers still arrives). Holds
+    /// its in-capsule data, copied out of the receive buffer.
+    NeedBuffers { in_capsule: Option<Vec<u8>> },
     /// Waiting for H2CData after our R2T: `received` of `expected` bytes.
     AwaitingHostData { received: u64, expected: u64 },
     /// Disk operations in flight.

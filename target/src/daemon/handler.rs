@@ -36,9 +36,14 @@ use keel_replicator::wire::NodeId;
 /// C2HData PDU: half a pool buffer, so any PDU fits one receive or send
 /// buffer with its header.
 pub(crate) const MAX_DATA_PER_PDU: u32 = 64 * 1024;
-/// Pool buffers a command may need (data, compare data, send buffers): a
-/// command is taken off the socket only when this many are free.
+/// Pool buffers kept free beyond a command's own data buffers when they
+/// are taken (compare data, send buffers, replication's copies); a command
+/// that would dip into them waits for buffers instead.
 const BUFFER_RESERVE: usize = 2 * MAX_SEGMENTS + 4;
+/// Commands a shard lets wait for buffers at most; beyond, connections
+/// stop being read until some are granted (a host keeping more commands
+/// outstanding than its queues allow must not grow this without bound).
+const MAX_WAITING_COMMANDS: usize = 4096;
 const TIMER_KEEP_ALIVE: u64 = 1;
 const TIMER_SHUTDOWN: u64 = 2;
 const TIMER_STATS: u64 = 3;
@@ -118,6 +123,9 @@ pub(crate) struct ShardHandler {
     outbox: VecDeque<(ShardId, Message)>,
     next_shard: usize,
     stalled: Vec<usize>,
+    /// Commands waiting for data buffers, oldest first: (connection,
+    /// command key, command id).
+    need_buffers: VecDeque<(usize, usize, u16)>,
     decoder_limits: DecoderLimits,
     shutting_down: bool,
     /// The replicated volume's state machine (shard 0, when replicating).
@@ -159,6 +167,7 @@ impl ShardHandler {
             outbox: VecDeque::new(),
             next_shard: 0,
             stalled: Vec::new(),
+            need_buffers: VecDeque::new(),
             decoder_limits: DecoderLimits {
                 max_in_capsule_data: in_capsule,
                 max_data_per_pdu: MAX_DATA_PER_PDU,
@@ -356,8 +365,16 @@ impl ShardHandler {
             let digest_error = pdu.data().err();
             let data =
                 conn.rx_start + layout.data_range().start..conn.rx_start + layout.data_range().end;
-            let takes_buffers = matches!(header, PduHeader::CapsuleCmd(_) | PduHeader::H2cData(_));
-            if takes_buffers && shard.pool().available() < BUFFER_RESERVE {
+            // The stream is never held back for buffers: host data for
+            // commands holding buffers may follow a new command in it, and
+            // holding it back left every admitted write waiting for data
+            // never read, nothing freeing a buffer again (a deadlock, seen
+            // with 64 buffers and 32 writes of 128 KiB in flight). A new
+            // command short of buffers waits for them instead
+            // (`Phase::NeedBuffers`); only too many waiting ones stop it.
+            let too_many_waiting = matches!(header, PduHeader::CapsuleCmd(_))
+                && self.need_buffers.len() >= MAX_WAITING_COMMANDS;
+            if too_many_waiting {
                 conn.rx_paused = true;
                 self.stalled.push(key);
                 break;
@@ -551,11 +568,7 @@ impl ShardHandler {
             command.fail(Status::INTERNAL_ERROR);
         }
         // Host data to gather first (in the capsule or through R2T).
-        let host_data = match &command.io.operation {
-            IoOperation::Write { data, .. } | IoOperation::Compare { data, .. } => Some(*data),
-            IoOperation::DatasetManagement(request) => Some(request.data),
-            _ => None,
-        };
+        let host_data = host_data_of(&command.io.operation);
         let transfer = match &command.io.operation {
             IoOperation::Read { range, .. } => range.len,
             _ => host_data.map_or(0, |data| data.len()),
@@ -565,13 +578,6 @@ impl ShardHandler {
             if segments > MAX_SEGMENTS {
                 command.fail(Status::INTERNAL_ERROR);
             } else {
-                for index in 0..segments {
-                    let len = (transfer as usize - index * slot).min(slot);
-                    match shard.alloc(len) {
-                        Some(buf) => command.data[index] = Some(buf),
-                        None => command.fail(Status::COMMAND_INTERRUPTED),
-                    }
-                }
                 command.segments = segments;
             }
         }
@@ -581,19 +587,99 @@ impl ShardHandler {
             self.finish(shard, key, cmd_key);
             return;
         }
+        if shard.pool().available() < command.segments + BUFFER_RESERVE {
+            let in_capsule = match (host_data, conn.rx.as_ref()) {
+                (Some(DataSource::InCapsule { offset, len }), Some(rx)) => {
+                    let start = capsule.start + offset;
+                    shard.buf(rx).get(start..start + len).map(<[u8]>::to_vec)
+                }
+                _ => None,
+            };
+            command.phase = Phase::NeedBuffers { in_capsule };
+            self.need_buffers.push_back((key, cmd_key, command.io.cid));
+            return;
+        }
+        self.admit(shard, key, cmd_key, host_data, Some(capsule));
+    }
+
+    /// Gives the commands waiting for buffers theirs, oldest first, while
+    /// the pool has them and its reserve.
+    fn grant_buffers(&mut self, shard: &mut Shard<Message>) -> bool {
+        let mut granted = false;
+        while let Some(&(key, cmd_key, cid)) = self.need_buffers.front() {
+            let waiting = self
+                .conns
+                .get(key)
+                .and_then(|conn| conn.commands.get(cmd_key))
+                .filter(|c| c.io.cid == cid && matches!(c.phase, Phase::NeedBuffers { .. }));
+            let Some(command) = waiting else {
+                self.need_buffers.pop_front();
+                continue;
+            };
+            if shard.pool().available() < command.segments + BUFFER_RESERVE {
+                break;
+            }
+            self.need_buffers.pop_front();
+            let host_data = host_data_of(&command.io.operation);
+            self.admit(shard, key, cmd_key, host_data, None);
+            granted = true;
+        }
+        granted
+    }
+
+    /// Takes the command's data buffers and starts it: its in-capsule data
+    /// copied in (from `capsule`, the receive buffer's range, or from what
+    /// it kept while waiting), an R2T for data from the host, or the disk
+    /// work.
+    fn admit(
+        &mut self,
+        shard: &mut Shard<Message>,
+        key: usize,
+        cmd_key: usize,
+        host_data: Option<DataSource>,
+        capsule: Option<Range<usize>>,
+    ) {
+        let slot = shard.pool().slot_size();
+        let conn = &mut self.conns[key];
+        let command = &mut conn.commands[cmd_key];
+        let kept = match std::mem::replace(&mut command.phase, Phase::Disk) {
+            Phase::NeedBuffers { in_capsule } => in_capsule,
+            _ => None,
+        };
+        let transfer = match &command.io.operation {
+            IoOperation::Read { range, .. } => range.len as usize,
+            _ => host_data.map_or(0, |data| data.len() as usize),
+        };
+        for index in 0..command.segments {
+            let len = (transfer - index * slot).min(slot);
+            match shard.alloc(len) {
+                Some(buf) => command.data[index] = Some(buf),
+                None => command.fail(Status::COMMAND_INTERRUPTED),
+            }
+        }
+        if !command.status.is_success() {
+            self.finish(shard, key, cmd_key);
+            return;
+        }
         match host_data {
             Some(DataSource::InCapsule { offset, len }) => {
-                let start = capsule.start + offset;
-                let Some(rx) = conn.rx.as_ref() else {
-                    return;
-                };
                 for index in 0..command.segments {
-                    let seg_start = start + index * slot;
-                    let seg_len = (len - index * slot).min(slot);
-                    if let Some(buf) = &command.data[index] {
-                        shard
-                            .pool_mut()
-                            .copy(rx, seg_start..seg_start + seg_len, buf, 0);
+                    let at = index * slot;
+                    let seg_len = (len - at).min(slot);
+                    let Some(buf) = &command.data[index] else {
+                        continue;
+                    };
+                    match (&capsule, &kept, conn.rx.as_ref()) {
+                        (Some(capsule), _, Some(rx)) => {
+                            let start = capsule.start + offset + at;
+                            shard.pool_mut().copy(rx, start..start + seg_len, buf, 0);
+                        }
+                        (None, Some(bytes), _) => {
+                            if let Some(part) = bytes.get(at..at + seg_len) {
+                                shard.buf_mut(buf)[..seg_len].copy_from_slice(part);
+                            }
+                        }
+                        _ => {}
                     }
                 }
                 self.data_arrived(shard, key, cmd_key);
@@ -632,7 +718,7 @@ impl ShardHandler {
         let expected = match conn.commands.get(cmd_key) {
             Some(command) if command.io.cid == pdu.cccid => match command.phase {
                 Phase::AwaitingHostData { expected, .. } => Some(expected),
-                Phase::Disk => None,
+                Phase::Disk | Phase::NeedBuffers { .. } => None,
             },
             _ => None,
         };
@@ -1187,11 +1273,17 @@ impl ShardHandler {
         };
         // Makes a pending receive (and, for Both, send) complete now.
         let _ = conn.socket.shutdown(how);
-        // Commands waiting for host data will never get it.
+        // Commands waiting for host data (or for buffers to ask for it)
+        // will never get it.
         let waiting: Vec<usize> = conn
             .commands
             .iter()
-            .filter(|(_, c)| matches!(c.phase, Phase::AwaitingHostData { .. }))
+            .filter(|(_, c)| {
+                matches!(
+                    c.phase,
+                    Phase::AwaitingHostData { .. } | Phase::NeedBuffers { .. }
+                )
+            })
             .map(|(k, _)| k)
             .collect();
         for cmd_key in waiting {
@@ -1416,7 +1508,10 @@ impl keel_engine::Handler<Message> for ShardHandler {
             }
             worked = true;
         }
-        if !self.stalled.is_empty() && shard.pool().available() >= BUFFER_RESERVE {
+        if self.grant_buffers(shard) {
+            worked = true;
+        }
+        if !self.stalled.is_empty() && self.need_buffers.len() < MAX_WAITING_COMMANDS {
             let stalled = std::mem::take(&mut self.stalled);
             for key in stalled {
                 if let Some(conn) = self.conns.get_mut(key) {
@@ -1457,5 +1552,15 @@ fn host_status(status: HostStatus) -> Status {
         HostStatus::MediaError => Status::WRITE_FAULT,
         HostStatus::Busy => Status::COMMAND_INTERRUPTED,
         HostStatus::InvalidRange => Status::LBA_OUT_OF_RANGE,
+    }
+}
+
+/// Where an I/O command's host data comes from (in the capsule or through
+/// R2T), if it has any.
+fn host_data_of(operation: &IoOperation) -> Option<DataSource> {
+    match operation {
+        IoOperation::Write { data, .. } | IoOperation::Compare { data, .. } => Some(*data),
+        IoOperation::DatasetManagement(request) => Some(request.data),
+        _ => None,
     }
 }
