@@ -622,6 +622,10 @@ impl ShardHandler {
             self.need_buffers.pop_front();
             let host_data = host_data_of(&command.io.operation);
             self.admit(shard, key, cmd_key, host_data, None);
+            // Out of the receive path, nothing else sends what it queued
+            // (its R2T): without this, 8 connections of 32 writes of 1 MiB
+            // stopped at the 128th write.
+            self.flush(shard, key);
             granted = true;
         }
         granted
