@@ -30,6 +30,7 @@ impl<P: Clone> Primary<P> {
             return;
         };
         let key = self.take_key();
+        self.startable += 1;
         self.ops.insert(
             key,
             Op::Write(HostWrite {
@@ -108,6 +109,9 @@ impl<P: Clone> Primary<P> {
 
     /// Starts every waiting operation that ordering and the bitmap allow.
     pub(super) fn start_operations(&mut self, now: Time, out: &mut Vec<Action<P>>) {
+        if self.startable == 0 {
+            return;
+        }
         let waiting: Vec<u64> = self
             .ops
             .iter()
@@ -157,6 +161,9 @@ impl<P: Clone> Primary<P> {
         };
         let Some(data) = w.data.take() else { return };
         let (range, region, fua) = (w.range, w.region, w.fua);
+        if w.stage == WriteStage::Waiting {
+            self.startable -= 1;
+        }
         w.stage = WriteStage::Issued;
         self.bitmap.begin_write(region);
         let peers: Vec<(NodeId, bool)> = self
@@ -434,6 +441,7 @@ impl<P: Clone> Primary<P> {
 
     pub(super) fn new_copy(&mut self, copy: RegionCopy) {
         let key = self.take_key();
+        self.startable += 1;
         self.ops.insert(key, Op::Copy(copy));
     }
 }

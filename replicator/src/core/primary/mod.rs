@@ -269,6 +269,9 @@ pub struct Primary<P> {
     /// Host flushes among `ops`: the passes that look for flushes are
     /// skipped on every event while there are none (the common case).
     flushes: usize,
+    /// Waiting host writes and region copies among `ops`: the pass that
+    /// starts operations is skipped on every event while there are none.
+    startable: usize,
     /// Host writes completed to the host and not yet durable on a write
     /// quorum or not yet settled in the bitmap: out of `ops`, so the
     /// per-event passes over `ops` stay as short as the host's queue.
@@ -342,6 +345,7 @@ impl<P: Clone> Primary<P> {
             next_token: first_token,
             ops: BTreeMap::new(),
             flushes: 0,
+            startable: 0,
             tail: BTreeMap::new(),
             io: BTreeMap::new(),
             peers,
@@ -857,10 +861,12 @@ impl<P: Clone> Primary<P> {
         }
         // Copies for that link that have not read yet are dropped; a read in
         // progress finishes and is discarded.
+        let before = self.ops.len();
         self.ops.retain(|_, op| match op {
             Op::Copy(c) => c.link != link.id || c.reading,
             _ => true,
         });
+        self.startable -= before - self.ops.len();
     }
 
     /// Closes the link to a replica that fell too far behind or broke the
@@ -899,6 +905,7 @@ impl<P: Clone> Primary<P> {
         }
         self.ops.clear();
         self.flushes = 0;
+        self.startable = 0;
         self.tail.clear();
         let links: Vec<(NodeId, LinkId)> = self
             .peers
@@ -926,6 +933,19 @@ impl<P: Clone> Primary<P> {
                 .filter(|op| matches!(op, Op::Flush(_)))
                 .count(),
             "flush count out of step with the operations"
+        );
+        #[cfg(test)]
+        assert_eq!(
+            self.startable,
+            self.ops
+                .values()
+                .filter(|op| match op {
+                    Op::Write(w) => w.stage == WriteStage::Waiting,
+                    Op::Copy(_) => true,
+                    Op::Flush(_) => false,
+                })
+                .count(),
+            "startable count out of step with the operations"
         );
         if self.phase == Phase::Serving {
             self.start_operations(now, out);
