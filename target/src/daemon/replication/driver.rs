@@ -4,7 +4,11 @@
 //!
 //! - Peer links: socket, receive buffer (a pool buffer the ring receives
 //!   into, copied into a heap buffer where `link::decode` finds whole
-//!   frames), send queue (encoded frames, sent a pool buffer at a time).
+//!   frames), send queue (frames encoded straight into a pool buffer, the
+//!   header by `link::encode_header` and the data copied after it; what
+//!   does not fit waits in a heap backlog). The frames of one reactor loop
+//!   leave in one send per link ([`Replicator::flush_sends`], from the
+//!   handler's `poll`).
 //! - `LocalWrite` / `LocalRead`: the data device through pool buffers,
 //!   split at the buffer size.
 //! - `Persist`: a flush of the data device, then the record written FUA to
@@ -13,10 +17,16 @@
 //!   [`Replicator::host_flush`]); their completions are collected for it
 //!   ([`Replicator::take_completed`]).
 //!
-//! Costs to remove later: a write's data is copied once into the payload
-//! (`Rc<[u8]>`), received frames are copied from the pool buffer into the
-//! heap buffer and again into their payload, and encoded frames are copied
-//! into pool buffers for sending.
+//! Costs to remove later (per 4 KiB write; see "Overhead (measured)" in
+//! docs/replication-keeld.md): on the primary the data is copied from the
+//! host's pool buffer into the payload (`Rc<[u8]>`), from there into a pool
+//! buffer for the local write and into each replica's send buffer, and its
+//! CRC32C is computed once per replica; on a replica a received frame is
+//! copied from the pool buffer into the heap buffer, again into its payload
+//! (`payload_frame`) and again into a pool buffer for the local write.
+//! Decoding straight from the pool buffer when no partial frame waits in
+//! the heap buffer, and a payload that holds pool buffers, would remove
+//! two of those three.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
