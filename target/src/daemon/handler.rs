@@ -1081,14 +1081,14 @@ impl ShardHandler {
                 ..
             } => {
                 fua = write_fua;
-                // The one copy of the write's data (a cost to remove: the
+                // The one copy of the write's data, straight from the pool
+                // buffers into the shared payload (a cost to remove: the
                 // state machine could hold the pool buffers instead).
-                let mut bytes = Vec::with_capacity(range.len as usize);
-                for buf in command.data.iter().flatten() {
-                    bytes.extend_from_slice(shard.buf(buf));
-                }
-                bytes.truncate(range.len as usize);
-                let data = ReplPayload::new(bytes.into());
+                let data = ReplPayload::new(gather(
+                    shard,
+                    command.data.iter().flatten(),
+                    range.len as usize,
+                ));
                 let mut at = 0u64;
                 while at < range.len {
                     let offset = range.offset + at;
@@ -1502,6 +1502,11 @@ impl keel_engine::Handler<Message> for ShardHandler {
                 self.repl_completions(shard);
             }
         }
+        // The replication frames of this loop, one send per link (the ring
+        // submits right after this).
+        if let Some(repl) = self.repl.as_mut() {
+            repl.flush_sends(shard);
+        }
         while let Some((dst, msg)) = self.outbox.pop_front() {
             if let Err(msg) = shard.send(dst, msg) {
                 if !self.shutting_down {
@@ -1544,6 +1549,30 @@ impl keel_engine::Handler<Message> for ShardHandler {
         }
         worked
     }
+}
+
+/// The first `len` bytes of `bufs` as one shared buffer: a single copy when
+/// they lie in one pool buffer (every write up to a buffer's size), two
+/// otherwise.
+fn gather<'a>(
+    shard: &Shard<Message>,
+    mut bufs: impl Iterator<Item = &'a keel_engine::Buf>,
+    len: usize,
+) -> std::rc::Rc<[u8]> {
+    let Some(first) = bufs.next() else {
+        return std::rc::Rc::from(&[][..]);
+    };
+    let first = shard.buf(first);
+    if first.len() >= len {
+        return std::rc::Rc::from(&first[..len]);
+    }
+    let mut bytes = Vec::with_capacity(len);
+    bytes.extend_from_slice(first);
+    for buf in bufs {
+        bytes.extend_from_slice(shard.buf(buf));
+    }
+    bytes.truncate(len);
+    bytes.into()
 }
 
 /// The NVMe status for how the state machine ended a host operation.

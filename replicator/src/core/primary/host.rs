@@ -30,6 +30,7 @@ impl<P: Clone> Primary<P> {
             return;
         };
         let key = self.take_key();
+        self.startable += 1;
         self.ops.insert(
             key,
             Op::Write(HostWrite {
@@ -54,6 +55,7 @@ impl<P: Clone> Primary<P> {
             return;
         }
         let key = self.take_key();
+        self.flushes += 1;
         self.ops.insert(
             key,
             Op::Flush(HostFlush {
@@ -107,6 +109,9 @@ impl<P: Clone> Primary<P> {
 
     /// Starts every waiting operation that ordering and the bitmap allow.
     pub(super) fn start_operations(&mut self, now: Time, out: &mut Vec<Action<P>>) {
+        if self.startable == 0 {
+            return;
+        }
         let waiting: Vec<u64> = self
             .ops
             .iter()
@@ -156,6 +161,9 @@ impl<P: Clone> Primary<P> {
         };
         let Some(data) = w.data.take() else { return };
         let (range, region, fua) = (w.range, w.region, w.fua);
+        if w.stage == WriteStage::Waiting {
+            self.startable -= 1;
+        }
         w.stage = WriteStage::Issued;
         self.bitmap.begin_write(region);
         let peers: Vec<(NodeId, bool)> = self
@@ -204,6 +212,9 @@ impl<P: Clone> Primary<P> {
     /// `Flush` frame to every replica taking writes (so each persists now
     /// instead of at its next batch), and a local persist (`pump`).
     pub(super) fn start_flushes(&mut self, now: Time, out: &mut Vec<Action<P>>) {
+        if self.flushes == 0 {
+            return;
+        }
         let mut local_pending = false;
         let mut ready = Vec::new();
         for (key, op) in self.ops.iter() {
@@ -240,9 +251,11 @@ impl<P: Clone> Primary<P> {
 
     /// Whether a started flush still needs a local persist to start.
     pub(super) fn flush_wants_persist(&self) -> bool {
-        self.ops
-            .values()
-            .any(|op| matches!(op, Op::Flush(f) if f.started && f.persist.is_none()))
+        self.flushes > 0
+            && self
+                .ops
+                .values()
+                .any(|op| matches!(op, Op::Flush(f) if f.started && f.persist.is_none()))
     }
 
     /// A persist starts under `token`: it covers every started flush
@@ -312,13 +325,6 @@ impl<P: Clone> Primary<P> {
             w.durable_on.insert(peer);
         }
         self.check_tail(key);
-    }
-
-    /// `peer` applied host write `key`, not yet durably.
-    pub(super) fn write_applied_on(&mut self, key: u64, peer: NodeId) {
-        if let Some(w) = self.write_mut(key) {
-            w.applied_on.insert(peer);
-        }
     }
 
     /// Every pending or tail host write.
@@ -406,7 +412,9 @@ impl<P: Clone> Primary<P> {
             }
         }
         for key in finished {
-            self.ops.remove(&key);
+            if self.ops.remove(&key).is_some() {
+                self.flushes -= 1;
+            }
         }
         for key in to_tail {
             if let Some(Op::Write(w)) = self.ops.remove(&key) {
@@ -433,6 +441,7 @@ impl<P: Clone> Primary<P> {
 
     pub(super) fn new_copy(&mut self, copy: RegionCopy) {
         let key = self.take_key();
+        self.startable += 1;
         self.ops.insert(key, Op::Copy(copy));
     }
 }

@@ -272,6 +272,12 @@ pub struct Primary<P> {
     next_key: u64,
     next_token: u64,
     ops: BTreeMap<u64, Op<P>>,
+    /// Host flushes among `ops`: the passes that look for flushes are
+    /// skipped on every event while there are none (the common case).
+    flushes: usize,
+    /// Waiting host writes and region copies among `ops`: the pass that
+    /// starts operations is skipped on every event while there are none.
+    startable: usize,
     /// Host writes completed to the host and not yet durable on a write
     /// quorum or not yet settled in the bitmap: out of `ops`, so the
     /// per-event passes over `ops` stay as short as the host's queue.
@@ -344,6 +350,8 @@ impl<P: Clone> Primary<P> {
             next_key: 0,
             next_token: first_token,
             ops: BTreeMap::new(),
+            flushes: 0,
+            startable: 0,
             tail: BTreeMap::new(),
             io: BTreeMap::new(),
             peers,
@@ -798,7 +806,7 @@ impl<P: Clone> Primary<P> {
     /// writes among them count toward their quorum unless FUA.
     fn applied(&mut self, now: Time, peer: NodeId, through: Sequence, out: &mut Vec<Action<P>>) {
         let limits = self.limits;
-        let Some(link) = self.link_mut(peer) else {
+        let Some(link) = self.peers.get_mut(&peer).and_then(|p| p.link.as_mut()) else {
             return;
         };
         if through >= link.next_seq {
@@ -808,12 +816,21 @@ impl<P: Clone> Primary<P> {
         if through <= link.applied {
             return;
         }
-        let keys = link.newly_applied(through);
+        // Each host write among them was applied on `peer`, not yet
+        // durably (`write_mut` on the fields it needs: `link` borrows the
+        // peers, and no list of keys is built per acknowledgement).
+        for key in link.newly_applied(through) {
+            let write = match self.ops.get_mut(&key) {
+                Some(Op::Write(w)) => Some(w),
+                Some(_) => None,
+                None => self.tail.get_mut(&key),
+            };
+            if let Some(w) = write {
+                w.applied_on.insert(peer);
+            }
+        }
         link.applied = through;
         Self::fill_window(now, peer, &limits, link, out);
-        for key in keys {
-            self.write_applied_on(key, peer);
-        }
     }
 
     /// Marks `region` as possibly missing on `peer`, and makes a region copy
@@ -851,10 +868,12 @@ impl<P: Clone> Primary<P> {
         }
         // Copies for that link that have not read yet are dropped; a read in
         // progress finishes and is discarded.
+        let before = self.ops.len();
         self.ops.retain(|_, op| match op {
             Op::Copy(c) => c.link != link.id || c.reading,
             _ => true,
         });
+        self.startable -= before - self.ops.len();
     }
 
     /// Closes the link to a replica that fell too far behind or broke the
@@ -892,6 +911,8 @@ impl<P: Clone> Primary<P> {
             }
         }
         self.ops.clear();
+        self.flushes = 0;
+        self.startable = 0;
         self.tail.clear();
         let links: Vec<(NodeId, LinkId)> = self
             .peers
@@ -911,6 +932,28 @@ impl<P: Clone> Primary<P> {
         if self.phase == Phase::Retired {
             return;
         }
+        #[cfg(test)]
+        assert_eq!(
+            self.flushes,
+            self.ops
+                .values()
+                .filter(|op| matches!(op, Op::Flush(_)))
+                .count(),
+            "flush count out of step with the operations"
+        );
+        #[cfg(test)]
+        assert_eq!(
+            self.startable,
+            self.ops
+                .values()
+                .filter(|op| match op {
+                    Op::Write(w) => w.stage == WriteStage::Waiting,
+                    Op::Copy(_) => true,
+                    Op::Flush(_) => false,
+                })
+                .count(),
+            "startable count out of step with the operations"
+        );
         if self.phase == Phase::Serving {
             self.start_operations(now, out);
             self.start_flushes(now, out);

@@ -143,16 +143,15 @@ impl<P> Link<P> {
     }
 
     /// Host writes sent with a sequence in `(self.applied, through]`.
-    pub(crate) fn newly_applied(&self, through: Sequence) -> Vec<u64> {
+    pub(crate) fn newly_applied(&self, through: Sequence) -> impl Iterator<Item = u64> + '_ {
         let from = self.first_unapplied();
         self.in_flight
             .range(from..)
-            .take_while(|s| s.seq <= through)
+            .take_while(move |s| s.seq <= through)
             .filter_map(|s| match s.purpose {
                 Purpose::HostWrite { key, .. } => Some(key),
                 _ => None,
             })
-            .collect()
     }
 
     /// Every purpose not yet acknowledged, sent or queued.

@@ -137,6 +137,7 @@ impl<P: Clone> Primary<P> {
         let Some(Op::Copy(copy)) = self.ops.remove(&key) else {
             return;
         };
+        self.startable -= 1;
         let range = self.geometry.region_range(copy.region);
         let Some(link) = self.link_mut(copy.peer).filter(|l| l.id == copy.link) else {
             return; // The link died meanwhile.

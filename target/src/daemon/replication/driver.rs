@@ -4,7 +4,11 @@
 //!
 //! - Peer links: socket, receive buffer (a pool buffer the ring receives
 //!   into, copied into a heap buffer where `link::decode` finds whole
-//!   frames), send queue (encoded frames, sent a pool buffer at a time).
+//!   frames), send queue (frames encoded straight into a pool buffer, the
+//!   header by `link::encode_header` and the data copied after it; what
+//!   does not fit waits in a heap backlog). The frames of one reactor loop
+//!   leave in one send per link ([`Replicator::flush_sends`], from the
+//!   handler's `poll`).
 //! - `LocalWrite` / `LocalRead`: the data device through pool buffers,
 //!   split at the buffer size.
 //! - `Persist`: a flush of the data device, then the record written FUA to
@@ -13,10 +17,16 @@
 //!   [`Replicator::host_flush`]); their completions are collected for it
 //!   ([`Replicator::take_completed`]).
 //!
-//! Costs to remove later: a write's data is copied once into the payload
-//! (`Rc<[u8]>`), received frames are copied from the pool buffer into the
-//! heap buffer and again into their payload, and encoded frames are copied
-//! into pool buffers for sending.
+//! Costs to remove later (per 4 KiB write; see "Overhead (measured)" in
+//! docs/replication-keeld.md): on the primary the data is copied from the
+//! host's pool buffer into the payload (`Rc<[u8]>`), from there into a pool
+//! buffer for the local write and into each replica's send buffer, and its
+//! CRC32C is computed once per replica; on a replica a received frame is
+//! copied from the pool buffer into the heap buffer, again into its payload
+//! (`payload_frame`) and again into a pool buffer for the local write.
+//! Decoding straight from the pool buffer when no partial frame waits in
+//! the heap buffer, and a payload that holds pool buffers, would remove
+//! two of those three.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -40,7 +50,9 @@ use keel_replicator::wire::{
 use slab::Slab;
 
 /// Appends `frame` of `epoch` to `tx` as the volume's stream sends it (a
-/// `Write` with its data), on TCP and RDMA links alike.
+/// `Write` with its data), on RDMA links. (TCP links encode the header
+/// alone and copy the data once, into the pool buffer they send: `send`.)
+#[cfg(feature = "rdma")]
 pub(super) fn encode_frame(
     volume: VolumeId,
     addresses: &BTreeMap<NodeId, String>,
@@ -478,6 +490,11 @@ struct Peer {
     direction: LinkDirection,
     rx: Option<Buf>,
     rx_heap: Vec<u8>,
+    /// Frames encoded since the last send, straight into a pool buffer
+    /// (its length is the bytes filled); sent when no send is in flight.
+    fill: Option<Buf>,
+    /// Frames that did not fit `fill` (they follow it on the stream), sent
+    /// a pool buffer at a time from `tx_pos`.
     tx: Vec<u8>,
     tx_pos: usize,
     sending: bool,
@@ -552,6 +569,11 @@ pub(crate) struct Replicator {
     unflushed: bool,
     events: VecDeque<Event<Payload>>,
     actions: Vec<Action<Payload>>,
+    /// A frame's header as `send` encodes it (reused).
+    header: Vec<u8>,
+    /// Links with frames encoded and not yet handed to the ring: sent
+    /// together once per reactor loop ([`Replicator::flush_sends`]).
+    unsent: Vec<usize>,
     completed: Vec<(HostOpId, HostStatus)>,
     origin: Instant,
     published: Arc<Published>,
@@ -617,6 +639,8 @@ impl Replicator {
             unflushed: false,
             events: VecDeque::new(),
             actions: Vec::new(),
+            header: Vec::new(),
+            unsent: Vec::new(),
             completed: Vec::new(),
             origin: shard.now(),
             published: setup.published,
@@ -1015,7 +1039,7 @@ impl Replicator {
                 }
                 if let Some(&key) = self.links.get(&link) {
                     let peer = &mut self.peers[key];
-                    if peer.sending || peer.tx_pos < peer.tx.len() {
+                    if peer.sending || peer.fill.is_some() || peer.tx_pos < peer.tx.len() {
                         peer.close_after_send = true;
                     } else {
                         self.close_peer(shard, key, "closed by the state machine");
@@ -1293,6 +1317,7 @@ impl Replicator {
             direction,
             rx: Some(rx),
             rx_heap: Vec::new(),
+            fill: None,
             tx: Vec::new(),
             tx_pos: 0,
             sending: false,
@@ -1510,11 +1535,16 @@ impl Replicator {
             return;
         }
         let envelope = heartbeat_envelope(self.volume, self.node.epoch());
-        if let Err(error) = link::encode_heartbeat(&envelope, beat, &mut peer.tx) {
+        self.header.clear();
+        if let Err(error) = link::encode_heartbeat(&envelope, beat, &mut self.header) {
             tracing::error!(%error, "replication: cannot encode a heartbeat");
             return;
         }
-        self.kick_send(shard, key);
+        // In the stream's order, sent with the loop's other frames.
+        enqueue(shard, peer, &self.header, &[]);
+        if !self.unsent.contains(&key) {
+            self.unsent.push(key);
+        }
     }
 
     fn send(
@@ -1535,15 +1565,20 @@ impl Replicator {
         if peer.closing {
             return;
         }
-        let before = peer.tx.len();
-        let encoded = encode_frame(self.volume, &self.addresses, epoch, frame, &mut peer.tx);
-        let bytes = peer.tx.len().saturating_sub(before) as u64;
-        if let Some(c) = &peer.counters {
-            if encoded.is_ok() {
-                c.frames_sent.fetch_add(1, Ordering::Relaxed);
-                c.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
-            }
-        }
+        let envelope = Envelope {
+            volume: self.volume,
+            stream: STREAM,
+            epoch,
+        };
+        let payload: &[u8] = match frame {
+            Frame::Write { data, .. } => data.as_slice(),
+            _ => &[],
+        };
+        // The header alone, the data copied once, from its payload into
+        // the pool buffer that is sent.
+        self.header.clear();
+        let encoded =
+            link::encode_header(&envelope, frame, payload, &self.addresses, &mut self.header);
         if let Err(error) = encoded {
             tracing::error!(%error, "replication: cannot encode a frame");
             if error.closes_link() {
@@ -1551,33 +1586,62 @@ impl Replicator {
             }
             return;
         }
-        self.kick_send(shard, key);
+        let bytes = self.header.len() + payload.len();
+        if let Some(c) = &peer.counters {
+            c.frames_sent.fetch_add(1, Ordering::Relaxed);
+            c.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+        enqueue(shard, peer, &self.header, payload);
+        if !self.unsent.contains(&key) {
+            self.unsent.push(key);
+        }
+    }
+
+    /// Hands every link's frames encoded since the last call to the ring:
+    /// once per reactor loop, so the frames of one loop leave in one send
+    /// per link (one TCP segment train and one wake-up of the peer, not one
+    /// per frame).
+    pub fn flush_sends(&mut self, shard: &mut Shard<Message>) {
+        while let Some(key) = self.unsent.pop() {
+            if self.peers.contains(key) {
+                self.kick_send(shard, key);
+            }
+        }
     }
 
     fn kick_send(&mut self, shard: &mut Shard<Message>, key: usize) {
-        let slot = shard.pool().slot_size();
         let peer = &mut self.peers[key];
         if peer.sending || peer.closing {
             return;
         }
-        let remaining = peer.tx.len() - peer.tx_pos;
-        if remaining == 0 {
-            if peer.close_after_send {
-                self.close_peer(shard, key, "closed by the state machine");
+        let buf = match peer.fill.take() {
+            Some(buf) if !buf.is_empty() => buf,
+            empty => {
+                if let Some(buf) = empty {
+                    shard.free(buf);
+                }
+                let remaining = peer.tx.len() - peer.tx_pos;
+                if remaining == 0 {
+                    if peer.close_after_send {
+                        self.close_peer(shard, key, "closed by the state machine");
+                    }
+                    return;
+                }
+                let len = remaining.min(shard.pool().slot_size());
+                let Some(buf) = shard.alloc(len) else {
+                    self.close_peer(shard, key, "buffer pool exhausted");
+                    return;
+                };
+                shard.buf_mut(&buf)[..len]
+                    .copy_from_slice(&peer.tx[peer.tx_pos..peer.tx_pos + len]);
+                peer.tx_pos += len;
+                if peer.tx_pos == peer.tx.len() {
+                    peer.tx.clear();
+                    peer.tx_pos = 0;
+                }
+                buf
             }
-            return;
-        }
-        let len = remaining.min(slot);
-        let Some(buf) = shard.alloc(len) else {
-            self.close_peer(shard, key, "buffer pool exhausted");
-            return;
         };
-        shard.buf_mut(&buf)[..len].copy_from_slice(&peer.tx[peer.tx_pos..peer.tx_pos + len]);
-        peer.tx_pos += len;
-        if peer.tx_pos == peer.tx.len() {
-            peer.tx.clear();
-            peer.tx_pos = 0;
-        }
         let tag = Tag::new(TagKind::ReplSend, key, 0, 0).raw();
         match shard.submit_net(&peer.socket, NetOp::Send { offset: 0 }, Some(buf), tag) {
             Ok(()) => {
@@ -1633,6 +1697,9 @@ impl Replicator {
         if let Some(buf) = peer.rx.take() {
             shard.free(buf);
         }
+        if let Some(buf) = peer.fill.take() {
+            shard.free(buf);
+        }
         self.links.remove(&peer.link);
         tracing::info!(peer = %peer.node, link = peer.link.0, "replication link down");
         self.events.push_back(Event::LinkDown {
@@ -1677,6 +1744,30 @@ impl Replicator {
             self.run(shard);
         }
     }
+}
+
+/// Appends a frame (`header`, then `data`) to `peer`'s outgoing stream:
+/// into its fill buffer while nothing waits in its backlog and the frame
+/// fits (a pool buffer is taken for it if needed), else to the backlog.
+fn enqueue(shard: &mut Shard<Message>, peer: &mut Peer, header: &[u8], data: &[u8]) {
+    let len = header.len() + data.len();
+    let slot = shard.pool().slot_size();
+    if peer.tx_pos == peer.tx.len() && len <= slot {
+        if peer.fill.is_none() {
+            peer.fill = shard.alloc(0);
+        }
+        if let Some(buf) = peer.fill.as_mut() {
+            let at = buf.len();
+            if at + len <= slot && shard.pool().set_len(buf, at + len).is_ok() {
+                let bytes = &mut shard.buf_mut(buf)[at..];
+                bytes[..header.len()].copy_from_slice(header);
+                bytes[header.len()..len].copy_from_slice(data);
+                return;
+            }
+        }
+    }
+    peer.tx.extend_from_slice(header);
+    peer.tx.extend_from_slice(data);
 }
 
 /// What received bytes carried besides the state machine's frames.
