@@ -116,10 +116,11 @@ round_trips() { # the primary's latest heartbeat round trip to each replica, in 
 for config in "2 2" "3 2" "3 3"; do
     read -r copies quorum <<<"$config"
     cluster "$copies" "$quorum"
-    # Quiet links send a heartbeat after 1.25 s (a quarter of the default
+    # Each end sends a heartbeat every 1.25 s (a quarter of the default
     # link timeout); its round trip is one replication round trip here,
-    # the yardstick of the QD 1 "+p50" column.
-    sleep 2
+    # the yardstick of the QD 1 "+p50" column (3 s: the latest beat went
+    # out on an idle link, not behind the initial copy).
+    sleep 3
     printf "%-36s %s us\n" "$copies copies: round trip (heartbeat)" "$(round_trips)"
     series "$copies copies W=$quorum" 4521
     stop_all

@@ -528,7 +528,7 @@ fn an_idle_partitioned_replica_is_noticed_by_heartbeats_and_rejoins_after_the_he
     let replica3 = start(&with_timeout(args3));
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
 
-    // Quiet links beat every 250 ms; the reply gives the round trip.
+    // Links beat every 250 ms; the reply gives the round trip.
     let sample = |name: &str, node: usize| replica_sample(&scrape(&primary), name, node, None);
     let deadline = Instant::now() + Duration::from_secs(10);
     while sample("keel_replica_round_trip_seconds", 3).is_none() {

@@ -2,9 +2,10 @@
 //!
 //! A link whose peer vanished without a reset (a partition, a host that
 //! lost power, a frozen process) stays open to TCP for many minutes. Each
-//! end therefore sends a `Heartbeat` once the link has been quiet for a
-//! beat interval, and closes the link once nothing at all arrived for the
-//! link timeout: a frame, an acknowledgement and a heartbeat reply all
+//! end therefore sends a `Heartbeat` every beat interval (a quarter of the
+//! link timeout, one small frame: busy or not, so that both ends measure
+//! the round trip), and closes the link once nothing at all arrived for
+//! the link timeout: a frame, an acknowledgement and a heartbeat all
 //! count. The primary then resyncs that copy when it comes back, and the
 //! copy's status says `down` instead of `in_sync`. The reply's round trip
 //! is published as a metric.
@@ -37,6 +38,8 @@ pub(crate) struct LinkLiveness {
     heard: Instant,
     /// The heartbeat in flight: its token and when it was sent.
     beat: Option<(u64, Instant)>,
+    /// When the last heartbeat was sent (or the link came up).
+    last_beat: Instant,
     next_token: u64,
 }
 
@@ -46,6 +49,7 @@ impl LinkLiveness {
         LinkLiveness {
             heard: now,
             beat: None,
+            last_beat: now,
             next_token: 1,
         }
     }
@@ -73,18 +77,17 @@ impl LinkLiveness {
         if quiet > timeout {
             return Verdict::Silent(quiet);
         }
+        // One heartbeat per interval, answered or not. (Beating only on a
+        // quiet link left one end of each link without a round trip: the
+        // other end's heartbeats kept it from ever being quiet.)
         let interval = timeout / BEATS_PER_TIMEOUT;
-        let beat_due = match self.beat {
-            // One heartbeat per interval, answered or not.
-            Some((_, sent)) => now.saturating_duration_since(sent) >= interval,
-            None => quiet >= interval,
-        };
-        if !beat_due {
+        if now.saturating_duration_since(self.last_beat) < interval {
             return Verdict::Alive;
         }
         let token = self.next_token;
         self.next_token = self.next_token.wrapping_add(1);
         self.beat = Some((token, now));
+        self.last_beat = now;
         Verdict::Beat(token)
     }
 }
@@ -97,14 +100,20 @@ mod tests {
     const INTERVAL: Duration = Duration::from_millis(500);
 
     #[test]
-    fn a_busy_link_sends_no_heartbeat() {
+    fn a_busy_link_beats_once_an_interval_and_stays_up() {
         let start = Instant::now();
         let mut link = LinkLiveness::new(start);
-        for ms in (0..10_000).step_by(100) {
+        let mut beats = 0;
+        for ms in (100..=10_000).step_by(100) {
             let now = start + Duration::from_millis(ms);
             link.heard(now);
-            assert_eq!(link.check(now, TIMEOUT), Verdict::Alive);
+            match link.check(now, TIMEOUT) {
+                Verdict::Alive => {}
+                Verdict::Beat(_) => beats += 1,
+                Verdict::Silent(quiet) => panic!("closed after {quiet:?} while busy"),
+            }
         }
+        assert_eq!(beats, 20, "one per 500 ms over 10 s");
     }
 
     #[test]
@@ -124,10 +133,11 @@ mod tests {
             Some(Duration::from_millis(3))
         );
         assert_eq!(link.replied(token, answered), None, "answered once");
-        // Quiet again: the next beat an interval after the last reply.
-        assert_eq!(link.check(answered + INTERVAL / 2, TIMEOUT), Verdict::Alive);
+        // The next beat an interval after the last one.
+        let sent = start + INTERVAL;
+        assert_eq!(link.check(sent + INTERVAL / 2, TIMEOUT), Verdict::Alive);
         assert!(matches!(
-            link.check(answered + INTERVAL, TIMEOUT),
+            link.check(sent + INTERVAL, TIMEOUT),
             Verdict::Beat(next) if next != token
         ));
     }
