@@ -105,6 +105,64 @@ fn more_write_data_in_flight_than_the_buffer_pool_completes() {
     assert!(keeld.terminate().success(), "keeld exits 0 on SIGTERM");
 }
 
+/// A command that waited for buffers gets its R2T once it has them, even
+/// on a connection where nothing else happens: queue 1's 32 writes of 128
+/// KiB take the pool (64 buffers), then queue 2's one write waits; only
+/// then does the host answer queue 1's R2Ts. Once queue 1's writes are
+/// done, queue 2's gets its buffers — and, before the fix, its R2T stayed
+/// queued in keeld for ever (with 8 connections of 32 writes of 1 MiB at
+/// the default pool, keeld stopped at the 128th write).
+#[test]
+fn a_command_granted_buffers_later_gets_its_r2t() {
+    let keeld = start(&["--backend", "memory", "--size", "64M", "--buffers", "64"]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let addr = keeld.addr;
+    std::thread::spawn(move || {
+        let mut ctrl = Controller::connect(addr, NQN, &host(false), 2).expect("connect");
+        let ns = ctrl.namespace(1).expect("identify namespace");
+        let mut first = ctrl.io_queue(1, 32, ns).expect("I/O queue 1");
+        let mut second = ctrl.io_queue(2, 1, ns).expect("I/O queue 2");
+        let blocks = (128 << 10) / ns.block_size;
+        let len = (blocks * ns.block_size) as usize;
+        for slot in 0..32u16 {
+            let lba = u64::from(slot) * u64::from(blocks);
+            fill(first.buffer(slot, len), lba, 5);
+            first
+                .submit(slot, IoKind::Write { fua: false }, lba, blocks)
+                .expect("submit");
+        }
+        first.send().expect("send queue 1's commands");
+        std::thread::sleep(Duration::from_millis(200));
+        let lba = 40 * u64::from(blocks);
+        fill(second.buffer(0, len), lba, 5);
+        second
+            .submit(0, IoKind::Write { fua: false }, lba, blocks)
+            .expect("submit");
+        second.send().expect("send queue 2's command");
+        std::thread::sleep(Duration::from_millis(200));
+        let mut done = Vec::new();
+        while done.len() < 32 {
+            first.wait(&mut done).expect("wait on queue 1");
+        }
+        second.wait(&mut done).expect("wait on queue 2");
+        let _ = tx.send(done.iter().map(|d| d.status).collect::<Vec<_>>());
+        let status = run_one(&mut second, IoKind::Read, lba, blocks);
+        assert_eq!(status, Status::SUCCESS);
+        let mut expected = vec![0u8; len];
+        fill(&mut expected, lba, 5);
+        assert!(second.buffer(0, len) == expected.as_slice());
+    });
+    let statuses = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("queue 2's write never completed: its R2T was not sent");
+    assert_eq!(statuses.len(), 33);
+    assert!(
+        statuses.iter().all(|s| *s == Status::SUCCESS),
+        "{statuses:?}"
+    );
+    assert!(keeld.terminate().success(), "keeld exits 0 on SIGTERM");
+}
+
 #[test]
 fn out_of_range_lba_gets_lba_out_of_range_and_the_queue_lives_on() {
     let keeld = start(&[

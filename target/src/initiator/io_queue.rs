@@ -196,6 +196,13 @@ impl IoQueue {
             .queue(&PduHeader::CapsuleCmd(CapsuleCmd { sqe }), &[])
     }
 
+    /// Sends the commands submitted so far without waiting for anything
+    /// (`wait` sends them too; this lets a caller put several queues'
+    /// commands on the wire before it waits on any).
+    pub fn send(&mut self) -> Result<()> {
+        self.conn.flush()
+    }
+
     /// Waits for at least one completion and appends every completion that
     /// is ready to `done`.
     pub fn wait(&mut self, done: &mut Vec<IoDone>) -> Result<()> {
