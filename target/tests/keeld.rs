@@ -121,7 +121,7 @@ fn a_command_granted_buffers_later_gets_its_r2t() {
         let mut ctrl = Controller::connect(addr, NQN, &host(false), 2).expect("connect");
         let ns = ctrl.namespace(1).expect("identify namespace");
         let mut first = ctrl.io_queue(1, 32, ns).expect("I/O queue 1");
-        let mut second = ctrl.io_queue(2, 1, ns).expect("I/O queue 2");
+        let mut second = ctrl.io_queue(2, 2, ns).expect("I/O queue 2");
         let blocks = (128 << 10) / ns.block_size;
         let len = (blocks * ns.block_size) as usize;
         for slot in 0..32u16 {
@@ -138,24 +138,40 @@ fn a_command_granted_buffers_later_gets_its_r2t() {
         second
             .submit(0, IoKind::Write { fua: false }, lba, blocks)
             .expect("submit");
-        second.send().expect("send queue 2's command");
+        // And a small write whose data comes in the capsule: it waits with
+        // that data copied aside.
+        let small_lba = 50 * u64::from(blocks);
+        let small_blocks = 4096 / ns.block_size;
+        fill(second.buffer(1, 4096), small_lba, 6);
+        second
+            .submit(1, IoKind::Write { fua: false }, small_lba, small_blocks)
+            .expect("submit");
+        second.send().expect("send queue 2's commands");
         std::thread::sleep(Duration::from_millis(200));
         let mut done = Vec::new();
         while done.len() < 32 {
             first.wait(&mut done).expect("wait on queue 1");
         }
-        second.wait(&mut done).expect("wait on queue 2");
+        while done.len() < 34 {
+            second.wait(&mut done).expect("wait on queue 2");
+        }
         let _ = tx.send(done.iter().map(|d| d.status).collect::<Vec<_>>());
-        let status = run_one(&mut second, IoKind::Read, lba, blocks);
-        assert_eq!(status, Status::SUCCESS);
-        let mut expected = vec![0u8; len];
-        fill(&mut expected, lba, 5);
-        assert!(second.buffer(0, len) == expected.as_slice());
+        for (lba, blocks, generation) in [(lba, blocks, 5), (small_lba, small_blocks, 6)] {
+            let status = run_one(&mut second, IoKind::Read, lba, blocks);
+            assert_eq!(status, Status::SUCCESS);
+            let bytes = (blocks * ns.block_size) as usize;
+            let mut expected = vec![0u8; bytes];
+            fill(&mut expected, lba, generation);
+            assert!(
+                second.buffer(0, bytes) == expected.as_slice(),
+                "LBA {lba} reads back wrong"
+            );
+        }
     });
     let statuses = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("queue 2's write never completed: its R2T was not sent");
-    assert_eq!(statuses.len(), 33);
+    assert_eq!(statuses.len(), 34);
     assert!(
         statuses.iter().all(|s| *s == Status::SUCCESS),
         "{statuses:?}"

@@ -673,17 +673,24 @@ impl ShardHandler {
                     let Some(buf) = &command.data[index] else {
                         continue;
                     };
-                    match (&capsule, &kept, conn.rx.as_ref()) {
+                    let copied = match (&capsule, &kept, conn.rx.as_ref()) {
                         (Some(capsule), _, Some(rx)) => {
                             let start = capsule.start + offset + at;
                             shard.pool_mut().copy(rx, start..start + seg_len, buf, 0);
+                            true
                         }
-                        (None, Some(bytes), _) => {
-                            if let Some(part) = bytes.get(at..at + seg_len) {
+                        (None, Some(bytes), _) => match bytes.get(at..at + seg_len) {
+                            Some(part) => {
                                 shard.buf_mut(buf)[..seg_len].copy_from_slice(part);
+                                true
                             }
-                        }
-                        _ => {}
+                            None => false,
+                        },
+                        _ => false,
+                    };
+                    if !copied {
+                        // Never write a buffer's stale bytes as the host's.
+                        command.fail(Status::DATA_TRANSFER_ERROR);
                     }
                 }
                 self.data_arrived(shard, key, cmd_key);
