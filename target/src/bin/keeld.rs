@@ -118,7 +118,7 @@ struct Cli {
     #[arg(long, value_name = "MS", requires = "node_id")]
     async_max_lag_ms: Option<u64>,
     /// Replication: a link on which nothing arrives for MS milliseconds
-    /// (heartbeats included) is closed, and a replica that acknowledges
+    /// (heartbeats included) is closed, and a sync replica that acknowledges
     /// nothing for that long is dropped and resynced later (400 to 600000;
     /// default 5000).
     #[arg(long, value_name = "MS", requires = "node_id")]

@@ -120,10 +120,12 @@ pub struct PrimaryLimits {
     /// An async replica whose oldest unacknowledged frame is older than this
     /// is out of date.
     pub async_max_lag_time: Time,
-    /// Any replica, sync or async, whose oldest frame not yet applied is
-    /// older than this is out of date: a copy that is connected but
-    /// acknowledges nothing (a stuck disk, a frozen process) must not hold
-    /// writes that need it, or the bitmap's resync, for ever.
+    /// A sync replica whose oldest frame not yet applied is older than
+    /// this is out of date: a copy that is connected but acknowledges
+    /// nothing (a stuck disk, a frozen process) must not hold writes that
+    /// need it, or the bitmap's resync, for ever. (Async replicas have
+    /// their own bound, `async_max_lag_time`, which an operator may set far
+    /// higher for a distant site.)
     pub ack_timeout: Time,
     /// Region copies in flight per resyncing replica.
     pub resync_regions_in_flight: usize,
@@ -972,8 +974,8 @@ impl<P: Clone> Primary<P> {
         self.check_lag(now, out);
     }
 
-    /// Async replicas get a bounded lag, and every replica a bounded wait
-    /// for its acknowledgements; beyond either it is out of date.
+    /// Async replicas get a bounded lag, sync ones a bounded wait for their
+    /// acknowledgements; beyond it a replica is out of date.
     fn check_lag(&mut self, now: Time, out: &mut Vec<Action<P>>) {
         let limits = &self.limits;
         let lagging: Vec<NodeId> = self
@@ -983,7 +985,8 @@ impl<P: Clone> Primary<P> {
             .filter_map(|(n, p)| {
                 let link = p.link.as_ref()?;
                 let waited = link.oldest_unacked().map(|t| now.saturating_sub(t));
-                let stalled = waited.is_some_and(|w| w > limits.ack_timeout);
+                let stalled = p.mode == ReplicationMode::Sync
+                    && waited.is_some_and(|w| w > limits.ack_timeout);
                 let lags = p.mode == ReplicationMode::Async
                     && (waited.is_some_and(|w| w > limits.async_max_lag_time)
                         || link.unacked_bytes() > limits.async_max_lag_bytes);

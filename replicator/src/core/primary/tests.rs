@@ -566,3 +566,69 @@ fn a_replica_that_acknowledges_nothing_for_the_ack_timeout_is_dropped() {
     assert_eq!(r2.state, ReplicaState::Down);
     assert!(r2.regions_to_resync > 0, "what it missed is dirty");
 }
+
+/// The ack timeout is for sync replicas: an async one (a distant site) is
+/// held to its own lag bound, which the operator may set far higher.
+#[test]
+fn an_async_replica_is_held_to_its_lag_bound_not_the_ack_timeout() {
+    let geometry = Geometry::new(4096, 16384, 4).expect("geometry");
+    let limits = PrimaryLimits {
+        ack_timeout: 1_000_000_000,
+        async_max_lag_time: 60_000_000_000,
+        ..PrimaryLimits::default()
+    };
+    let mut record = record();
+    record.membership.members = vec![
+        Member {
+            node: ME,
+            mode: ReplicationMode::Sync,
+        },
+        Member {
+            node: R2,
+            mode: ReplicationMode::Async,
+        },
+    ];
+    record.membership.write_quorum = 1;
+    let mut out = Actions::new();
+    let primary = Primary::promote(
+        ME,
+        geometry,
+        limits,
+        record.clone(),
+        Epoch(4),
+        100,
+        &mut out,
+    );
+    let mut h = Harness {
+        primary,
+        out,
+        now: 0,
+    };
+    h.complete_persists();
+    assert!(
+        h.primary.is_serving(),
+        "the only sync copy is a fence quorum"
+    );
+    h.event(Event::LinkUp {
+        peer: R2,
+        link: LinkId(1),
+        direction: LinkDirection::Outbound,
+    });
+    h.ack(R2, 1, Some(record.standing_of_replica()));
+    h.complete_persists();
+    h.ack(R2, 2, None); // Resync(Begin)
+    h.write_done_locally(1, 0, false);
+    assert_eq!(h.completions(), vec![(HostOpId(1), HostStatus::Success)]);
+
+    let closed = |h: &Harness| {
+        h.out
+            .iter()
+            .any(|a| matches!(a, Action::CloseLink { peer, .. } if *peer == R2))
+    };
+    h.now = 2_000_000_000;
+    h.event(Event::Tick);
+    assert!(!closed(&h), "past the ack timeout, within the lag bound");
+    h.now = 60_000_000_001;
+    h.event(Event::Tick);
+    assert!(closed(&h), "past its lag bound");
+}
