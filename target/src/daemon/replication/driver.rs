@@ -76,7 +76,7 @@ use crate::daemon::connection::{continue_send, SendProgress};
 use crate::daemon::handler::Message;
 use crate::daemon::replication::change::{self, ChangeError, ChangeOutcome, MembershipChange};
 use crate::daemon::replication::links::LinkDownNotices;
-use crate::daemon::replication::liveness::{LinkLiveness, Verdict};
+use crate::daemon::replication::liveness::{self, LinkLiveness, Verdict};
 use crate::daemon::replication::record::{self, StoredRecord};
 use crate::daemon::replication::roster::Roster;
 use crate::daemon::replication::MemberAddress;
@@ -1490,11 +1490,7 @@ impl Replicator {
             if let Some(c) = &self.peers[key].counters {
                 c.silent.fetch_add(1, Ordering::Relaxed);
             }
-            let why = format!(
-                "nothing received for {} ms (link timeout)",
-                quiet.as_millis()
-            );
-            self.close_peer(shard, key, &why);
+            self.close_peer(shard, key, &liveness::silence(quiet));
         }
         #[cfg(feature = "rdma")]
         self.check_rdma_liveness(now);
@@ -1503,27 +1499,14 @@ impl Replicator {
     /// Answers the heartbeats received on `key` and takes the round trip
     /// of a reply.
     fn on_heartbeats(&mut self, shard: &mut Shard<Message>, key: usize, beats: Vec<Heartbeat>) {
-        let now = shard.now();
         let peer = &mut self.peers[key];
-        for beat in beats.iter().filter(|b| b.reply) {
-            if let Some(round_trip) = peer.liveness.replied(beat.token, now) {
-                if let Some(c) = &peer.counters {
-                    let ns = u64::try_from(round_trip.as_nanos()).unwrap_or(u64::MAX);
-                    c.round_trip_ns.store(ns.max(1), Ordering::Relaxed);
-                }
-            }
+        let (round_trip, answer) = peer.liveness.take(&beats, shard.now());
+        if let (Some(round_trip), Some(c)) = (round_trip, &peer.counters) {
+            let ns = u64::try_from(round_trip.as_nanos()).unwrap_or(u64::MAX);
+            c.round_trip_ns.store(ns.max(1), Ordering::Relaxed);
         }
-        // One answer per batch (to the latest): a peer sending heartbeats
-        // back to back cannot make this side queue more than it receives.
-        if let Some(beat) = beats.iter().rev().find(|b| !b.reply) {
-            self.send_heartbeat(
-                shard,
-                key,
-                Heartbeat {
-                    reply: true,
-                    ..*beat
-                },
-            );
+        if let Some(answer) = answer {
+            self.send_heartbeat(shard, key, answer);
         }
     }
 

@@ -15,6 +15,8 @@
 
 use std::time::{Duration, Instant};
 
+use keel_replicator::wire::Heartbeat;
+
 /// Heartbeats per link timeout: a link is closed only after this many
 /// beats went unanswered (several, so that one lost to a busy peer or a
 /// retransmission does not close it).
@@ -29,6 +31,14 @@ pub(crate) enum Verdict {
     Beat(u64),
     /// Nothing arrived for longer than the timeout: close the link.
     Silent(Duration),
+}
+
+/// Why a link silent for `quiet` is closed (for the log).
+pub(crate) fn silence(quiet: Duration) -> String {
+    format!(
+        "nothing received for {} ms (link timeout)",
+        quiet.as_millis()
+    )
 }
 
 /// The liveness of one link.
@@ -62,13 +72,34 @@ impl LinkLiveness {
     /// A heartbeat reply with `token` arrived at `now`: the round trip, if
     /// it answers the heartbeat in flight (any other token is ignored: the
     /// peer may echo anything).
-    pub fn replied(&mut self, token: u64, now: Instant) -> Option<Duration> {
+    fn replied(&mut self, token: u64, now: Instant) -> Option<Duration> {
         let (sent_token, sent_at) = self.beat?;
         if sent_token != token {
             return None;
         }
         self.beat = None;
         Some(now.saturating_duration_since(sent_at))
+    }
+
+    /// Takes the heartbeats one batch of received bytes carried (at
+    /// `now`): the round trip a reply to the heartbeat in flight measured,
+    /// and the one answer owed — to the latest heartbeat only, so a peer
+    /// sending them back to back cannot make this side queue more than it
+    /// receives.
+    pub fn take(
+        &mut self,
+        beats: &[Heartbeat],
+        now: Instant,
+    ) -> (Option<Duration>, Option<Heartbeat>) {
+        let mut round_trip = None;
+        for beat in beats.iter().filter(|b| b.reply) {
+            round_trip = self.replied(beat.token, now).or(round_trip);
+        }
+        let answer = beats.iter().rev().find(|b| !b.reply).map(|beat| Heartbeat {
+            reply: true,
+            ..*beat
+        });
+        (round_trip, answer)
     }
 
     /// What to do at `now` with a link timeout of `timeout`.
@@ -140,6 +171,23 @@ mod tests {
             link.check(sent + INTERVAL, TIMEOUT),
             Verdict::Beat(next) if next != token
         ));
+    }
+
+    #[test]
+    fn a_batch_of_heartbeats_owes_one_answer_and_a_reply_gives_the_round_trip() {
+        let start = Instant::now();
+        let mut link = LinkLiveness::new(start);
+        let Verdict::Beat(token) = link.check(start + INTERVAL, TIMEOUT) else {
+            panic!("a beat is due");
+        };
+        let beat = |token, reply| Heartbeat { token, reply };
+        let batch = [beat(7, false), beat(token, true), beat(8, false)];
+        let at = start + INTERVAL + Duration::from_millis(2);
+        assert_eq!(
+            link.take(&batch, at),
+            (Some(Duration::from_millis(2)), Some(beat(8, true)))
+        );
+        assert_eq!(link.take(&[], at), (None, None));
     }
 
     #[test]

@@ -33,7 +33,7 @@ use keel_replicator::wire::{Epoch, Heartbeat, NodeId, VolumeId};
 
 use super::{decode_frames, heartbeat_envelope, Payload, Replicator};
 use crate::daemon::handler::Message;
-use crate::daemon::replication::liveness::{LinkLiveness, Verdict};
+use crate::daemon::replication::liveness::{self, LinkLiveness, Verdict};
 use crate::daemon::tags::{Tag, TagKind};
 
 /// Longest sleep of shard 0 while an RDMA link cannot wait in the ring.
@@ -98,16 +98,9 @@ fn pump(
         // Addresses in `EpochChange` frames are learned over TCP links only.
         let beats = decode_frames(&mut peer.rx, volume, peer.node, id, events, |_| {})?.heartbeats;
         peer.frames_received += (events.len() - before) as u64;
-        for beat in beats.iter().filter(|b| b.reply) {
-            peer.liveness.replied(beat.token, now);
-        }
-        // One answer per batch, as on TCP; sent on the next pump.
-        if let Some(beat) = beats.iter().rev().find(|b| !b.reply) {
-            let reply = Heartbeat {
-                reply: true,
-                ..*beat
-            };
-            queue_heartbeat(peer, volume, epoch, reply)?;
+        // The answer goes out on the next pump.
+        if let (_, Some(answer)) = peer.liveness.take(&beats, now) {
+            queue_heartbeat(peer, volume, epoch, answer)?;
         }
     }
     Ok(progress)
@@ -244,10 +237,7 @@ impl Replicator {
                     if let Some(c) = self.published.counters(peer.node) {
                         c.silent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
-                    format!(
-                        "nothing received for {} ms (link timeout)",
-                        quiet.as_millis()
-                    )
+                    liveness::silence(quiet)
                 }
             };
             down.push((id, why));
