@@ -43,22 +43,7 @@ impl Harness {
     /// A primary of epoch 4 that won its election with R2 and serves, R2
     /// resyncing (so taking writes), R3 down.
     fn serving() -> Self {
-        let geometry = Geometry::new(4096, 16384, 4).expect("geometry");
-        let mut out = Actions::new();
-        let primary = Primary::promote(
-            ME,
-            geometry,
-            PrimaryLimits::default(),
-            record(),
-            Epoch(4),
-            100,
-            &mut out,
-        );
-        let mut h = Harness {
-            primary,
-            out,
-            now: 0,
-        };
+        let mut h = Harness::promoted(PrimaryLimits::default(), record());
         h.complete_persists();
         assert!(
             !h.primary.is_serving(),
@@ -78,6 +63,19 @@ impl Harness {
         assert!(h.primary.is_serving());
         h.ack(R2, 2, None); // Resync(Begin)
         h
+    }
+
+    /// A primary promoted to epoch 4 from `record`, its first persist not
+    /// done yet.
+    fn promoted(limits: PrimaryLimits, record: DurableRecord) -> Self {
+        let geometry = Geometry::new(4096, 16384, 4).expect("geometry");
+        let mut out = Actions::new();
+        let primary = Primary::promote(ME, geometry, limits, record, Epoch(4), 100, &mut out);
+        Harness {
+            primary,
+            out,
+            now: 0,
+        }
     }
 
     fn event(&mut self, event: Event<u64>) {
@@ -259,26 +257,12 @@ fn a_lost_link_dirties_what_it_had_not_acknowledged() {
 
 #[test]
 fn a_candidate_behind_a_reported_standing_retires() {
-    let geometry = Geometry::new(4096, 16384, 4).expect("geometry");
-    let mut out = Actions::new();
     let mut behind = record();
     behind.standing.applied = Position {
         epoch: Epoch(3),
         index: 5,
     };
-    let mut h = Harness {
-        primary: Primary::promote(
-            ME,
-            geometry,
-            PrimaryLimits::default(),
-            behind,
-            Epoch(4),
-            0,
-            &mut out,
-        ),
-        out,
-        now: 0,
-    };
+    let mut h = Harness::promoted(PrimaryLimits::default(), behind);
     h.complete_persists();
     h.event(Event::LinkUp {
         peer: R2,
@@ -571,7 +555,6 @@ fn a_replica_that_acknowledges_nothing_for_the_ack_timeout_is_dropped() {
 /// held to its own lag bound, which the operator may set far higher.
 #[test]
 fn an_async_replica_is_held_to_its_lag_bound_not_the_ack_timeout() {
-    let geometry = Geometry::new(4096, 16384, 4).expect("geometry");
     let limits = PrimaryLimits {
         ack_timeout: 1_000_000_000,
         async_max_lag_time: 60_000_000_000,
@@ -589,21 +572,7 @@ fn an_async_replica_is_held_to_its_lag_bound_not_the_ack_timeout() {
         },
     ];
     record.membership.write_quorum = 1;
-    let mut out = Actions::new();
-    let primary = Primary::promote(
-        ME,
-        geometry,
-        limits,
-        record.clone(),
-        Epoch(4),
-        100,
-        &mut out,
-    );
-    let mut h = Harness {
-        primary,
-        out,
-        now: 0,
-    };
+    let mut h = Harness::promoted(limits, record.clone());
     h.complete_persists();
     assert!(
         h.primary.is_serving(),
