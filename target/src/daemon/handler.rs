@@ -569,10 +569,7 @@ impl ShardHandler {
         }
         // Host data to gather first (in the capsule or through R2T).
         let host_data = host_data_of(&command.io.operation);
-        let transfer = match &command.io.operation {
-            IoOperation::Read { range, .. } => range.len,
-            _ => host_data.map_or(0, |data| data.len()),
-        };
+        let transfer = transfer_len(&command.io.operation);
         if command.status.is_success() && transfer > 0 {
             let segments = (transfer as usize).div_ceil(slot);
             if segments > MAX_SEGMENTS {
@@ -650,10 +647,7 @@ impl ShardHandler {
             Phase::NeedBuffers { in_capsule } => in_capsule,
             _ => None,
         };
-        let transfer = match &command.io.operation {
-            IoOperation::Read { range, .. } => range.len as usize,
-            _ => host_data.map_or(0, |data| data.len() as usize),
-        };
+        let transfer = transfer_len(&command.io.operation) as usize;
         for index in 0..command.segments {
             let len = (transfer - index * slot).min(slot);
             match shard.alloc(len) {
@@ -1592,6 +1586,15 @@ fn host_status(status: HostStatus) -> Status {
         HostStatus::MediaError => Status::WRITE_FAULT,
         HostStatus::Busy => Status::COMMAND_INTERRUPTED,
         HostStatus::InvalidRange => Status::LBA_OUT_OF_RANGE,
+    }
+}
+
+/// Bytes an I/O command moves through its data buffers: what it reads, or
+/// the host data it brings.
+fn transfer_len(operation: &IoOperation) -> u64 {
+    match operation {
+        IoOperation::Read { range, .. } => range.len,
+        _ => host_data_of(operation).map_or(0, |data| data.len()),
     }
 }
 
