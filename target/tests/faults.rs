@@ -3,7 +3,7 @@
 //! replica whose disk stalls in a replicated volume, dropped by the
 //! primary's link timeout while the host's writes go on, then resynced.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use keel_target::initiator::{Controller, HostOptions, IoKind, IoQueue};
@@ -13,8 +13,9 @@ use serde_json::{json, Value};
 
 mod support;
 
+use support::cluster::{open_queue as open_replicated_queue, replica_sample, Cluster};
 use support::io::{fill, read_back, run_one, scratch_dir, write_read_verify};
-use support::{free_ports, scrape, Keeld};
+use support::{scrape, Keeld};
 
 const NQN: &str = "nqn.2026-11.io.keel:faults";
 const SIZE: &str = "16M";
@@ -22,22 +23,7 @@ const SIZE: &str = "16M";
 /// keeld serving [`NQN`] on an ephemeral port with its metrics endpoint,
 /// plus `args`.
 fn start(args: &[String]) -> Keeld {
-    let mut all: Vec<String> = [
-        "--listen",
-        "127.0.0.1:0",
-        "--nqn",
-        NQN,
-        "--no-pin",
-        "--metrics",
-        "127.0.0.1:0",
-        "--buffers",
-        "256",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    all.extend_from_slice(args);
-    Keeld::spawn(&all).unwrap_or_else(|status| panic!("keeld exited early: {status}"))
+    support::serve(NQN, args)
 }
 
 fn strings(args: &[&str]) -> Vec<String> {
@@ -155,104 +141,31 @@ fn an_injected_write_failure_fails_one_nvme_write_and_the_next_succeeds() {
     assert!(keeld.terminate().success());
 }
 
-/// Three copies, W = 2, a 1 s link timeout everywhere.
-struct Cluster {
-    dir: PathBuf,
-    ports: [u16; 3],
+/// Node `node` of `cluster` (three copies, W = 2) with a 1 s link
+/// timeout, its control socket, and `extra` flags.
+fn start_node(cluster: &Cluster, node: usize, extra: &[&str]) -> Keeld {
+    let socket = path_arg(&cluster.socket(node));
+    let mut flags = vec!["--link-timeout-ms", "1000", "--rpc-socket", &socket];
+    flags.extend_from_slice(extra);
+    cluster.start_with(node, &flags)
 }
 
-impl Cluster {
-    fn new(name: &str) -> Cluster {
-        let dir = scratch_dir(name);
-        std::fs::write(dir.join("psk"), b"keel fault test key 0123456789abcdef\n").expect("psk");
-        Cluster {
-            dir,
-            ports: free_ports::<3>(),
-        }
-    }
-
-    fn image(&self, node: usize) -> PathBuf {
-        self.dir.join(format!("node{node}.img"))
-    }
-
-    fn socket(&self, node: usize) -> PathBuf {
-        self.dir.join(format!("node{node}.sock"))
-    }
-
-    fn start(&self, node: usize, extra: &[&str]) -> Keeld {
-        let mut args = strings(&["--size", SIZE, "--backend"]);
-        args.push(path_arg(&self.image(node)));
-        args.extend(strings(&[
-            "--node-id",
-            &node.to_string(),
-            "--primary",
-            "1",
-            "--replica-listen",
-            &format!("127.0.0.1:{}", self.ports[node - 1]),
-            "--write-quorum",
-            "2",
-            "--link-timeout-ms",
-            "1000",
-            "--bootstrap",
-            "--rpc-socket",
-        ]));
-        args.push(path_arg(&self.socket(node)));
-        args.push("--psk-file".into());
-        args.push(path_arg(&self.dir.join("psk")));
-        for (index, port) in self.ports.iter().enumerate() {
-            args.push("--member".into());
-            args.push(format!("{}@127.0.0.1:{port}:sync", index + 1));
-        }
-        args.extend(strings(extra));
-        start(&args)
-    }
-
-    /// Every copy is byte-identical to node 1's (all stopped).
-    fn assert_identical(&self) {
-        let one = std::fs::read(self.image(1)).expect("image 1");
-        for node in [2, 3] {
-            let other = std::fs::read(self.image(node)).expect("image");
-            assert_eq!(
-                one.len(),
-                other.len(),
-                "node {node}'s copy has another size"
-            );
-            let first = one.iter().zip(&other).position(|(a, b)| a != b);
-            assert_eq!(first, None, "node {node}'s copy differs from node 1's");
-        }
-    }
-}
-
-/// A per-replica sample from the primary's metrics.
-fn replica_sample(keeld: &Keeld, name: &str, node: usize, state: Option<&str>) -> Option<f64> {
-    let node = node.to_string();
-    scrape(keeld)
-        .samples
-        .into_iter()
-        .find(|s| {
-            s.metric == name
-                && s.labels.get("replica") == Some(node.as_str())
-                && state.is_none_or(|state| s.labels.get("state") == Some(state))
-        })
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => f64::NAN,
-        })
+/// A per-replica sample from `keeld`'s metrics, in state `state` if given.
+fn sample(keeld: &Keeld, name: &str, node: usize, state: Option<&str>) -> Option<f64> {
+    replica_sample(&scrape(keeld), name, node, state.map(|s| ("state", s)))
 }
 
 #[test]
 fn a_replica_whose_disk_stalls_is_dropped_while_writes_go_on_and_is_resynced_once_cleared() {
-    let cluster = Cluster::new("faults-replicated");
-    let primary = cluster.start(1, &[]);
-    let replica2 = cluster.start(2, &[]);
-    let mut replica3 = cluster.start(3, &["--fault-injection"]);
+    let cluster = Cluster::new("faults-replicated", 2);
+    let primary = start_node(&cluster, 1, &[]);
+    let replica2 = start_node(&cluster, 2, &[]);
+    let mut replica3 = start_node(&cluster, 3, &["--fault-injection"]);
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
-    let (ctrl, mut queue) = open_queue(&primary);
+    let (ctrl, mut queue) = open_replicated_queue(&primary);
     write_read_verify(&mut queue, 8, 1);
     assert_eq!(
-        replica_sample(&primary, "keel_replica_dropped_total", 3, None),
+        sample(&primary, "keel_replica_dropped_total", 3, None),
         Some(0.0)
     );
 
@@ -286,8 +199,8 @@ fn a_replica_whose_disk_stalls_is_dropped_while_writes_go_on_and_is_resynced_onc
             "a round of writes took {:?}: the stalled replica held the quorum up",
             started.elapsed()
         );
-        let dropped = replica_sample(&primary, "keel_replica_dropped_total", 3, None);
-        let in_sync = replica_sample(&primary, "keel_replica_state", 3, Some("in_sync"));
+        let dropped = sample(&primary, "keel_replica_dropped_total", 3, None);
+        let in_sync = sample(&primary, "keel_replica_state", 3, Some("in_sync"));
         generation += 1;
         if dropped.is_some_and(|d| d >= 1.0) && in_sync == Some(0.0) {
             break stalled.elapsed();
@@ -301,7 +214,7 @@ fn a_replica_whose_disk_stalls_is_dropped_while_writes_go_on_and_is_resynced_onc
     eprintln!("node 3 dropped {dropped:?} into its disk stall (link timeout 1 s)");
     assert_eq!(primary.gauge("keel_replication_in_sync"), Some(0));
     assert_eq!(
-        replica_sample(&primary, "keel_replica_dropped_total", 2, None),
+        sample(&primary, "keel_replica_dropped_total", 2, None),
         Some(0.0),
         "node 2 was dropped too"
     );
@@ -331,7 +244,7 @@ fn a_replica_whose_disk_stalls_is_dropped_while_writes_go_on_and_is_resynced_onc
         let status = keeld.terminate();
         assert!(status.success(), "node {name} exited {status}");
     }
-    cluster.assert_identical();
+    cluster.assert_identical(&[2, 3]);
 }
 
 /// The primary's record device fails its writes: the next persist (an
@@ -343,12 +256,12 @@ fn a_replica_whose_disk_stalls_is_dropped_while_writes_go_on_and_is_resynced_onc
 /// and the three copies end byte-identical.
 #[test]
 fn a_primary_whose_record_fails_stops_and_a_promoted_replica_serves_every_acknowledged_write() {
-    let cluster = Cluster::new("faults-persist");
-    let primary = cluster.start(1, &["--fault-injection"]);
-    let replica2 = cluster.start(2, &[]);
-    let replica3 = cluster.start(3, &[]);
+    let cluster = Cluster::new("faults-persist", 2);
+    let primary = start_node(&cluster, 1, &["--fault-injection"]);
+    let replica2 = start_node(&cluster, 2, &[]);
+    let replica3 = start_node(&cluster, 3, &[]);
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
-    let (ctrl, mut queue) = open_queue(&primary);
+    let (ctrl, mut queue) = open_replicated_queue(&primary);
     write_read_verify(&mut queue, 8, 1);
     let mut acknowledged = Vec::new();
 
@@ -386,7 +299,7 @@ fn a_primary_whose_record_fails_stops_and_a_promoted_replica_serves_every_acknow
     // The operator promotes node 2: every acknowledged write is there.
     rpc(&cluster.socket(2), "promote", json!({})).expect("promote node 2");
     replica2.wait_gauge("keel_replication_serving", 1, Duration::from_secs(20));
-    let (ctrl, mut queue) = open_queue(&replica2);
+    let (ctrl, mut queue) = open_replicated_queue(&replica2);
     read_back(&mut queue, 8, 1);
     for &lba in &acknowledged {
         assert!(
@@ -398,7 +311,7 @@ fn a_primary_whose_record_fails_stops_and_a_promoted_replica_serves_every_acknow
 
     // Node 1, its device fixed (restarted without the fault), rejoins.
     assert!(primary.terminate().success(), "node 1 stops cleanly");
-    let node1 = cluster.start(1, &[]);
+    let node1 = start_node(&cluster, 1, &[]);
     replica2.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
     assert_eq!(node1.gauge("keel_replication_serving"), Some(0));
     read_back(&mut queue, 6000, 4);
@@ -408,7 +321,7 @@ fn a_primary_whose_record_fails_stops_and_a_promoted_replica_serves_every_acknow
         let status = keeld.terminate();
         assert!(status.success(), "node {name} exited {status}");
     }
-    cluster.assert_identical();
+    cluster.assert_identical(&[2, 3]);
 }
 
 /// A replica whose device fails a flush (a persist of its record) stops:
@@ -417,10 +330,10 @@ fn a_primary_whose_record_fails_stops_and_a_promoted_replica_serves_every_acknow
 /// is resynced and the copies end byte-identical.
 #[test]
 fn a_replica_whose_flush_fails_stops_and_is_resynced_after_a_restart() {
-    let cluster = Cluster::new("faults-replica-persist");
-    let primary = cluster.start(1, &[]);
-    let replica2 = cluster.start(2, &[]);
-    let replica3 = cluster.start(3, &["--fault-injection"]);
+    let cluster = Cluster::new("faults-replica-persist", 2);
+    let primary = start_node(&cluster, 1, &[]);
+    let replica2 = start_node(&cluster, 2, &[]);
+    let replica3 = start_node(&cluster, 3, &["--fault-injection"]);
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
     rpc(
         &cluster.socket(3),
@@ -428,7 +341,7 @@ fn a_replica_whose_flush_fails_stops_and_is_resynced_after_a_restart() {
         json!({"device": "data", "op": "flush", "action": "fail"}),
     )
     .expect("fault_inject on node 3");
-    let (ctrl, mut queue) = open_queue(&primary);
+    let (ctrl, mut queue) = open_replicated_queue(&primary);
     // Writes without FUA make node 3 flush before it can acknowledge them
     // durable: that persist fails.
     let mut generation = 1;
@@ -444,7 +357,7 @@ fn a_replica_whose_flush_fails_stops_and_is_resynced_after_a_restart() {
     let status = rpc(&cluster.socket(3), "volume_status", json!({})).expect("status");
     assert_eq!(status["failed"], true, "{status}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while replica_sample(&primary, "keel_replica_state", 3, Some("in_sync")) != Some(0.0) {
+    while sample(&primary, "keel_replica_state", 3, Some("in_sync")) != Some(0.0) {
         assert!(
             Instant::now() < deadline,
             "the primary still counts node 3 in sync"
@@ -457,7 +370,7 @@ fn a_replica_whose_flush_fails_stops_and_is_resynced_after_a_restart() {
         generation += 1;
     }
     assert!(replica3.terminate().success(), "node 3 stops cleanly");
-    let replica3 = cluster.start(3, &[]);
+    let replica3 = start_node(&cluster, 3, &[]);
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
     assert_eq!(replica3.gauge("keel_replication_failed"), Some(0));
     drop(queue);
@@ -466,5 +379,5 @@ fn a_replica_whose_flush_fails_stops_and_is_resynced_after_a_restart() {
         let status = keeld.terminate();
         assert!(status.success(), "node {name} exited {status}");
     }
-    cluster.assert_identical();
+    cluster.assert_identical(&[2, 3]);
 }

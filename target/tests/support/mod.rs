@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod delay;
 pub mod io;
 
@@ -132,6 +133,27 @@ impl Drop for Keeld {
             let _ = child.wait();
         }
     }
+}
+
+/// keeld serving subsystem `nqn` on an ephemeral port with its metrics
+/// endpoint and 256 buffers, plus `args` (backend, replication flags).
+pub fn serve(nqn: &str, args: &[String]) -> Keeld {
+    let mut all: Vec<String> = [
+        "--listen",
+        "127.0.0.1:0",
+        "--nqn",
+        nqn,
+        "--no-pin",
+        "--metrics",
+        "127.0.0.1:0",
+        "--buffers",
+        "256",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    all.extend_from_slice(args);
+    Keeld::spawn(&all).unwrap_or_else(|status| panic!("keeld exited early: {status}"))
 }
 
 /// `N` distinct free ports on loopback: each stays bound until all are
