@@ -2,122 +2,31 @@
 //! against an in-memory model of what the volume must contain.
 
 use std::path::Path;
-use std::sync::mpsc;
 use std::sync::Arc;
 
-use keel_engine::{
-    BlockBackend, Completion, DeviceId, Engine, EngineConfig, FileBackend, Handler, IoError, IoOp,
-    MemoryBackend, Op, Origin, Shard,
-};
+use keel_engine::{BlockBackend, FileBackend, IoError, IoOp, MemoryBackend};
 use proptest::prelude::*;
 
-type Reply = mpsc::Sender<Result<Vec<u8>, IoError>>;
+mod support;
 
-/// A request from the test thread: the op, the bytes to write (or the length
-/// to read), and where to send the outcome.
-struct Request {
-    op: IoOp,
-    data: Vec<u8>,
-    read_len: usize,
-    reply: Reply,
-}
+use support::ShardVolume;
 
-struct Executor {
-    dev: DeviceId,
-    waiting: slab::Slab<Reply>,
-}
-
-impl Handler<Request> for Executor {
-    fn on_message(&mut self, shard: &mut Shard<Request>, _from: Origin, req: Request) {
-        let len = if req.op.has_data() {
-            req.read_len.max(req.data.len())
-        } else {
-            0
-        };
-        let buf = if req.op.has_data() {
-            match shard.alloc(len) {
-                Some(b) => Some(b),
-                None => {
-                    let _ = req.reply.send(Err(IoError::NoBuffer { op: req.op.name() }));
-                    return;
-                }
-            }
-        } else {
-            None
-        };
-        if let (Some(b), IoOp::Write { .. }) = (&buf, req.op) {
-            shard.buf_mut(b).copy_from_slice(&req.data);
-        }
-        let key = self.waiting.insert(req.reply);
-        if let Err((err, buf)) = shard.submit(self.dev, req.op, buf, key as u64) {
-            if let Some(b) = buf {
-                shard.free(b);
-            }
-            let _ = self.waiting.remove(key).send(Err(err));
-        }
-    }
-
-    fn on_completion(&mut self, shard: &mut Shard<Request>, done: Completion) {
-        let reply = self.waiting.remove(done.tag as usize);
-        let out = match (&done.result, &done.buf, done.op) {
-            (Ok(_), Some(b), Op::Block(IoOp::Read { .. })) => Ok(shard.buf(b).to_vec()),
-            (Ok(_), _, _) => Ok(Vec::new()),
-            (Err(e), _, _) => Err(e.clone()),
-        };
-        if let Some(b) = done.buf {
-            shard.free(b);
-        }
-        let _ = reply.send(out);
-    }
-}
-
-struct Volume {
-    engine: Option<Engine<Request>>,
-}
+/// One shard serving the volume's backend.
+struct Volume(ShardVolume);
 
 impl Volume {
     fn start(backend: Arc<dyn BlockBackend>) -> Volume {
-        let config = EngineConfig {
-            pin: false,
-            ..Default::default()
-        };
-        let engine = Engine::start(config, move |shard| {
-            let dev = shard.attach(backend.clone())?;
-            Ok(Executor {
-                dev,
-                waiting: slab::Slab::new(),
-            })
-        })
-        .expect("engine starts");
-        Volume {
-            engine: Some(engine),
-        }
+        Volume(ShardVolume::start(backend))
     }
 
+    /// Runs `op` with `data` to write, or reading `read_len` bytes.
     fn run(&self, op: IoOp, data: Vec<u8>, read_len: usize) -> Result<Vec<u8>, IoError> {
-        let (tx, rx) = mpsc::channel();
-        let engine = self.engine.as_ref().unwrap();
-        assert!(engine
-            .send(
-                keel_engine::ShardId(0),
-                Request {
-                    op,
-                    data,
-                    read_len,
-                    reply: tx
-                }
-            )
-            .is_ok());
-        rx.recv_timeout(std::time::Duration::from_secs(20))
-            .expect("shard answers")
-    }
-}
-
-impl Drop for Volume {
-    fn drop(&mut self) {
-        if let Some(engine) = self.engine.take() {
-            engine.stop().expect("engine stops cleanly");
-        }
+        let data = if read_len > 0 {
+            vec![0; read_len]
+        } else {
+            data
+        };
+        self.0.run(op, data)
     }
 }
 

@@ -6,64 +6,16 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use keel_engine::backend::{FaultAction, FaultBackend, FaultOp, FaultPlan, FaultRule, OpenOptions};
-use keel_engine::{
-    BlockBackend, Completion, DeviceId, Engine, EngineConfig, FileBackend, Handler, IoError, IoOp,
-    Op, Origin, Shard, ShardId,
-};
+use keel_engine::{BlockBackend, FileBackend, IoError, IoOp};
 
-type Reply = mpsc::Sender<Result<Vec<u8>, IoError>>;
+mod support;
 
-struct Request {
-    op: IoOp,
-    /// Bytes to write, or zeroes the length of a read.
-    data: Vec<u8>,
-    reply: Reply,
-}
-
-struct Executor {
-    dev: DeviceId,
-    waiting: slab::Slab<Reply>,
-}
-
-impl Handler<Request> for Executor {
-    fn on_message(&mut self, shard: &mut Shard<Request>, _from: Origin, req: Request) {
-        let buf = if req.op.has_data() {
-            let Some(buf) = shard.alloc(req.data.len()) else {
-                let _ = req.reply.send(Err(IoError::NoBuffer { op: req.op.name() }));
-                return;
-            };
-            shard.buf_mut(&buf).copy_from_slice(&req.data);
-            Some(buf)
-        } else {
-            None
-        };
-        let key = self.waiting.insert(req.reply);
-        if let Err((err, buf)) = shard.submit(self.dev, req.op, buf, key as u64) {
-            if let Some(b) = buf {
-                shard.free(b);
-            }
-            let _ = self.waiting.remove(key).send(Err(err));
-        }
-    }
-
-    fn on_completion(&mut self, shard: &mut Shard<Request>, done: Completion) {
-        let reply = self.waiting.remove(done.tag as usize);
-        let out = match (&done.result, &done.buf, done.op) {
-            (Ok(_), Some(b), Op::Block(IoOp::Read { .. })) => Ok(shard.buf(b).to_vec()),
-            (Ok(_), _, _) => Ok(Vec::new()),
-            (Err(e), _, _) => Err(e.clone()),
-        };
-        if let Some(b) = done.buf {
-            shard.free(b);
-        }
-        let _ = reply.send(out);
-    }
-}
+use support::ShardVolume;
 
 const BLOCK: usize = 4096;
 
 struct Volume {
-    engine: Option<Engine<Request>>,
+    shard: ShardVolume,
     plan: Arc<FaultPlan>,
     _dir: tempfile::TempDir,
 }
@@ -83,37 +35,19 @@ impl Volume {
         let backend: Arc<dyn BlockBackend> =
             Arc::new(FaultBackend::new(Arc::new(file), plan.clone()));
         assert!(backend.describe().contains("fault injection"));
-        let config = EngineConfig {
-            pin: false,
-            ..Default::default()
-        };
-        let engine = Engine::start(config, move |shard| {
-            let dev = shard.attach(backend.clone())?;
-            Ok(Executor {
-                dev,
-                waiting: slab::Slab::new(),
-            })
-        })
-        .expect("engine starts");
         Volume {
-            engine: Some(engine),
+            shard: ShardVolume::start(backend),
             plan,
             _dir: dir,
         }
     }
 
-    /// Starts `op`; the outcome arrives on the returned channel.
     fn start_op(&self, op: IoOp, data: Vec<u8>) -> mpsc::Receiver<Result<Vec<u8>, IoError>> {
-        let (reply, rx) = mpsc::channel();
-        let engine = self.engine.as_ref().expect("running");
-        assert!(engine.send(ShardId(0), Request { op, data, reply }).is_ok());
-        rx
+        self.shard.start_op(op, data)
     }
 
     fn run(&self, op: IoOp, data: Vec<u8>) -> Result<Vec<u8>, IoError> {
-        self.start_op(op, data)
-            .recv_timeout(Duration::from_secs(20))
-            .expect("shard answers")
+        self.shard.run(op, data)
     }
 
     fn write(&self, block: u64, fill: u8) -> Result<Vec<u8>, IoError> {
@@ -134,14 +68,6 @@ impl Volume {
             vec![0; BLOCK],
         )
         .expect("read")
-    }
-}
-
-impl Drop for Volume {
-    fn drop(&mut self) {
-        if let Some(engine) = self.engine.take() {
-            engine.stop().expect("engine stops cleanly");
-        }
     }
 }
 
