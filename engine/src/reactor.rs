@@ -122,8 +122,8 @@ impl<M: Send + 'static> Engine<M> {
         H: Handler<M> + 'static,
         F: Fn(&mut Shard<M>) -> std::io::Result<H> + Send + Sync + 'static,
     {
+        let allowed = cpu::allowed_cpus();
         let cpus: Vec<Option<usize>> = if config.cpus.is_empty() {
-            let allowed = cpu::allowed_cpus();
             (0..config.shards.max(1))
                 .map(|i| config.pin.then(|| allowed[i % allowed.len()]))
                 .collect()
@@ -134,6 +134,7 @@ impl<M: Send + 'static> Engine<M> {
                 .map(|&c| config.pin.then_some(c))
                 .collect()
         };
+        let worker_cpus = Arc::new(worker_cpus(&allowed, &cpus));
         let mesh =
             MeshShared::new(cpus.len(), config.mesh_capacity).map_err(|e| EngineError::Start {
                 shard: 0,
@@ -149,11 +150,12 @@ impl<M: Send + 'static> Engine<M> {
             let stop = stop.clone();
             let make_handler = make_handler.clone();
             let ready_tx = ready_tx.clone();
+            let worker_cpus = worker_cpus.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("keel-shard{index}"))
                 .spawn(move || {
                     let started = Instant::now();
-                    let setup = setup_shard(index, cpu, &config, mailbox)
+                    let setup = setup_shard(index, cpu, &worker_cpus, &config, mailbox)
                         .and_then(|mut shard| make_handler(&mut shard).map(|h| (shard, h)));
                     let (mut shard, mut handler) = match setup {
                         Ok(ok) => {
@@ -278,9 +280,30 @@ impl<M: Send + 'static> EngineSender<M> {
     }
 }
 
+/// Where the kernel's async workers (io-wq) of pinned shards may run: the
+/// allowed CPUs no shard polls, or every allowed CPU when shards cover them
+/// all (spread out, they still do better than all on one shard's CPU).
+/// Empty when no shard is pinned: workers then inherit the thread's mask.
+fn worker_cpus(allowed: &[usize], shard_cpus: &[Option<usize>]) -> Vec<usize> {
+    if shard_cpus.iter().all(Option::is_none) {
+        return Vec::new();
+    }
+    let free: Vec<usize> = allowed
+        .iter()
+        .copied()
+        .filter(|c| !shard_cpus.contains(&Some(*c)))
+        .collect();
+    if free.is_empty() {
+        allowed.to_vec()
+    } else {
+        free
+    }
+}
+
 fn setup_shard<M>(
     index: usize,
     cpu: Option<usize>,
+    worker_cpus: &[usize],
     config: &EngineConfig,
     mailbox: Mailbox<M>,
 ) -> std::io::Result<Shard<M>> {
@@ -298,12 +321,18 @@ fn setup_shard<M>(
             );
         }
     }
-    let ring = Ring::new(&config.ring)?;
+    let mut ring = Ring::new(&config.ring)?;
+    if !worker_cpus.is_empty() {
+        if let Err(err) = ring.set_worker_cpus(worker_cpus) {
+            tracing::warn!(shard = index, %err, "could not set the io_uring workers' CPUs; they share the shard's");
+        }
+    }
     let pool = BufferPool::new(&config.pool)?;
     tracing::info!(
         shard = index,
         ?cpu,
         ring = %ring.features(),
+        ?worker_cpus,
         buffers = pool.capacity(),
         buffer_bytes = pool.slot_size(),
         hugepages = pool.uses_hugepages(),
@@ -403,4 +432,18 @@ fn sleep<M>(shard: &mut Shard<M>) -> std::io::Result<()> {
     shard.stats.sleeps += 1;
     shard.stats.slept += before.elapsed();
     result.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_cpus;
+
+    #[test]
+    fn io_workers_go_where_no_shard_polls() {
+        assert_eq!(worker_cpus(&[0, 1, 2, 3], &[Some(0), Some(2)]), vec![1, 3]);
+        // Shards on every CPU: spread over all of them.
+        assert_eq!(worker_cpus(&[0, 1], &[Some(0), Some(1)]), vec![0, 1]);
+        // Unpinned shards leave the workers' mask alone.
+        assert!(worker_cpus(&[0, 1], &[None]).is_empty());
+    }
 }

@@ -199,6 +199,23 @@ impl Ring {
         n
     }
 
+    /// Lets the kernel's async workers for this ring (io-wq: fsync,
+    /// fallocate, and any read or write the file cannot do without blocking)
+    /// run only on `cpus`. They inherit the creating thread's affinity, so a
+    /// shard pinned to one CPU would otherwise time-share that CPU with its
+    /// own workers, which shows as millisecond latency outliers.
+    pub fn set_worker_cpus(&mut self, cpus: &[usize]) -> io::Result<()> {
+        // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let capacity = 8 * std::mem::size_of::<libc::cpu_set_t>();
+        for &cpu in cpus.iter().filter(|&&c| c < capacity) {
+            // SAFETY: CPU_SET writes one bit inside `set`; `cpu` is below the
+            // set's capacity (checked above).
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+        self.ring.submitter().register_iowq_aff(&set)
+    }
+
     /// Registers `fds` as a sparse fixed-file table of `slots` entries.
     pub fn register_file_table(&mut self, slots: u32) -> io::Result<()> {
         self.ring.submitter().register_files_sparse(slots)

@@ -68,10 +68,28 @@ pub struct ShardVolume {
 
 impl ShardVolume {
     pub fn start(backend: Arc<dyn BlockBackend>) -> ShardVolume {
-        let config = EngineConfig {
-            pin: false,
-            ..Default::default()
-        };
+        Self::start_with(
+            backend,
+            EngineConfig {
+                pin: false,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// The shard pinned to `cpu`.
+    pub fn start_pinned(backend: Arc<dyn BlockBackend>, cpu: usize) -> ShardVolume {
+        Self::start_with(
+            backend,
+            EngineConfig {
+                cpus: vec![cpu],
+                pin: true,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn start_with(backend: Arc<dyn BlockBackend>, config: EngineConfig) -> ShardVolume {
         let engine = Engine::start(config, move |shard| {
             let dev = shard.attach(backend.clone())?;
             Ok(Executor {
