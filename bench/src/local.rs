@@ -28,6 +28,7 @@ pub struct LocalArgs {
     pub spin: Duration,
     pub sqpoll: bool,
     pub task_run: keel_engine::TaskRun,
+    pub io_workers: keel_engine::IoWorkers,
     pub quiet: bool,
 }
 
@@ -236,6 +237,7 @@ pub fn run(args: &LocalArgs) -> anyhow::Result<LocalRun> {
         },
         spin: args.spin,
         max_inflight: w.queue_depth,
+        io_workers: args.io_workers,
         ..Default::default()
     };
     let (tx, rx) = mpsc::channel();

@@ -149,12 +149,39 @@ struct LocalCli {
     /// default), cooperative (COOP_TASKRUN) or immediate (neither).
     #[arg(long, value_enum, default_value_t = TaskRunCli::Deferred)]
     task_run: TaskRunCli,
+    /// Where the kernel's io_uring workers run (fsync, and every I/O a file
+    /// cannot do without blocking, e.g. on tmpfs): other-cpus (the CPUs no
+    /// shard polls) or shard-cpu (the shard's own, the kernel's default).
+    #[arg(long, value_enum, default_value_t = IoWorkersCli::OtherCpus)]
+    io_workers: IoWorkersCli,
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
     /// Write the latency distribution (HdrHistogram percentile format) here.
     #[arg(long)]
     hist_out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum IoWorkersCli {
+    OtherCpus,
+    ShardCpu,
+}
+
+impl IoWorkersCli {
+    fn engine(self) -> keel_engine::IoWorkers {
+        match self {
+            IoWorkersCli::OtherCpus => keel_engine::IoWorkers::OtherCpus,
+            IoWorkersCli::ShardCpu => keel_engine::IoWorkers::ShardCpu,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            IoWorkersCli::OtherCpus => "other-cpus",
+            IoWorkersCli::ShardCpu => "shard-cpu",
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -236,6 +263,12 @@ struct CompareCli {
     /// keel's ring task-work mode (see `local --help`).
     #[arg(long, value_enum, default_value_t = TaskRunCli::Deferred)]
     task_run: TaskRunCli,
+    /// Where keel's io_uring workers run (see `local --help`).
+    #[arg(long, value_enum, default_value_t = IoWorkersCli::OtherCpus)]
+    io_workers: IoWorkersCli,
+    /// keel's poll time after the last work (see `local --help`).
+    #[arg(long, default_value = "1ms", value_parser = parse_spin)]
+    spin: Duration,
     #[arg(long)]
     json: bool,
 }
@@ -306,6 +339,7 @@ fn run_local(args: LocalCli) -> anyhow::Result<()> {
         spin: args.spin,
         sqpoll: args.sqpoll,
         task_run: args.task_run.engine(),
+        io_workers: args.io_workers.engine(),
         quiet: args.json,
     };
     if file.as_ref().is_some_and(|p| !p.exists()) {
@@ -447,6 +481,8 @@ fn run_compare(args: CompareCli) -> anyhow::Result<()> {
         format!("--size={}", args.size),
         "--json".to_string(),
         format!("--task-run={}", args.task_run.name()),
+        format!("--io-workers={}", args.io_workers.name()),
+        format!("--spin={}us", args.spin.as_micros()),
     ];
     keel_args.extend(args.workload.to_args());
     let result = fio::compare(&compare, &keel_args, !args.json)?;

@@ -15,7 +15,9 @@ pub mod timer;
 
 pub use backend::{BlockBackend, FileBackend, Geometry, IoError, IoOp, MemoryBackend};
 pub use mesh::{Origin, ShardId};
-pub use reactor::{Engine, EngineConfig, EngineError, EngineSender, Handler, ShardReport};
+pub use reactor::{
+    Engine, EngineConfig, EngineError, EngineSender, Handler, IoWorkers, ShardReport,
+};
 pub use shard::{Completion, DeviceId, NetOp, Op, Shard, ShardStats};
 pub use sys::dma::{Buf, PoolConfig};
 pub use sys::ring::{RingConfig, RingFeatures, TaskRun};

@@ -55,6 +55,23 @@ pub struct EngineConfig {
     pub max_inflight: usize,
     /// Slots in each ring's fixed-file table.
     pub fixed_files: u32,
+    /// Where pinned shards' io_uring workers run.
+    pub io_workers: IoWorkers,
+}
+
+/// Where the kernel's async workers (io-wq) of pinned shards run. They
+/// carry fsync, fallocate and any read or write a file cannot do without
+/// blocking (a tmpfs file: all of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoWorkers {
+    /// On the allowed CPUs no shard polls. Measured on a tmpfs file at QD 32:
+    /// 2.5x the IOPS of `ShardCpu` and p99 ~0.1 ms instead of 1.1 ms, as the
+    /// shard no longer time-shares its CPU with them. Costs an idle CPU's
+    /// wake-up per punted I/O (QD 1 p50 ~20 us instead of ~7 us on a VM).
+    #[default]
+    OtherCpus,
+    /// Inherit the shard's own pinning (the kernel's default).
+    ShardCpu,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +86,7 @@ impl Default for EngineConfig {
             mesh_capacity: 1024,
             max_inflight: 1024,
             fixed_files: 64,
+            io_workers: IoWorkers::OtherCpus,
         }
     }
 }
@@ -134,7 +152,10 @@ impl<M: Send + 'static> Engine<M> {
                 .map(|&c| config.pin.then_some(c))
                 .collect()
         };
-        let worker_cpus = Arc::new(worker_cpus(&allowed, &cpus));
+        let worker_cpus = Arc::new(match config.io_workers {
+            IoWorkers::OtherCpus => worker_cpus(&allowed, &cpus),
+            IoWorkers::ShardCpu => Vec::new(),
+        });
         let mesh =
             MeshShared::new(cpus.len(), config.mesh_capacity).map_err(|e| EngineError::Start {
                 shard: 0,
