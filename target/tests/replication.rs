@@ -61,6 +61,87 @@ fn three_keeld_replicate_with_quorum_2_through_a_replica_kill_and_converge() {
     cluster.assert_identical(&[2, 3]);
 }
 
+/// Connections on `keeld`'s shard `index`, as its metrics last published
+/// them (every second).
+fn shard_connections(keeld: &Keeld, index: usize) -> f64 {
+    let index = index.to_string();
+    scrape(keeld)
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "keel_shard_connections" && s.labels.get("shard") == Some(index.as_str())
+        })
+        .map_or(0.0, |s| match s.value {
+            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+}
+
+#[test]
+fn a_primary_on_two_cores_replicates_the_writes_of_host_queues_on_both_shards() {
+    // keeld spreads connections over its shards; only shard 0 runs the
+    // state machine, so a write arriving on shard 1 that went straight to
+    // the local disk would leave the replicas different.
+    let cluster = Cluster::new("replication-cores", 2);
+    let primary = cluster.start_with(1, &["--cores", "2"]);
+    let replica2 = cluster.start_with(2, &["--cores", "2"]);
+    let replica3 = cluster.start(3);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+
+    // The replica refuses host I/O on every shard.
+    {
+        let mut ctrl =
+            Controller::connect(replica2.addr, NQN, &HostOptions::default(), 2).expect("connect");
+        let ns = ctrl.namespace(1).expect("identify");
+        for qid in 1..=2 {
+            let mut queue = ctrl.io_queue(qid, 4, ns).expect("I/O queue");
+            for kind in [IoKind::Read, IoKind::Write { fua: false }, IoKind::Flush] {
+                let status = run_one(&mut queue, kind, 0, 8);
+                assert_eq!(status, Status::NAMESPACE_NOT_READY, "queue {qid}");
+            }
+        }
+    }
+
+    // Admin queue, then two I/O queues: at least one I/O queue on each of
+    // the primary's two shards, all writing at once.
+    let mut ctrl =
+        Controller::connect(primary.addr, NQN, &HostOptions::default(), 2).expect("connect");
+    let ns = ctrl.namespace(1).expect("identify");
+    let queues: Vec<IoQueue> = (1..=2)
+        .map(|qid| ctrl.io_queue(qid, 4, ns).expect("I/O queue"))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shard_connections(&primary, 1) < 1.0 {
+        assert!(Instant::now() < deadline, "no connection on shard 1");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let writers: Vec<_> = queues
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut queue)| {
+            std::thread::spawn(move || {
+                let base = 1024 + index as u64 * 8192;
+                for generation in 1..=3 {
+                    write_read_verify(&mut queue, base, generation);
+                    assert_eq!(run_one(&mut queue, IoKind::Flush, 0, 0), Status::SUCCESS);
+                }
+                queue
+            })
+        })
+        .collect();
+    let queues: Vec<IoQueue> = writers
+        .into_iter()
+        .map(|w| w.join().expect("writer"))
+        .collect();
+    for (index, mut queue) in queues.into_iter().enumerate() {
+        read_back(&mut queue, 1024 + index as u64 * 8192, 3);
+    }
+    ctrl.shutdown().expect("shutdown");
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(30));
+    stop_all([primary, replica2, replica3]);
+    cluster.assert_identical(&[2, 3]);
+}
+
 #[test]
 fn a_replica_with_the_wrong_key_never_counts_toward_the_quorum() {
     let cluster = Cluster::new("replication-bad-psk", 3);

@@ -294,15 +294,6 @@ impl DaemonConfig {
         replication: &ReplicationConfig,
         errors: &Errors<'_>,
     ) -> Result<(), ConfigFileError> {
-        if self.cores != 1 {
-            return Err(errors.invalid(
-                "cores",
-                format!(
-                    "replication runs on one core only for now ({} given)",
-                    self.cores
-                ),
-            ));
-        }
         let namespaces: Vec<(String, &NamespaceConfig)> = self
             .subsystems
             .iter()
@@ -1245,7 +1236,8 @@ psk_file = "/etc/keel/vol0.psk"
         let text = REPLICATED.replace("psk_file = \"/etc/keel/vol0.psk\"\n", "");
         error_about(&text, "replication.psk_file");
         // What replication needs of the rest of the file.
-        error_about(&format!("cores = 2\n{REPLICATED}"), "cores");
+        // Any number of cores: shard 0 owns the replicated volume.
+        parse(&format!("cores = 2\n{REPLICATED}")).unwrap_or_else(|err| panic!("{err}"));
         let text = REPLICATED.replace(
             "backend = \"/var/lib/keel/vol0.img\"",
             "backend = \"memory\"",

@@ -19,7 +19,7 @@ use crate::daemon::metrics::{Metrics, OpClass};
 use crate::daemon::replication::change::{
     ChangeError, ChangeErrorKind, ChangeOutcome, MembershipChange,
 };
-use crate::daemon::replication::driver::{Payload as ReplPayload, Replicator};
+use crate::daemon::replication::driver::{Payload as ReplPayload, Published, Replicator};
 use crate::daemon::shared::Shared;
 use crate::daemon::tags::{Tag, TagKind, MAX_CONNECTIONS_PER_SHARD};
 use crate::nvme::cqe::CompletionQueueEntry;
@@ -87,6 +87,23 @@ pub enum Message {
         /// Where the control thread waits for the answer.
         reply: std::sync::mpsc::SyncSender<Result<ChangeOutcome, ChangeError>>,
     },
+    /// A replicated command's work, from the shard its host queue is on to
+    /// shard 0, which owns the state machine.
+    Replicate {
+        /// The shard to answer.
+        origin: ShardId,
+        /// The origin's name for the command.
+        token: u64,
+        /// What the command asks.
+        work: ReplWork,
+    },
+    /// How shard 0 ended a `Replicate`.
+    Replicated {
+        /// The origin's name for the command.
+        token: u64,
+        /// The command's outcome.
+        status: Status,
+    },
     /// A replication link over RDMA whose handshake is done (shard 0).
     #[cfg(feature = "rdma")]
     RdmaPeerLink {
@@ -99,6 +116,39 @@ pub enum Message {
         /// Who opened it.
         direction: LinkDirection,
     },
+}
+
+/// What a replicated host command asks of the state machine, taken from
+/// the command on its own shard (data gathered, ranges parsed), so that
+/// shard 0 needs nothing of the connection it came in on.
+pub struct ReplWork {
+    /// A Write's offset and data.
+    write: Option<(u64, Arc<[u8]>)>,
+    fua: bool,
+    /// Write Zeroes, or deallocated ranges (they read back as zeroes).
+    zeroes: Vec<crate::controller::ByteRange>,
+    flush: bool,
+}
+
+/// The replicated volume as one shard sees it.
+pub(crate) struct ReplicatedVolume {
+    /// Its device on this shard.
+    pub device: DeviceId,
+    /// The state machine's published state (whether it serves reads).
+    pub published: Arc<Published>,
+    /// The state machine itself (shard 0 only).
+    pub replicator: Option<Replicator>,
+}
+
+/// A replicated command shard 0 has handed to the state machine as one
+/// host operation per region it touches.
+struct ReplRequest {
+    origin: ShardId,
+    token: u64,
+    /// Host operations not yet ended.
+    remaining: usize,
+    /// The first failure among them.
+    status: Status,
 }
 
 /// A namespace's device on this shard.
@@ -132,9 +182,17 @@ pub(crate) struct ShardHandler {
     repl: Option<Replicator>,
     /// The replicated volume's device.
     repl_device: Option<DeviceId>,
-    /// Host operations handed to the state machine: connection, command.
+    /// Whether the state machine serves host I/O (read by every shard).
+    repl_published: Option<Arc<Published>>,
+    /// This shard's replicated commands waiting for shard 0: token →
+    /// (connection, command).
     repl_ops: HashMap<u64, (usize, usize)>,
     next_repl_op: u64,
+    /// Shard 0: replicated commands in the state machine, from any shard.
+    repl_requests: Slab<ReplRequest>,
+    /// Shard 0: the state machine's host operation → its request.
+    repl_parts: HashMap<u64, usize>,
+    next_repl_part: u64,
     repl_closed: bool,
 }
 
@@ -145,7 +203,7 @@ impl ShardHandler {
         metrics: Arc<Metrics>,
         listeners: Arc<Vec<TcpListener>>,
         volumes: Vec<Volume>,
-        repl: Option<(Replicator, DeviceId)>,
+        repl: Option<ReplicatedVolume>,
     ) -> ShardHandler {
         let (out_len, in_capsule) = {
             let control = shared.lock();
@@ -173,10 +231,14 @@ impl ShardHandler {
                 max_data_per_pdu: MAX_DATA_PER_PDU,
             },
             shutting_down: false,
-            repl_device: repl.as_ref().map(|(_, device)| *device),
-            repl: repl.map(|(replicator, _)| replicator),
+            repl_device: repl.as_ref().map(|r| r.device),
+            repl_published: repl.as_ref().map(|r| r.published.clone()),
+            repl: repl.and_then(|r| r.replicator),
             repl_ops: HashMap::new(),
             next_repl_op: 1,
+            repl_requests: Slab::new(),
+            repl_parts: HashMap::new(),
+            next_repl_part: 1,
             repl_closed: false,
         };
         if handler.repl.is_some() {
@@ -799,7 +861,11 @@ impl ShardHandler {
             }
             // Reads come from the local copy, only while it is the serving
             // primary's (a replica's copy may be stale).
-            if !self.repl.as_ref().is_some_and(Replicator::is_serving) {
+            let serving = self
+                .repl_published
+                .as_ref()
+                .is_some_and(|p| p.serving.load(std::sync::atomic::Ordering::Acquire));
+            if !serving {
                 command.fail(Status::NAMESPACE_NOT_READY);
                 self.finish(shard, key, cmd_key);
                 return;
@@ -1060,45 +1126,28 @@ impl ShardHandler {
     // ----- replicated commands -----------------------------------------
 
     /// A write, flush, write zeroes or deallocate on the replicated volume:
-    /// one host operation per region it touches (the state machine wants
-    /// each within one region), completed when all of them are.
+    /// its work is taken from the command here and handed to shard 0's state
+    /// machine; the command completes when shard 0 answers.
     fn replicate(&mut self, shard: &mut Shard<Message>, key: usize, cmd_key: usize) {
-        let Some(repl) = self.repl.as_ref() else {
-            return;
-        };
-        let region = u64::from(repl.geometry().region_size());
         let conn = &mut self.conns[key];
         let command = &mut conn.commands[cmd_key];
-        // (offset, data) per part; None for a flush.
-        let mut parts: Vec<(u64, ReplPayload)> = Vec::new();
-        let mut flush = false;
-        // NVMe FUA: complete only once durable on the write quorum.
-        let mut fua = false;
-        let mut zero_ranges: Vec<crate::controller::ByteRange> = Vec::new();
+        let mut work = ReplWork {
+            write: None,
+            fua: false,
+            zeroes: Vec::new(),
+            flush: false,
+        };
         match command.io.operation.clone() {
-            IoOperation::Write {
-                range,
-                fua: write_fua,
-                ..
-            } => {
-                fua = write_fua;
+            IoOperation::Write { range, fua, .. } => {
+                // NVMe FUA: complete only once durable on the write quorum.
+                work.fua = fua;
                 // The one copy of the write's data, straight from the pool
                 // buffers into the shared payload (a cost to remove: the
                 // state machine could hold the pool buffers instead).
-                let data = ReplPayload::new(gather(
-                    shard,
-                    command.data.iter().flatten(),
-                    range.len as usize,
-                ));
-                let mut at = 0u64;
-                while at < range.len {
-                    let offset = range.offset + at;
-                    let len = (region - offset % region).min(range.len - at);
-                    parts.push((offset, data.slice(at as usize, len as usize)));
-                    at += len;
-                }
+                let data = gather(shard, command.data.iter().flatten(), range.len as usize);
+                work.write = Some((range.offset, data));
             }
-            IoOperation::WriteZeroes { range, .. } => zero_ranges.push(range),
+            IoOperation::WriteZeroes { range, .. } => work.zeroes.push(range),
             IoOperation::DatasetManagement(request) => {
                 let list = match command.data[0].as_ref() {
                     Some(buf) => request.byte_ranges(shard.buf(buf)),
@@ -1107,15 +1156,68 @@ impl ShardHandler {
                 match list {
                     // Deallocated blocks read back as zeroes: zero them on
                     // every copy.
-                    Ok(ranges) if request.deallocate => zero_ranges = ranges,
+                    Ok(ranges) if request.deallocate => work.zeroes = ranges,
                     Ok(_) => {}
                     Err(error) => command.fail(error.status()),
                 }
             }
-            IoOperation::Flush => flush = true,
+            IoOperation::Flush => work.flush = true,
             IoOperation::Read { .. } | IoOperation::Compare { .. } => {}
         }
-        for range in zero_ranges {
+        let nothing = work.write.is_none() && work.zeroes.is_empty() && !work.flush;
+        if !command.status.is_success() || nothing {
+            self.finish(shard, key, cmd_key);
+            return;
+        }
+        let token = self.next_repl_op;
+        self.next_repl_op += 1;
+        command.disk_pending += 1;
+        conn.ops += 1;
+        self.repl_ops.insert(token, (key, cmd_key));
+        if self.repl.is_some() {
+            self.submit_replicated(shard, self.me, token, work);
+        } else {
+            let origin = self.me;
+            self.post(
+                shard,
+                ShardId(0),
+                Message::Replicate {
+                    origin,
+                    token,
+                    work,
+                },
+            );
+        }
+    }
+
+    /// Shard 0: hands a replicated command to the state machine, one host
+    /// operation per region it touches (the state machine wants each within
+    /// one region).
+    fn submit_replicated(
+        &mut self,
+        shard: &mut Shard<Message>,
+        origin: ShardId,
+        token: u64,
+        work: ReplWork,
+    ) {
+        let Some(repl) = self.repl.as_ref() else {
+            // Not the owner (misrouted): nothing here can write it.
+            self.answer_replicated(shard, origin, token, Status::NAMESPACE_NOT_READY);
+            return;
+        };
+        let region = u64::from(repl.geometry().region_size());
+        let mut parts: Vec<(u64, ReplPayload)> = Vec::new();
+        if let Some((offset, data)) = work.write {
+            let data = ReplPayload::new(data);
+            let len = data.as_slice().len() as u64;
+            let mut at = 0u64;
+            while at < len {
+                let part = (region - (offset + at) % region).min(len - at);
+                parts.push((offset + at, data.slice(at as usize, part as usize)));
+                at += part;
+            }
+        }
+        for range in work.zeroes {
             let mut at = 0u64;
             while at < range.len && parts.len() <= MAX_REPL_PARTS {
                 let offset = range.offset + at;
@@ -1128,45 +1230,75 @@ impl ShardHandler {
             tracing::warn!(
                 "a replicated write zeroes or deallocate larger than {MAX_REPL_PARTS} regions is refused"
             );
-            command.fail(Status::INVALID_FIELD);
-        }
-        if !command.status.is_success() || (parts.is_empty() && !flush) {
-            self.finish(shard, key, cmd_key);
+            self.answer_replicated(shard, origin, token, Status::INVALID_FIELD);
             return;
         }
-        let count = parts.len() + usize::from(flush);
-        let first = self.next_repl_op;
-        self.next_repl_op += count as u64;
-        command.disk_pending += count;
-        conn.ops += count;
-        for id in first..first + count as u64 {
-            self.repl_ops.insert(id, (key, cmd_key));
+        let request = self.repl_requests.insert(ReplRequest {
+            origin,
+            token,
+            remaining: parts.len() + usize::from(work.flush),
+            status: Status::SUCCESS,
+        });
+        let first = self.next_repl_part;
+        self.next_repl_part += (parts.len() + usize::from(work.flush)) as u64;
+        for id in first..self.next_repl_part {
+            self.repl_parts.insert(id, request);
         }
         let Some(repl) = self.repl.as_mut() else {
             return;
         };
-        if flush {
+        if work.flush {
             repl.host_flush(shard, HostOpId(first));
         }
         for (index, (offset, data)) in parts.into_iter().enumerate() {
-            let id = first + u64::from(flush) + index as u64;
-            repl.host_write(shard, HostOpId(id), offset, data, fua);
+            let id = first + u64::from(work.flush) + index as u64;
+            repl.host_write(shard, HostOpId(id), offset, data, work.fua);
         }
         self.repl_completions(shard);
     }
 
-    /// Applies the state machine's host completions to their commands.
+    /// Shard 0: applies the state machine's ended host operations to their
+    /// requests, answering each request once all its parts have ended.
     fn repl_completions(&mut self, shard: &mut Shard<Message>) {
         let Some(repl) = self.repl.as_mut() else {
             return;
         };
         for (id, status) in repl.take_completed() {
-            self.complete_repl_op(shard, id.0, host_status(status));
+            let Some(request) = self.repl_parts.remove(&id.0) else {
+                continue; // its request was failed at shutdown
+            };
+            let Some(pending) = self.repl_requests.get_mut(request) else {
+                continue;
+            };
+            let status = host_status(status);
+            if pending.status.is_success() {
+                pending.status = status;
+            }
+            pending.remaining -= 1;
+            if pending.remaining == 0 {
+                let done = self.repl_requests.remove(request);
+                self.answer_replicated(shard, done.origin, done.token, done.status);
+            }
         }
     }
 
-    fn complete_repl_op(&mut self, shard: &mut Shard<Message>, id: u64, status: Status) {
-        let Some((key, cmd_key)) = self.repl_ops.remove(&id) else {
+    /// Shard 0: how a replicated command ended, to the shard it came from.
+    fn answer_replicated(
+        &mut self,
+        shard: &mut Shard<Message>,
+        origin: ShardId,
+        token: u64,
+        status: Status,
+    ) {
+        if origin == self.me {
+            self.complete_repl_op(shard, token, status);
+        } else {
+            self.post(shard, origin, Message::Replicated { token, status });
+        }
+    }
+
+    fn complete_repl_op(&mut self, shard: &mut Shard<Message>, token: u64, status: Status) {
+        let Some((key, cmd_key)) = self.repl_ops.remove(&token) else {
             return;
         };
         let Some(conn) = self.conns.get_mut(key) else {
@@ -1183,11 +1315,22 @@ impl ShardHandler {
         self.maybe_finalize(shard, key);
     }
 
-    /// Shutdown grace is over: what the state machine still holds fails.
+    /// Shutdown grace is over: what the state machine still holds fails
+    /// (shard 0 answers every shard), then what this shard still waits for.
     fn fail_repl_ops(&mut self, shard: &mut Shard<Message>) {
-        let ids: Vec<u64> = self.repl_ops.keys().copied().collect();
-        for id in ids {
-            self.complete_repl_op(shard, id, Status::NAMESPACE_NOT_READY);
+        self.repl_parts.clear();
+        let requests: Vec<ReplRequest> = self.repl_requests.drain().collect();
+        for request in requests {
+            self.answer_replicated(
+                shard,
+                request.origin,
+                request.token,
+                Status::NAMESPACE_NOT_READY,
+            );
+        }
+        let tokens: Vec<u64> = self.repl_ops.keys().copied().collect();
+        for token in tokens {
+            self.complete_repl_op(shard, token, Status::NAMESPACE_NOT_READY);
         }
     }
 
@@ -1402,6 +1545,14 @@ impl keel_engine::Handler<Message> for ShardHandler {
             Message::Async(completion) => self.deliver_async(shard, completion),
             Message::CloseController(cntlid) => self.close_controller(shard, cntlid),
             Message::Shutdown => self.start_shutdown(shard),
+            Message::Replicate {
+                origin,
+                token,
+                work,
+            } => self.submit_replicated(shard, origin, token, work),
+            Message::Replicated { token, status } => {
+                self.complete_repl_op(shard, token, status);
+            }
             Message::PeerLink {
                 stream,
                 peer,
@@ -1534,6 +1685,7 @@ impl keel_engine::Handler<Message> for ShardHandler {
         if self.shutting_down
             && self.conns.is_empty()
             && self.outbox.is_empty()
+            && self.repl_requests.is_empty()
             && !self.accept_armed.iter().any(|&armed| armed)
         {
             if let Some(repl) = self.repl.as_mut() {
@@ -1559,13 +1711,13 @@ fn gather<'a>(
     shard: &Shard<Message>,
     mut bufs: impl Iterator<Item = &'a keel_engine::Buf>,
     len: usize,
-) -> std::rc::Rc<[u8]> {
+) -> Arc<[u8]> {
     let Some(first) = bufs.next() else {
-        return std::rc::Rc::from(&[][..]);
+        return Arc::from(&[][..]);
     };
     let first = shard.buf(first);
     if first.len() >= len {
-        return std::rc::Rc::from(&first[..len]);
+        return Arc::from(&first[..len]);
     }
     let mut bytes = Vec::with_capacity(len);
     bytes.extend_from_slice(first);

@@ -40,7 +40,7 @@ use crate::rpc::RpcServer;
 use config::{Backend, DaemonConfig};
 use control::ControlService;
 pub use handler::Message;
-use handler::{ShardHandler, Volume};
+use handler::{ReplicatedVolume, ShardHandler, Volume};
 use metrics::{Metrics, MetricsServer};
 use shared::Shared;
 
@@ -347,17 +347,27 @@ impl Daemon {
                     index,
                 });
             }
+            // Every shard serves the replicated volume's host queues; shard 0
+            // owns its state machine and the others hand it their writes.
             let repl = match &repl_setup {
-                Some((setup, record_backend)) if shard.id() == ShardId(0) => {
+                Some((setup, record_backend)) => {
                     let data = attached
                         .first()
                         .map(|v| v.device)
                         .ok_or_else(|| std::io::Error::other("no volume to replicate"))?;
-                    let record = shard.attach(record_backend.clone())?;
-                    let replicator = Replicator::new(shard, setup.clone(), data, record);
-                    Some((replicator, data))
+                    let replicator = if shard.id() == ShardId(0) {
+                        let record = shard.attach(record_backend.clone())?;
+                        Some(Replicator::new(shard, setup.clone(), data, record))
+                    } else {
+                        None
+                    };
+                    Some(ReplicatedVolume {
+                        device: data,
+                        published: setup.published.clone(),
+                        replicator,
+                    })
                 }
-                _ => None,
+                None => None,
             };
             Ok(ShardHandler::new(
                 shard,
@@ -519,12 +529,6 @@ fn plan_replication(
 ) -> Result<ReplPlan, DaemonError> {
     let err = |m: String| DaemonError::Config(format!("replication: {m}"));
     options.validate().map_err(err)?;
-    if config.cores.max(1) != 1 {
-        return Err(err(format!(
-            "runs on one core only for now (--cores {} given)",
-            config.cores
-        )));
-    }
     let [volume] = volumes else {
         return Err(err(format!(
             "replicates exactly one namespace ({} configured)",

@@ -19,7 +19,7 @@
 //!
 //! Costs to remove later (per 4 KiB write; see "Overhead (measured)" in
 //! docs/replication-keeld.md): on the primary the data is copied from the
-//! host's pool buffer into the payload (`Rc<[u8]>`), from there into a pool
+//! host's pool buffer into the payload (`Arc<[u8]>`), from there into a pool
 //! buffer for the local write and into each replica's send buffer, and its
 //! CRC32C is computed once per replica; on a replica a received frame is
 //! copied from the pool buffer into the heap buffer, again into its payload
@@ -32,7 +32,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::net::{Shutdown, TcpStream};
 use std::ops::Range;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
@@ -93,13 +92,13 @@ pub(crate) const STREAM: StreamId = StreamId(1);
 /// immutable byte buffer and the part of it that is this write's.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Payload {
-    bytes: Rc<[u8]>,
+    bytes: Arc<[u8]>,
     start: usize,
     len: usize,
 }
 
 impl Payload {
-    pub fn new(bytes: Rc<[u8]>) -> Payload {
+    pub fn new(bytes: Arc<[u8]>) -> Payload {
         let len = bytes.len();
         Payload {
             bytes,
@@ -659,10 +658,6 @@ impl Replicator {
     }
 
     /// Whether host reads may be served from the local copy.
-    pub fn is_serving(&self) -> bool {
-        self.node.is_serving()
-    }
-
     pub fn geometry(&self) -> Geometry {
         self.geometry
     }
