@@ -317,12 +317,13 @@ impl Sim {
                 Some(node) => {
                     let _ = write!(
                         s,
-                        "n{i}: epoch {} primary {} serving {} quiet {} record {:?}; ",
+                        "n{i}: epoch {} primary {} serving {} quiet {} record {:?} membership {:?}; ",
                         node.epoch(),
                         node.is_primary(),
                         node.is_serving(),
                         node.is_quiet(),
-                        node.durable_record().standing
+                        node.durable_record().standing,
+                        node.durable_record().membership
                     );
                 }
                 None => {
