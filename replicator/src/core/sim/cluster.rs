@@ -257,7 +257,13 @@ impl Sim {
             "simulation seed {} failed at step {}: {}\n  config: {:?}, {:?}\n  reproduce: SIM_SEED={} cargo test -p keel-replicator sim_replay -- --ignored --nocapture\n",
             self.seed, self.step, message, self.membership, self.primary_limits, self.seed
         );
-        for line in self.trace.iter().rev().take(400).rev() {
+        // The last 400 lines, or `SIM_TRACE_LINES` (a liveness failure's
+        // cause may lie thousands of steps back).
+        let lines = std::env::var("SIM_TRACE_LINES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(400);
+        for line in self.trace.iter().rev().take(lines).rev() {
             let _ = writeln!(text, "{line}");
         }
         if self.cfg.verbose {
