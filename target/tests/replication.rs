@@ -105,7 +105,7 @@ fn a_primary_on_two_cores_replicates_the_writes_of_host_queues_on_both_shards() 
     // Admin queue, then two I/O queues: at least one I/O queue on each of
     // the primary's two shards, all writing at once.
     let mut ctrl =
-        Controller::connect(primary.addr, NQN, &HostOptions::default(), 2).expect("connect");
+        Controller::connect(primary.addr, NQN, &HostOptions::default(), 4).expect("connect");
     let ns = ctrl.namespace(1).expect("identify");
     let queues: Vec<IoQueue> = (1..=2)
         .map(|qid| ctrl.io_queue(qid, 4, ns).expect("I/O queue"))
@@ -357,6 +357,89 @@ fn a_frozen_replica_does_not_stop_a_quorum_and_catches_up_when_it_thaws() {
         read_back(&mut queue, base, 3);
     }
     drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    stop_all([primary, replica2, replica3]);
+    cluster.assert_identical(&[2, 3]);
+}
+
+/// Large writes from several queues, more data in flight than the
+/// primary's buffer pool holds, while a replica is frozen: every write
+/// succeeds. Host commands used to keep their pool buffers until the
+/// quorum answered, and the state machine's own local writes then found
+/// the pool empty and failed host writes (Write Fault).
+#[test]
+fn large_writes_beyond_the_buffer_pool_never_fail_while_a_replica_is_frozen() {
+    use nix::sys::signal::Signal;
+
+    const BYTES: usize = 1 << 20;
+    const DEPTH: u16 = 16;
+    let cluster = Cluster::new("replication-pool", 2);
+    // 256 buffers of 128 KiB (32 MiB) against 4 queues x 16 x 1 MiB in
+    // flight: the host's writes can take nearly the whole pool (a small
+    // pool admits too few at once to starve the local writes).
+    // A larger volume than the cluster's usual: enough 1 MiB slots that the
+    // writes in flight never overlap (overlapping ones wait for each other).
+    let primary = cluster.start_with(1, &["--buffers", "256", "--size", "64M"]);
+    let replica2 = cluster.start_with(2, &["--size", "64M"]);
+    let replica3 = cluster.start_with(3, &["--size", "64M"]);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    replica3.signal(Signal::SIGSTOP);
+
+    let mut ctrl =
+        Controller::connect(primary.addr, NQN, &HostOptions::default(), 4).expect("connect");
+    let ns = ctrl.namespace(1).expect("identify");
+    let blocks = (BYTES / ns.block_size as usize) as u32;
+    // Each queue writes its own half of the volume, a slot per 1 MiB.
+    let slots_per_queue = ns.blocks / u64::from(blocks) / 4;
+    let writers: Vec<_> = (0..4u16)
+        .map(|index| {
+            let mut queue = ctrl.io_queue(index + 1, DEPTH, ns).expect("I/O queue");
+            std::thread::spawn(move || {
+                let first = u64::from(index) * slots_per_queue;
+                let mut done = Vec::new();
+                let mut last = std::collections::BTreeMap::new();
+                for round in 0..3u64 {
+                    for slot in 0..DEPTH {
+                        let target =
+                            first + (round * u64::from(DEPTH) + u64::from(slot)) % slots_per_queue;
+                        let lba = target * u64::from(blocks);
+                        fill(queue.buffer(slot, BYTES), lba, round + 1);
+                        queue
+                            .submit(slot, IoKind::Write { fua: false }, lba, blocks)
+                            .expect("submit");
+                        last.insert(lba, round + 1);
+                    }
+                    let mut finished = 0;
+                    while finished < DEPTH as usize {
+                        done.clear();
+                        queue.wait(&mut done).expect("wait");
+                        for io in &done {
+                            assert!(io.status.is_success(), "a 1 MiB write: {}", io.status);
+                        }
+                        finished += done.len();
+                    }
+                }
+                (queue, last)
+            })
+        })
+        .collect();
+    let results: Vec<_> = writers
+        .into_iter()
+        .map(|w| w.join().expect("writer"))
+        .collect();
+    replica3.signal(Signal::SIGCONT);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    for (mut queue, last) in results {
+        for (lba, generation) in last {
+            assert_eq!(
+                run_one(&mut queue, IoKind::Read, lba, blocks),
+                Status::SUCCESS
+            );
+            let mut expected = vec![0u8; BYTES];
+            fill(&mut expected, lba, generation);
+            assert!(queue.buffer(0, BYTES) == expected.as_slice(), "LBA {lba}");
+        }
+    }
     ctrl.shutdown().expect("shutdown");
     stop_all([primary, replica2, replica3]);
     cluster.assert_identical(&[2, 3]);

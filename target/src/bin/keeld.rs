@@ -31,7 +31,13 @@ use keel_target::daemon::{Daemon, RuntimeOptions};
 use nix::sys::signal::{SigSet, Signal};
 
 #[derive(Parser)]
-#[command(name = "keeld", version, about = "Keel's NVMe/TCP storage target")]
+// A flag given twice takes its last value (scripts append overrides).
+#[command(
+    name = "keeld",
+    version,
+    about = "Keel's NVMe/TCP storage target",
+    args_override_self = true
+)]
 struct Cli {
     /// Configuration file (keel.toml). Excludes the quick-start flags.
     #[arg(long, conflicts_with_all = ["listen", "nqn", "backend"])]

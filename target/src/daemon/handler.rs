@@ -1169,6 +1169,14 @@ impl ShardHandler {
             self.finish(shard, key, cmd_key);
             return;
         }
+        // Everything the command needs is in `work` now: its pool buffers go
+        // back at once. Held until the quorum answers, they starved the
+        // state machine's own local writes of buffers (host writes then
+        // failed while a replica was slow: 24 of them with 8 queues of
+        // 16 × 1 MiB and one replica frozen for 4 s).
+        for buf in command.take_buffers() {
+            shard.free(buf);
+        }
         let token = self.next_repl_op;
         self.next_repl_op += 1;
         command.disk_pending += 1;
@@ -1656,6 +1664,12 @@ impl keel_engine::Handler<Message> for ShardHandler {
         }
         // The replication frames of this loop, one send per link (the ring
         // submits right after this).
+        if let Some(repl) = self.repl.as_mut() {
+            if repl.start_waiting_io(shard) {
+                worked = true;
+                self.repl_completions(shard);
+            }
+        }
         if let Some(repl) = self.repl.as_mut() {
             repl.flush_sends(shard);
         }

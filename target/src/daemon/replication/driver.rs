@@ -509,6 +509,13 @@ struct Peer {
     liveness: LinkLiveness,
 }
 
+/// A local read or write waiting for pool buffers.
+struct WaitingIo {
+    token: IoToken,
+    range: ByteRange,
+    write: Option<(Payload, bool)>,
+}
+
 struct LocalIo {
     token: IoToken,
     /// A write without FUA (durable only after a flush).
@@ -559,6 +566,10 @@ pub(crate) struct Replicator {
     links: HashMap<LinkId, usize>,
     next_link: u64,
     ios: Slab<LocalIo>,
+    /// Local I/O the pool had no buffers for yet, oldest first: it waits
+    /// (the writes in it are the state machine's, ordered already) rather
+    /// than fail a host write because the pool is busy for a moment.
+    local_waiting: VecDeque<WaitingIo>,
     persist_queue: VecDeque<(IoToken, DurableRecord)>,
     persisting: Option<(IoToken, DurableRecord)>,
     persist_failed: bool,
@@ -632,6 +643,7 @@ impl Replicator {
             links: HashMap::new(),
             next_link: 1,
             ios: Slab::new(),
+            local_waiting: VecDeque::new(),
             persist_queue: VecDeque::new(),
             persisting: None,
             persist_failed: false,
@@ -943,7 +955,10 @@ impl Replicator {
 
     /// Nothing of replication is left with the ring.
     pub fn is_idle(&self) -> bool {
-        self.peers.is_empty() && self.ios.is_empty() && self.persisting.is_none()
+        self.peers.is_empty()
+            && self.ios.is_empty()
+            && self.local_waiting.is_empty()
+            && self.persisting.is_none()
     }
 
     // ----- the state machine --------------------------------------------
@@ -1053,6 +1068,8 @@ impl Replicator {
 
     // ----- local I/O ----------------------------------------------------
 
+    /// Starts a local read or write, or queues it until the pool has the
+    /// buffers for all of it.
     fn local_io(
         &mut self,
         shard: &mut Shard<Message>,
@@ -1060,6 +1077,53 @@ impl Replicator {
         range: ByteRange,
         write: Option<(Payload, bool)>,
     ) {
+        let waiting = WaitingIo {
+            token,
+            range,
+            write,
+        };
+        let needed = (range.len as usize).div_ceil(shard.pool().slot_size());
+        if !self.local_waiting.is_empty() || shard.pool().available() < needed {
+            if needed > shard.pool().capacity() {
+                tracing::warn!(
+                    needed,
+                    "replication: a local I/O larger than the buffer pool"
+                );
+            } else {
+                self.local_waiting.push_back(waiting);
+                return;
+            }
+        }
+        self.start_local_io(shard, waiting);
+    }
+
+    /// Starts the local I/O that waited for buffers, oldest first, while the
+    /// pool has them. Returns whether it started any.
+    pub fn start_waiting_io(&mut self, shard: &mut Shard<Message>) -> bool {
+        let slot = shard.pool().slot_size();
+        let mut started = false;
+        while let Some(front) = self.local_waiting.front() {
+            if shard.pool().available() < (front.range.len as usize).div_ceil(slot) {
+                break;
+            }
+            if let Some(waiting) = self.local_waiting.pop_front() {
+                self.start_local_io(shard, waiting);
+                started = true;
+            }
+        }
+        if started {
+            // An I/O refused at once ends in an event for the state machine.
+            self.run(shard);
+        }
+        started
+    }
+
+    fn start_local_io(&mut self, shard: &mut Shard<Message>, waiting: WaitingIo) {
+        let WaitingIo {
+            token,
+            range,
+            write,
+        } = waiting;
         let slot = shard.pool().slot_size();
         let total = range.len as usize;
         let key = self.ios.insert(LocalIo {
