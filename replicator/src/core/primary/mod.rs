@@ -500,6 +500,12 @@ impl<P: Clone> Primary<P> {
             Event::LinkDown { peer, link } => {
                 if self.link_id(peer) == Some(link) {
                     self.link_lost(peer);
+                    // A copy that left the volume is not dialled again.
+                    if self.transition.is_none() && self.peers.get(&peer).is_some_and(|p| p.leaving)
+                    {
+                        self.peers.remove(&peer);
+                        self.bitmap.forget(peer);
+                    }
                 }
             }
             Event::Received {
@@ -512,7 +518,7 @@ impl<P: Clone> Primary<P> {
                     self.received(now, peer, epoch, frame, out);
                 }
             }
-            Event::Reconfigure { epoch, membership } => self.reconfigure(epoch, membership),
+            Event::Reconfigure { epoch, membership } => self.reconfigure(epoch, membership, out),
             Event::ResyncCredit { regions } => {
                 self.resync_credits = self.resync_credits.saturating_add(regions);
             }

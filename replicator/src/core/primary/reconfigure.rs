@@ -203,11 +203,27 @@ impl<P: Clone> Primary<P> {
 
     /// Starts changing to `membership` in `epoch` (see the module
     /// comment); does nothing if [`Self::check_reconfigure`] refuses it.
-    pub(super) fn reconfigure(&mut self, epoch: Epoch, mut membership: Membership) {
+    pub(super) fn reconfigure(
+        &mut self,
+        epoch: Epoch,
+        mut membership: Membership,
+        out: &mut Vec<Action<P>>,
+    ) {
         if self.check_reconfigure(epoch, &membership).is_err() {
             return;
         }
         membership.since = epoch;
+        // A copy added back while it is still leaving (linked, not yet
+        // through the epoch that removed it) starts over as a new one.
+        let returning: Vec<NodeId> = membership
+            .members
+            .iter()
+            .filter(|m| self.peers.get(&m.node).is_some_and(|p| p.leaving))
+            .map(|m| m.node)
+            .collect();
+        for node in returning {
+            self.forget_peer(node, out);
+        }
         // Added copies get a full copy: whatever they hold, nothing tracked
         // what they missed (a copy removed and added again included). They
         // are linked in the old epoch meanwhile.
@@ -350,16 +366,14 @@ impl<P: Clone> Primary<P> {
         epoch: Epoch,
         out: &mut Vec<Action<P>>,
     ) {
-        let Some(t) = self.transition.as_mut() else {
-            return;
-        };
-        if epoch != t.epoch {
-            return;
+        if let Some(t) = self.transition.as_mut() {
+            if let (true, Stage::Announced { accepted }) = (epoch == t.epoch, &mut t.stage) {
+                accepted.insert(peer);
+            }
         }
-        if let Stage::Announced { accepted } = &mut t.stage {
-            accepted.insert(peer);
-        }
-        if self.peers.get(&peer).is_some_and(|p| p.leaving) {
+        // The change may have ended already (it waits only for the old
+        // write quorum); a leaving copy is done once it took this epoch.
+        if epoch == self.epoch && self.peers.get(&peer).is_some_and(|p| p.leaving) {
             self.forget_peer(peer, out);
         }
     }
@@ -419,10 +433,14 @@ impl<P: Clone> Primary<P> {
     fn end_transition(&mut self, out: &mut Vec<Action<P>>) {
         self.transition = None;
         self.refresh_quorum();
+        // A leaving copy still linked keeps its link until it takes the epoch
+        // that removed it (`reconfigure_accepted`) or the link goes: forgotten
+        // now, it might never learn it left, and would start again as a
+        // member (with W = 1 the change ends as soon as it is announced).
         let leaving: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.leaving)
+            .filter(|(_, p)| p.leaving && p.link.is_none())
             .map(|(n, _)| *n)
             .collect();
         for peer in leaving {
