@@ -394,6 +394,10 @@ fn large_writes_beyond_the_buffer_pool_never_fail_while_a_replica_is_frozen() {
     let writers: Vec<_> = (0..4u16)
         .map(|index| {
             let mut queue = ctrl.io_queue(index + 1, DEPTH, ns).expect("I/O queue");
+            // A primary that stops answering fails the test, not hangs it.
+            queue
+                .set_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
             std::thread::spawn(move || {
                 let first = u64::from(index) * slots_per_queue;
                 let mut done = Vec::new();

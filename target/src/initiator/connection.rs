@@ -103,6 +103,12 @@ impl Connection {
         Ok(())
     }
 
+    /// Bounds how long a receive may block (`None`: for ever).
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.stream.set_read_timeout(timeout)?;
+        Ok(())
+    }
+
     /// Writes everything queued.
     pub fn flush(&mut self) -> Result<()> {
         let mut sent = 0;

@@ -203,6 +203,13 @@ impl IoQueue {
         self.conn.flush()
     }
 
+    /// Bounds how long [`wait`](Self::wait) may go without receiving
+    /// anything; past it, `wait` fails instead of blocking for ever (a test
+    /// against a target that stopped answering ends with an error).
+    pub fn set_timeout(&mut self, timeout: Option<std::time::Duration>) -> Result<()> {
+        self.conn.set_timeout(timeout)
+    }
+
     /// Waits for at least one completion and appends every completion that
     /// is ready to `done`.
     pub fn wait(&mut self, done: &mut Vec<IoDone>) -> Result<()> {
