@@ -92,7 +92,10 @@ fn long_seeds() {
 #[test]
 #[ignore]
 fn known_joint_quorum_seeds() {
-    run_seeds([1_001_585, 1_005_004, 1_007_914, 1_012_658].into_iter(), config(2_000));
+    run_seeds(
+        [1_001_585, 1_005_004, 1_007_914, 1_012_658].into_iter(),
+        config(2_000),
+    );
 }
 
 /// Replays one seed with a trace: `SIM_SEED=S` (and `SIM_STEPS`).
