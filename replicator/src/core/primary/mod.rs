@@ -503,8 +503,7 @@ impl<P: Clone> Primary<P> {
                     // A copy that left the volume is not dialled again.
                     if self.transition.is_none() && self.peers.get(&peer).is_some_and(|p| p.leaving)
                     {
-                        self.peers.remove(&peer);
-                        self.bitmap.forget(peer);
+                        self.forget_peer(peer, out);
                     }
                 }
             }

@@ -379,7 +379,7 @@ impl<P: Clone> Primary<P> {
     }
 
     /// Drops a copy that left the volume, closing its link.
-    fn forget_peer(&mut self, peer: NodeId, out: &mut Vec<Action<P>>) {
+    pub(super) fn forget_peer(&mut self, peer: NodeId, out: &mut Vec<Action<P>>) {
         self.out_of_date(peer, out);
         self.peers.remove(&peer);
         self.bitmap.forget(peer);
