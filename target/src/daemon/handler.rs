@@ -1218,20 +1218,15 @@ impl ShardHandler {
         if let Some((offset, data)) = work.write {
             let data = ReplPayload::new(data);
             let len = data.as_slice().len() as u64;
-            let mut at = 0u64;
-            while at < len {
-                let part = (region - (offset + at) % region).min(len - at);
-                parts.push((offset + at, data.slice(at as usize, part as usize)));
-                at += part;
+            for (at, part) in region_parts(offset, len, region) {
+                let start = (at - offset) as usize;
+                parts.push((at, data.slice(start, part as usize)));
             }
         }
         for range in work.zeroes {
-            let mut at = 0u64;
-            while at < range.len && parts.len() <= MAX_REPL_PARTS {
-                let offset = range.offset + at;
-                let len = (region - offset % region).min(range.len - at);
-                parts.push((offset, repl.zeroes(len as usize)));
-                at += len;
+            let room = (MAX_REPL_PARTS + 1).saturating_sub(parts.len());
+            for (at, part) in region_parts(range.offset, range.len, region).take(room) {
+                parts.push((at, repl.zeroes(part as usize)));
             }
         }
         if parts.len() > MAX_REPL_PARTS {
@@ -1662,16 +1657,16 @@ impl keel_engine::Handler<Message> for ShardHandler {
                 self.repl_completions(shard);
             }
         }
-        // The replication frames of this loop, one send per link (the ring
-        // submits right after this).
         if let Some(repl) = self.repl.as_mut() {
-            if repl.start_waiting_io(shard) {
+            // Local I/O that waited for buffers (freed by this loop's
+            // completions), then the replication frames of this loop, one
+            // send per link (the ring submits right after this).
+            let started = repl.start_waiting_io(shard);
+            repl.flush_sends(shard);
+            if started {
                 worked = true;
                 self.repl_completions(shard);
             }
-        }
-        if let Some(repl) = self.repl.as_mut() {
-            repl.flush_sends(shard);
         }
         while let Some((dst, msg)) = self.outbox.pop_front() {
             if let Err(msg) = shard.send(dst, msg) {
@@ -1718,9 +1713,9 @@ impl keel_engine::Handler<Message> for ShardHandler {
     }
 }
 
-/// The first `len` bytes of `bufs` as one shared buffer: a single copy when
-/// they lie in one pool buffer (every write up to a buffer's size), two
-/// otherwise.
+/// The first `len` bytes of `bufs` as one shared buffer, copied once
+/// (straight from one pool buffer for every write up to a buffer's size; a
+/// larger one fills a zeroed allocation, never a `Vec` copied again).
 fn gather<'a>(
     shard: &Shard<Message>,
     mut bufs: impl Iterator<Item = &'a keel_engine::Buf>,
@@ -1733,13 +1728,33 @@ fn gather<'a>(
     if first.len() >= len {
         return Arc::from(&first[..len]);
     }
-    let mut bytes = Vec::with_capacity(len);
-    bytes.extend_from_slice(first);
-    for buf in bufs {
-        bytes.extend_from_slice(shard.buf(buf));
+    let mut bytes: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+    let target = Arc::get_mut(&mut bytes).expect("a fresh Arc has one owner");
+    let mut at = 0;
+    for part in std::iter::once(first).chain(bufs.map(|b| shard.buf(b))) {
+        let n = part.len().min(len - at);
+        target[at..at + n].copy_from_slice(&part[..n]);
+        at += n;
+        if at == len {
+            break;
+        }
     }
-    bytes.truncate(len);
-    bytes.into()
+    // `admit` gave the command buffers for all of its data.
+    debug_assert_eq!(at, len, "the command's buffers hold its data");
+    bytes
+}
+
+/// `len` bytes from `offset` cut at region boundaries: (offset, length) of
+/// each part (the state machine takes each host operation within one
+/// region).
+fn region_parts(offset: u64, len: u64, region: u64) -> impl Iterator<Item = (u64, u64)> {
+    let end = offset.saturating_add(len);
+    std::iter::successors(Some(offset), move |&at| {
+        let next = (at / region + 1).saturating_mul(region);
+        (next < end).then_some(next)
+    })
+    .filter(move |&at| at < end)
+    .map(move |at| (at, (region - at % region).min(end - at)))
 }
 
 /// The NVMe status for how the state machine ended a host operation.
@@ -1771,5 +1786,22 @@ fn host_data_of(operation: &IoOperation) -> Option<DataSource> {
         IoOperation::Write { data, .. } | IoOperation::Compare { data, .. } => Some(*data),
         IoOperation::DatasetManagement(request) => Some(request.data),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::region_parts;
+
+    #[test]
+    fn a_range_is_cut_at_region_boundaries() {
+        let parts = |offset, len| region_parts(offset, len, 100).collect::<Vec<_>>();
+        assert_eq!(parts(0, 100), [(0, 100)]);
+        assert_eq!(parts(50, 100), [(50, 50), (100, 50)]);
+        assert_eq!(
+            parts(250, 260),
+            [(250, 50), (300, 100), (400, 100), (500, 10)]
+        );
+        assert!(parts(70, 0).is_empty());
     }
 }
