@@ -73,15 +73,6 @@ impl Volume {
     ) -> Result<Keeld, std::process::ExitStatus> {
         let path = |p: PathBuf| p.to_str().expect("utf-8").to_string();
         let mut args: Vec<String> = vec![
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--nqn".into(),
-            NQN.into(),
-            "--no-pin".into(),
-            "--metrics".into(),
-            "127.0.0.1:0".into(),
-            "--buffers".into(),
-            "256".into(),
             "--backend".into(),
             path(self.image(node)),
             "--size".into(),
@@ -104,7 +95,7 @@ impl Volume {
             args.push("--member".into());
             args.push(self.member(member));
         }
-        Keeld::spawn(&args)
+        Keeld::spawn(&support::serve_args(NQN, &args))
     }
 
     /// Nodes 1 and 3's copies are byte-identical (both stopped).

@@ -150,18 +150,11 @@ impl Cluster {
         );
         let path = self.dir.join(format!("node{node}.toml"));
         std::fs::write(&path, text).expect("write keel.toml");
-        [
-            "--config",
-            path.to_str().expect("utf-8"),
-            "--no-pin",
-            "--metrics",
-            "127.0.0.1:0",
-            "--buffers",
-            "256",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        ["--config", path.to_str().expect("utf-8")]
+            .into_iter()
+            .chain(super::RUNTIME_ARGS)
+            .map(str::to_string)
+            .collect()
     }
 
     /// Every copy in `nodes` is byte-identical to node 1's (all stopped).

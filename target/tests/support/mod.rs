@@ -138,22 +138,23 @@ impl Drop for Keeld {
 /// keeld serving subsystem `nqn` on an ephemeral port with its metrics
 /// endpoint and 256 buffers, plus `args` (backend, replication flags).
 pub fn serve(nqn: &str, args: &[String]) -> Keeld {
-    let mut all: Vec<String> = [
-        "--listen",
-        "127.0.0.1:0",
-        "--nqn",
-        nqn,
-        "--no-pin",
-        "--metrics",
-        "127.0.0.1:0",
-        "--buffers",
-        "256",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    all.extend_from_slice(args);
-    Keeld::spawn(&all).unwrap_or_else(|status| panic!("keeld exited early: {status}"))
+    Keeld::spawn(&serve_args(nqn, args))
+        .unwrap_or_else(|status| panic!("keeld exited early: {status}"))
+}
+
+/// The runtime flags of every test keeld: unpinned (tests share the
+/// machine's cores), its metrics on an ephemeral port, a small pool.
+pub const RUNTIME_ARGS: [&str; 5] = ["--no-pin", "--metrics", "127.0.0.1:0", "--buffers", "256"];
+
+/// [`serve`]'s command line: `nqn` on an ephemeral port with
+/// [`RUNTIME_ARGS`], then `args`.
+pub fn serve_args(nqn: &str, args: &[String]) -> Vec<String> {
+    ["--listen", "127.0.0.1:0", "--nqn", nqn]
+        .into_iter()
+        .chain(RUNTIME_ARGS)
+        .map(str::to_string)
+        .chain(args.iter().cloned())
+        .collect()
 }
 
 /// `N` distinct free ports on loopback: each stays bound until all are
