@@ -67,7 +67,7 @@ pub enum IoWorkers {
     /// On the allowed CPUs no shard polls. Measured on a tmpfs file at QD 32:
     /// 2.5x the IOPS of `ShardCpu` and p99 ~0.1 ms instead of 1.1 ms, as the
     /// shard no longer time-shares its CPU with them. Costs an idle CPU's
-    /// wake-up per punted I/O (QD 1 p50 ~20 us instead of ~7 us on a VM).
+    /// wake-up per punted I/O (QD 1 p50 8-24 us instead of ~6 us on a VM).
     #[default]
     OtherCpus,
     /// Inherit the shard's own pinning (the kernel's default).

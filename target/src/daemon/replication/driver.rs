@@ -669,7 +669,6 @@ impl Replicator {
         replicator
     }
 
-    /// Whether host reads may be served from the local copy.
     pub fn geometry(&self) -> Geometry {
         self.geometry
     }
@@ -1258,7 +1257,8 @@ impl Replicator {
         }
         tracing::error!(
             %error,
-            "replication: cannot persist the durable record: this node stops serving and              replicating; restart keeld once the device is fixed"
+            "replication: cannot persist the durable record: this node stops serving and \
+             replicating; restart keeld once the device is fixed"
         );
         self.persist_failed = true;
         self.persist_queue.clear();
