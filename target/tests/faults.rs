@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 mod support;
 
-use support::cluster::{open_queue as open_replicated_queue, replica_sample, Cluster};
+use support::cluster::{open_queue as open_replicated_queue, replica_sample, stop_all, Cluster};
 use support::io::{fill, read_back, run_one, scratch_dir, write_read_verify};
 use support::{scrape, Keeld};
 
@@ -240,10 +240,7 @@ fn a_replica_whose_disk_stalls_is_dropped_while_writes_go_on_and_is_resynced_onc
     ctrl.shutdown().expect("shutdown");
     assert!(replica3.is_running(), "node 3's keeld stopped");
 
-    for (name, keeld) in [("1", primary), ("2", replica2), ("3", replica3)] {
-        let status = keeld.terminate();
-        assert!(status.success(), "node {name} exited {status}");
-    }
+    stop_all([primary, replica2, replica3]);
     cluster.assert_identical(&[2, 3]);
 }
 
@@ -317,10 +314,7 @@ fn a_primary_whose_record_fails_stops_and_a_promoted_replica_serves_every_acknow
     read_back(&mut queue, 6000, 4);
     drop(queue);
     ctrl.shutdown().expect("shutdown");
-    for (name, keeld) in [("1", node1), ("2", replica2), ("3", replica3)] {
-        let status = keeld.terminate();
-        assert!(status.success(), "node {name} exited {status}");
-    }
+    stop_all([node1, replica2, replica3]);
     cluster.assert_identical(&[2, 3]);
 }
 
@@ -375,9 +369,6 @@ fn a_replica_whose_flush_fails_stops_and_is_resynced_after_a_restart() {
     assert_eq!(replica3.gauge("keel_replication_failed"), Some(0));
     drop(queue);
     ctrl.shutdown().expect("shutdown");
-    for (name, keeld) in [("1", primary), ("2", replica2), ("3", replica3)] {
-        let status = keeld.terminate();
-        assert!(status.success(), "node {name} exited {status}");
-    }
+    stop_all([primary, replica2, replica3]);
     cluster.assert_identical(&[2, 3]);
 }

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 mod support;
 
+use support::cluster::stop_all;
 use support::io::{read_back, scratch_dir, write_read_verify};
 use support::{free_ports, scrape, Keeld};
 
@@ -388,10 +389,7 @@ fn a_new_copy_is_added_the_quorum_changed_and_an_old_copy_removed_while_the_host
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(30));
     drop(queue);
     ctrl.shutdown().expect("shutdown");
-    for (name, keeld) in [("primary", primary), ("node 3", replica3)] {
-        let status = keeld.terminate();
-        assert!(status.success(), "{name} exited {status}");
-    }
+    stop_all([primary, replica3]);
     volume.assert_identical();
 }
 
@@ -474,10 +472,7 @@ fn after_a_copy_was_added_a_promoted_replica_reaches_it_by_a_learned_address() {
     });
     drop(queue);
     ctrl.shutdown().expect("shutdown");
-    for (name, keeld) in [("node 2", replica2), ("node 3", replica3)] {
-        let status = keeld.terminate();
-        assert!(status.success(), "{name} exited {status}");
-    }
+    stop_all([replica2, replica3]);
     let two = std::fs::read(volume.image(2)).expect("image 2");
     let three = std::fs::read(volume.image(3)).expect("image 3");
     assert!(two == three, "nodes 2 and 3 differ");
@@ -522,13 +517,6 @@ fn a_primary_restarted_with_its_first_flags_still_reaches_a_copy_added_at_run_ti
     );
     write_some(&primary, &mut writes, 2);
     wait_status(&volume.socket(1), Duration::from_secs(30), settled);
-    for (name, keeld) in [
-        ("node 1", primary),
-        ("node 2", replica2),
-        ("node 3", replica3),
-    ] {
-        let status = keeld.terminate();
-        assert!(status.success(), "{name} exited {status}");
-    }
+    stop_all([primary, replica2, replica3]);
     volume.assert_identical();
 }
