@@ -6,14 +6,16 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use keel_target::initiator::{Controller, HostOptions, IoKind, IoQueue};
+use keel_target::initiator::{Controller, IoKind, IoQueue};
 use keel_target::nvme::Status;
 use keel_target::rpc::{codes, ClientError, RpcClient};
 use serde_json::{json, Value};
 
 mod support;
 
-use support::cluster::{open_queue as open_replicated_queue, replica_sample, stop_all, Cluster};
+use support::cluster::{
+    open_queue as open_replicated_queue, open_queue_on, replica_sample, stop_all, Cluster,
+};
 use support::io::{fill, read_back, run_one, scratch_dir, write_read_verify};
 use support::{scrape, Keeld};
 
@@ -41,11 +43,7 @@ fn rpc(socket: &Path, method: &str, params: Value) -> Result<Value, ClientError>
 
 /// A host connected to `keeld` with one I/O queue of depth 4.
 fn open_queue(keeld: &Keeld) -> (Controller, IoQueue) {
-    let mut ctrl =
-        Controller::connect(keeld.addr, NQN, &HostOptions::default(), 1).expect("connect");
-    let ns = ctrl.namespace(1).expect("identify");
-    let queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
-    (ctrl, queue)
+    open_queue_on(keeld, NQN)
 }
 
 /// Writes 8 blocks at `lba` filled with (`lba`, `generation`); the status.

@@ -14,13 +14,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use keel_target::initiator::{Controller, HostOptions, IoQueue};
+use keel_target::initiator::IoQueue;
 use keel_target::rpc::{codes, ClientError, RpcClient, RpcError};
 use serde_json::{json, Value};
 
 mod support;
 
-use support::cluster::stop_all;
+use support::cluster::{open_queue_on, stop_all};
 use support::io::{read_back, scratch_dir, write_read_verify};
 use support::{free_ports, scrape, Keeld};
 
@@ -32,6 +32,8 @@ struct Volume {
     dir: PathBuf,
     /// Replication ports of nodes 1, 2 and 3.
     ports: [u16; 3],
+    /// The write quorum of the first epoch.
+    quorum: u8,
 }
 
 impl Volume {
@@ -41,6 +43,7 @@ impl Volume {
         Volume {
             dir,
             ports: free_ports::<3>(),
+            quorum: 2,
         }
     }
 
@@ -56,9 +59,9 @@ impl Volume {
         format!("{node}@127.0.0.1:{}", self.ports[node - 1])
     }
 
-    /// Node `node` of a volume whose copies are `members` (W = 2, node 1
-    /// primary of the first epoch), with `fresh` saying what a copy with
-    /// no record is.
+    /// Node `node` of a volume whose copies are `members` (W = `quorum`,
+    /// node 1 primary of the first epoch), with `fresh` saying what a copy
+    /// with no record is.
     fn start(&self, node: usize, members: &[usize], fresh: &str) -> Keeld {
         self.try_start(node, members, fresh)
             .unwrap_or_else(|status| panic!("keeld {node} exited early: {status}"))
@@ -85,7 +88,7 @@ impl Volume {
             "--replica-listen".into(),
             format!("127.0.0.1:{}", self.ports[node - 1]),
             "--write-quorum".into(),
-            "2".into(),
+            self.quorum.to_string(),
             "--psk-file".into(),
             path(self.dir.join("psk")),
             "--rpc-socket".into(),
@@ -198,10 +201,7 @@ fn a_new_copy_is_added_the_quorum_changed_and_an_old_copy_removed_while_the_host
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
     let socket = volume.socket(1);
 
-    let mut ctrl =
-        Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
-    let ns = ctrl.namespace(1).expect("identify");
-    let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    let (ctrl, mut queue) = open_queue_on(&primary, NQN);
     let mut writes = Writes {
         done: Vec::new(),
         next_base: 8,
@@ -433,10 +433,7 @@ fn after_a_copy_was_added_a_promoted_replica_reaches_it_by_a_learned_address() {
         next_base: 8,
     };
     {
-        let mut ctrl =
-            Controller::connect(primary.addr, NQN, &HostOptions::default(), 1).expect("connect");
-        let ns = ctrl.namespace(1).expect("identify");
-        let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+        let (_ctrl, mut queue) = open_queue_on(&primary, NQN);
         writes.write(&mut queue, 1);
         writes.write(&mut queue, 2);
         // Killed with those writes acknowledged by W = 2 copies.
@@ -457,10 +454,7 @@ fn after_a_copy_was_added_a_promoted_replica_reaches_it_by_a_learned_address() {
     });
     assert_eq!(status["write_quorum"], 2, "{status:#}");
 
-    let mut ctrl =
-        Controller::connect(replica2.addr, NQN, &HostOptions::default(), 1).expect("connect");
-    let ns = ctrl.namespace(1).expect("identify");
-    let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+    let (ctrl, mut queue) = open_queue_on(&replica2, NQN);
     writes.read_back_all(&mut queue);
     writes.write(&mut queue, 3);
     wait_status(&volume.socket(2), Duration::from_secs(30), |s| {
@@ -492,10 +486,7 @@ fn a_primary_restarted_with_its_first_flags_still_reaches_a_copy_added_at_run_ti
         next_base: 8,
     };
     let write_some = |keeld: &Keeld, writes: &mut Writes, generation: u64| {
-        let mut ctrl =
-            Controller::connect(keeld.addr, NQN, &HostOptions::default(), 1).expect("connect");
-        let ns = ctrl.namespace(1).expect("identify");
-        let mut queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
+        let (ctrl, mut queue) = open_queue_on(keeld, NQN);
         writes.read_back_all(&mut queue);
         writes.write(&mut queue, generation);
         drop(queue);
@@ -519,4 +510,97 @@ fn a_primary_restarted_with_its_first_flags_still_reaches_a_copy_added_at_run_ti
     wait_status(&volume.socket(1), Duration::from_secs(30), settled);
     stop_all([primary, replica2, replica3]);
     volume.assert_identical();
+}
+
+/// A change that cannot finish outlives its primary: nodes 1..3 with
+/// W = 3, node 3 down, node 3 removed (W lowered to 2 with it). The change
+/// needs all three old copies to know it, so it is still open when node 1
+/// is killed. Node 2, promoted, inherits it from its record: its writes
+/// wait for the old quorum, which takes node 3, although the new one
+/// (nodes 1 and 2) is there. (Before, node 2 acknowledged on nodes 1 and
+/// 2, and node 3, restarted, could elect itself alone under the old
+/// membership without those writes.) Node 3 comes back; node 2 reaches it
+/// by its recorded address and hands it the epoch that removed it; the
+/// change ends and the write completes.
+#[test]
+fn a_replica_promoted_mid_change_finishes_it_before_it_acknowledges_a_write() {
+    let mut volume = Volume::new("membership-mid-change");
+    volume.quorum = 3;
+    let primary = volume.start(1, &[1, 2, 3], "--bootstrap");
+    let replica2 = volume.start(2, &[1, 2, 3], "--bootstrap");
+    let replica3 = volume.start(3, &[1, 2, 3], "--bootstrap");
+    let socket = volume.socket(1);
+    wait_status(&socket, Duration::from_secs(30), |s| {
+        state_of(s, 2) == Some("in_sync") && state_of(s, 3) == Some("in_sync")
+    });
+    let mut writes = Writes {
+        done: Vec::new(),
+        next_base: 8,
+    };
+    {
+        let (ctrl, mut queue) = open_queue_on(&primary, NQN);
+        writes.write(&mut queue, 1);
+        drop(queue);
+        ctrl.shutdown().expect("shutdown");
+    }
+    replica3.kill9();
+    let removed = call(&socket, "replica_remove", json!({"node": 3})).expect("replica_remove");
+    assert_eq!(removed["membership"]["write_quorum"], 2, "{removed}");
+    // Node 2 took the new epoch, and with it the unfinished change.
+    let status = wait_status(&volume.socket(2), Duration::from_secs(30), |s| {
+        members_of(s) == [1, 2]
+    });
+    assert_eq!(
+        status["membership"]["previous"]["write_quorum"], 3,
+        "{status:#}"
+    );
+    let status = call(&socket, "volume_status", json!({})).expect("status");
+    assert_eq!(status["reconfiguring"], true, "{status:#}");
+    primary.kill9();
+
+    let promoted = call(&volume.socket(2), "promote", json!({})).expect("promote");
+    assert!(promoted["to_epoch"].as_u64().is_some(), "{promoted}");
+    replica2.wait_gauge("keel_replication_serving", 1, Duration::from_secs(20));
+    // Node 1 back (as a replica: node 2's epoch reaches it first).
+    let replica1 = volume.start(1, &[1, 2, 3], "--bootstrap");
+    let status = wait_status(&volume.socket(2), Duration::from_secs(30), |s| {
+        s["role"] == "primary" && s["reconfiguring"] == true && state_of(s, 1).is_some()
+    });
+    assert_eq!(status["write_quorum"], 2, "{status:#}");
+
+    let (ctrl, mut queue) = open_queue_on(&replica2, NQN);
+    writes.read_back_all(&mut queue);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let base = writes.next_base;
+    let writer = std::thread::spawn(move || {
+        write_read_verify(&mut queue, base, 2);
+        let _ = tx.send(());
+        queue
+    });
+    match rx.recv_timeout(Duration::from_secs(3)) {
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        other => panic!("a write completed without the old write quorum: {other:?}"),
+    }
+    let replica3 = volume.start(3, &[1, 2, 3], "--bootstrap");
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the write completes once node 3 took the change");
+    let mut queue = writer.join().expect("writer");
+    writes.done.push((base, 2));
+    writes.next_base += 3000;
+    let status = wait_status(&volume.socket(2), Duration::from_secs(30), |s| {
+        settled(s) && members_of(s) == [1, 2] && state_of(s, 1) == Some("in_sync")
+    });
+    assert!(status["membership"]["previous"].is_null(), "{status:#}");
+    // Node 3 learned it left.
+    wait_status(&volume.socket(3), Duration::from_secs(10), |s| {
+        members_of(s) == [1, 2]
+    });
+    writes.write(&mut queue, 3);
+    writes.read_back_all(&mut queue);
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    stop_all([replica2, replica1, replica3]);
+    let one = std::fs::read(volume.image(1)).expect("image 1");
+    let two = std::fs::read(volume.image(2)).expect("image 2");
+    assert!(one == two, "nodes 1 and 2 differ");
 }

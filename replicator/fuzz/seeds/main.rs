@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use keel_replicator::wire::{
     Ack, AuthTag, ByteRange, Challenge, CopyInfo, CopyList, Envelope, Epoch, EpochChange, Flush,
-    Heartbeat, Hello, Membership, Message, Nack, NackReason, NodeId, Nonce, ReadRequest,
-    ReadResponse, ReadTag, RegionIndex, ReplicationMode, Response, Resync, ResyncOp, Role,
-    Sequence, StandingReport, StreamId, VersionRange, VolumeId, Write, WritePosition,
+    Heartbeat, Hello, Membership, Message, Nack, NackReason, NodeId, Nonce, PreviousCopies,
+    ReadRequest, ReadResponse, ReadTag, RegionIndex, ReplicationMode, Response, Resync, ResyncOp,
+    Role, Sequence, StandingReport, StreamId, VersionRange, VolumeId, Write, WritePosition,
 };
 
 fn encode(message: &Message<'_>) -> Vec<u8> {
@@ -62,6 +62,17 @@ fn main() {
             role: Role::Replica,
             mode: ReplicationMode::Async,
             address: "[fd00::3]:4421",
+        },
+    ];
+    // A membership change in progress: node 4 removed, W lowered.
+    let old_copies = [
+        copies[0],
+        copies[1],
+        CopyInfo {
+            node: NodeId(4),
+            role: Role::Replica,
+            mode: ReplicationMode::Sync,
+            address: "10.0.0.4:4421",
         },
     ];
     let data = [0x5au8; 512];
@@ -231,6 +242,23 @@ fn main() {
                     write_quorum: 2,
                     copies: CopyList::Borrowed(&copies),
                     since: Some(Epoch(4)),
+                    previous: Some(PreviousCopies::NONE),
+                },
+            }),
+        ),
+        (
+            "epoch_change_mid_change",
+            Message::EpochChange(EpochChange {
+                stream: StreamId(0),
+                sequence: Sequence(1),
+                membership: Membership {
+                    write_quorum: 1,
+                    copies: CopyList::Borrowed(&copies),
+                    since: Some(Epoch(4)),
+                    previous: Some(PreviousCopies {
+                        write_quorum: 3,
+                        copies: CopyList::Borrowed(&old_copies),
+                    }),
                 },
             }),
         ),

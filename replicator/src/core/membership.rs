@@ -28,24 +28,86 @@ pub struct Membership {
     /// own: a candidate that missed a change cannot be elected under the
     /// membership it still holds.
     pub since: Epoch,
+    /// The membership this one replaced, while the change may not have
+    /// reached a write quorum of its sync copies yet. Until it has, a copy
+    /// that missed the change could still win an election under the old
+    /// membership (alone, if its W is its number of sync copies), so every
+    /// primary of this membership needs a write quorum of both for each
+    /// write. It is durable and travels with the epoch: a node promoted
+    /// mid-change inherits the requirement and finishes the change.
+    pub previous: Option<Previous>,
+}
+
+/// The copies and write quorum of a membership that a change replaced
+/// ([`Membership::previous`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Previous {
+    /// Every copy of the old membership.
+    pub members: Vec<Member>,
+    /// Its write quorum.
+    pub write_quorum: u8,
+    /// Its primary, the node that made the change: it wrote the new
+    /// membership to its record before any copy heard of it, so it is one
+    /// of the old sync copies that hold the change.
+    pub primary: NodeId,
+}
+
+impl Previous {
+    /// The copies and write quorum of `membership`.
+    pub fn of(membership: &Membership) -> Previous {
+        Previous {
+            members: membership.members.clone(),
+            write_quorum: membership.write_quorum,
+            primary: membership.primary,
+        }
+    }
+
+    /// The mode of `node`'s copy in the old membership, if it was a member.
+    pub fn mode_of(&self, node: NodeId) -> Option<ReplicationMode> {
+        self.members.iter().find(|m| m.node == node).map(|m| m.mode)
+    }
+
+    /// Ids unique, at most `MAX_COPIES`, 1 <= W <= sync copies, the
+    /// primary a sync copy.
+    pub fn is_valid(&self) -> bool {
+        copies_are_valid(&self.members, self.write_quorum)
+            && self.mode_of(self.primary) == Some(ReplicationMode::Sync)
+    }
+}
+
+/// Node ids unique, at most `MAX_COPIES` copies, 1 <= W <= sync copies.
+fn copies_are_valid(members: &[Member], write_quorum: u8) -> bool {
+    let unique = members
+        .iter()
+        .enumerate()
+        .all(|(i, m)| !members.iter().skip(i + 1).any(|o| o.node == m.node));
+    let sync = members
+        .iter()
+        .filter(|m| m.mode == ReplicationMode::Sync)
+        .count();
+    let w = usize::from(write_quorum);
+    unique && members.len() <= MAX_COPIES && w >= 1 && w <= sync
 }
 
 impl Membership {
     /// Whether the rules hold that the wire's `EpochChange` also checks:
-    /// node ids unique, the primary a sync member, 1 <= W <= sync copies.
+    /// node ids unique, the primary a sync member, 1 <= W <= sync copies
+    /// (in the previous membership too, if any).
     pub fn is_valid(&self) -> bool {
-        let unique = self
-            .members
-            .iter()
-            .enumerate()
-            .all(|(i, m)| !self.members.iter().skip(i + 1).any(|o| o.node == m.node));
         let primary_is_sync = self.mode_of(self.primary) == Some(ReplicationMode::Sync);
-        let w = usize::from(self.write_quorum);
-        unique
+        copies_are_valid(&self.members, self.write_quorum)
             && primary_is_sync
-            && self.members.len() <= MAX_COPIES
-            && w >= 1
-            && w <= self.sync_count()
+            && self.previous.as_ref().is_none_or(Previous::is_valid)
+    }
+
+    /// Whether `other` has the same copies, modes, primary, W and `since`,
+    /// whatever either's previous membership: the same epoch's membership
+    /// before and after its change reached enough copies.
+    pub fn same_as(&self, other: &Membership) -> bool {
+        self.members == other.members
+            && self.primary == other.primary
+            && self.write_quorum == other.write_quorum
+            && self.since == other.since
     }
 
     /// The mode of `node`'s copy, if it is a member.

@@ -40,7 +40,7 @@ pub use frame::Frame;
 pub use geometry::Geometry;
 pub use ids::{HostOpId, IoToken, LinkId, Position, Time};
 pub use io::{Action, Event, HostStatus, IoError, LinkDirection};
-pub use membership::{Member, Membership};
+pub use membership::{Member, Membership, Previous};
 pub use node::Node;
 pub use primary::{Primary, PrimaryLimits, ReconfigureRefusal, ReplicaState, ReplicaView};
 pub use record::{DurableRecord, Standing};

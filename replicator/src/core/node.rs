@@ -411,6 +411,7 @@ mod tests {
                 primary: ME,
                 write_quorum: 1,
                 since: Epoch(0),
+                previous: None,
             },
             standing: Standing {
                 epoch: Epoch(1),

@@ -533,7 +533,10 @@ impl<P: Clone> Replica<P> {
                 }
                 self.queue.pop_front();
                 let before = self.working;
-                let repeat = epoch == self.working.epoch && membership == self.membership;
+                // The same epoch again (a new link of the same primary) may
+                // come without the previous membership once its change
+                // reached enough copies; never the other way round.
+                let repeat = epoch == self.working.epoch && membership.same_as(&self.membership);
                 if epoch == self.working.epoch && !repeat {
                     let current = self.working.epoch;
                     self.refuse(link, seq, NackReason::StaleEpoch { current }, out);
@@ -564,7 +567,11 @@ impl<P: Clone> Replica<P> {
                     self.working.synced = epoch;
                 }
                 self.working.epoch = epoch;
+                let cleared = repeat && self.membership.previous.is_none();
                 self.membership = membership;
+                if cleared {
+                    self.membership.previous = None;
+                }
                 self.advance(link, epoch, seq);
                 // Links of older epochs get nothing more acknowledged, not
                 // even writes already applied: their primary is deposed and
@@ -756,6 +763,7 @@ mod tests {
             primary: PRIMARY,
             write_quorum: 2,
             since: Epoch(0),
+            previous: None,
         }
     }
 
@@ -981,6 +989,7 @@ mod tests {
         let mut r = replica();
         let newer = Membership {
             since: Epoch(4),
+            previous: None,
             ..membership()
         };
         let change = Frame::EpochChange {

@@ -52,14 +52,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
 use crate::auth::{AuthFailure, ConfigError};
-use crate::core::{Frame, Member, Membership, Position, Standing};
+use crate::core::{Frame, Member, Membership, Position, Previous, Standing};
 use crate::wire::{
     self, ByteRange, CopyInfo, CopyList, DecodeError, EncodeError, Epoch, FrameDecoder, Message,
-    MessageType, NodeId, ReadTag, Role, StandingReport, StreamId, Version, VolumeId, WritePosition,
+    MessageType, NodeId, PreviousCopies, ReadTag, Role, StandingReport, StreamId, Version,
+    VolumeId, WritePosition,
 };
 
 /// The one wire version a link speaks.
-pub const LINK_VERSION: Version = Version::V1_3;
+pub const LINK_VERSION: Version = Version::V1_4;
 
 /// Where a frame belongs: the header fields every frame carries besides its
 /// message.
@@ -381,6 +382,7 @@ fn with_message<P, R>(
 ) -> Result<R, LinkError> {
     let stream = envelope.stream;
     let copies: Vec<CopyInfo<'_>>;
+    let previous_copies: Vec<CopyInfo<'_>>;
     let message = match frame {
         Frame::Write {
             seq,
@@ -409,24 +411,52 @@ fn with_message<P, R>(
         }
         Frame::EpochChange { seq, membership } => {
             expect_payload(0, payload)?;
+            let copy = |member: &Member, role| {
+                Ok(CopyInfo {
+                    node: member.node,
+                    role,
+                    mode: member.mode,
+                    address: addresses
+                        .address(member.node)
+                        .ok_or(LinkError::NoAddress(member.node))?,
+                })
+            };
             copies = membership
                 .members
                 .iter()
                 .map(|member| {
-                    Ok(CopyInfo {
-                        node: member.node,
-                        role: if member.node == membership.primary {
-                            Role::Primary
-                        } else {
-                            Role::Replica
-                        },
-                        mode: member.mode,
-                        address: addresses
-                            .address(member.node)
-                            .ok_or(LinkError::NoAddress(member.node))?,
-                    })
+                    let role = if member.node == membership.primary {
+                        Role::Primary
+                    } else {
+                        Role::Replica
+                    };
+                    copy(member, role)
                 })
                 .collect::<Result<_, LinkError>>()?;
+            let old = membership.previous.as_ref();
+            previous_copies = old
+                .map(|p| {
+                    p.members
+                        .iter()
+                        .map(|m| {
+                            let role = if m.node == p.primary {
+                                Role::Primary
+                            } else {
+                                Role::Replica
+                            };
+                            copy(m, role)
+                        })
+                        .collect()
+                })
+                .transpose()?
+                .unwrap_or_default();
+            let previous = match old {
+                Some(p) => PreviousCopies {
+                    write_quorum: p.write_quorum,
+                    copies: CopyList::Borrowed(&previous_copies),
+                },
+                None => PreviousCopies::NONE,
+            };
             Message::EpochChange(wire::EpochChange {
                 stream,
                 sequence: *seq,
@@ -434,6 +464,7 @@ fn with_message<P, R>(
                     write_quorum: membership.write_quorum,
                     copies: CopyList::Borrowed(&copies),
                     since: Some(membership.since),
+                    previous: Some(previous),
                 },
             })
         }
@@ -542,25 +573,55 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, LinkError> {
                         field: "EpochChange.copies",
                         problem: wire::FieldProblem::Inconsistent,
                     })?;
+            let previous = membership
+                .previous
+                .as_ref()
+                .filter(|p| !p.copies.is_empty());
+            let previous_copies = previous.map(|p| &p.copies[..]).unwrap_or_default();
             addresses = membership
                 .copies
                 .iter()
+                .chain(
+                    previous_copies
+                        .iter()
+                        .filter(|old| !membership.copies.iter().any(|c| c.node == old.node)),
+                )
                 .map(|copy| (copy.node, copy.address.to_owned()))
                 .collect();
+            let members = |copies: &[CopyInfo<'_>]| {
+                copies
+                    .iter()
+                    .map(|copy| Member {
+                        node: copy.node,
+                        mode: copy.mode,
+                    })
+                    .collect()
+            };
             Frame::EpochChange {
                 seq: change.sequence,
                 membership: Membership {
-                    members: membership
-                        .copies
-                        .iter()
-                        .map(|copy| Member {
-                            node: copy.node,
-                            mode: copy.mode,
-                        })
-                        .collect(),
+                    members: members(&membership.copies),
                     primary,
                     write_quorum: membership.write_quorum,
                     since: membership.since.unwrap_or_default(),
+                    previous: previous
+                        .map(|p| -> Result<Previous, DecodeError> {
+                            let primary = p
+                                .copies
+                                .iter()
+                                .find(|c| c.role == Role::Primary)
+                                .map(|c| c.node)
+                                .ok_or(DecodeError::Malformed {
+                                    field: "EpochChange.previous_copies",
+                                    problem: wire::FieldProblem::Inconsistent,
+                                })?;
+                            Ok(Previous {
+                                members: members(&p.copies),
+                                write_quorum: p.write_quorum,
+                                primary,
+                            })
+                        })
+                        .transpose()?,
                 },
             }
         }

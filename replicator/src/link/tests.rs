@@ -17,7 +17,7 @@ use super::{
     NoAddresses, Other, LINK_VERSION,
 };
 use crate::auth::{AuthFailure, PreSharedKey};
-use crate::core::{Frame, Member, Membership, Position, Standing};
+use crate::core::{Frame, Member, Membership, Position, Previous, Standing};
 use crate::wire::{
     self, ByteRange, DecodeError, Epoch, Message, NackReason, NodeId, RegionIndex, ReplicationMode,
     ResyncOp, Role, Sequence, StreamId, Version, VersionRange, VolumeId,
@@ -28,9 +28,11 @@ fn address_of(node: NodeId) -> String {
 }
 
 fn addresses(membership: &Membership) -> HashMap<NodeId, String> {
+    let previous = membership.previous.iter().flat_map(|p| &p.members);
     membership
         .members
         .iter()
+        .chain(previous)
         .map(|m| (m.node, address_of(m.node)))
         .collect()
 }
@@ -61,44 +63,62 @@ fn standing() -> impl Strategy<Value = Standing> {
     )
 }
 
+/// A membership, half the time with a previous one (whose copies overlap
+/// the current ones when the node ids are small).
 fn membership() -> impl Strategy<Value = Membership> {
-    hash_set(any::<u64>(), 1..=wire::MAX_COPIES)
-        .prop_flat_map(|nodes| {
-            let nodes: Vec<u64> = nodes.into_iter().collect();
-            let n = nodes.len();
-            (
-                Just(nodes),
-                vec(any::<bool>(), n),
-                0..n,
-                any::<u8>(),
-                any::<u64>(),
-            )
-        })
-        .prop_map(|(nodes, sync, primary, w, since)| {
-            let members: Vec<Member> = nodes
-                .iter()
-                .zip(&sync)
-                .enumerate()
-                .map(|(i, (&node, &sync))| Member {
-                    node: NodeId(node),
-                    mode: if sync || i == primary {
-                        ReplicationMode::Sync
-                    } else {
-                        ReplicationMode::Async
-                    },
-                })
-                .collect();
-            let sync_count = members
-                .iter()
-                .filter(|m| m.mode == ReplicationMode::Sync)
-                .count() as u8;
-            Membership {
-                primary: members[primary].node,
-                write_quorum: 1 + w % sync_count,
-                members,
-                since: Epoch(since),
-            }
-        })
+    let previous = prop_oneof![
+        Just(None),
+        some_membership().prop_map(|m| Some(Previous {
+            members: m.members,
+            write_quorum: m.write_quorum,
+            primary: m.primary,
+        })),
+    ];
+    (some_membership(), previous).prop_map(|(m, previous)| Membership { previous, ..m })
+}
+
+fn some_membership() -> impl Strategy<Value = Membership> {
+    prop_oneof![
+        hash_set(any::<u64>(), 1..=wire::MAX_COPIES),
+        hash_set(0..8u64, 1..=8),
+    ]
+    .prop_flat_map(|nodes| {
+        let nodes: Vec<u64> = nodes.into_iter().collect();
+        let n = nodes.len();
+        (
+            Just(nodes),
+            vec(any::<bool>(), n),
+            0..n,
+            any::<u8>(),
+            any::<u64>(),
+        )
+    })
+    .prop_map(|(nodes, sync, primary, w, since)| {
+        let members: Vec<Member> = nodes
+            .iter()
+            .zip(&sync)
+            .enumerate()
+            .map(|(i, (&node, &sync))| Member {
+                node: NodeId(node),
+                mode: if sync || i == primary {
+                    ReplicationMode::Sync
+                } else {
+                    ReplicationMode::Async
+                },
+            })
+            .collect();
+        let sync_count = members
+            .iter()
+            .filter(|m| m.mode == ReplicationMode::Sync)
+            .count() as u8;
+        Membership {
+            primary: members[primary].node,
+            write_quorum: 1 + w % sync_count,
+            members,
+            since: Epoch(since),
+            previous: None,
+        }
+    })
 }
 
 fn nack_reason() -> impl Strategy<Value = NackReason> {
@@ -286,7 +306,7 @@ proptest! {
 #[rustfmt::skip]
 const WRITE_FRAME: [u8; 84] = [
     b'K', b'L', b'R', b'P',                         // magic
-    0x01, 0x03,                                     // version 1.3
+    0x01, 0x04,                                     // version 1.4
     0x10,                                           // type: Write
     0x01,                                           // flags: FUA
     0x50, 0x00,                                     // header length 80
@@ -299,7 +319,7 @@ const WRITE_FRAME: [u8; 84] = [
     0x04, 0x00, 0x00, 0x00,                         // range length 4
     0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // range offset 4096
     0xc2, 0x27, 0x0d, 0x4c,                         // payload CRC32C 0x4c0d27c2
-    0xaa, 0xba, 0xd6, 0xe2,                         // header CRC32C 0xe2d6baaa
+    0x55, 0x09, 0x98, 0xa5,                         // header CRC32C 0xa5980955
     0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // position: epoch 3
     0x11, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //           index 17
     b'k', b'e', b'e', b'l',                         // the data
@@ -308,7 +328,7 @@ const WRITE_FRAME: [u8; 84] = [
 #[rustfmt::skip]
 const ACK_FRAME: [u8; 104] = [
     b'K', b'L', b'R', b'P',                         // magic
-    0x01, 0x03,                                     // version 1.3
+    0x01, 0x04,                                     // version 1.4
     0x12,                                           // type: Ack
     0x00,                                           // flags
     0x40, 0x00,                                     // header length 64
@@ -321,7 +341,7 @@ const ACK_FRAME: [u8; 104] = [
     0x00, 0x00, 0x00, 0x00,                         // range length (unused)
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // range offset (unused)
     0x53, 0x4f, 0x62, 0x9d,                         // payload CRC32C 0x9d624f53
-    0x15, 0x00, 0x9b, 0x87,                         // header CRC32C 0x879b0015
+    0xe3, 0x66, 0x99, 0x88,                         // header CRC32C 0x889966e3
     0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // standing: epoch 3
     0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //   synced 2
     0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //   applied epoch 2
@@ -446,6 +466,7 @@ fn encode_refuses_what_it_cannot_represent_and_appends_nothing() {
         primary: NodeId(1),
         write_quorum: 1,
         since: Epoch(3),
+        previous: None,
     };
     let change: Frame<()> = Frame::EpochChange {
         seq: Sequence(1),
@@ -888,4 +909,103 @@ fn a_heartbeat_encodes_to_what_decode_hands_over() {
         );
         assert_eq!(&out[..7], b"earlier", "appended, not overwritten");
     }
+}
+
+/// A 1.4 `EpochChange` in the middle of a membership change: node 3
+/// removed and W lowered from 3 to 2, the old membership carried along.
+#[rustfmt::skip]
+const EPOCH_CHANGE_FRAME: [u8; 155] = [
+    b'K', b'L', b'R', b'P',                         // magic
+    0x01, 0x04,                                     // version 1.4
+    0x40,                                           // type: EpochChange
+    0x00,                                           // flags
+    0x40, 0x00,                                     // header length 64
+    0x00, 0x00,                                     // reserved
+    0x5b, 0x00, 0x00, 0x00,                         // payload length 91
+    0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // volume 7
+    0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // the new epoch, 3
+    0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // sequence 1
+    0x02, 0x00, 0x00, 0x00,                         // stream 2
+    0x00, 0x00, 0x00, 0x00,                         // range length (unused)
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // range offset (unused)
+    0x46, 0xda, 0xf7, 0x26,                         // payload CRC32C 0x26f7da46
+    0xec, 0x6d, 0xb0, 0x2f,                         // header CRC32C 0x2fb06dec
+    // payload
+    0x02,                                           // write quorum 2
+    0x02,                                           // 2 copies
+    0x00, 0x00,                                     // reserved
+    0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // copy 1: node 1
+    0x01, 0x01,                                     //   primary, sync
+    0x03, 0x00, b'a', b':', b'1',                   //   address "a:1"
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // copy 2: node 2
+    0x02, 0x01,                                     //   replica, sync
+    0x03, 0x00, b'b', b':', b'2',                   //   address "b:2"
+    0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // since: epoch 3
+    0x03,                                           // previous write quorum 3
+    0x03,                                           // 3 previous copies
+    0x00, 0x00,                                     // reserved
+    0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // copy 1: node 1
+    0x01, 0x01,                                     //   primary (made the change), sync
+    0x03, 0x00, b'a', b':', b'1',                   //   address "a:1"
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // copy 2: node 2
+    0x02, 0x01,                                     //   replica, sync
+    0x03, 0x00, b'b', b':', b'2',                   //   address "b:2"
+    0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // copy 3: node 3
+    0x02, 0x01,                                     //   replica, sync
+    0x03, 0x00, b'c', b':', b'3',                   //   address "c:3"
+];
+
+#[test]
+fn an_epoch_change_with_its_previous_membership_is_byte_exact() {
+    let sync = |node| Member {
+        node: NodeId(node),
+        mode: ReplicationMode::Sync,
+    };
+    let membership = Membership {
+        members: vec![sync(1), sync(2)],
+        primary: NodeId(1),
+        write_quorum: 2,
+        since: Epoch(3),
+        previous: Some(Previous {
+            members: vec![sync(1), sync(2), sync(3)],
+            write_quorum: 3,
+            primary: NodeId(1),
+        }),
+    };
+    let frame: Frame<()> = Frame::EpochChange {
+        seq: Sequence(1),
+        membership: membership.clone(),
+    };
+    let book = HashMap::from([
+        (NodeId(1), "a:1".to_owned()),
+        (NodeId(2), "b:2".to_owned()),
+        (NodeId(3), "c:3".to_owned()),
+    ]);
+    let mut out = Vec::new();
+    encode(&ENVELOPE, &frame, &[], &book, &mut out).unwrap();
+    assert_eq!(out, EPOCH_CHANGE_FRAME);
+    let Decoded::Frame {
+        frame: decoded,
+        addresses,
+        consumed,
+        ..
+    } = decode(&EPOCH_CHANGE_FRAME).unwrap()
+    else {
+        panic!("not a core frame");
+    };
+    assert_eq!(consumed, EPOCH_CHANGE_FRAME.len());
+    assert_eq!(
+        decoded,
+        Frame::EpochChange {
+            seq: Sequence(1),
+            membership
+        }
+    );
+    // A removed copy's address travels too: a node promoted mid-change
+    // must reach it to finish the change.
+    let mut addresses = addresses;
+    addresses.sort();
+    let mut expected: Vec<_> = book.into_iter().collect();
+    expected.sort();
+    assert_eq!(addresses, expected);
 }

@@ -19,10 +19,15 @@ const MEMBERSHIP_PREFIX_LEN: usize = 4;
 const COPY_FIXED_LEN: usize = 12;
 /// The 1.3 suffix: the epoch the membership was introduced in.
 const SINCE_LEN: usize = 8;
+/// Fixed part of the 1.4 suffix: previous write quorum (1) | previous copy
+/// count (1) | reserved (2).
+const PREVIOUS_PREFIX_LEN: usize = 4;
+/// The largest list of copies with their addresses.
+const MAX_COPIES_LEN: usize = MAX_COPIES * (COPY_FIXED_LEN + MAX_ADDRESS_LEN);
 
 pub(crate) const EPOCH_CHANGE_MIN_BODY_LEN: usize = MEMBERSHIP_PREFIX_LEN;
 pub(crate) const EPOCH_CHANGE_MAX_BODY_LEN: usize =
-    MEMBERSHIP_PREFIX_LEN + MAX_COPIES * (COPY_FIXED_LEN + MAX_ADDRESS_LEN) + SINCE_LEN;
+    MEMBERSHIP_PREFIX_LEN + MAX_COPIES_LEN + SINCE_LEN + PREVIOUS_PREFIX_LEN + MAX_COPIES_LEN;
 
 /// How a replica takes part in the write path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -121,6 +126,124 @@ pub struct Membership<'a> {
     /// From 1.3: the epoch this membership was introduced in (a copy refuses
     /// an older membership than its own). Absent before 1.3.
     pub since: Option<Epoch>,
+    /// From 1.4: the membership this one replaced, while the change may not
+    /// have reached a write quorum of its sync copies. Absent before 1.4.
+    pub previous: Option<PreviousCopies<'a>>,
+}
+
+/// The 1.4 suffix of an `EpochChange`: the copies and write quorum of the
+/// membership a change replaced, or none (`write_quorum` 0, no copies) once
+/// the change reached a write quorum of the old sync copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousCopies<'a> {
+    /// The old write quorum: 0 with no copies, else 1 to the old sync copies.
+    pub write_quorum: u8,
+    /// The old copies; exactly one has role `Primary`: the old primary,
+    /// the node that made the change (it holds the new membership).
+    pub copies: CopyList<'a>,
+}
+
+impl PreviousCopies<'_> {
+    /// The suffix saying there is no previous membership.
+    pub const NONE: PreviousCopies<'static> = PreviousCopies {
+        write_quorum: 0,
+        copies: CopyList::Borrowed(&[]),
+    };
+
+    fn validate(&self) -> Result<(), Violation> {
+        let copies: &[CopyInfo<'_>] = &self.copies;
+        if copies.is_empty() {
+            return match self.write_quorum {
+                0 => Ok(()),
+                _ => Err(Violation::new(
+                    "EpochChange.previous_write_quorum",
+                    FieldProblem::Inconsistent,
+                )),
+            };
+        }
+        validate_copies(copies, "EpochChange.previous_copies")?;
+        let mut primaries = copies.iter().filter(|c| c.role == Role::Primary);
+        match (primaries.next(), primaries.next()) {
+            (Some(primary), None) if primary.mode == ReplicationMode::Sync => {}
+            _ => {
+                return Err(Violation::new(
+                    "EpochChange.previous_role",
+                    FieldProblem::Inconsistent,
+                ))
+            }
+        }
+        let sync = copies
+            .iter()
+            .filter(|c| c.mode == ReplicationMode::Sync)
+            .count();
+        if self.write_quorum == 0 || usize::from(self.write_quorum) > sync {
+            return Err(Violation::new(
+                "EpochChange.previous_write_quorum",
+                FieldProblem::Inconsistent,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Count, addresses and unique node ids of a list of copies.
+fn validate_copies(copies: &[CopyInfo<'_>], field: &'static str) -> Result<(), Violation> {
+    if copies.is_empty() || copies.len() > MAX_COPIES {
+        return Err(Violation::new(field, FieldProblem::OutOfBounds));
+    }
+    for (i, copy) in copies.iter().enumerate() {
+        if copy.address.is_empty() || copy.address.len() > MAX_ADDRESS_LEN {
+            return Err(Violation::new(
+                "EpochChange.address",
+                FieldProblem::OutOfBounds,
+            ));
+        }
+        let earlier = copies.get(..i).unwrap_or_default();
+        if earlier.iter().any(|other| other.node == copy.node) {
+            return Err(Violation::new(
+                "EpochChange.node",
+                FieldProblem::Inconsistent,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of a list of copies on the wire.
+fn copies_len(copies: &[CopyInfo<'_>]) -> usize {
+    copies
+        .iter()
+        .map(|c| COPY_FIXED_LEN.saturating_add(c.address.len()))
+        .fold(0, usize::saturating_add)
+}
+
+fn write_copies(copies: &[CopyInfo<'_>], w: &mut Writer<'_>) -> Result<(), EncodeError> {
+    for copy in copies {
+        let address_len = u16::try_from(copy.address.len())
+            .map_err(|_| EncodeError::invalid("EpochChange.address", FieldProblem::OutOfBounds))?;
+        w.u64(copy.node.0)?;
+        w.u8(copy.role.code())?;
+        w.u8(copy.mode as u8)?;
+        w.u16(address_len)?;
+        w.put(copy.address.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn read_copies<'a>(
+    r: &mut Reader<'a>,
+    count: usize,
+    field: &'static str,
+) -> Result<Vec<CopyInfo<'a>>, DecodeError> {
+    // Checked before allocating: the count sizes the list.
+    if count > MAX_COPIES {
+        return Err(DecodeError::malformed(field, FieldProblem::OutOfBounds));
+    }
+    let mut copies = Vec::with_capacity(count);
+    for _ in 0..count {
+        copies.push(read_copy(r)?);
+    }
+    Ok(copies)
 }
 
 impl<'a> Membership<'a> {
@@ -138,26 +261,9 @@ impl<'a> Membership<'a> {
 
     fn validate(&self) -> Result<(), Violation> {
         let copies: &[CopyInfo<'a>] = &self.copies;
-        if copies.is_empty() || copies.len() > MAX_COPIES {
-            return Err(Violation::new(
-                "EpochChange.copies",
-                FieldProblem::OutOfBounds,
-            ));
-        }
-        for (i, copy) in copies.iter().enumerate() {
-            if copy.address.is_empty() || copy.address.len() > MAX_ADDRESS_LEN {
-                return Err(Violation::new(
-                    "EpochChange.address",
-                    FieldProblem::OutOfBounds,
-                ));
-            }
-            let earlier = copies.get(..i).unwrap_or_default();
-            if earlier.iter().any(|other| other.node == copy.node) {
-                return Err(Violation::new(
-                    "EpochChange.node",
-                    FieldProblem::Inconsistent,
-                ));
-            }
+        validate_copies(copies, "EpochChange.copies")?;
+        if let Some(previous) = &self.previous {
+            previous.validate()?;
         }
         let mut primaries = copies.iter().filter(|c| c.role == Role::Primary);
         match (primaries.next(), primaries.next()) {
@@ -188,7 +294,10 @@ impl<'a> Membership<'a> {
 ///
 /// Body: write quorum (1) | copy count (1) | reserved (2), then per copy:
 /// node id (8) | role (1) | mode (1) | address length (2) | address bytes;
-/// from 1.3 then since (8), the epoch the membership was introduced in.
+/// from 1.3 then since (8), the epoch the membership was introduced in;
+/// from 1.4 then the previous membership: write quorum (1) | copy count (1)
+/// | reserved (2), then its copies as above (the one with role `Primary`
+/// made the change), count and write quorum 0 when there is none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpochChange<'a> {
     /// Stream carrying the change.
@@ -216,11 +325,11 @@ impl<'a> WireMessage<'a> for EpochChange<'a> {
         } else {
             0
         };
-        self.membership
-            .copies
-            .iter()
-            .map(|c| COPY_FIXED_LEN.saturating_add(c.address.len()))
-            .fold(MEMBERSHIP_PREFIX_LEN + since, usize::saturating_add)
+        let previous = self.membership.previous.as_ref().map_or(0, |p| {
+            PREVIOUS_PREFIX_LEN.saturating_add(copies_len(&p.copies))
+        });
+        (MEMBERSHIP_PREFIX_LEN + since + previous)
+            .saturating_add(copies_len(&self.membership.copies))
     }
 
     fn validate(&self) -> Result<(), Violation> {
@@ -234,18 +343,18 @@ impl<'a> WireMessage<'a> for EpochChange<'a> {
         w.u8(self.membership.write_quorum)?;
         w.u8(count)?;
         w.zeros::<2>()?;
-        for copy in copies {
-            let address_len = u16::try_from(copy.address.len()).map_err(|_| {
-                EncodeError::invalid("EpochChange.address", FieldProblem::OutOfBounds)
-            })?;
-            w.u64(copy.node.0)?;
-            w.u8(copy.role.code())?;
-            w.u8(copy.mode as u8)?;
-            w.u16(address_len)?;
-            w.put(copy.address.as_bytes())?;
-        }
+        write_copies(copies, w)?;
         if let Some(since) = self.membership.since {
             w.u64(since.0)?;
+        }
+        if let Some(previous) = &self.membership.previous {
+            let count = u8::try_from(previous.copies.len()).map_err(|_| {
+                EncodeError::invalid("EpochChange.previous_copies", FieldProblem::OutOfBounds)
+            })?;
+            w.u8(previous.write_quorum)?;
+            w.u8(count)?;
+            w.zeros::<2>()?;
+            write_copies(&previous.copies, w)?;
         }
         Ok(())
     }
@@ -260,19 +369,28 @@ impl<'a> WireMessage<'a> for EpochChange<'a> {
         let count = usize::from(r.u8().field("EpochChange.copies")?);
         let reserved = r.u16().field("EpochChange.reserved")?;
         tolerance.reserved_zero(reserved == 0, "EpochChange.reserved")?;
-        // Checked before allocating: the count sizes the list.
-        if count == 0 || count > MAX_COPIES {
+        if count == 0 {
             return Err(DecodeError::malformed(
                 "EpochChange.copies",
                 FieldProblem::OutOfBounds,
             ));
         }
-        let mut copies = Vec::with_capacity(count);
-        for _ in 0..count {
-            copies.push(read_copy(&mut r)?);
-        }
+        let copies = read_copies(&mut r, count, "EpochChange.copies")?;
         let since = if header.version >= Version::V1_3 {
             Some(Epoch(r.u64().field("EpochChange.since")?))
+        } else {
+            None
+        };
+        let previous = if header.version >= Version::V1_4 {
+            let write_quorum = r.u8().field("EpochChange.previous_write_quorum")?;
+            let count = usize::from(r.u8().field("EpochChange.previous_copies")?);
+            let reserved = r.u16().field("EpochChange.reserved")?;
+            tolerance.reserved_zero(reserved == 0, "EpochChange.reserved")?;
+            let copies = read_copies(&mut r, count, "EpochChange.previous_copies")?;
+            Some(PreviousCopies {
+                write_quorum,
+                copies: CopyList::Owned(copies),
+            })
         } else {
             None
         };
@@ -281,6 +399,7 @@ impl<'a> WireMessage<'a> for EpochChange<'a> {
             write_quorum,
             copies: CopyList::Owned(copies),
             since,
+            previous,
         };
         membership.validate()?;
         Ok(Self {

@@ -158,6 +158,15 @@ impl<'a> Message<'a> {
         if let Some(field) = needs_1_3.filter(|_| version < Version::V1_3) {
             return Err(EncodeError::NotInVersion { field, version });
         }
+        let needs_1_4 = match self {
+            Message::EpochChange(change) if change.membership.previous.is_some() => {
+                Some("EpochChange.previous")
+            }
+            _ => None,
+        };
+        if let Some(field) = needs_1_4.filter(|_| version < Version::V1_4) {
+            return Err(EncodeError::NotInVersion { field, version });
+        }
         match (needs_1_1, needs_1_2) {
             (Some(field), _) if version < Version::V1_1 => {
                 Err(EncodeError::NotInVersion { field, version })

@@ -47,7 +47,9 @@ pub use header::{
 pub use heartbeat::Heartbeat;
 pub use ids::{ByteRange, Epoch, NodeId, ReadTag, RegionIndex, Sequence, StreamId, VolumeId};
 pub use limits::{Limits, MAX_ADDRESS_LEN, MAX_COPIES, MAX_FRAME_LEN, MAX_PAYLOAD_LEN};
-pub use membership::{CopyInfo, CopyList, EpochChange, Membership, ReplicationMode};
+pub use membership::{
+    CopyInfo, CopyList, EpochChange, Membership, PreviousCopies, ReplicationMode,
+};
 pub use message::{Envelope, Message};
 pub use message_type::MessageType;
 pub use nack::{Nack, NackReason};

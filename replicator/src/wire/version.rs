@@ -24,6 +24,9 @@ impl Version {
     pub const V1_2: Version = Version::new(1, 2);
     /// 1.3: adds the epoch an `EpochChange`'s membership was introduced in.
     pub const V1_3: Version = Version::new(1, 3);
+    /// 1.4: adds the previous membership an `EpochChange` carries while a
+    /// membership change has not reached enough old copies.
+    pub const V1_4: Version = Version::new(1, 4);
 
     /// Builds a version.
     pub const fn new(major: u8, minor: u8) -> Self {
@@ -39,7 +42,7 @@ impl fmt::Display for Version {
 
 /// The version this implementation speaks: the highest it can encode and
 /// the one whose rules its decoder applies strictly.
-pub const PROTOCOL_VERSION: Version = Version::V1_3;
+pub const PROTOCOL_VERSION: Version = Version::V1_4;
 
 /// The only major version whose frame layout this implementation knows.
 pub(crate) const SUPPORTED_MAJOR: u8 = PROTOCOL_VERSION.major;

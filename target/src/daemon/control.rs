@@ -696,10 +696,21 @@ fn membership_json(membership: &Membership, roster: &Roster) -> Value {
             })
         })
         .collect();
+    // A change not yet known to a write quorum of the old copies: writes
+    // need the old write quorum too until it is.
+    let previous = membership.previous.as_ref().map(|p| {
+        let members: Vec<Value> = p
+            .members
+            .iter()
+            .map(|m| json!({"node": m.node.0, "mode": change::mode_name(m.mode)}))
+            .collect();
+        json!({"write_quorum": p.write_quorum, "primary": p.primary.0, "members": members})
+    });
     json!({
         "primary": membership.primary.0,
         "write_quorum": membership.write_quorum,
         "members": members,
+        "previous": previous,
     })
 }
 
@@ -1221,6 +1232,7 @@ mod tests {
             primary: NodeId(1),
             write_quorum: 1,
             since: keel_replicator::wire::Epoch(0),
+            previous: None,
         };
         // Preparing: adding 4 (async) and removing 2; the current
         // membership is still the old one.

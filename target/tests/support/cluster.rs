@@ -186,8 +186,14 @@ pub fn stop_all<const N: usize>(keelds: [Keeld; N]) {
 
 /// A host connected to `keeld` with one I/O queue of depth 4.
 pub fn open_queue(keeld: &Keeld) -> (Controller, IoQueue) {
+    open_queue_on(keeld, NQN)
+}
+
+/// A host connected to subsystem `nqn` of `keeld` with one I/O queue of
+/// depth 4.
+pub fn open_queue_on(keeld: &Keeld, nqn: &str) -> (Controller, IoQueue) {
     let mut ctrl =
-        Controller::connect(keeld.addr, NQN, &HostOptions::default(), 1).expect("connect");
+        Controller::connect(keeld.addr, nqn, &HostOptions::default(), 1).expect("connect");
     let ns = ctrl.namespace(1).expect("identify");
     let queue = ctrl.io_queue(1, 4, ns).expect("I/O queue");
     (ctrl, queue)

@@ -50,10 +50,12 @@ impl<P: Clone> Primary<P> {
         // but remembers nothing it acknowledged: it cannot stand in the
         // quorum whose standings must reveal every acknowledged write.
         let remembers = standing.synced != Epoch(0);
+        // (A copy leaving with an unfinished change takes the epoch only to
+        // learn it left: the fence quorum is one of the members.)
         let sync = self
             .peers
             .get(&peer)
-            .is_some_and(|p| p.mode == ReplicationMode::Sync);
+            .is_some_and(|p| p.mode == ReplicationMode::Sync && !p.leaving);
         if self.phase == Phase::Electing && sync && remembers {
             self.standings.insert(peer, standing);
             self.decide_election(out);

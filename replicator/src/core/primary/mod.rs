@@ -333,6 +333,33 @@ impl<P: Clone> Primary<P> {
                 },
             );
         }
+        // A membership change that may not have reached a write quorum of
+        // the old copies yet: this primary finishes it. Its epoch carries
+        // the new membership to the old copies too (those removed take it
+        // and leave), and writes need both write quorums until enough old
+        // sync copies took it.
+        let transition = membership.previous.clone().map(|old| {
+            for member in old.members.iter().filter(|m| m.node != me) {
+                peers.entry(member.node).or_insert(Peer {
+                    mode: member.mode,
+                    link: None,
+                    leaving: true,
+                });
+            }
+            // The node that made the change recorded it before announcing
+            // it: it holds the change already.
+            // (This node, if it was that one, counts as the local copy.)
+            let accepted = (old.primary != me)
+                .then_some(old.primary)
+                .into_iter()
+                .collect();
+            Transition {
+                old,
+                new: membership.clone(),
+                epoch,
+                stage: reconfigure::Stage::Announced { accepted },
+            }
+        });
         let mut primary = Self {
             me,
             geometry,
@@ -340,7 +367,7 @@ impl<P: Clone> Primary<P> {
             epoch,
             held_epochs: vec![epoch],
             membership,
-            transition: None,
+            transition,
             quorum: Quorum::none(),
             persisting: None,
             prior,
@@ -961,6 +988,8 @@ impl<P: Clone> Primary<P> {
                 .count(),
             "startable count out of step with the operations"
         );
+        // First: a change that ends relaxes the quorum writes wait for.
+        self.check_transition(out);
         if self.phase == Phase::Serving {
             self.start_operations(now, out);
             self.start_flushes(now, out);
@@ -975,7 +1004,6 @@ impl<P: Clone> Primary<P> {
                 self.persist(out);
             }
         }
-        self.check_transition(out);
         self.check_lag(now, out);
     }
 

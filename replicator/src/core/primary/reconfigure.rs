@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{Phase, Primary};
 use crate::core::ids::{LinkId, Position, Time};
 use crate::core::io::Action;
-use crate::core::membership::Membership;
+use crate::core::membership::{Member, Membership, Previous};
 use crate::core::primary::peer::{LinkPhase, Peer};
 use crate::core::record::Standing;
 use crate::wire::{Epoch, NodeId, ReplicationMode, Sequence};
@@ -39,8 +39,8 @@ use crate::wire::{Epoch, NodeId, ReplicationMode, Sequence};
 /// A membership change in progress.
 #[derive(Debug, Clone)]
 pub(super) struct Transition {
-    /// The membership before the change.
-    pub(super) old: Membership,
+    /// The copies and write quorum before the change.
+    pub(super) old: Previous,
     /// The membership after it.
     pub(super) new: Membership,
     /// The epoch the new membership comes with.
@@ -95,11 +95,14 @@ pub enum ReconfigureRefusal {
 }
 
 /// Host writes need a write quorum of the current membership and, during a
-/// transition, of the old one too. The local copy always counts.
+/// transition, of the old one too. The local copy counts where it is a sync
+/// copy (always in the current membership; a node promoted mid-change may
+/// not have been one in the old).
 #[derive(Debug, Clone)]
 pub(super) struct Quorum {
-    /// Per membership: its sync replicas (the primary excluded) and W.
-    rules: Vec<(Vec<NodeId>, usize)>,
+    /// Per membership: its sync replicas (the primary excluded), W, and
+    /// whether the local copy is one of its sync copies.
+    rules: Vec<(Vec<NodeId>, usize, bool)>,
     /// Test-only mutation: the local copy alone is a quorum.
     local_only: bool,
 }
@@ -113,22 +116,24 @@ impl Quorum {
         }
     }
 
-    fn rule(membership: &Membership, me: NodeId) -> (Vec<NodeId>, usize) {
-        let sync = membership
-            .members
+    fn rule(members: &[Member], write_quorum: u8, me: NodeId) -> (Vec<NodeId>, usize, bool) {
+        let is_sync = |m: &&Member| m.mode == ReplicationMode::Sync;
+        let sync = members
             .iter()
-            .filter(|m| m.node != me && m.mode == ReplicationMode::Sync)
+            .filter(is_sync)
+            .filter(|m| m.node != me)
             .map(|m| m.node)
             .collect();
-        (sync, usize::from(membership.write_quorum))
+        let local = members.iter().filter(is_sync).any(|m| m.node == me);
+        (sync, usize::from(write_quorum), local)
     }
 
     /// Whether the local copy and the replicas in `on` make a quorum.
     pub(super) fn reached(&self, on: &BTreeSet<NodeId>) -> bool {
         self.local_only
-            || self.rules.iter().all(|(sync, w)| {
+            || self.rules.iter().all(|(sync, w, local)| {
                 let replicas = on.iter().filter(|n| sync.contains(n)).count();
-                1 + replicas >= *w
+                usize::from(*local) + replicas >= *w
             })
     }
 }
@@ -137,10 +142,11 @@ impl<P: Clone> Primary<P> {
     /// The write quorum host writes need now (kept in `self.quorum`, off
     /// the per-acknowledgement path).
     pub(super) fn refresh_quorum(&mut self) {
-        let mut rules = vec![Quorum::rule(&self.membership, self.me)];
+        let m = &self.membership;
+        let mut rules = vec![Quorum::rule(&m.members, m.write_quorum, self.me)];
         if let Some(t) = &self.transition {
-            rules.push(Quorum::rule(&t.old, self.me));
-            rules.push(Quorum::rule(&t.new, self.me));
+            rules.push(Quorum::rule(&t.old.members, t.old.write_quorum, self.me));
+            rules.push(Quorum::rule(&t.new.members, t.new.write_quorum, self.me));
         }
         #[cfg(test)]
         let local_only = self.limits.mutation_ack_after_local_only;
@@ -213,6 +219,11 @@ impl<P: Clone> Primary<P> {
             return;
         }
         membership.since = epoch;
+        debug_assert!(
+            self.membership.previous.is_none(),
+            "a previous membership is kept only while a change is in progress"
+        );
+        membership.previous = Some(Previous::of(&self.membership));
         // A copy added back while it is still leaving (linked, not yet
         // through the epoch that removed it) starts over as a new one.
         let returning: Vec<NodeId> = membership
@@ -254,7 +265,7 @@ impl<P: Clone> Primary<P> {
             })
             .collect();
         self.transition = Some(Transition {
-            old: self.membership.clone(),
+            old: Previous::of(&self.membership),
             new: membership,
             epoch,
             stage: Stage::Preparing { marks },
@@ -422,7 +433,8 @@ impl<P: Clone> Primary<P> {
             Stage::Recording => {}
             Stage::Announced { accepted } => {
                 let old_sync = |n: &NodeId| t.old.mode_of(*n) == Some(ReplicationMode::Sync);
-                let taken = 1 + accepted.iter().filter(|n| old_sync(n)).count();
+                let local = usize::from(old_sync(&self.me));
+                let taken = local + accepted.iter().filter(|n| old_sync(n)).count();
                 if taken >= usize::from(t.old.write_quorum) {
                     self.end_transition(out);
                 }
@@ -432,6 +444,12 @@ impl<P: Clone> Primary<P> {
 
     fn end_transition(&mut self, out: &mut Vec<Action<P>>) {
         self.transition = None;
+        // From now on no election under the old membership can succeed:
+        // the next persist and every `EpochChange` carry the new one alone.
+        // (Copies that took it with the old one keep that until a later
+        // epoch: a node promoted from such a record only waits, needlessly
+        // but safely, for the old write quorum again.)
+        self.membership.previous = None;
         self.refresh_quorum();
         // A leaving copy still linked keeps its link until it takes the epoch
         // that removed it (`reconfigure_accepted`) or the link goes: forgotten

@@ -13,6 +13,8 @@
 //! sync that is dirtied again (a local write failed after it applied it)
 //! goes through another `Begin`..`End`.
 
+use std::collections::BTreeSet;
+
 use super::{IoPurpose, Op, Primary, Purpose, RegionCopy};
 use crate::core::frame::Frame;
 use crate::core::ids::{Position, Time};
@@ -23,12 +25,13 @@ use crate::wire::{NodeId, RegionIndex, ResyncOp};
 impl<P: Clone> Primary<P> {
     pub(super) fn drive_resyncs(&mut self, now: Time, out: &mut Vec<Action<P>>) {
         let peers = self.member_peers();
+        let writable = self.could_complete_writes(&peers);
         for peer in peers {
             let Some(phase) = self.link_mut(peer).map(|l| l.phase) else {
                 continue;
             };
             match phase {
-                LinkPhase::Accepted if self.bitmap.dirty_is_durable(peer) => {
+                LinkPhase::Accepted if writable && self.bitmap.dirty_is_durable(peer) => {
                     self.begin_resync(now, peer, out);
                 }
                 LinkPhase::Resyncing => self.schedule_copies(now, peer, out),
@@ -40,6 +43,27 @@ impl<P: Clone> Primary<P> {
                 _ => {}
             }
         }
+    }
+
+    /// Whether the copies that accepted this epoch, with this one, make the
+    /// write quorum. Until they do, no copy starts a resync: a primary that
+    /// can acknowledge nothing (one elected under a membership the others
+    /// have left, waiting for a copy that is away) would only turn
+    /// consistent copies into mixtures whose standings claim its epoch, and
+    /// no candidate could then be elected over them (sim seeds 36753,
+    /// 81861).
+    fn could_complete_writes(&self, peers: &[NodeId]) -> bool {
+        let reachable: BTreeSet<NodeId> = peers
+            .iter()
+            .copied()
+            .filter(|peer| {
+                self.peers
+                    .get(peer)
+                    .and_then(|p| p.link.as_ref())
+                    .is_some_and(|l| l.phase != LinkPhase::Handshake)
+            })
+            .collect();
+        self.quorum.reached(&reachable)
     }
 
     fn begin_resync(&mut self, now: Time, peer: NodeId, out: &mut Vec<Action<P>>) {

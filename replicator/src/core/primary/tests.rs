@@ -1,7 +1,7 @@
 //! Scenario tests of the primary alone, its replicas played by hand.
 
 use super::*;
-use crate::core::Member;
+use crate::core::{Member, Previous};
 
 type Actions = Vec<Action<u64>>;
 
@@ -20,6 +20,7 @@ fn record() -> DurableRecord {
             primary: ME,
             write_quorum: 2,
             since: Epoch(0),
+            previous: None,
         },
         // This node was the primary of epoch 3: it holds everything.
         standing: Standing {
@@ -487,7 +488,6 @@ fn during_a_membership_change_writes_need_the_old_quorum_too() {
     assert!(h.primary.is_reconfiguring());
     // Preparing ends at once (the primary alone is a new write quorum); the
     // new membership is recorded, then announced to R2.
-    h.event(Event::Tick);
     let mut announced = None;
     while let Some(token) = h.out.iter().find_map(|a| match a {
         Action::Persist { token, .. } => Some(*token),
@@ -600,4 +600,122 @@ fn an_async_replica_is_held_to_its_lag_bound_not_the_ack_timeout() {
     h.now = 60_000_000_001;
     h.event(Event::Tick);
     assert!(closed(&h), "past its lag bound");
+}
+
+/// A node promoted from a record that holds a change still in progress
+/// (the previous membership) finishes it: writes need the old write quorum
+/// too until enough old sync copies took its epoch, and copies the change
+/// removed are linked so that they learn it. Without this, a primary of
+/// the new membership acknowledged writes that a copy which missed the
+/// change, elected alone under the old membership, lacked (long seed
+/// 1001585).
+#[test]
+fn a_node_promoted_mid_change_keeps_the_old_write_quorum_until_the_change_is_known() {
+    let sync = |n| Member {
+        node: NodeId(n),
+        mode: ReplicationMode::Sync,
+    };
+    // The change of epoch 3: R3 removed and W lowered from 3 to 2. Under
+    // the old membership any copy can elect itself alone.
+    // (Node 2 made it: it holds the change already.)
+    let old = Previous {
+        members: vec![sync(1), sync(2), sync(3)],
+        write_quorum: 3,
+        primary: R2,
+    };
+    let mut mid_change = record();
+    mid_change.membership = Membership {
+        members: vec![sync(1), sync(2)],
+        primary: ME,
+        write_quorum: 2,
+        since: Epoch(3),
+        previous: Some(old.clone()),
+    };
+    let mut h = Harness::promoted(PrimaryLimits::default(), mid_change);
+    h.complete_persists();
+    assert!(h.primary.is_serving(), "the new fence quorum is this copy");
+    assert!(h.primary.is_reconfiguring(), "the change is not done");
+    assert_eq!(
+        h.primary.link_targets().collect::<Vec<_>>(),
+        vec![R2, R3],
+        "the removed copy must take the epoch too"
+    );
+    h.event(Event::LinkUp {
+        peer: R2,
+        link: LinkId(1),
+        direction: LinkDirection::Outbound,
+    });
+    let carried = h.sent(R2).iter().find_map(|f| match f {
+        Frame::EpochChange { membership, .. } => Some(membership.previous.clone()),
+        _ => None,
+    });
+    assert_eq!(carried, Some(Some(old)), "the epoch carries the change");
+    h.ack(R2, 1, Some(record().standing));
+    h.write(1, 0);
+    let (token, _) = h.local_writes()[0];
+    h.event(Event::LocalWriteDone {
+        token,
+        result: Ok(()),
+    });
+    assert!(
+        h.sent(R2).is_empty(),
+        "no resync (nor write) while the old quorum is out of reach"
+    );
+    assert!(
+        h.completions().is_empty(),
+        "W = 2 of the new membership could be met, W = 3 of the old cannot"
+    );
+    // R3 takes the epoch (and learns it left): all three old sync copies
+    // now hold the new membership, no election under the old one can
+    // succeed, and the change is done.
+    h.event(Event::LinkUp {
+        peer: R3,
+        link: LinkId(2),
+        direction: LinkDirection::Outbound,
+    });
+    assert!(h
+        .sent(R3)
+        .iter()
+        .all(|f| matches!(f, Frame::EpochChange { .. })));
+    h.event(Event::Received {
+        peer: R3,
+        link: LinkId(2),
+        epoch: Epoch(4),
+        frame: Frame::Ack {
+            durable_through: Sequence(1),
+            standing: Some(record().standing_of_replica()),
+        },
+    });
+    assert!(!h.primary.is_reconfiguring(), "the change is done");
+    assert_eq!(h.primary.membership().previous, None);
+    assert_eq!(h.primary.link_targets().collect::<Vec<_>>(), vec![R2]);
+    // R2 is resynced now; once it holds the region, write 1 completes.
+    let mut acked = 1;
+    for _ in 0..16 {
+        if !h.completions().is_empty() {
+            break;
+        }
+        let reads: Vec<IoToken> = h
+            .out
+            .iter()
+            .filter_map(|a| match a {
+                Action::LocalRead { token, .. } => Some(*token),
+                _ => None,
+            })
+            .collect();
+        let last = h.sent(R2).iter().filter_map(|f| f.sequence()).max();
+        if let Some(token) = reads.first() {
+            h.event(Event::LocalReadDone {
+                token: *token,
+                result: Ok(1),
+            });
+        } else if let Some(seq) = last.filter(|s| s.0 > acked) {
+            acked = seq.0;
+            h.ack(R2, acked, None);
+        } else {
+            h.event(Event::Tick);
+        }
+        h.complete_persists_keeping_writes();
+    }
+    assert_eq!(h.completions(), vec![(HostOpId(1), HostStatus::Success)]);
 }

@@ -161,6 +161,7 @@ impl Sim {
             primary: NodeId(0),
             write_quorum,
             since: Epoch(0),
+            previous: None,
         };
         assert!(membership.is_valid());
         let geometry =

@@ -5,10 +5,10 @@ use proptest::prelude::*;
 use super::envelope;
 use super::strategies::{envelope as any_envelope, spec};
 use crate::wire::{
-    ByteRange, CopyInfo, CopyList, EncodeError, Envelope, EpochChange, FieldProblem, Flush,
-    Membership, Message, MessageType, Nack, NackReason, NodeId, ReadRequest, ReadTag,
-    ReplicationMode, Resync, ResyncOp, Role, Sequence, StreamId, Version, Write, HEADER_LEN,
-    MAX_ADDRESS_LEN, MAX_PAYLOAD_LEN,
+    ByteRange, CopyInfo, CopyList, EncodeError, Envelope, Epoch, EpochChange, FieldProblem, Flush,
+    Membership, Message, MessageType, Nack, NackReason, NodeId, PreviousCopies, ReadRequest,
+    ReadTag, ReplicationMode, Resync, ResyncOp, Role, Sequence, StreamId, Version, Write,
+    HEADER_LEN, MAX_ADDRESS_LEN, MAX_PAYLOAD_LEN,
 };
 
 fn invalid(message: &Message<'_>) -> (&'static str, FieldProblem) {
@@ -39,7 +39,7 @@ fn only_versions_this_code_speaks_can_be_encoded() {
         sequence: Sequence(1),
     });
     let mut out = [0u8; HEADER_LEN];
-    for version in [Version::new(2, 0), Version::new(1, 4), Version::new(0, 9)] {
+    for version in [Version::new(2, 0), Version::new(1, 5), Version::new(0, 9)] {
         let envelope = Envelope {
             version,
             ..envelope()
@@ -151,6 +151,7 @@ fn bad_memberships_are_refused() {
                 write_quorum,
                 copies: CopyList::Owned(copies.to_vec()),
                 since: None,
+                previous: None,
             },
         }))
     };
@@ -202,5 +203,96 @@ fn bad_memberships_are_refused() {
     assert_eq!(
         change(1, &[]),
         ("EpochChange.copies", FieldProblem::OutOfBounds)
+    );
+}
+
+#[test]
+fn bad_previous_memberships_are_refused() {
+    let copy = |node, role, mode| CopyInfo {
+        node: NodeId(node),
+        role,
+        mode,
+        address: "h:1",
+    };
+    let current = [
+        copy(1, Role::Primary, ReplicationMode::Sync),
+        copy(2, Role::Replica, ReplicationMode::Sync),
+    ];
+    let change = |write_quorum, copies: &[CopyInfo<'_>]| {
+        let message = Message::EpochChange(EpochChange {
+            stream: StreamId(0),
+            sequence: Sequence(1),
+            membership: Membership {
+                write_quorum: 1,
+                copies: CopyList::Borrowed(&current),
+                since: Some(Epoch(3)),
+                previous: Some(PreviousCopies {
+                    write_quorum,
+                    copies: CopyList::Owned(copies.to_vec()),
+                }),
+            },
+        });
+        let envelope = Envelope {
+            version: Version::V1_4,
+            ..envelope()
+        };
+        let mut out = vec![0u8; message.encoded_len()];
+        match message.encode(&envelope, &mut out) {
+            Err(EncodeError::Invalid { field, problem }) => Some((field, problem)),
+            Ok(_) => None,
+            other => panic!("expected an invalid-field error, got {other:?}"),
+        }
+    };
+    let old = [
+        copy(1, Role::Primary, ReplicationMode::Sync),
+        copy(3, Role::Replica, ReplicationMode::Sync),
+        copy(4, Role::Replica, ReplicationMode::Async),
+    ];
+    assert_eq!(change(2, &old), None);
+    assert_eq!(change(0, &[]), None, "no previous membership");
+    let w = (
+        "EpochChange.previous_write_quorum",
+        FieldProblem::Inconsistent,
+    );
+    assert_eq!(change(1, &[]), Some(w), "a quorum without copies");
+    assert_eq!(change(0, &old), Some(w));
+    assert_eq!(change(3, &old), Some(w), "above the old sync copies");
+    let role = Some(("EpochChange.previous_role", FieldProblem::Inconsistent));
+    let no_primary = [copy(1, Role::Replica, ReplicationMode::Sync)];
+    assert_eq!(change(1, &no_primary), role, "who made the change?");
+    let two = [old[0], copy(3, Role::Primary, ReplicationMode::Sync)];
+    assert_eq!(change(1, &two), role);
+    let async_primary = [
+        copy(1, Role::Primary, ReplicationMode::Async),
+        copy(3, Role::Replica, ReplicationMode::Sync),
+    ];
+    assert_eq!(change(1, &async_primary), role);
+    let twice = [old[0], old[0]];
+    assert_eq!(
+        change(1, &twice),
+        Some(("EpochChange.node", FieldProblem::Inconsistent))
+    );
+    // The field needs 1.4.
+    let message = Message::EpochChange(EpochChange {
+        stream: StreamId(0),
+        sequence: Sequence(1),
+        membership: Membership {
+            write_quorum: 1,
+            copies: CopyList::Borrowed(&current),
+            since: Some(Epoch(3)),
+            previous: Some(PreviousCopies::NONE),
+        },
+    });
+    let v1_3 = Envelope {
+        version: Version::V1_3,
+        ..envelope()
+    };
+    let mut out = vec![0u8; message.encoded_len()];
+    assert_eq!(
+        message.encode(&v1_3, &mut out),
+        Err(EncodeError::NotInVersion {
+            field: "EpochChange.previous",
+            version: Version::V1_3
+        })
     );
 }

@@ -206,6 +206,7 @@ fn epoch_change_is_byte_exact() {
             write_quorum: 2,
             copies: CopyList::Borrowed(&copies),
             since: None,
+            previous: None,
         },
     });
     let envelope = Envelope {

@@ -8,10 +8,10 @@ use proptest::prelude::*;
 
 use crate::wire::{
     Ack, AuthTag, ByteRange, Challenge, CopyInfo, CopyList, Envelope, Epoch, EpochChange, Flush,
-    Heartbeat, Hello, Membership, Message, Nack, NackReason, NodeId, Nonce, ReadRequest,
-    ReadResponse, ReadTag, RegionIndex, ReplicationMode, Response, Resync, ResyncOp, Role,
-    Sequence, StandingReport, StreamId, Version, VersionRange, VolumeId, Write, WritePosition,
-    MAX_COPIES, MAX_PAYLOAD_LEN, PROTOCOL_VERSION,
+    Heartbeat, Hello, Membership, Message, Nack, NackReason, NodeId, Nonce, PreviousCopies,
+    ReadRequest, ReadResponse, ReadTag, RegionIndex, ReplicationMode, Response, Resync, ResyncOp,
+    Role, Sequence, StandingReport, StreamId, Version, VersionRange, VolumeId, Write,
+    WritePosition, MAX_COPIES, MAX_PAYLOAD_LEN, PROTOCOL_VERSION,
 };
 
 /// An owning description of a message.
@@ -45,6 +45,8 @@ pub(crate) enum Spec {
         write_quorum: u8,
         copies: Vec<(NodeId, Role, ReplicationMode, String)>,
         since: Epoch,
+        /// The 1.4 previous membership: write quorum (0 for none) and copies.
+        previous: (u8, Vec<CopySpec>),
     },
     Heartbeat(Heartbeat),
 }
@@ -92,6 +94,7 @@ impl Spec {
                 write_quorum,
                 copies,
                 since,
+                previous,
             } => Message::EpochChange(EpochChange {
                 stream: *stream,
                 sequence: *sequence,
@@ -109,6 +112,10 @@ impl Spec {
                             .collect(),
                     ),
                     since: Some(*since),
+                    previous: Some(PreviousCopies {
+                        write_quorum: previous.0,
+                        copies: CopyList::Owned(previous.1.iter().map(copy_info).collect()),
+                    }),
                 },
             }),
             Spec::Heartbeat(m) => Message::Heartbeat(*m),
@@ -185,6 +192,21 @@ type CopySpec = (NodeId, Role, ReplicationMode, String);
 
 /// A valid membership: unique nodes, one sync primary, quorum within the
 /// sync copies.
+/// A 1.4 previous membership (one primary, the node that made the
+/// change), or none.
+fn previous() -> impl Strategy<Value = (u8, Vec<CopySpec>)> {
+    prop_oneof![Just((0, Vec::new())), membership()]
+}
+
+fn copy_info(copy: &CopySpec) -> CopyInfo<'_> {
+    CopyInfo {
+        node: copy.0,
+        role: copy.1,
+        mode: copy.2,
+        address: &copy.3,
+    }
+}
+
 fn membership() -> impl Strategy<Value = (u8, Vec<CopySpec>)> {
     (1..=MAX_COPIES)
         .prop_flat_map(|n| {
@@ -299,13 +321,14 @@ pub(crate) fn spec() -> impl Strategy<Value = Spec> {
                 op,
             })
         }),
-        (stream(), sequence(), membership(), any::<u64>()).prop_map(
-            |(stream, sequence, (write_quorum, copies), since)| Spec::EpochChange {
+        (stream(), sequence(), membership(), any::<u64>(), previous()).prop_map(
+            |(stream, sequence, (write_quorum, copies), since, previous)| Spec::EpochChange {
                 stream,
                 sequence,
                 write_quorum,
                 copies,
                 since: Epoch(since),
+                previous,
             }
         ),
         (any::<u64>(), any::<bool>())

@@ -313,7 +313,7 @@ fn a_newer_minor_keeps_the_1_1_fields_and_may_add_more() {
     // Header extension beyond the position, skipped.
     let mut ext = [3u64.to_le_bytes(), 17u64.to_le_bytes()].concat();
     ext.extend_from_slice(&[0xee; 8]);
-    let bytes = raw_write(4, ext).bytes();
+    let bytes = raw_write(5, ext).bytes();
     let frame = decode_one(&bytes);
     assert_eq!(usize::from(frame.header.header_len), WRITE_HEADER_LEN + 8);
     assert!(matches!(
@@ -323,17 +323,17 @@ fn a_newer_minor_keeps_the_1_1_fields_and_may_add_more() {
     ));
     // A newer minor's header shorter than the position is not one.
     assert_eq!(
-        decode_err(&raw_write(4, vec![0; 8]).bytes()),
+        decode_err(&raw_write(5, vec![0; 8]).bytes()),
         DecodeError::BadHeaderLength { len: 72 }
     );
     // Fields appended to the standing, skipped; a partial standing refused.
     let mut payload = standing_bytes();
     payload.extend_from_slice(b"newer!!!");
-    let bytes = raw_ack(4, &payload).bytes();
+    let bytes = raw_ack(5, &payload).bytes();
     let frame = decode_one(&bytes).message;
     assert!(matches!(frame, Message::Ack(Ack { standing: Some(s), .. }) if s == standing()));
     assert!(matches!(
-        decode_err(&raw_ack(4, &payload[..20]).bytes()),
+        decode_err(&raw_ack(5, &payload[..20]).bytes()),
         DecodeError::Malformed {
             field: "header.payload_len",
             ..

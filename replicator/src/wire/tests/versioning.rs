@@ -8,7 +8,7 @@ use crate::wire::{
 };
 
 fn hello_payload() -> Vec<u8> {
-    let mut payload = vec![1, 0, 1, 4, 1, 0, 0, 0];
+    let mut payload = vec![1, 0, 1, 5, 1, 0, 0, 0];
     payload.extend_from_slice(&0x11u64.to_le_bytes());
     payload.extend_from_slice(&[0x42; 32]);
     payload
@@ -19,7 +19,7 @@ fn a_newer_minor_may_extend_the_header_and_append_fields() {
     let mut payload = hello_payload();
     payload.extend_from_slice(b"future fields");
     let mut raw = RawFrame::new(MessageType::Hello, &payload);
-    raw.minor = 4;
+    raw.minor = 5;
     raw.extension = vec![0xee; 8];
     raw.reserved = 0xffff;
     let bytes = raw.bytes();
@@ -31,7 +31,7 @@ fn a_newer_minor_may_extend_the_header_and_append_fields() {
     let Message::Hello(hello) = frame.message else {
         panic!("not a hello");
     };
-    assert_eq!(hello.versions.max(), Version::new(1, 4));
+    assert_eq!(hello.versions.max(), Version::new(1, 5));
     assert_eq!(hello.nonce.0, [0x42; 32]);
 }
 
@@ -48,7 +48,7 @@ fn the_same_minor_may_not() {
 #[test]
 fn a_newer_minor_may_set_unknown_flags_and_reserved_bits() {
     let mut raw = RawFrame::new(MessageType::Ack, &[]);
-    raw.minor = 4;
+    raw.minor = 5;
     raw.flags = 0x0e;
     raw.stream = 4;
     raw.sequence = 10;
@@ -63,7 +63,7 @@ fn a_newer_minor_may_set_unknown_flags_and_reserved_bits() {
 fn an_unknown_ignorable_type_from_a_newer_minor_is_skipped() {
     let mut raw = RawFrame::new(MessageType::Hello, b"whatever a newer peer says");
     raw.message_type = 0x7f;
-    raw.minor = 4;
+    raw.minor = 5;
     raw.flags = Flags::IGNORABLE.0;
     let mut stream = raw.bytes();
     let skipped_len = stream.len();
@@ -88,7 +88,7 @@ fn an_unknown_ignorable_type_from_a_newer_minor_is_skipped() {
 fn an_unknown_type_must_be_ignorable_and_newer() {
     let mut raw = RawFrame::new(MessageType::Hello, &[]);
     raw.message_type = 0x7f;
-    raw.minor = 4;
+    raw.minor = 5;
     assert_eq!(
         FrameDecoder::default().decode(&raw.bytes()).unwrap_err(),
         DecodeError::UnknownMessageType { code: 0x7f }

@@ -275,6 +275,7 @@ mod tests {
             primary: NodeId(1),
             write_quorum: 2,
             since: keel_replicator::wire::Epoch(0),
+            previous: None,
         };
         (membership, roster)
     }

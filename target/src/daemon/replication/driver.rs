@@ -1292,11 +1292,21 @@ impl Replicator {
         };
         {
             let roster = &self.published.roster;
-            let addresses = record
+            // The copies of a change in progress too: a node promoted
+            // from this record must reach them to finish it.
+            let previous = record.membership.previous.iter().flat_map(|p| &p.members);
+            let mut nodes: Vec<NodeId> = record
                 .membership
                 .members
                 .iter()
-                .filter_map(|m| roster.get(m.node))
+                .chain(previous)
+                .map(|m| m.node)
+                .collect();
+            nodes.sort_unstable();
+            nodes.dedup();
+            let addresses = nodes
+                .into_iter()
+                .filter_map(|node| roster.get(node))
                 .map(|m| record::CopyAddress {
                     node: m.node,
                     addr: m.addr,

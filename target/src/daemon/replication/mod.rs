@@ -443,6 +443,7 @@ impl ReplicationOptions {
             primary: self.primary,
             write_quorum: self.write_quorum,
             since: keel_replicator::wire::Epoch(0),
+            previous: None,
         }
     }
 }

@@ -9,7 +9,7 @@
 //! | bytes | field |
 //! |-------|-------|
 //! | 8 | magic `KEELREC\0` |
-//! | 2 | format version (3; 1 and 2 are read too) |
+//! | 2 | format version (4; 1 to 3 are read too) |
 //! | 2 | reserved (0) |
 //! | 4 | body length B (bytes after this header, CRC excluded) |
 //! | B | body |
@@ -24,21 +24,27 @@
 //! 3, where the copies are: a count u8, then per copy node u64, transport
 //! u8 (1 TCP, 2 RDMA), address length u8 and the address as text
 //! (`IP:PORT`). A copy added at run time is then reached after a restart
-//! whose flags do not name it.
+//! whose flags do not name it. From format 4, the previous membership of
+//! a change still in progress (`Membership::previous`): write quorum u8 (0
+//! when there is none, and nothing follows), then its primary u64 (the node
+//! that made the change), member count u8, members (node u64, mode u8) x
+//! count. A node promoted from this record finishes that change.
 
 use std::net::SocketAddr;
 
-use keel_replicator::core::{DurableRecord, Member, Membership, Position, Standing};
+use keel_replicator::core::{DurableRecord, Member, Membership, Position, Previous, Standing};
 use keel_replicator::wire::{Epoch, NodeId, RegionIndex, ReplicationMode, VolumeId};
 
 use super::Transport;
 
 const MAGIC: &[u8; 8] = b"KEELREC\0";
-const FORMAT_VERSION: u16 = 3;
+const FORMAT_VERSION: u16 = 4;
 /// The format before membership changes, still read.
 const FORMAT_VERSION_1: u16 = 1;
 /// The format before addresses were kept, still read.
 const FORMAT_VERSION_2: u16 = 2;
+/// The format before the previous membership was kept, still read.
+const FORMAT_VERSION_3: u16 = 3;
 const HEADER_LEN: usize = 16;
 
 /// Bytes of one slot in the record file.
@@ -102,13 +108,7 @@ pub(crate) fn encode(stored: &StoredRecord) -> Result<Vec<u8>, RecordError> {
     body.extend_from_slice(&stored.region_count.to_le_bytes());
     body.extend_from_slice(&record.membership.primary.0.to_le_bytes());
     body.push(record.membership.write_quorum);
-    let count = u8::try_from(record.membership.members.len())
-        .map_err(|_| RecordError::Invalid("members"))?;
-    body.push(count);
-    for member in &record.membership.members {
-        body.extend_from_slice(&member.node.0.to_le_bytes());
-        body.push(mode_code(member.mode));
-    }
+    put_members(&mut body, &record.membership.members)?;
     let standing = &record.standing;
     body.extend_from_slice(&standing.epoch.0.to_le_bytes());
     body.extend_from_slice(&standing.synced.0.to_le_bytes());
@@ -141,6 +141,14 @@ pub(crate) fn encode(stored: &StoredRecord) -> Result<Vec<u8>, RecordError> {
         body.push(len);
         body.extend_from_slice(text.as_bytes());
     }
+    match &record.membership.previous {
+        Some(previous) => {
+            body.push(previous.write_quorum);
+            body.extend_from_slice(&previous.primary.0.to_le_bytes());
+            put_members(&mut body, &previous.members)?;
+        }
+        None => body.push(0),
+    }
     let total = HEADER_LEN + body.len() + 4;
     if total > SLOT_LEN {
         return Err(RecordError::TooLarge(total));
@@ -154,6 +162,32 @@ pub(crate) fn encode(stored: &StoredRecord) -> Result<Vec<u8>, RecordError> {
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(out)
+}
+
+/// Member count u8, then node u64 and mode u8 per member.
+fn put_members(body: &mut Vec<u8>, members: &[Member]) -> Result<(), RecordError> {
+    let count = u8::try_from(members.len()).map_err(|_| RecordError::Invalid("members"))?;
+    body.push(count);
+    for member in members {
+        body.extend_from_slice(&member.node.0.to_le_bytes());
+        body.push(mode_code(member.mode));
+    }
+    Ok(())
+}
+
+fn read_members(r: &mut Reader<'_>) -> Result<Vec<Member>, RecordError> {
+    let count = r.u8()?;
+    let mut members = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let node = NodeId(r.u64()?);
+        let mode = match r.u8()? {
+            1 => ReplicationMode::Sync,
+            2 => ReplicationMode::Async,
+            _ => return Err(RecordError::Invalid("member mode")),
+        };
+        members.push(Member { node, mode });
+    }
+    Ok(members)
 }
 
 struct Reader<'a> {
@@ -190,7 +224,13 @@ pub(crate) fn decode(slot: &[u8]) -> Result<StoredRecord, RecordError> {
         return Err(RecordError::Magic);
     }
     let version = u16::from_le_bytes([slot[8], slot[9]]);
-    if ![FORMAT_VERSION, FORMAT_VERSION_1, FORMAT_VERSION_2].contains(&version) {
+    let known = [
+        FORMAT_VERSION,
+        FORMAT_VERSION_1,
+        FORMAT_VERSION_2,
+        FORMAT_VERSION_3,
+    ];
+    if !known.contains(&version) {
         return Err(RecordError::Version(version));
     }
     let body_len = u32::from_le_bytes([slot[12], slot[13], slot[14], slot[15]]) as usize;
@@ -211,17 +251,7 @@ pub(crate) fn decode(slot: &[u8]) -> Result<StoredRecord, RecordError> {
     let region_count = r.u64()?;
     let primary = NodeId(r.u64()?);
     let write_quorum = r.u8()?;
-    let count = r.u8()?;
-    let mut members = Vec::with_capacity(usize::from(count));
-    for _ in 0..count {
-        let node = NodeId(r.u64()?);
-        let mode = match r.u8()? {
-            1 => ReplicationMode::Sync,
-            2 => ReplicationMode::Async,
-            _ => return Err(RecordError::Invalid("member mode")),
-        };
-        members.push(Member { node, mode });
-    }
+    let members = read_members(&mut r)?;
     let standing = Standing {
         epoch: Epoch(r.u64()?),
         synced: Epoch(r.u64()?),
@@ -248,7 +278,7 @@ pub(crate) fn decode(slot: &[u8]) -> Result<StoredRecord, RecordError> {
         Epoch(r.u64()?)
     };
     let mut addresses = Vec::new();
-    if version == FORMAT_VERSION {
+    if version >= FORMAT_VERSION_3 {
         for _ in 0..r.u8()? {
             let node = NodeId(r.u64()?);
             let transport = match r.u8()? {
@@ -268,11 +298,24 @@ pub(crate) fn decode(slot: &[u8]) -> Result<StoredRecord, RecordError> {
             });
         }
     }
+    let previous = if version >= FORMAT_VERSION {
+        match r.u8()? {
+            0 => None,
+            write_quorum => Some(Previous {
+                write_quorum,
+                primary: NodeId(r.u64()?),
+                members: read_members(&mut r)?,
+            }),
+        }
+    } else {
+        None
+    };
     let membership = Membership {
         members,
         primary,
         write_quorum,
         since,
+        previous,
     };
     if !membership.is_valid() {
         return Err(RecordError::Invalid("membership"));
@@ -351,6 +394,7 @@ mod tests {
                     primary: NodeId(1),
                     write_quorum: 2,
                     since: Epoch(4),
+                    previous: None,
                 },
                 standing: Standing {
                     epoch: Epoch(5),
@@ -389,6 +433,47 @@ mod tests {
         assert_eq!(decode(&padded), Ok(stored));
     }
 
+    /// A record written mid-change keeps the previous membership.
+    #[test]
+    fn a_record_with_a_previous_membership_round_trips() {
+        let mut stored = sample(4);
+        let old = |node, mode| Member {
+            node: NodeId(node),
+            mode,
+        };
+        stored.record.membership.previous = Some(Previous {
+            members: vec![
+                old(1, ReplicationMode::Sync),
+                old(2, ReplicationMode::Sync),
+                old(4, ReplicationMode::Sync),
+            ],
+            write_quorum: 3,
+            primary: NodeId(1),
+        });
+        let bytes = encode(&stored).expect("encode");
+        assert_eq!(decode(&bytes), Ok(stored.clone()));
+        // An invalid previous membership is refused under a valid checksum.
+        if let Some(previous) = stored.record.membership.previous.as_mut() {
+            previous.write_quorum = 4;
+        }
+        let bytes = encode(&stored).expect("encode");
+        assert_eq!(decode(&bytes), Err(RecordError::Invalid("membership")));
+    }
+
+    /// A format 3 record (before the previous membership was kept) is
+    /// still read, with none.
+    #[test]
+    fn a_format_3_record_reads_without_a_previous_membership() {
+        let stored = StoredRecord {
+            addresses: Vec::new(),
+            ..sample(3)
+        };
+        // Format 3 is format 4 without the previous membership (here one
+        // byte: quorum 0).
+        let bytes = older_format(&stored, FORMAT_VERSION_3, 1);
+        assert_eq!(decode(&bytes), Ok(stored));
+    }
+
     /// `stored` (without addresses) as an older format writes it: the
     /// current encoding less its last `dropped` body bytes, with `version`.
     fn older_format(stored: &StoredRecord, version: u16, dropped: u32) -> Vec<u8> {
@@ -411,8 +496,9 @@ mod tests {
             addresses: Vec::new(),
             ..sample(3)
         };
-        // Format 2 is format 3 without the address list (here a count 0).
-        let bytes = older_format(&stored, FORMAT_VERSION_2, 1);
+        // Format 2 is format 4 without the address list (here a count 0)
+        // and the previous membership (1 byte for none).
+        let bytes = older_format(&stored, FORMAT_VERSION_2, 2);
         assert_eq!(decode(&bytes), Ok(stored));
     }
 
@@ -424,9 +510,9 @@ mod tests {
             addresses: Vec::new(),
             ..sample(3)
         };
-        // Format 1 is format 3 without the trailing `since` and address
-        // count (0 here).
-        let bytes = older_format(&stored, FORMAT_VERSION_1, 9);
+        // Format 1 is format 4 without the trailing `since`, address count
+        // (0 here) and previous membership (1 byte for none).
+        let bytes = older_format(&stored, FORMAT_VERSION_1, 10);
         let decoded = decode(&bytes).expect("decode");
         assert_eq!(decoded.record.membership.since, Epoch(0));
         assert_eq!(decoded.record.standing, stored.record.standing);
