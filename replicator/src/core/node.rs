@@ -418,6 +418,7 @@ mod tests {
                 synced: Epoch(1),
                 applied: Position::all_of(Epoch(1)),
                 consistent: true,
+                amnesiac: false,
             },
             intent: Vec::new(),
         };

@@ -22,6 +22,12 @@ pub struct Standing {
     /// False between a resync's `Begin` and its `End` (and for a copy never
     /// synced): its data is a mixture and it must not be promoted.
     pub consistent: bool,
+    /// The copy restarted after a power loss (its note of what it had
+    /// acknowledged did not survive) and no primary has brought it
+    /// consistent since: it may have acknowledged writes as applied that
+    /// it lost, so `applied` may understate them. Its standing does not
+    /// count toward a fence quorum unless every sync member reports.
+    pub amnesiac: bool,
 }
 
 impl Standing {
@@ -31,6 +37,7 @@ impl Standing {
         synced: Epoch(0),
         applied: Position::ZERO,
         consistent: false,
+        amnesiac: false,
     };
 
     /// Whether this is the standing of the primary of its epoch.

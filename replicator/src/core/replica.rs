@@ -166,6 +166,7 @@ impl<P: Clone> Replica<P> {
         first_token: u64,
     ) -> Self {
         let recorded = record.standing.epoch;
+        let recorded_synced = record.standing.synced;
         let mut replica = Self::new(geometry, limits, record, first_token);
         // A note is taken before every persist, so it is never older than
         // the record (one that is cannot be this record's). One epoch newer:
@@ -182,9 +183,18 @@ impl<P: Clone> Replica<P> {
             }),
             _ => None,
         };
-        if let Some(standing) = standing {
-            replica.working = standing;
-            replica.noted = standing;
+        match standing {
+            Some(standing) => {
+                replica.working = standing;
+                replica.noted = standing;
+            }
+            // No note from this boot: a power loss (or a reboot) may have
+            // taken writes it acknowledged as applied after its record.
+            None if recorded_synced != Epoch(0) => {
+                replica.working.amnesiac = true;
+                replica.noted.amnesiac = true;
+            }
+            None => {}
         }
         replica
     }
@@ -519,6 +529,7 @@ impl<P: Clone> Replica<P> {
                     ResyncOp::Region { .. } => {}
                     ResyncOp::End => {
                         self.working.consistent = true;
+                        self.working.amnesiac = false;
                         self.working.synced = epoch;
                     }
                 }
@@ -777,6 +788,7 @@ mod tests {
                 synced: Epoch(3),
                 applied: Position::ZERO,
                 consistent: true,
+                amnesiac: false,
             },
             intent: Vec::new(),
         };
@@ -1165,6 +1177,59 @@ mod tests {
             },
         );
         local_write(&out);
+    }
+
+    /// Back without a note from this boot (a power loss), a copy that held
+    /// data may have acknowledged writes as applied that it lost: it says
+    /// so in the standing it reports, durably, until a primary brought it
+    /// consistent again. Killed (its note survives), it is not amnesiac.
+    #[test]
+    fn a_copy_back_from_a_power_loss_is_amnesiac_until_resynced() {
+        let geometry = Geometry::new(4096, 16384, 4).expect("geometry");
+        let record = replica().durable_record().clone();
+        let killed = Replica::<u64>::recover(
+            geometry,
+            ReplicaLimits::default(),
+            record.clone(),
+            Some(record.standing),
+            0,
+        );
+        assert!(!killed.standing().amnesiac);
+        let blank = DurableRecord {
+            standing: Standing::BLANK,
+            ..record.clone()
+        };
+        let new = Replica::<u64>::recover(geometry, ReplicaLimits::default(), blank, None, 0);
+        assert!(
+            !new.standing().amnesiac,
+            "a blank copy acknowledged nothing"
+        );
+
+        let mut r = Replica::recover(geometry, ReplicaLimits::default(), record, None, 0);
+        assert!(r.standing().amnesiac);
+        let up = Event::LinkUp {
+            peer: PRIMARY,
+            link: LINK,
+            direction: LinkDirection::Inbound,
+        };
+        handle(&mut r, up);
+        let (token, recorded) = persist(&receive(&mut r, 4, epoch_change(1)));
+        assert!(recorded.standing.amnesiac, "kept in the record");
+        let reported = acks(&handle(&mut r, Event::Persisted { token }));
+        assert!(
+            matches!(reported[..], [(_, Some(s))] if s.amnesiac),
+            "reported to the candidate: {reported:?}"
+        );
+        let begin = ResyncOp::Begin {
+            region_size: 16384,
+            region_count: 0,
+        };
+        let (token, _) = persist(&receive(&mut r, 4, resync(2, begin)));
+        handle(&mut r, Event::Persisted { token });
+        let (token, recorded) = persist(&receive(&mut r, 4, resync(3, ResyncOp::End)));
+        assert!(!recorded.standing.amnesiac, "consistent again");
+        handle(&mut r, Event::Persisted { token });
+        assert!(!r.standing().amnesiac);
     }
 
     #[test]

@@ -264,6 +264,7 @@ fn wire_standing(standing: &Standing) -> StandingReport {
         synced: standing.synced,
         applied: wire_position(standing.applied),
         consistent: standing.consistent,
+        amnesiac: standing.amnesiac,
     }
 }
 
@@ -273,6 +274,7 @@ fn core_standing(standing: &StandingReport) -> Standing {
         synced: standing.synced,
         applied: core_position(standing.applied),
         consistent: standing.consistent,
+        amnesiac: standing.amnesiac,
     }
 }
 

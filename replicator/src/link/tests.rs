@@ -53,14 +53,20 @@ fn position() -> impl Strategy<Value = Position> {
 }
 
 fn standing() -> impl Strategy<Value = Standing> {
-    (any::<u64>(), any::<u64>(), position(), any::<bool>()).prop_map(
-        |(epoch, synced, applied, consistent)| Standing {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        position(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(epoch, synced, applied, consistent, amnesiac)| Standing {
             epoch: Epoch(epoch),
             synced: Epoch(synced),
             applied,
             consistent,
-        },
-    )
+            amnesiac,
+        })
 }
 
 /// A membership, half the time with a previous one (whose copies overlap
@@ -408,6 +414,7 @@ fn an_ack_with_standing_is_byte_exact() {
                 index: 1000,
             },
             consistent: true,
+            amnesiac: false,
         }),
     };
     let mut out = Vec::new();

@@ -14,6 +14,7 @@ use crate::wire::message::{Envelope, HeaderFields, Message, WireMessage};
 use crate::wire::message_type::MessageType;
 use crate::wire::standing::{StandingReport, WritePosition, STANDING_LEN};
 use crate::wire::tolerance::Tolerance;
+use crate::wire::version::Version;
 
 /// Data of a write or read response: non-empty, at most one payload, and
 /// not running past the end of the address space.
@@ -232,7 +233,8 @@ impl<'a> WireMessage<'a> for Ack {
             ));
         } else {
             let mut r = Reader::new(body);
-            let standing = StandingReport::read(&mut r, tolerance)?;
+            let standing =
+                StandingReport::read(&mut r, tolerance, header.version >= Version::V1_4)?;
             tolerance.end_of_body(&r, "Ack")?;
             Some(standing)
         };

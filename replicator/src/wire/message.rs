@@ -162,6 +162,10 @@ impl<'a> Message<'a> {
             Message::EpochChange(change) if change.membership.previous.is_some() => {
                 Some("EpochChange.previous")
             }
+            Message::Ack(Ack {
+                standing: Some(standing),
+                ..
+            }) if standing.amnesiac => Some("Ack.standing.amnesiac"),
             _ => None,
         };
         if let Some(field) = needs_1_4.filter(|_| version < Version::V1_4) {

@@ -17,9 +17,10 @@ pub const WRITE_POSITION_LEN: usize = 16;
 /// applied epoch (8) | applied index (8) | flags (1) | reserved (7).
 pub const STANDING_LEN: usize = 40;
 
-/// `StandingReport` flags: bit 0, the copy is consistent. The other bits
-/// are reserved.
+/// `StandingReport` flags: bit 0, the copy is consistent; bit 1 (from 1.4),
+/// the copy is amnesiac. The other bits are reserved.
 const STANDING_CONSISTENT: u8 = 0x01;
+const STANDING_AMNESIAC: u8 = 0x02;
 
 /// Where a write stands in its stream's total order: the epoch of the
 /// primary that sequenced it and its index in that epoch. Carried by a 1.1
@@ -59,6 +60,10 @@ pub struct StandingReport {
     pub applied: WritePosition,
     /// False while a resync is in progress (or the copy was never synced).
     pub consistent: bool,
+    /// From 1.4: the copy restarted after a power loss and has not been
+    /// brought consistent since; `applied` may understate what it
+    /// acknowledged.
+    pub amnesiac: bool,
 }
 
 impl StandingReport {
@@ -66,20 +71,33 @@ impl StandingReport {
         w.u64(self.epoch.0)?;
         w.u64(self.synced.0)?;
         self.applied.write(w)?;
-        w.u8(if self.consistent {
-            STANDING_CONSISTENT
-        } else {
-            0
-        })?;
+        let mut flags = 0;
+        if self.consistent {
+            flags |= STANDING_CONSISTENT;
+        }
+        if self.amnesiac {
+            flags |= STANDING_AMNESIAC;
+        }
+        w.u8(flags)?;
         w.zeros::<7>()
     }
 
-    pub(crate) fn read(r: &mut Reader<'_>, tolerance: Tolerance) -> Result<Self, DecodeError> {
+    /// `with_amnesia`: the frame is 1.4 or newer, where flag bit 1 exists.
+    pub(crate) fn read(
+        r: &mut Reader<'_>,
+        tolerance: Tolerance,
+        with_amnesia: bool,
+    ) -> Result<Self, DecodeError> {
         let epoch = Epoch(r.u64().field("Ack.standing.epoch")?);
         let synced = Epoch(r.u64().field("Ack.standing.synced")?);
         let applied = WritePosition::read(r, "Ack.standing.applied")?;
         let flags = r.u8().field("Ack.standing.flags")?;
-        tolerance.reserved_zero(flags & !STANDING_CONSISTENT == 0, "Ack.standing.flags")?;
+        let known = if with_amnesia {
+            STANDING_CONSISTENT | STANDING_AMNESIAC
+        } else {
+            STANDING_CONSISTENT
+        };
+        tolerance.reserved_zero(flags & !known == 0, "Ack.standing.flags")?;
         let reserved = r.array::<7>().field("Ack.standing.reserved")?;
         tolerance.reserved_zero(reserved == [0; 7], "Ack.standing.reserved")?;
         Ok(Self {
@@ -87,6 +105,7 @@ impl StandingReport {
             synced,
             applied,
             consistent: flags & STANDING_CONSISTENT != 0,
+            amnesiac: flags & STANDING_AMNESIAC != 0,
         })
     }
 }

@@ -757,6 +757,7 @@ fn read_record(
             Position::ZERO
         },
         consistent: true,
+        amnesiac: false,
     };
     let intent = if primary {
         geometry.regions().collect()

@@ -56,8 +56,11 @@ impl<P: Clone> Primary<P> {
             .peers
             .get(&peer)
             .is_some_and(|p| p.mode == ReplicationMode::Sync && !p.leaving);
-        if self.phase == Phase::Electing && sync && remembers {
-            self.standings.insert(peer, standing);
+        if self.phase == Phase::Electing && sync {
+            self.fenced.insert(peer);
+            if remembers {
+                self.standings.insert(peer, standing);
+            }
             self.decide_election(out);
         }
     }
@@ -67,7 +70,17 @@ impl<P: Clone> Primary<P> {
     /// acknowledged, otherwise retire and leave the volume to a better
     /// candidate.
     pub(super) fn decide_election(&mut self, out: &mut Vec<Action<P>>) {
-        if self.phase != Phase::Electing || self.standings.len() < self.membership.fence_quorum() {
+        if self.phase != Phase::Electing {
+            return;
+        }
+        // A copy that lost power may have acknowledged writes as applied
+        // and lost them: its standing can understate them, so it does not
+        // stand in the fence quorum — unless every sync member reported, in
+        // which case no standing is missing (and a write every copy lost to
+        // power losses was lost by contract, no flush having covered it).
+        let remembering = self.standings.values().filter(|s| !s.amnesiac).count();
+        let everyone = self.fenced.len() >= self.membership.sync_count();
+        if remembering < self.membership.fence_quorum() && !everyone {
             return;
         }
         let own = self.prior;

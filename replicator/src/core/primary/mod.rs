@@ -267,6 +267,9 @@ pub struct Primary<P> {
     phase: Phase,
     /// Standings of the copies that accepted the epoch (the election).
     standings: BTreeMap<NodeId, Standing>,
+    /// Sync members that accepted the epoch, blank ones included (this
+    /// one too): when all have, no standing is missing.
+    fenced: BTreeSet<NodeId>,
     activation: Option<IoToken>,
     /// Last record known durable.
     durable: DurableRecord,
@@ -373,6 +376,7 @@ impl<P: Clone> Primary<P> {
             prior,
             phase: Phase::TakingEpoch,
             standings: BTreeMap::new(),
+            fenced: BTreeSet::new(),
             activation: None,
             durable: record,
             next_index: 1,
@@ -578,11 +582,14 @@ impl<P: Clone> Primary<P> {
     /// is written.
     fn standing(&self) -> Standing {
         match self.phase {
+            // Serving, it holds every write: whatever it forgot in a power
+            // loss, the election made sure no acknowledged write was lost.
             Phase::Activating | Phase::Serving => Standing {
                 epoch: self.epoch,
                 synced: self.epoch,
                 applied: Position::all_of(self.epoch),
                 consistent: true,
+                amnesiac: false,
             },
             Phase::TakingEpoch | Phase::Electing | Phase::Retired => Standing {
                 epoch: self.epoch,
@@ -630,6 +637,7 @@ impl<P: Clone> Primary<P> {
                 self.phase = Phase::Electing;
                 let me = self.me;
                 self.standings.insert(me, self.prior);
+                self.fenced.insert(me);
                 // Links that came up meanwhile now get the epoch.
                 let linked: Vec<NodeId> = self
                     .peers

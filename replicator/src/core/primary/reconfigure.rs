@@ -308,6 +308,7 @@ impl<P: Clone> Primary<P> {
                     synced: t.epoch,
                     applied: Position::all_of(t.epoch),
                     consistent: true,
+                    amnesiac: false,
                 };
                 (t.new.clone(), standing)
             }

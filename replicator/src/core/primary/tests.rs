@@ -28,6 +28,7 @@ fn record() -> DurableRecord {
             synced: Epoch(3),
             applied: Position::all_of(Epoch(3)),
             consistent: true,
+            amnesiac: false,
         },
         intent: Vec::new(),
     }
@@ -718,4 +719,66 @@ fn a_node_promoted_mid_change_keeps_the_old_write_quorum_until_the_change_is_kno
         h.complete_persists_keeping_writes();
     }
     assert_eq!(h.completions(), vec![(HostOpId(1), HostStatus::Success)]);
+}
+
+/// A copy back from a power loss may have acknowledged writes as applied
+/// and lost them (sim seed 138785: W = all copies, a replica's applied
+/// acknowledgement counted after it lost power, then that replica elected
+/// itself alone). An amnesiac standing does not stand in the fence quorum:
+/// the candidate waits for a copy that remembers, or for every sync member.
+#[test]
+fn an_amnesiac_standing_does_not_make_a_fence_quorum() {
+    // W = 3 of 3: the fence quorum is one copy.
+    let mut rec = record();
+    rec.membership.write_quorum = 3;
+    rec.standing.amnesiac = true;
+    let mut h = Harness::promoted(PrimaryLimits::default(), rec.clone());
+    h.complete_persists();
+    assert!(
+        !h.primary.is_serving(),
+        "its own amnesiac standing is not enough"
+    );
+    h.event(Event::LinkUp {
+        peer: R2,
+        link: LinkId(1),
+        direction: LinkDirection::Outbound,
+    });
+    let amnesiac = Standing {
+        amnesiac: true,
+        ..record().standing_of_replica()
+    };
+    h.ack(R2, 1, Some(amnesiac));
+    h.complete_persists();
+    assert!(!h.primary.is_serving(), "nor two amnesiac ones of three");
+    h.event(Event::LinkUp {
+        peer: R3,
+        link: LinkId(2),
+        direction: LinkDirection::Outbound,
+    });
+    h.event(Event::Received {
+        peer: R3,
+        link: LinkId(2),
+        epoch: Epoch(4),
+        frame: Frame::Ack {
+            durable_through: Sequence(1),
+            standing: Some(amnesiac),
+        },
+    });
+    h.complete_persists();
+    assert!(
+        h.primary.is_serving(),
+        "every sync member reported: no standing is missing"
+    );
+
+    // One copy that remembers is a fence quorum of W = 3 again.
+    let mut h = Harness::promoted(PrimaryLimits::default(), rec);
+    h.complete_persists();
+    h.event(Event::LinkUp {
+        peer: R2,
+        link: LinkId(1),
+        direction: LinkDirection::Outbound,
+    });
+    h.ack(R2, 1, Some(record().standing_of_replica()));
+    h.complete_persists();
+    assert!(h.primary.is_serving());
 }

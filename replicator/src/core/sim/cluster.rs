@@ -127,6 +127,9 @@ pub(crate) struct Sim {
     /// its primary noticed.
     power_lost_at: Vec<u64>,
     step: usize,
+    /// Promotions the control plane tried (`keep_a_primary`): it takes
+    /// the alive nodes in turn, so every candidate gets its chance.
+    control_promotions: usize,
     /// A failover planned in the middle of a membership change: at this
     /// step, the primary that started it is cut off and another promoted.
     failover: Option<(usize, NodeId)>,
@@ -191,6 +194,7 @@ impl Sim {
                         synced: Epoch(1),
                         applied: Position::all_of(Epoch(1)),
                         consistent: true,
+                        amnesiac: false,
                     }
                 } else {
                     Standing {
@@ -198,6 +202,7 @@ impl Sim {
                         synced: Epoch(1),
                         applied: Position::ZERO,
                         consistent: true,
+                        amnesiac: false,
                     }
                 };
                 let record = DurableRecord {
@@ -236,6 +241,7 @@ impl Sim {
             replaced_before_write: vec![None; node_count],
             power_lost_at: vec![0; node_count],
             step: 0,
+            control_promotions: 0,
             failover: None,
             stats: Stats::default(),
             trace: Vec::new(),
@@ -464,7 +470,10 @@ impl Sim {
         if alive.is_empty() {
             return Ok(());
         }
-        let candidate = alive[(self.step / 16) % alive.len()];
+        // In turn by attempt, not by step: a period of steps shared with the
+        // elections' length would skip some nodes for ever.
+        let candidate = alive[self.control_promotions % alive.len()];
+        self.control_promotions += 1;
         self.promote(candidate)
     }
 

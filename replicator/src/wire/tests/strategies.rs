@@ -352,6 +352,7 @@ pub(crate) fn standing() -> impl Strategy<Value = StandingReport> {
             synced: Epoch(synced),
             applied,
             consistent,
+            amnesiac: false,
         },
     )
 }

@@ -33,6 +33,7 @@ fn standing() -> StandingReport {
             index: 1000,
         },
         consistent: true,
+        amnesiac: false,
     }
 }
 

@@ -18,7 +18,8 @@
 //! the valid slot with the highest sequence). Slot (little endian): magic
 //! `KEELNOTE` (8) | sequence (8) | volume id (8) | boot id (40, the UUID
 //! text, zero padded) | standing: epoch (8), synced (8), applied epoch (8),
-//! applied index (8), consistent (1) | zeros up to 120 | CRC32C of bytes
+//! applied index (8), flags (1: bit 0 consistent, bit 1 amnesiac) | zeros up
+//! to 120 | CRC32C of bytes
 //! 0..120 (4) | zeros (4).
 
 use std::path::{Path, PathBuf};
@@ -127,11 +128,12 @@ fn read_slot(slot: &[u8]) -> Option<Slot> {
     }
     let mut boot = [0u8; BOOT_LEN];
     boot.copy_from_slice(&slot[24..24 + BOOT_LEN]);
-    let consistent = match slot[96] {
-        0 => false,
-        1 => true,
-        _ => return None,
-    };
+    // Bit 0 consistent, bit 1 amnesiac.
+    let flags = slot[96];
+    if flags & !0b11 != 0 {
+        return None;
+    }
+    let (consistent, amnesiac) = (flags & 1 != 0, flags & 2 != 0);
     Some(Slot {
         sequence: u64_at(slot, 8),
         volume: VolumeId(u64_at(slot, 16)),
@@ -144,6 +146,7 @@ fn read_slot(slot: &[u8]) -> Option<Slot> {
                 index: u64_at(slot, 88),
             },
             consistent,
+            amnesiac,
         },
     })
 }
@@ -164,7 +167,7 @@ fn write_slot(
     slot[72..80].copy_from_slice(&standing.synced.0.to_le_bytes());
     slot[80..88].copy_from_slice(&standing.applied.epoch.0.to_le_bytes());
     slot[88..96].copy_from_slice(&standing.applied.index.to_le_bytes());
-    slot[96] = u8::from(standing.consistent);
+    slot[96] = u8::from(standing.consistent) | u8::from(standing.amnesiac) << 1;
     let crc = crc32c::crc32c(&slot[..CRC_AT]);
     slot[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
 }
@@ -182,6 +185,7 @@ mod tests {
                 index,
             },
             consistent: true,
+            amnesiac: false,
         }
     }
 
@@ -192,10 +196,16 @@ mod tests {
         let (mut note, found) = NoteFile::open(&path, VolumeId(7)).expect("open");
         assert_eq!(found, None);
         note.note(&standing(1));
-        note.note(&standing(2));
+        // An amnesiac copy stays amnesiac across a kill.
+        let amnesiac = Standing {
+            amnesiac: true,
+            ..standing(2)
+        };
+        note.note(&amnesiac);
         drop(note);
         let (mut note, found) = NoteFile::open(&path, VolumeId(7)).expect("reopen");
-        assert_eq!(found, Some(standing(2)));
+        assert_eq!(found, Some(amnesiac));
+        note.note(&standing(2));
         // A store torn by a kill: the slot being written is damaged, the
         // other still holds the previous note.
         note.note(&standing(3));

@@ -18,7 +18,8 @@
 //! Body: generation u64, volume id u64, region size u32, region count u64,
 //! primary u64, write quorum u8, member count u8, members (node u64, mode
 //! u8) x count, standing (epoch u64, synced u64, applied epoch u64, applied
-//! index u64, consistent u8), intent bitmap (region count bits, LSB first),
+//! index u64, flags u8: bit 0 consistent, from format 4 bit 1 amnesiac),
+//! intent bitmap (region count bits, LSB first),
 //! and from format 2 the epoch the membership was introduced in (u64;
 //! format 1 records read as 0, the volume's first membership). From format
 //! 3, where the copies are: a count u8, then per copy node u64, transport
@@ -114,7 +115,7 @@ pub(crate) fn encode(stored: &StoredRecord) -> Result<Vec<u8>, RecordError> {
     body.extend_from_slice(&standing.synced.0.to_le_bytes());
     body.extend_from_slice(&standing.applied.epoch.0.to_le_bytes());
     body.extend_from_slice(&standing.applied.index.to_le_bytes());
-    body.push(u8::from(standing.consistent));
+    body.push(u8::from(standing.consistent) | u8::from(standing.amnesiac) << 1);
     let bitmap_len = usize::try_from(stored.region_count.div_ceil(8))
         .map_err(|_| RecordError::Invalid("region count"))?;
     let at = body.len();
@@ -259,11 +260,23 @@ pub(crate) fn decode(slot: &[u8]) -> Result<StoredRecord, RecordError> {
             epoch: Epoch(r.u64()?),
             index: r.u64()?,
         },
-        consistent: match r.u8()? {
-            0 => false,
-            1 => true,
-            _ => return Err(RecordError::Invalid("consistent")),
-        },
+        consistent: false,
+        amnesiac: false,
+    };
+    // Bit 0 consistent; from format 4, bit 1 amnesiac.
+    let flags = r.u8()?;
+    let known = if version >= FORMAT_VERSION {
+        0b11
+    } else {
+        0b01
+    };
+    if flags & !known != 0 {
+        return Err(RecordError::Invalid("consistent"));
+    }
+    let standing = Standing {
+        consistent: flags & 1 != 0,
+        amnesiac: flags & 2 != 0,
+        ..standing
     };
     let bitmap_len =
         usize::try_from(region_count.div_ceil(8)).map_err(|_| RecordError::Invalid("regions"))?;
@@ -404,6 +417,7 @@ mod tests {
                         index: 99,
                     },
                     consistent: true,
+                    amnesiac: false,
                 },
                 intent: vec![RegionIndex(0), RegionIndex(9), RegionIndex(69)],
             },
@@ -450,6 +464,7 @@ mod tests {
             write_quorum: 3,
             primary: NodeId(1),
         });
+        stored.record.standing.amnesiac = true;
         let bytes = encode(&stored).expect("encode");
         assert_eq!(decode(&bytes), Ok(stored.clone()));
         // An invalid previous membership is refused under a valid checksum.
