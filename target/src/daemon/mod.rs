@@ -565,6 +565,10 @@ fn plan_replication(
         options.volume,
     )
     .map_err(err)?;
+    // A record created just now (generation 0; every written one is 1 or
+    // more) acknowledged nothing yet: its standing is exactly known, so no
+    // note is needed to say the copy is not amnesiac.
+    let noted = noted.or_else(|| (stored.generation == 0).then_some(stored.record.standing));
     let me = options.node;
     // A new volume's first primary takes over at once; restarted, it first
     // gives a primary promoted meanwhile 3 s (60 ticks; the dialers back
