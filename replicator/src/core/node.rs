@@ -86,6 +86,15 @@ impl<P: Clone> Node<P> {
         self.failed
     }
 
+    /// Whether its copy came back from a power loss (or reboot) and no
+    /// primary has brought it consistent since (`Standing::amnesiac`).
+    pub fn is_amnesiac(&self) -> bool {
+        match &self.role {
+            Role::Replica(r) => r.standing().amnesiac,
+            Role::Primary(p) => !p.is_serving() && p.durable_record().standing.amnesiac,
+        }
+    }
+
     /// This node.
     pub fn id(&self) -> NodeId {
         self.me

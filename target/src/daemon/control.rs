@@ -369,6 +369,7 @@ impl ControlService {
             "membership": membership_json(&membership, &published.roster),
             "in_sync": published.in_sync.load(Ordering::SeqCst),
             "failed": published.failed.load(Ordering::SeqCst),
+            "amnesiac": published.amnesiac.load(Ordering::Relaxed),
             "links": published.links.load(Ordering::SeqCst),
             "replicas": replicas,
         });

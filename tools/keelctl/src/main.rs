@@ -403,6 +403,12 @@ fn request(command: Command) -> (String, Option<Value>, View) {
                     cell("reconfiguring", &v["reconfiguring"]),
                     membership(&v["membership"]),
                 );
+                if v["amnesiac"] == true {
+                    out.push_str(
+                        "AMNESIAC: this copy started after a reboot or power loss and is not in \
+                         sync yet; elections do not count on what it acknowledged\n",
+                    );
+                }
                 if v["failed"] == true {
                     out.push_str(
                         "FAILED: a persist of this node's copy failed; it has stopped \

@@ -210,6 +210,9 @@ pub(crate) struct Published {
     pub links: AtomicUsize,
     /// A persist failed: the node stopped (`Node::has_failed`).
     pub failed: AtomicBool,
+    /// Back from a reboot or power loss and not yet brought in sync
+    /// (`Node::is_amnesiac`).
+    pub amnesiac: AtomicBool,
     /// The replicas as the primary sees them, refreshed every tick (empty
     /// on a replica). Read by the control socket, never on the I/O path.
     pub replicas: std::sync::Mutex<Vec<keel_replicator::core::ReplicaView>>,
@@ -984,6 +987,7 @@ impl Replicator {
         p.primary.store(self.node.is_primary(), Ordering::SeqCst);
         p.links.store(self.link_count(), Ordering::Relaxed);
         p.failed.store(self.node.has_failed(), Ordering::SeqCst);
+        p.amnesiac.store(self.node.is_amnesiac(), Ordering::Relaxed);
         let serving = self.node.is_serving();
         if serving != self.serving {
             self.serving = serving;
