@@ -326,6 +326,62 @@ fn volume_status_reports_each_replica_over_the_control_socket() {
     primary.kill9();
 }
 
+/// A replica that comes back without its note (as after a power loss or a
+/// reboot: the note lives only as long as the boot) may have acknowledged
+/// writes it lost: it says it is amnesiac until the primary brought it in
+/// sync, and no longer after. One killed with its note intact is not.
+#[test]
+fn a_replica_back_without_its_note_is_amnesiac_until_resynced() {
+    use keel_target::rpc::RpcClient;
+    use nix::sys::signal::Signal;
+    use serde_json::Value;
+
+    let cluster = Cluster::new("replication-amnesiac", 2);
+    let with_socket = |node: usize| {
+        let socket = cluster.socket(node);
+        let path = socket.to_str().expect("utf-8").to_string();
+        cluster.start_with(node, &["--rpc-socket", &path])
+    };
+    let status = |node: usize| -> Value {
+        RpcClient::connect(&cluster.socket(node))
+            .expect("control socket")
+            .call("volume_status", None)
+            .expect("volume_status")
+    };
+    let primary = cluster.start(1);
+    let replica2 = with_socket(2);
+    let replica3 = with_socket(3);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    assert_eq!(status(3)["amnesiac"], false, "a bootstrapped copy");
+    {
+        let (ctrl, mut queue) = open_queue(&primary);
+        write_read_verify(&mut queue, 100, 1);
+        drop(queue);
+        ctrl.shutdown().expect("shutdown");
+    }
+    // Killed: its note survives, and it is not amnesiac.
+    replica2.kill9();
+    let replica2 = with_socket(2);
+    assert_eq!(status(2)["amnesiac"], false, "{}", status(2));
+    // Node 3 loses its note; the primary is frozen so nothing resyncs it
+    // before it is looked at.
+    replica3.kill9();
+    primary.signal(Signal::SIGSTOP);
+    let note = PathBuf::from(format!("{}.keelnote", cluster.image(3).display()));
+    std::fs::remove_file(&note).expect("remove the note");
+    let replica3 = with_socket(3);
+    assert_eq!(status(3)["amnesiac"], true, "{}", status(3));
+    primary.signal(Signal::SIGCONT);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(3)["amnesiac"] != false {
+        assert!(Instant::now() < deadline, "still amnesiac: {}", status(3));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop_all([primary, replica2, replica3]);
+    cluster.assert_identical(&[1, 2, 3]);
+}
+
 /// A replica frozen (SIGSTOP: its sockets stay open, nothing is read or
 /// acknowledged — a partition that TCP does not notice) while the host
 /// keeps writing: with quorum 2 of 3 every write still completes, and once
