@@ -86,14 +86,27 @@ impl Harness {
     }
 
     fn ack(&mut self, peer: NodeId, seq: u64, standing: Option<Standing>) {
+        self.ack_on(peer, LinkId(1), seq, standing);
+    }
+
+    fn ack_on(&mut self, peer: NodeId, link: LinkId, seq: u64, standing: Option<Standing>) {
         self.event(Event::Received {
             peer,
-            link: LinkId(1),
+            link,
             epoch: Epoch(4),
             frame: Frame::Ack {
                 durable_through: Sequence(seq),
                 standing,
             },
+        });
+    }
+
+    /// An outbound link to `peer` comes up.
+    fn link_up(&mut self, peer: NodeId, link: LinkId) {
+        self.event(Event::LinkUp {
+            peer,
+            link,
+            direction: LinkDirection::Outbound,
         });
     }
 
@@ -641,11 +654,7 @@ fn a_node_promoted_mid_change_keeps_the_old_write_quorum_until_the_change_is_kno
         vec![R2, R3],
         "the removed copy must take the epoch too"
     );
-    h.event(Event::LinkUp {
-        peer: R2,
-        link: LinkId(1),
-        direction: LinkDirection::Outbound,
-    });
+    h.link_up(R2, LinkId(1));
     let carried = h.sent(R2).iter().find_map(|f| match f {
         Frame::EpochChange { membership, .. } => Some(membership.previous.clone()),
         _ => None,
@@ -669,24 +678,12 @@ fn a_node_promoted_mid_change_keeps_the_old_write_quorum_until_the_change_is_kno
     // R3 takes the epoch (and learns it left): all three old sync copies
     // now hold the new membership, no election under the old one can
     // succeed, and the change is done.
-    h.event(Event::LinkUp {
-        peer: R3,
-        link: LinkId(2),
-        direction: LinkDirection::Outbound,
-    });
+    h.link_up(R3, LinkId(2));
     assert!(h
         .sent(R3)
         .iter()
         .all(|f| matches!(f, Frame::EpochChange { .. })));
-    h.event(Event::Received {
-        peer: R3,
-        link: LinkId(2),
-        epoch: Epoch(4),
-        frame: Frame::Ack {
-            durable_through: Sequence(1),
-            standing: Some(record().standing_of_replica()),
-        },
-    });
+    h.ack_on(R3, LinkId(2), 1, Some(record().standing_of_replica()));
     assert!(!h.primary.is_reconfiguring(), "the change is done");
     assert_eq!(h.primary.membership().previous, None);
     assert_eq!(h.primary.link_targets().collect::<Vec<_>>(), vec![R2]);
@@ -738,11 +735,7 @@ fn an_amnesiac_standing_does_not_make_a_fence_quorum() {
         !h.primary.is_serving(),
         "its own amnesiac standing is not enough"
     );
-    h.event(Event::LinkUp {
-        peer: R2,
-        link: LinkId(1),
-        direction: LinkDirection::Outbound,
-    });
+    h.link_up(R2, LinkId(1));
     let amnesiac = Standing {
         amnesiac: true,
         ..record().standing_of_replica()
@@ -750,20 +743,8 @@ fn an_amnesiac_standing_does_not_make_a_fence_quorum() {
     h.ack(R2, 1, Some(amnesiac));
     h.complete_persists();
     assert!(!h.primary.is_serving(), "nor two amnesiac ones of three");
-    h.event(Event::LinkUp {
-        peer: R3,
-        link: LinkId(2),
-        direction: LinkDirection::Outbound,
-    });
-    h.event(Event::Received {
-        peer: R3,
-        link: LinkId(2),
-        epoch: Epoch(4),
-        frame: Frame::Ack {
-            durable_through: Sequence(1),
-            standing: Some(amnesiac),
-        },
-    });
+    h.link_up(R3, LinkId(2));
+    h.ack_on(R3, LinkId(2), 1, Some(amnesiac));
     h.complete_persists();
     assert!(
         h.primary.is_serving(),
@@ -773,11 +754,7 @@ fn an_amnesiac_standing_does_not_make_a_fence_quorum() {
     // One copy that remembers is a fence quorum of W = 3 again.
     let mut h = Harness::promoted(PrimaryLimits::default(), rec);
     h.complete_persists();
-    h.event(Event::LinkUp {
-        peer: R2,
-        link: LinkId(1),
-        direction: LinkDirection::Outbound,
-    });
+    h.link_up(R2, LinkId(1));
     h.ack(R2, 1, Some(record().standing_of_replica()));
     h.complete_persists();
     assert!(h.primary.is_serving());

@@ -218,7 +218,8 @@ fn bad_previous_memberships_are_refused() {
         copy(1, Role::Primary, ReplicationMode::Sync),
         copy(2, Role::Replica, ReplicationMode::Sync),
     ];
-    let change = |write_quorum, copies: &[CopyInfo<'_>]| {
+    // Encodes an EpochChange carrying `previous` at `version`.
+    let encode_at = |version, previous: PreviousCopies<'_>| {
         let message = Message::EpochChange(EpochChange {
             stream: StreamId(0),
             sequence: Sequence(1),
@@ -226,18 +227,22 @@ fn bad_previous_memberships_are_refused() {
                 write_quorum: 1,
                 copies: CopyList::Borrowed(&current),
                 since: Some(Epoch(3)),
-                previous: Some(PreviousCopies {
-                    write_quorum,
-                    copies: CopyList::Owned(copies.to_vec()),
-                }),
+                previous: Some(previous),
             },
         });
         let envelope = Envelope {
-            version: Version::V1_4,
+            version,
             ..envelope()
         };
         let mut out = vec![0u8; message.encoded_len()];
-        match message.encode(&envelope, &mut out) {
+        message.encode(&envelope, &mut out)
+    };
+    let change = |write_quorum, copies: &[CopyInfo<'_>]| {
+        let previous = PreviousCopies {
+            write_quorum,
+            copies: CopyList::Owned(copies.to_vec()),
+        };
+        match encode_at(Version::V1_4, previous) {
             Err(EncodeError::Invalid { field, problem }) => Some((field, problem)),
             Ok(_) => None,
             other => panic!("expected an invalid-field error, got {other:?}"),
@@ -273,23 +278,8 @@ fn bad_previous_memberships_are_refused() {
         Some(("EpochChange.node", FieldProblem::Inconsistent))
     );
     // The field needs 1.4.
-    let message = Message::EpochChange(EpochChange {
-        stream: StreamId(0),
-        sequence: Sequence(1),
-        membership: Membership {
-            write_quorum: 1,
-            copies: CopyList::Borrowed(&current),
-            since: Some(Epoch(3)),
-            previous: Some(PreviousCopies::NONE),
-        },
-    });
-    let v1_3 = Envelope {
-        version: Version::V1_3,
-        ..envelope()
-    };
-    let mut out = vec![0u8; message.encoded_len()];
     assert_eq!(
-        message.encode(&v1_3, &mut out),
+        encode_at(Version::V1_3, PreviousCopies::NONE),
         Err(EncodeError::NotInVersion {
             field: "EpochChange.previous",
             version: Version::V1_3
