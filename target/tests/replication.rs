@@ -380,6 +380,23 @@ fn a_replica_back_without_its_note_is_amnesiac_until_resynced() {
     }
     stop_all([primary, replica2, replica3]);
     cluster.assert_identical(&[1, 2, 3]);
+    // Stopped cleanly (SIGTERM), each copy marked its last note clean, so
+    // a reboot would not make it amnesiac. (Note slots: 128 bytes, the
+    // sequence at bytes 8..16, the flags at byte 96, bit 2 clean.)
+    for node in 1..=3 {
+        let note = PathBuf::from(format!("{}.keelnote", cluster.image(node).display()));
+        let bytes = std::fs::read(&note).expect("note");
+        let newest = bytes
+            .chunks(128)
+            .filter(|slot| slot.starts_with(b"KEELNOTE"))
+            .max_by_key(|slot| {
+                let mut sequence = [0u8; 8];
+                sequence.copy_from_slice(&slot[8..16]);
+                u64::from_le_bytes(sequence)
+            })
+            .expect("a note");
+        assert_eq!(newest[96] & 4, 4, "node {node}'s last note is not clean");
+    }
 }
 
 /// A replica frozen (SIGSTOP: its sockets stay open, nothing is read or

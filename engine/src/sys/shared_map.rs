@@ -44,4 +44,9 @@ impl SharedFileMap {
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         &mut self.map
     }
+
+    /// Makes the stores so far durable (msync), for a power loss too.
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.map.flush()
+    }
 }

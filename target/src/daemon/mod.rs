@@ -143,11 +143,45 @@ pub struct Daemon {
     metrics_server: Option<MetricsServer>,
     rpc: Option<RpcServer>,
     links: Option<LinkControl>,
+    clean_stop: Option<CleanStop>,
+}
+
+/// What a clean stop of a replicating keeld marks: its note, once its
+/// backend is flushed (`NoteFile::mark_clean`).
+struct CleanStop {
+    note: Arc<std::sync::Mutex<replication::note::NoteFile>>,
+    backend: PathBuf,
+}
+
+impl CleanStop {
+    /// Every write this copy acknowledged completed before its shards
+    /// stopped; after a device flush its last note says exactly what it
+    /// holds, in the next boot too, so a reboot does not make it amnesiac.
+    fn mark(&self) {
+        let flushed = std::fs::File::open(&self.backend).and_then(|f| f.sync_all());
+        let marked = flushed.and_then(|()| {
+            self.note
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .mark_clean()
+        });
+        match marked {
+            Ok(()) => {
+                tracing::info!("replication: stopped cleanly, the note holds across a reboot")
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                backend = %self.backend.display(),
+                "replication: not marked as stopped cleanly (the copy will be amnesiac after a reboot)"
+            ),
+        }
+    }
 }
 
 /// Replication prepared before the shards start.
 struct ReplPlan {
     setup: ReplicatorSetup,
+    backend_path: PathBuf,
     record_backend: Arc<dyn BlockBackend>,
     listener: TcpListener,
     options: ReplicationOptions,
@@ -391,6 +425,10 @@ impl Daemon {
             }
             None => None,
         };
+        let clean_stop = repl_plan.as_ref().map(|p| CleanStop {
+            note: p.setup.note.clone(),
+            backend: p.backend_path.clone(),
+        });
         let links = match repl_plan {
             Some(plan) => {
                 let key = PreSharedKey::new(&plan.options.psk)
@@ -425,6 +463,7 @@ impl Daemon {
             metrics_server,
             rpc,
             links,
+            clean_stop,
         })
     }
 
@@ -476,6 +515,9 @@ impl Daemon {
                 wall_time = ?report.wall_time,
                 "shard stopped"
             );
+        }
+        if let Some(clean) = self.clean_stop.take() {
+            clean.mark();
         }
         Ok(())
     }
@@ -620,6 +662,7 @@ fn plan_replication(
     };
     Ok(ReplPlan {
         setup,
+        backend_path,
         record_backend,
         listener,
         options: options.clone(),

@@ -11,16 +11,19 @@
 //! shared: the page cache outlives the process. A power loss or a reboot
 //! may lose or tear it — and the unflushed data with it — so a note counts
 //! only in the boot it was written in (the kernel's boot id), otherwise the
-//! record alone does, as before.
+//! record alone does and the copy is amnesiac (`Standing::amnesiac`),
+//! unless keeld stopped cleanly: then, after the shards stopped and the
+//! data device was flushed, the last note was stored again marked clean and
+//! made durable (msync). It says exactly what the copy holds, in any later
+//! boot, until a newer note (whose sequence is higher) supersedes it.
 //!
 //! Layout: two slots of [`SLOT_LEN`] bytes written in turn (a kill in the
 //! middle of a store tears at most the slot being written; a reader takes
 //! the valid slot with the highest sequence). Slot (little endian): magic
 //! `KEELNOTE` (8) | sequence (8) | volume id (8) | boot id (40, the UUID
 //! text, zero padded) | standing: epoch (8), synced (8), applied epoch (8),
-//! applied index (8), flags (1: bit 0 consistent, bit 1 amnesiac) | zeros up
-//! to 120 | CRC32C of bytes
-//! 0..120 (4) | zeros (4).
+//! applied index (8), flags (1: bit 0 consistent, bit 1 amnesiac, bit 2
+//! clean stop) | zeros up to 120 | CRC32C of bytes 0..120 (4) | zeros (4).
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +52,8 @@ pub(crate) struct NoteFile {
     volume: VolumeId,
     boot: [u8; BOOT_LEN],
     sequence: u64,
+    /// The standing last stored (or found at open), for the clean mark.
+    last: Option<Standing>,
 }
 
 impl std::fmt::Debug for NoteFile {
@@ -72,7 +77,8 @@ fn boot_id() -> std::io::Result<[u8; BOOT_LEN]> {
 
 impl NoteFile {
     /// Opens (or creates) the note file at `path` for `volume` and returns
-    /// it with the standing noted in this boot, if any.
+    /// it with the standing noted in this boot, or at a clean stop in any
+    /// boot, if any.
     pub(crate) fn open(
         path: &Path,
         volume: VolumeId,
@@ -80,27 +86,58 @@ impl NoteFile {
         let boot = boot_id().map_err(|e| format!("{BOOT_ID}: {e}"))?;
         let map = SharedFileMap::open(path, FILE_LEN)
             .map_err(|e| format!("note file {}: {e}", path.display()))?;
+        // The newest slot of any boot: notes of this boot continue its
+        // sequence, so an older boot's clean note never outranks them.
         let newest = (0..2)
             .filter_map(|i| read_slot(&map.bytes()[i * SLOT_LEN..(i + 1) * SLOT_LEN]))
-            .filter(|slot| slot.volume == volume && slot.boot == boot)
+            .filter(|slot| slot.volume == volume)
             .max_by_key(|slot| slot.sequence);
+        let sequence = newest.as_ref().map_or(0, |s| s.sequence);
+        let found = newest
+            .filter(|s| s.boot == boot || s.clean)
+            .map(|s| s.standing);
         let note = NoteFile {
             map,
             volume,
             boot,
-            sequence: newest.as_ref().map_or(0, |s| s.sequence),
+            sequence,
+            last: found,
         };
-        Ok((note, newest.map(|s| s.standing)))
+        Ok((note, found))
+    }
+
+    /// After a clean stop (no more acknowledgements; every completed write
+    /// made durable by a device flush): stores the last standing again,
+    /// marked clean, and makes it durable, so that it counts in the next
+    /// boot too. Nothing to do if nothing was ever noted.
+    pub(crate) fn mark_clean(&mut self) -> std::io::Result<()> {
+        let Some(standing) = self.last else {
+            return Ok(());
+        };
+        self.store(&standing, true);
+        self.map.flush()
     }
 
     /// Stores `standing` (a memory store into the shared mapping; visible
     /// to the next start of keeld in this boot even if this process is
     /// killed right after).
     pub(crate) fn note(&mut self, standing: &Standing) {
+        self.store(standing, false);
+    }
+
+    fn store(&mut self, standing: &Standing, clean: bool) {
         self.sequence = self.sequence.wrapping_add(1);
+        self.last = Some(*standing);
         let at = (self.sequence % 2) as usize * SLOT_LEN;
         let slot = &mut self.map.bytes_mut()[at..at + SLOT_LEN];
-        write_slot(slot, self.sequence, self.volume, &self.boot, standing);
+        write_slot(
+            slot,
+            self.sequence,
+            self.volume,
+            &self.boot,
+            standing,
+            clean,
+        );
     }
 }
 
@@ -109,6 +146,7 @@ struct Slot {
     volume: VolumeId,
     boot: [u8; BOOT_LEN],
     standing: Standing,
+    clean: bool,
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
@@ -128,9 +166,9 @@ fn read_slot(slot: &[u8]) -> Option<Slot> {
     }
     let mut boot = [0u8; BOOT_LEN];
     boot.copy_from_slice(&slot[24..24 + BOOT_LEN]);
-    // Bit 0 consistent, bit 1 amnesiac.
+    // Bit 0 consistent, bit 1 amnesiac, bit 2 clean stop.
     let flags = slot[96];
-    if flags & !0b11 != 0 {
+    if flags & !0b111 != 0 {
         return None;
     }
     let (consistent, amnesiac) = (flags & 1 != 0, flags & 2 != 0);
@@ -148,6 +186,7 @@ fn read_slot(slot: &[u8]) -> Option<Slot> {
             consistent,
             amnesiac,
         },
+        clean: flags & 4 != 0,
     })
 }
 
@@ -157,6 +196,7 @@ fn write_slot(
     volume: VolumeId,
     boot: &[u8; BOOT_LEN],
     standing: &Standing,
+    clean: bool,
 ) {
     slot.fill(0);
     slot[..8].copy_from_slice(MAGIC);
@@ -167,7 +207,8 @@ fn write_slot(
     slot[72..80].copy_from_slice(&standing.synced.0.to_le_bytes());
     slot[80..88].copy_from_slice(&standing.applied.epoch.0.to_le_bytes());
     slot[88..96].copy_from_slice(&standing.applied.index.to_le_bytes());
-    slot[96] = u8::from(standing.consistent) | u8::from(standing.amnesiac) << 1;
+    slot[96] =
+        u8::from(standing.consistent) | u8::from(standing.amnesiac) << 1 | u8::from(clean) << 2;
     let crc = crc32c::crc32c(&slot[..CRC_AT]);
     slot[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
 }
@@ -249,6 +290,41 @@ mod tests {
         note.note(&standing(6));
         drop(note);
         let (_, found) = NoteFile::open(&path, VolumeId(7)).expect("reopen");
-        assert_eq!(found, Some(standing(5)), "only this boot's notes count");
+        assert_eq!(
+            found, None,
+            "the newest note is another boot's, and not clean: nothing counts"
+        );
+    }
+
+    /// Marked clean at a stop, the last note counts in the next boot too,
+    /// until a newer note supersedes it; a stop that never noted anything
+    /// marks nothing.
+    #[test]
+    fn a_note_marked_at_a_clean_stop_counts_in_the_next_boot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vol.keelnote");
+        let (mut note, _) = NoteFile::open(&path, VolumeId(7)).expect("open");
+        note.mark_clean().expect("nothing to mark");
+        note.boot[0] ^= 1; // This keeld ran in an earlier boot.
+        note.note(&standing(8));
+        note.note(&standing(9));
+        note.mark_clean().expect("mark clean");
+        drop(note);
+        let (mut note, found) = NoteFile::open(&path, VolumeId(7)).expect("next boot");
+        assert_eq!(found, Some(standing(9)));
+        // This boot notes more, then is killed: its own note counts.
+        note.note(&standing(10));
+        drop(note);
+        let (note, found) = NoteFile::open(&path, VolumeId(7)).expect("reopen");
+        assert_eq!(found, Some(standing(10)));
+        drop(note);
+        // In yet another boot, that unclean note does not count, and the
+        // older clean one no longer does either.
+        let (mut note, _) = NoteFile::open(&path, VolumeId(7)).expect("open");
+        note.boot[0] ^= 1;
+        note.note(&standing(11));
+        drop(note);
+        let (_, found) = NoteFile::open(&path, VolumeId(7)).expect("after a power loss");
+        assert_eq!(found, None);
     }
 }
