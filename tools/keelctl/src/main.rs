@@ -405,8 +405,8 @@ fn request(command: Command) -> (String, Option<Value>, View) {
                 );
                 if v["amnesiac"] == true {
                     out.push_str(
-                        "AMNESIAC: this copy started after a reboot or power loss and is not in \
-                         sync yet; elections do not count on what it acknowledged\n",
+                        "AMNESIAC: this copy started after a crash or power loss of its machine and \
+                         is not in sync yet; elections do not count on what it acknowledged\n",
                     );
                 }
                 if v["failed"] == true {
