@@ -142,12 +142,26 @@ impl<P: Clone> Primary<P> {
     /// The write quorum host writes need now (kept in `self.quorum`, off
     /// the per-acknowledgement path).
     pub(super) fn refresh_quorum(&mut self) {
-        let m = &self.membership;
-        let mut rules = vec![Quorum::rule(&m.members, m.write_quorum, self.me)];
-        if let Some(t) = &self.transition {
-            rules.push(Quorum::rule(&t.old.members, t.old.write_quorum, self.me));
-            rules.push(Quorum::rule(&t.new.members, t.new.write_quorum, self.me));
-        }
+        // During a change the current membership is the old one until it is
+        // announced and the new one after: the two rules cover it.
+        let rules = match &self.transition {
+            Some(t) => {
+                debug_assert!(
+                    self.membership.same_as(&t.new)
+                        || (self.membership.members == t.old.members
+                            && self.membership.write_quorum == t.old.write_quorum),
+                    "the current membership is the old or the new one of its change"
+                );
+                vec![
+                    Quorum::rule(&t.old.members, t.old.write_quorum, self.me),
+                    Quorum::rule(&t.new.members, t.new.write_quorum, self.me),
+                ]
+            }
+            None => {
+                let m = &self.membership;
+                vec![Quorum::rule(&m.members, m.write_quorum, self.me)]
+            }
+        };
         #[cfg(test)]
         let local_only = self.limits.mutation_ack_after_local_only;
         #[cfg(not(test))]

@@ -25,13 +25,18 @@ use crate::wire::{NodeId, RegionIndex, ResyncOp};
 impl<P: Clone> Primary<P> {
     pub(super) fn drive_resyncs(&mut self, now: Time, out: &mut Vec<Action<P>>) {
         let peers = self.member_peers();
-        let writable = self.could_complete_writes(&peers);
-        for peer in peers {
+        // Asked only when a copy is ready to start (rare): this runs on
+        // every event.
+        let mut writable = None;
+        for &peer in &peers {
             let Some(phase) = self.link_mut(peer).map(|l| l.phase) else {
                 continue;
             };
             match phase {
-                LinkPhase::Accepted if writable && self.bitmap.dirty_is_durable(peer) => {
+                LinkPhase::Accepted
+                    if self.bitmap.dirty_is_durable(peer)
+                        && *writable.get_or_insert_with(|| self.could_complete_writes(&peers)) =>
+                {
                     self.begin_resync(now, peer, out);
                 }
                 LinkPhase::Resyncing => self.schedule_copies(now, peer, out),
