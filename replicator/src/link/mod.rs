@@ -413,45 +413,32 @@ fn with_message<P, R>(
         }
         Frame::EpochChange { seq, membership } => {
             expect_payload(0, payload)?;
-            let copy = |member: &Member, role| {
-                Ok(CopyInfo {
-                    node: member.node,
-                    role,
-                    mode: member.mode,
-                    address: addresses
-                        .address(member.node)
-                        .ok_or(LinkError::NoAddress(member.node))?,
-                })
-            };
-            copies = membership
-                .members
-                .iter()
-                .map(|member| {
-                    let role = if member.node == membership.primary {
-                        Role::Primary
-                    } else {
-                        Role::Replica
-                    };
-                    copy(member, role)
-                })
-                .collect::<Result<_, LinkError>>()?;
-            let old = membership.previous.as_ref();
-            previous_copies = old
-                .map(|p| {
-                    p.members
-                        .iter()
-                        .map(|m| {
-                            let role = if m.node == p.primary {
+            // A membership's copies with their addresses, `primary` marked.
+            let listed = |members: &[Member], primary: NodeId| {
+                members
+                    .iter()
+                    .map(|member| {
+                        Ok(CopyInfo {
+                            node: member.node,
+                            role: if member.node == primary {
                                 Role::Primary
                             } else {
                                 Role::Replica
-                            };
-                            copy(m, role)
+                            },
+                            mode: member.mode,
+                            address: addresses
+                                .address(member.node)
+                                .ok_or(LinkError::NoAddress(member.node))?,
                         })
-                        .collect()
-                })
-                .transpose()?
-                .unwrap_or_default();
+                    })
+                    .collect::<Result<Vec<_>, LinkError>>()
+            };
+            copies = listed(&membership.members, membership.primary)?;
+            let old = membership.previous.as_ref();
+            previous_copies = match old {
+                Some(p) => listed(&p.members, p.primary)?,
+                None => Vec::new(),
+            };
             let previous = match old {
                 Some(p) => PreviousCopies {
                     write_quorum: p.write_quorum,

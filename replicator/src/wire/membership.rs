@@ -161,35 +161,39 @@ impl PreviousCopies<'_> {
                 )),
             };
         }
-        validate_copies(copies, "EpochChange.previous_copies")?;
-        let mut primaries = copies.iter().filter(|c| c.role == Role::Primary);
-        match (primaries.next(), primaries.next()) {
-            (Some(primary), None) if primary.mode == ReplicationMode::Sync => {}
-            _ => {
-                return Err(Violation::new(
-                    "EpochChange.previous_role",
-                    FieldProblem::Inconsistent,
-                ))
-            }
-        }
-        let sync = copies
-            .iter()
-            .filter(|c| c.mode == ReplicationMode::Sync)
-            .count();
-        if self.write_quorum == 0 || usize::from(self.write_quorum) > sync {
-            return Err(Violation::new(
-                "EpochChange.previous_write_quorum",
-                FieldProblem::Inconsistent,
-            ));
-        }
-        Ok(())
+        validate_list(copies, self.write_quorum, PREVIOUS_FIELDS)
     }
 }
 
-/// Count, addresses and unique node ids of a list of copies.
-fn validate_copies(copies: &[CopyInfo<'_>], field: &'static str) -> Result<(), Violation> {
+/// The names a list of copies' violations are reported under.
+struct ListFields {
+    copies: &'static str,
+    role: &'static str,
+    write_quorum: &'static str,
+}
+
+const MEMBERSHIP_FIELDS: ListFields = ListFields {
+    copies: "EpochChange.copies",
+    role: "EpochChange.role",
+    write_quorum: "EpochChange.write_quorum",
+};
+
+const PREVIOUS_FIELDS: ListFields = ListFields {
+    copies: "EpochChange.previous_copies",
+    role: "EpochChange.previous_role",
+    write_quorum: "EpochChange.previous_write_quorum",
+};
+
+/// A membership's list of copies: 1 to `MAX_COPIES` copies, addresses of
+/// 1 to `MAX_ADDRESS_LEN` bytes, node ids unique, exactly one primary and
+/// that one sync, and 1 <= `write_quorum` <= the sync copies.
+fn validate_list(
+    copies: &[CopyInfo<'_>],
+    write_quorum: u8,
+    fields: ListFields,
+) -> Result<(), Violation> {
     if copies.is_empty() || copies.len() > MAX_COPIES {
-        return Err(Violation::new(field, FieldProblem::OutOfBounds));
+        return Err(Violation::new(fields.copies, FieldProblem::OutOfBounds));
     }
     for (i, copy) in copies.iter().enumerate() {
         if copy.address.is_empty() || copy.address.len() > MAX_ADDRESS_LEN {
@@ -205,6 +209,21 @@ fn validate_copies(copies: &[CopyInfo<'_>], field: &'static str) -> Result<(), V
                 FieldProblem::Inconsistent,
             ));
         }
+    }
+    let mut primaries = copies.iter().filter(|c| c.role == Role::Primary);
+    match (primaries.next(), primaries.next()) {
+        (Some(primary), None) if primary.mode == ReplicationMode::Sync => {}
+        _ => return Err(Violation::new(fields.role, FieldProblem::Inconsistent)),
+    }
+    let sync = copies
+        .iter()
+        .filter(|c| c.mode == ReplicationMode::Sync)
+        .count();
+    if write_quorum == 0 || usize::from(write_quorum) > sync {
+        return Err(Violation::new(
+            fields.write_quorum,
+            FieldProblem::Inconsistent,
+        ));
     }
     Ok(())
 }
@@ -260,29 +279,11 @@ impl<'a> Membership<'a> {
     }
 
     fn validate(&self) -> Result<(), Violation> {
-        let copies: &[CopyInfo<'a>] = &self.copies;
-        validate_copies(copies, "EpochChange.copies")?;
-        if let Some(previous) = &self.previous {
-            previous.validate()?;
+        validate_list(&self.copies, self.write_quorum, MEMBERSHIP_FIELDS)?;
+        match &self.previous {
+            Some(previous) => previous.validate(),
+            None => Ok(()),
         }
-        let mut primaries = copies.iter().filter(|c| c.role == Role::Primary);
-        match (primaries.next(), primaries.next()) {
-            (Some(primary), None) if primary.mode == ReplicationMode::Sync => {}
-            _ => {
-                return Err(Violation::new(
-                    "EpochChange.role",
-                    FieldProblem::Inconsistent,
-                ))
-            }
-        }
-        let sync_count = self.sync_copies().count();
-        if self.write_quorum == 0 || usize::from(self.write_quorum) > sync_count {
-            return Err(Violation::new(
-                "EpochChange.write_quorum",
-                FieldProblem::Inconsistent,
-            ));
-        }
-        Ok(())
     }
 }
 
