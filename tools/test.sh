@@ -10,6 +10,8 @@ command -v fio >/dev/null 2>&1 || need+=(fio)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 # rustc links through the system's C compiler driver; a bare Debian has none.
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+# libfuzzer-sys (the fuzz crates, checked below) compiles libFuzzer's C++.
+command -v c++ >/dev/null 2>&1 || need+=(g++)
 for pkg in libibverbs-dev librdmacm-dev libclang-dev pkg-config; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
@@ -29,6 +31,9 @@ echo "== cargo clippy --features rdma -D warnings (the RDMA transport)"
 cargo clippy --workspace --all-targets --locked --features rdma -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== the fuzz crates compile (their own workspaces: harnesses and seed generators track the APIs)"
+cargo check --manifest-path target/fuzz/Cargo.toml --locked --bins
+cargo check --manifest-path replicator/fuzz/Cargo.toml --locked --bins
 echo "== cargo test -p keel-replicator --features rdma (RDMA link logic without a device)"
 cargo test -p keel-replicator --locked --features rdma --lib rdma::
 echo "== kernel-setup: shellcheck and every --dry-run"

@@ -166,6 +166,7 @@ fn main() {
                         index: 1000,
                     },
                     consistent: true,
+                    amnesiac: false,
                 }),
             }),
         ),
