@@ -64,9 +64,10 @@ pub struct EngineConfig {
 /// blocking (a tmpfs file: all of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IoWorkers {
-    /// On the allowed CPUs no shard polls. Measured on a tmpfs file at QD 32:
-    /// 2.5x the IOPS of `ShardCpu` and p99 ~0.1 ms instead of 1.1 ms, as the
-    /// shard no longer time-shares its CPU with them. Costs an idle CPU's
+    /// On the allowed CPUs no shard polls. Measured on a tmpfs file, 4 KiB
+    /// randread at QD 32 (docs/benchmarks.md): 593k IOPS against 218k with
+    /// `ShardCpu` (2.7x), p99 114 us instead of 1.1 ms, as the shard no
+    /// longer time-shares its CPU with them. Costs an idle CPU's
     /// wake-up per punted I/O (QD 1 p50 8-24 us instead of ~6 us on a VM).
     #[default]
     OtherCpus,
