@@ -22,11 +22,16 @@ pub struct Membership {
     /// Copies (the primary's own included) durable before a host write is
     /// acknowledged: 1 to the number of sync copies.
     pub write_quorum: u8,
-    /// The epoch this membership was introduced in (0: the volume's first).
-    /// A promotion keeps it; a membership change sets it to its epoch. A
-    /// copy refuses an epoch that comes with an older membership than its
-    /// own: a candidate that missed a change cannot be elected under the
-    /// membership it still holds.
+    /// The latest epoch this membership is known to have been in force in
+    /// (0: the volume's first). A membership change sets it to the change's
+    /// epoch; a promotion raises it to the epoch of the newest writes the
+    /// candidate applied as a replica (made under it). A copy refuses an
+    /// epoch that comes with other copies or W and an older `since` than
+    /// its own membership's or its own such writes': a candidate that missed a change
+    /// cannot be elected under the membership it still holds, and one
+    /// holding a change that a later primary superseded (it never reached
+    /// a write quorum; that primary was elected under the membership
+    /// before it) cannot bring it back.
     pub since: Epoch,
     /// The membership this one replaced, while the change may not have
     /// reached a write quorum of its sync copies yet. Until it has, a copy
@@ -104,10 +109,14 @@ impl Membership {
     /// whatever either's previous membership: the same epoch's membership
     /// before and after its change reached enough copies.
     pub fn same_as(&self, other: &Membership) -> bool {
-        self.members == other.members
-            && self.primary == other.primary
-            && self.write_quorum == other.write_quorum
-            && self.since == other.since
+        self.same_copies(other) && self.primary == other.primary && self.since == other.since
+    }
+
+    /// Whether `other` has the same copies, modes and W, whichever node is
+    /// its primary, since when, and whatever either's previous membership:
+    /// an election under either hears the same fence quorums.
+    pub fn same_copies(&self, other: &Membership) -> bool {
+        self.members == other.members && self.write_quorum == other.write_quorum
     }
 
     /// The mode of `node`'s copy, if it is a member.

@@ -40,6 +40,21 @@ impl Standing {
         amnesiac: false,
     };
 
+    /// The latest epoch whose primary's writes this copy applied as a
+    /// replica: that primary's membership was in force then (it was
+    /// elected, and wrote), and this copy took it, or a later one since.
+    /// Its own epochs as a primary do not count (`applied` then claims the
+    /// whole epoch, written or not): a candidate whose membership lets it
+    /// be elected alone would otherwise outrank every other copy by being
+    /// elected, and the copies refuse each other for ever.
+    pub fn replicated_epoch(&self) -> Epoch {
+        if self.applied.index == u64::MAX {
+            Epoch(0)
+        } else {
+            self.applied.epoch
+        }
+    }
+
     /// Whether this is the standing of the primary of its epoch.
     pub fn is_primary_of_own_epoch(&self) -> bool {
         self.consistent && self.applied == Position::all_of(self.epoch)

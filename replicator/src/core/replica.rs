@@ -547,7 +547,9 @@ impl<P: Clone> Replica<P> {
                 // The same epoch again (a new link of the same primary) may
                 // come without the previous membership once its change
                 // reached enough copies; never the other way round.
-                let repeat = epoch == self.working.epoch && membership.same_as(&self.membership);
+                let repeat = epoch == self.working.epoch
+                    && membership.same_copies(&self.membership)
+                    && membership.primary == self.membership.primary;
                 if epoch == self.working.epoch && !repeat {
                     let current = self.working.epoch;
                     self.refuse(link, seq, NackReason::StaleEpoch { current }, out);
@@ -557,9 +559,11 @@ impl<P: Clone> Replica<P> {
                     self.refuse(link, seq, NackReason::ProtocolViolation, out);
                     return true;
                 }
-                if membership.since < self.membership.since {
+                let known = self.membership.since.max(self.working.replicated_epoch());
+                if membership.since < known && !membership.same_copies(&self.membership) {
                     // A candidate that missed a membership change this copy
-                    // took: it must not be elected under the old one.
+                    // took, or holds one that a later primary superseded:
+                    // it must not be elected under that membership.
                     let current = self.working.epoch;
                     self.refuse(link, seq, NackReason::StaleEpoch { current }, out);
                     return true;
@@ -579,7 +583,14 @@ impl<P: Clone> Replica<P> {
                 }
                 self.working.epoch = epoch;
                 let cleared = repeat && self.membership.previous.is_none();
-                self.membership = membership;
+                if membership.since < self.membership.since {
+                    // The same copies and W from a candidate that did not
+                    // take their latest introduction: this copy's record of
+                    // it (and of any change it finishes) stays.
+                    self.membership.primary = membership.primary;
+                } else {
+                    self.membership = membership;
+                }
                 if cleared {
                     self.membership.previous = None;
                 }
@@ -756,7 +767,7 @@ fn ranges_overlap(a: ByteRange, b: ByteRange) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{LinkDirection, Member, Position};
+    use crate::core::{LinkDirection, Member, Position, Previous};
     use crate::wire::ReplicationMode;
 
     type Actions = Vec<Action<u64>>;
@@ -780,16 +791,22 @@ mod tests {
 
     /// A replica in epoch 3 with a link from the primary.
     fn replica() -> Replica<u64> {
+        replica_standing(Standing {
+            epoch: Epoch(3),
+            synced: Epoch(3),
+            applied: Position::ZERO,
+            consistent: true,
+            amnesiac: false,
+        })
+    }
+
+    /// A replica of `membership()` with `standing` and a link from the
+    /// primary.
+    fn replica_standing(standing: Standing) -> Replica<u64> {
         let geometry = Geometry::new(4096, 16384, 4).expect("geometry");
         let record = DurableRecord {
             membership: membership(),
-            standing: Standing {
-                epoch: Epoch(3),
-                synced: Epoch(3),
-                applied: Position::ZERO,
-                consistent: true,
-                amnesiac: false,
-            },
+            standing,
             intent: Vec::new(),
         };
         let mut r = Replica::new(geometry, ReplicaLimits::default(), record, 0);
@@ -994,41 +1011,124 @@ mod tests {
         );
     }
 
-    /// A candidate that missed a membership change this copy took is
-    /// refused: it must not be elected under the membership it still holds.
-    #[test]
-    fn an_epoch_with_an_older_membership_is_refused() {
-        let mut r = replica();
-        let newer = Membership {
-            since: Epoch(4),
-            previous: None,
-            ..membership()
-        };
-        let change = Frame::EpochChange {
-            seq: Sequence(1),
-            membership: newer,
-        };
-        let (token, _) = persist(&receive(&mut r, 4, change));
-        handle(&mut r, Event::Persisted { token });
+    /// Node 2 campaigns in `epoch` with `membership`; the outcome.
+    fn campaign(r: &mut Replica<u64>, epoch: u64, membership: Membership) -> Actions {
         let other = LinkId(8);
         let up = Event::LinkUp {
             peer: NodeId(2),
             link: other,
             direction: LinkDirection::Inbound,
         };
-        handle(&mut r, up);
-        let stale = Event::Received {
+        handle(r, up);
+        let frame = Frame::EpochChange {
+            seq: Sequence(1),
+            membership: Membership {
+                primary: NodeId(2),
+                ..membership
+            },
+        };
+        let received = Event::Received {
             peer: NodeId(2),
             link: other,
-            epoch: Epoch(5),
-            frame: epoch_change(1),
+            epoch: Epoch(epoch),
+            frame,
         };
-        let out = handle(&mut r, stale);
-        assert!(
-            matches!(nack(&out), Some(NackReason::StaleEpoch { .. })),
-            "{out:?}"
-        );
+        handle(r, received)
+    }
+
+    /// Whether `out` refuses node 2's epoch as stale.
+    fn refused_candidate(out: &Actions) -> bool {
+        out.iter().any(|a| {
+            matches!(
+                a,
+                Action::Send {
+                    peer: NodeId(2),
+                    frame: Frame::Nack {
+                        reason: NackReason::StaleEpoch { .. },
+                        ..
+                    },
+                    ..
+                }
+            )
+        })
+    }
+
+    /// W lowered to 1 in `since`.
+    fn lowered(since: u64) -> Membership {
+        Membership {
+            write_quorum: 1,
+            since: Epoch(since),
+            ..membership()
+        }
+    }
+
+    /// A candidate that missed a membership change this copy took is
+    /// refused: it must not be elected under the membership it still holds.
+    /// With the same copies and W it may campaign, whatever its `since`;
+    /// this copy keeps its own record of them.
+    #[test]
+    fn an_epoch_with_an_older_membership_is_refused() {
+        let mut r = replica();
+        let previous = Previous {
+            members: membership().members,
+            write_quorum: 2,
+            primary: PRIMARY,
+        };
+        let change = Frame::EpochChange {
+            seq: Sequence(1),
+            membership: Membership {
+                previous: Some(previous.clone()),
+                ..lowered(4)
+            },
+        };
+        let (token, _) = persist(&receive(&mut r, 4, change));
+        handle(&mut r, Event::Persisted { token });
+        let out = campaign(&mut r, 5, membership());
+        assert!(refused_candidate(&out), "{out:?}");
         assert_eq!(r.epoch(), Epoch(4));
+
+        let same = Membership {
+            since: Epoch(2),
+            ..lowered(0)
+        };
+        let out = campaign(&mut r, 6, same);
+        assert!(!refused_candidate(&out), "{out:?}");
+        let (token, record) = persist(&out);
+        assert_eq!(record.standing.epoch, Epoch(6));
+        assert_eq!(record.membership.since, Epoch(4), "the later since stays");
+        assert_eq!(
+            record.membership.previous,
+            Some(previous),
+            "and so does the change it may have to finish"
+        );
+        assert_eq!(record.membership.primary, NodeId(2));
+        handle(&mut r, Event::Persisted { token });
+    }
+
+    /// Seed 262951 of the simulation: a change made in epoch 3 that only
+    /// its primary took, superseded by a primary of epoch 5 elected under
+    /// the membership before it. This copy holds that primary's writes:
+    /// the change must not come back with its maker, or no candidate can
+    /// be elected again (the newest copy may be async under it).
+    #[test]
+    fn a_superseded_membership_change_is_refused() {
+        let mut r = replica_standing(Standing {
+            epoch: Epoch(5),
+            synced: Epoch(3),
+            applied: Position {
+                epoch: Epoch(5),
+                index: 4,
+            },
+            consistent: true,
+            amnesiac: false,
+        });
+        let out = campaign(&mut r, 9, lowered(3));
+        assert!(refused_candidate(&out), "{out:?}");
+        assert_eq!(r.epoch(), Epoch(5));
+        // From the epoch its data was written in on, the change is news.
+        let out = campaign(&mut r, 10, lowered(5));
+        assert!(!refused_candidate(&out), "{out:?}");
+        assert_eq!(persist(&out).1.standing.epoch, Epoch(10));
     }
 
     #[test]

@@ -310,9 +310,13 @@ impl<P: Clone> Primary<P> {
             epoch > record.standing.epoch,
             "a promotion must raise the epoch"
         );
-        let membership = record.membership.with_primary(me);
-        debug_assert!(membership.is_valid(), "promoted with an invalid membership");
         let prior = record.standing;
+        let mut membership = record.membership.with_primary(me);
+        // The newest writes this copy applied as a replica were made under
+        // its membership: a change made earlier, that some copy holds and
+        // this one never took, was superseded (see `Membership::since`).
+        membership.since = membership.since.max(prior.replicated_epoch());
+        debug_assert!(membership.is_valid(), "promoted with an invalid membership");
         // A former primary of its epoch inherits its bitmap: the regions
         // every copy it synced may lack. Anyone else will copy everything to
         // everyone (`election`).

@@ -270,6 +270,48 @@ fn a_lost_link_dirties_what_it_had_not_acknowledged() {
     assert!(h.primary.bitmap.dirty_of(R3).any(|r| r == RegionIndex(0)));
 }
 
+/// A candidate's membership is as recent as the newest writes it applied
+/// as a replica: a copy that took a change a later primary superseded
+/// refuses it (replica test `a_superseded_membership_change_is_refused`),
+/// and this one, which applied writes of epoch 3, brings that primary's
+/// membership back to it. Its own epochs as a primary do not count.
+#[test]
+fn a_candidate_campaigns_with_the_membership_of_its_newest_writes() {
+    let former = Harness::promoted(PrimaryLimits::default(), record());
+    let since = former.out.iter().find_map(|a| match a {
+        Action::Persist { record, .. } => Some(record.membership.since),
+        _ => None,
+    });
+    assert_eq!(
+        since,
+        Some(Epoch(0)),
+        "a primary of epoch 3 may have written nothing"
+    );
+
+    let mut replica = record();
+    replica.standing.applied = Position {
+        epoch: Epoch(3),
+        index: 7,
+    };
+    let mut h = Harness::promoted(PrimaryLimits::default(), replica);
+    let persisted = h.out.iter().find_map(|a| match a {
+        Action::Persist { record, .. } => Some(record.membership.since),
+        _ => None,
+    });
+    assert_eq!(persisted, Some(Epoch(3)));
+    h.complete_persists();
+    h.link_up(R2, LinkId(1));
+    let since = h.sent(R2).iter().find_map(|f| match f {
+        Frame::EpochChange { membership, .. } => Some(membership.since),
+        _ => None,
+    });
+    assert_eq!(
+        since,
+        Some(Epoch(3)),
+        "the membership its epoch-3 writes were made under"
+    );
+}
+
 #[test]
 fn a_candidate_behind_a_reported_standing_retires() {
     let mut behind = record();

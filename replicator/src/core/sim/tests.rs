@@ -106,6 +106,16 @@ fn long_seeds_that_once_lost_writes() {
     );
 }
 
+/// Seeds whose healed cluster once never converged ("A superseded change"
+/// in docs/replication-design.md): 262951 and long 1077321 brought back a
+/// membership change that a later primary had superseded; 282709 counted a
+/// primary's own epoch as writes made under its membership.
+#[test]
+fn seeds_that_once_stalled() {
+    run_seeds([262_951, 282_709].into_iter(), config(STEPS));
+    run_seeds([1_077_321].into_iter(), config(2_000));
+}
+
 /// Replays one seed with a trace: `SIM_SEED=S` (and `SIM_STEPS`).
 #[test]
 #[ignore]
