@@ -321,14 +321,17 @@ fn a_new_copy_is_added_the_quorum_changed_and_an_old_copy_removed_while_the_host
         assert!(sent.is_some(), "no series for replica {node}");
     }
 
-    // Raising W is refused (an election under the higher quorum could miss
-    // a write the lower one acknowledged).
-    refused(
-        call(&socket, "quorum_set", json!({"write_quorum": 3})),
-        codes::REFUSED,
-        "only be lowered",
-    );
-    writes.write(&mut queue, 6);
+    // W raised to every copy, then lowered again: each a change of its
+    // own, taken while the host writes.
+    for w in [3, 2] {
+        let set = call(&socket, "quorum_set", json!({"write_quorum": w})).expect("quorum_set");
+        assert_eq!(set["membership"]["write_quorum"], w, "{set}");
+        let status = wait_status(&socket, Duration::from_secs(30), |s| {
+            settled(s) && s["write_quorum"] == w
+        });
+        assert_eq!(status["epoch"], set["to_epoch"], "{status:#}");
+        writes.write(&mut queue, 6);
+    }
 
     refused(
         call(&socket, "replica_remove", json!({"node": 1})),

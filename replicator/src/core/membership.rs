@@ -78,6 +78,11 @@ impl Previous {
         copies_are_valid(&self.members, self.write_quorum)
             && self.mode_of(self.primary) == Some(ReplicationMode::Sync)
     }
+
+    /// The old membership's sync copies and fence quorum.
+    pub fn fence(&self) -> (Vec<NodeId>, usize) {
+        fence_of(&self.members, self.write_quorum)
+    }
 }
 
 /// Node ids unique, at most `MAX_COPIES` copies, 1 <= W <= sync copies.
@@ -92,6 +97,21 @@ fn copies_are_valid(members: &[Member], write_quorum: u8) -> bool {
         .count();
     let w = usize::from(write_quorum);
     unique && members.len() <= MAX_COPIES && w >= 1 && w <= sync
+}
+
+/// The sync copies of `members` and how many of them a fence quorum takes
+/// (`sync - W + 1`): every such set meets every write quorum.
+fn fence_of(members: &[Member], write_quorum: u8) -> (Vec<NodeId>, usize) {
+    let sync: Vec<NodeId> = members
+        .iter()
+        .filter(|m| m.mode == ReplicationMode::Sync)
+        .map(|m| m.node)
+        .collect();
+    let quorum = sync
+        .len()
+        .saturating_sub(usize::from(write_quorum))
+        .saturating_add(1);
+    (sync, quorum)
 }
 
 impl Membership {
@@ -139,9 +159,38 @@ impl Membership {
     /// reveal every acknowledged write. (More is not needed for safety: the
     /// new primary needs W copies for each write anyway.)
     pub fn fence_quorum(&self) -> usize {
-        let sync = self.sync_count();
-        let w = usize::from(self.write_quorum);
-        sync.saturating_sub(w).saturating_add(1)
+        self.fence().1
+    }
+
+    /// Its sync copies and fence quorum.
+    pub fn fence(&self) -> (Vec<NodeId>, usize) {
+        fence_of(&self.members, self.write_quorum)
+    }
+
+    /// Whether an election under this membership must also hear a fence
+    /// quorum of the previous one. A fence quorum of the new membership
+    /// meets every write quorum of the old one when W' <= W - (old sync
+    /// copies removed or made async): a write quorum of the old one avoids
+    /// the new sync copies as far as it can by taking the old sync copies
+    /// that are no longer sync, and what is left of it must still be W'.
+    /// Raising W breaks that, and a primary elected under the old
+    /// membership while the change was reaching copies may have written
+    /// where the new fence does not look.
+    pub fn needs_previous_fence(&self) -> bool {
+        self.previous.as_ref().is_some_and(|old| {
+            usize::from(self.write_quorum) + self.sync_dropped_from(old)
+                > usize::from(old.write_quorum)
+        })
+    }
+
+    /// How many of `old`'s sync copies this membership removed or made
+    /// async.
+    pub fn sync_dropped_from(&self, old: &Previous) -> usize {
+        let still_sync = |n: NodeId| self.mode_of(n) == Some(ReplicationMode::Sync);
+        old.members
+            .iter()
+            .filter(|m| m.mode == ReplicationMode::Sync && !still_sync(m.node))
+            .count()
     }
 
     /// The same membership with `node` as primary.

@@ -15,7 +15,7 @@ use super::{Phase, Primary};
 use crate::core::io::Action;
 use crate::core::primary::peer::LinkPhase;
 use crate::core::record::Standing;
-use crate::wire::{Epoch, NodeId, ReplicationMode};
+use crate::wire::{Epoch, NodeId};
 
 impl<P: Clone> Primary<P> {
     /// `peer` accepted the epoch, reporting how up to date it was.
@@ -50,13 +50,9 @@ impl<P: Clone> Primary<P> {
         // but remembers nothing it acknowledged: it cannot stand in the
         // quorum whose standings must reveal every acknowledged write.
         let remembers = standing.synced != Epoch(0);
-        // (A copy leaving with an unfinished change takes the epoch only to
-        // learn it left: the fence quorum is one of the members.)
-        let sync = self
-            .peers
-            .get(&peer)
-            .is_some_and(|p| p.mode == ReplicationMode::Sync && !p.leaving);
-        if self.phase == Phase::Electing && sync {
+        if self.phase == Phase::Electing
+            && self.fences().iter().any(|(sync, _)| sync.contains(&peer))
+        {
             self.fenced.insert(peer);
             if remembers {
                 self.standings.insert(peer, standing);
@@ -65,10 +61,27 @@ impl<P: Clone> Primary<P> {
         }
     }
 
+    /// The sets of sync copies whose fence quorums the election must hear,
+    /// each with its quorum: the membership's and, during a change that
+    /// raised W or removed a sync copy at the same W, the old one's (copies
+    /// leaving included; `Membership::needs_previous_fence`). Other changes
+    /// need only the new one's: it meets every old write quorum, and a
+    /// leaving copy, which cannot be promoted, must not hold up every
+    /// candidate with a standing none of them reaches.
+    fn fences(&self) -> Vec<(Vec<NodeId>, usize)> {
+        let mut fences = vec![self.membership.fence()];
+        if let Some(t) = &self.transition {
+            if t.new.needs_previous_fence() {
+                fences.push(t.old.fence());
+            }
+        }
+        fences
+    }
+
     /// Once a fence quorum of sync copies (this one included) has accepted
-    /// the epoch: serve if this copy holds everything they may hold
-    /// acknowledged, otherwise retire and leave the volume to a better
-    /// candidate.
+    /// the epoch — of each membership, during a change: serve if this copy
+    /// holds everything they may hold acknowledged, otherwise retire and
+    /// leave the volume to a better candidate.
     pub(super) fn decide_election(&mut self, out: &mut Vec<Action<P>>) {
         if self.phase != Phase::Electing {
             return;
@@ -78,9 +91,15 @@ impl<P: Clone> Primary<P> {
         // stand in the fence quorum — unless every sync member reported, in
         // which case no standing is missing (and a write every copy lost to
         // power losses was lost by contract, no flush having covered it).
-        let remembering = self.standings.values().filter(|s| !s.amnesiac).count();
-        let everyone = self.fenced.len() >= self.membership.sync_count();
-        if remembering < self.membership.fence_quorum() && !everyone {
+        let heard = |(sync, quorum): &(Vec<NodeId>, usize)| {
+            let remembering = sync
+                .iter()
+                .filter(|n| self.standings.get(n).is_some_and(|s| !s.amnesiac))
+                .count();
+            let everyone = sync.iter().all(|n| self.fenced.contains(n));
+            remembering >= *quorum || everyone
+        };
+        if !self.fences().iter().all(heard) {
             return;
         }
         let own = self.prior;

@@ -24,7 +24,9 @@
 //!    cannot be elected under the old membership once enough copies took
 //!    the new one. Writes still need the joint quorum until a write quorum
 //!    of the old sync copies took it: every old fence quorum then includes
-//!    one of them.
+//!    one of them. Meanwhile a node promoted from a record holding the
+//!    change elects itself under both memberships when the change raised W
+//!    (`Membership::needs_previous_fence`; `election.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -85,12 +87,9 @@ pub enum ReconfigureRefusal {
     /// Nothing would change.
     #[error("the membership is unchanged")]
     Unchanged,
-    /// An election under the new membership could miss a write on a write
-    /// quorum of the old one: the new write quorum must not exceed the old
-    /// one minus the sync copies removed or made async. (Raising W, or
-    /// removing a sync copy without lowering W, needs joint memberships on
-    /// the copies, which this version does not keep.)
-    #[error("the new write quorum must be at most the old one minus the sync copies removed or made async")]
+    /// Sync copies removed or made async without lowering W by as many:
+    /// such a change must not raise W as well (see `check_reconfigure`).
+    #[error("removing sync copies (or making them async) must lower the write quorum by as many; raise it in a separate change")]
     QuorumTooHigh,
 }
 
@@ -200,22 +199,17 @@ impl<P: Clone> Primary<P> {
         if same(membership, &self.membership) {
             return Err(ReconfigureRefusal::Unchanged);
         }
-        // Every fence quorum of the new membership must meet every write
-        // quorum of the old one, so that an election under the new one
-        // sees any write the old one acknowledged (a primary elected under
-        // the old membership while the change was still reaching copies
-        // included). A write quorum of the old one avoids the new sync
-        // copies as far as it can by taking the old sync copies that are no
-        // longer sync; what is left of it must be at least W'.
-        let sync = |m: &Membership, n: NodeId| m.mode_of(n) == Some(ReplicationMode::Sync);
-        let dropped = self
-            .membership
-            .members
-            .iter()
-            .filter(|m| m.mode == ReplicationMode::Sync && !sync(membership, m.node))
-            .count();
-        let old_w = usize::from(self.membership.write_quorum);
-        if usize::from(membership.write_quorum) + dropped > old_w {
+        // A change that raises W makes an election mid-change hear the old
+        // fence quorum too (`Membership::needs_previous_fence`). One that
+        // also drops a sync copy would make that copy's standing count in
+        // elections it cannot stand in: if it holds the newest writes (of
+        // a primary elected under the old membership meanwhile), no
+        // candidate could ever be elected. So sync copies leave only with
+        // W lowered by as many, and W rises in a change of its own.
+        let old = Previous::of(&self.membership);
+        let dropped = membership.sync_dropped_from(&old);
+        let w = usize::from(membership.write_quorum);
+        if dropped > 0 && w + dropped > usize::from(old.write_quorum) {
             return Err(ReconfigureRefusal::QuorumTooHigh);
         }
         Ok(())

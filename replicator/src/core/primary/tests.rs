@@ -476,11 +476,12 @@ fn a_flush_does_not_wait_for_a_replica_beyond_the_quorum() {
     assert_eq!(h.completions(), vec![(HostOpId(2), HostStatus::Success)]);
 }
 
-/// Changes an election under the new membership could get wrong are
-/// refused: every fence quorum of the new membership must meet every
-/// write quorum of the old one (R1..R3 sync, W = 2).
+/// Which changes are taken (R1..R3 sync, W = 2), and which make an
+/// election mid-change hear the old membership's fence quorum too: those
+/// where a fence quorum of the new one could miss a write quorum of the
+/// old one.
 #[test]
-fn a_membership_change_may_not_weaken_what_elections_see() {
+fn which_membership_changes_are_taken() {
     use crate::core::ReconfigureRefusal;
     let h = Harness::serving();
     let current = record().membership;
@@ -498,16 +499,32 @@ fn a_membership_change_may_not_weaken_what_elections_see() {
     assert_eq!(check(&with(&|m| m.members.push(r4))), Ok(()));
     // Lowering W: fine.
     assert_eq!(check(&with(&|m| m.write_quorum = 1)), Ok(()));
-    // Raising W: a single copy would be a fence quorum.
-    assert_eq!(
-        check(&with(&|m| m.write_quorum = 3)),
-        Err(ReconfigureRefusal::QuorumTooHigh)
-    );
-    // Removing a sync copy without lowering W, or making it async.
+    // Raising W: fine too, but a node promoted mid-change must then hear
+    // the old fence quorum as well.
+    let raised = with(&|m| m.write_quorum = 3);
+    assert_eq!(check(&raised), Ok(()));
+    let previous = |m: &Membership| Membership {
+        previous: Some(Previous::of(&current)),
+        ..m.clone()
+    };
+    assert!(previous(&raised).needs_previous_fence());
+    // Removing a sync copy without lowering W, or making it async: the
+    // copy's standing would count in elections it cannot stand in.
     assert_eq!(
         check(&with(&|m| m.members.retain(|c| c.node != R3))),
         Err(ReconfigureRefusal::QuorumTooHigh)
     );
+    assert_eq!(
+        check(&with(&|m| {
+            for c in m.members.iter_mut().filter(|c| c.node == R3) {
+                c.mode = ReplicationMode::Async;
+            }
+        })),
+        Err(ReconfigureRefusal::QuorumTooHigh)
+    );
+    let lowered = with(&|m| m.write_quorum = 1);
+    assert!(!previous(&lowered).needs_previous_fence());
+    assert!(!previous(&with(&|m| m.members.push(r4))).needs_previous_fence());
     assert_eq!(
         check(&with(&|m| {
             m.members.retain(|c| c.node != R3);
@@ -758,6 +775,46 @@ fn a_node_promoted_mid_change_keeps_the_old_write_quorum_until_the_change_is_kno
         h.complete_persists_keeping_writes();
     }
     assert_eq!(h.completions(), vec![(HostOpId(1), HostStatus::Success)]);
+}
+
+/// A change that raised W (2 -> 3 of three copies): a fence quorum of the
+/// new membership is one copy, which a write quorum of the old one (two
+/// copies) can miss. So a node promoted mid-change also needs the old
+/// fence quorum (two copies), and serves only if it dominates both.
+#[test]
+fn a_node_promoted_mid_change_that_raised_w_hears_the_old_fence_quorum() {
+    let old = Previous::of(&record().membership);
+    let mut mid_change = record();
+    mid_change.membership.write_quorum = 3;
+    mid_change.membership.since = Epoch(3);
+    mid_change.membership.previous = Some(old);
+    mid_change.standing = record().standing_of_replica();
+    let mut h = Harness::promoted(PrimaryLimits::default(), mid_change.clone());
+    h.complete_persists();
+    assert!(
+        !h.primary.is_serving(),
+        "W = 3 alone would let this copy elect itself"
+    );
+    h.link_up(R2, LinkId(1));
+    h.ack(R2, 1, Some(record().standing_of_replica()));
+    h.complete_persists();
+    assert!(h.primary.is_serving(), "R2 completes the old fence quorum");
+
+    // R3 may hold writes of a primary elected under the old membership
+    // with R2 (epoch 5): the old fence quorum reveals them.
+    let mut h = Harness::promoted(PrimaryLimits::default(), mid_change);
+    h.complete_persists();
+    h.link_up(R3, LinkId(2));
+    let newer = Standing {
+        epoch: Epoch(5),
+        applied: Position {
+            epoch: Epoch(5),
+            index: 2,
+        },
+        ..record().standing_of_replica()
+    };
+    h.ack_on(R3, LinkId(2), 1, Some(newer));
+    assert!(h.primary.is_retired(), "R3 holds writes this copy lacks");
 }
 
 /// A copy back from a power loss may have acknowledged writes as applied

@@ -59,9 +59,9 @@ impl ChangeError {
                  retry once volume_status shows reconfiguring: false"
                 .to_string(),
             ReconfigureRefusal::Unchanged => "the membership would not change".to_string(),
-            ReconfigureRefusal::QuorumTooHigh => "the new write quorum must be at most the old \
-                 one minus the sync copies removed or made async: an election under the new \
-                 membership could otherwise miss a write the old one acknowledged"
+            ReconfigureRefusal::QuorumTooHigh => "removing sync copies (or making them async) \
+                 must lower the write quorum by as many; raise it again in a change of its \
+                 own (quorum_set), once the copies are removed"
                 .to_string(),
             other => format!("the replication state machine refused the change: {other}"),
         };
@@ -231,14 +231,6 @@ fn plan_quorum(current: &Membership, w: u8) -> Result<Membership, ChangeError> {
             "the write quorum is {w} already"
         )));
     }
-    if w > current.write_quorum {
-        return Err(ChangeError::refused(format!(
-            "raising the write quorum ({} to {w}) at run time is not supported yet: an \
-             election under the higher quorum could miss a write the lower one acknowledged \
-             (that needs joint memberships on the copies); it can only be lowered",
-            current.write_quorum
-        )));
-    }
     Ok(Membership {
         write_quorum: w,
         ..current.clone()
@@ -370,8 +362,7 @@ mod tests {
             write_quorum: 1,
             ..m.clone()
         };
-        let error = plan(me, &w1, &roster, &MembershipChange::SetQuorum(2)).expect_err("raise");
-        assert_eq!(error.kind, ChangeErrorKind::Refused);
-        assert!(error.message.contains("only be lowered"), "{error:?}");
+        let raised = plan(me, &w1, &roster, &MembershipChange::SetQuorum(2)).expect("raise");
+        assert_eq!(raised.write_quorum, 2);
     }
 }
