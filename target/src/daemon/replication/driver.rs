@@ -1,6 +1,7 @@
 //! The shard side of replication: one [`Node`] state machine for the
 //! volume, fed with events from the ring and carrying out its actions on
-//! the ring (shard 0 only; keeld refuses replication with more cores).
+//! the ring (shard 0 only; other shards hand it their writes as
+//! `Message::Replicate`).
 //!
 //! - Peer links: socket, receive buffer (a pool buffer the ring receives
 //!   into, copied into a heap buffer where `link::decode` finds whole
