@@ -52,6 +52,9 @@ elif [ -x "$guest_dir/run.sh" ]; then
     echo "== three keeld replicating over RDMA on soft-RoCE, in qemu (kill -9, resync, identical copies)"
     KEEL_GUEST_DIR=$guest_dir GUEST_OUTDIR=$PWD/build/guest-out-keeld-rdma \
         target/tests/guest/run.sh keeld-rdma-replication.sh
+    echo "== the kernel host's native multipath across three keeld: ANA states, failover under fio, in qemu"
+    KEEL_GUEST_DIR=$guest_dir GUEST_OUTDIR=$PWD/build/guest-out-multipath \
+        target/tests/guest/run.sh keeld-multipath-failover.sh
 else
     echo "SKIPPED: no guest runner at $guest_dir (a checkout without ../shared/guest; set KEEL_GUEST_DIR to where the guest runner is)"
     guest_skipped=1

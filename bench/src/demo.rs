@@ -106,7 +106,7 @@ fn node_config(image: &Path, size: u64) -> anyhow::Result<DaemonConfig> {
     Ok(DaemonConfig {
         cores: 1,
         listeners: vec![ListenerConfig {
-            // A replica's listener refuses I/O (Namespace Not Ready) until
+            // A replica's listener refuses I/O (ANA inaccessible) until
             // it is promoted; only the primary's is used here.
             addr: "127.0.0.1:0".parse().context("loopback address")?,
         }],

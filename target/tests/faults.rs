@@ -245,7 +245,7 @@ fn a_replica_whose_disk_stalls_is_dropped_while_writes_go_on_and_is_resynced_onc
 /// The primary's record device fails its writes: the next persist (an
 /// intent bit for a write, or clearing settled ones) fails, and the primary
 /// stops instead of stalling — the write in flight and every later one fail
-/// with Namespace Not Ready (a path error: retry elsewhere), it reports
+/// with Asymmetric Access Inaccessible (a path error: retry elsewhere), it reports
 /// itself failed. Node 2, promoted, serves every write node 1 had
 /// acknowledged; node 1 restarted without the fault rejoins as a replica
 /// and the three copies end byte-identical.
@@ -282,8 +282,8 @@ fn a_primary_whose_record_fails_stops_and_a_promoted_replica_serves_every_acknow
             "every write still succeeds"
         );
     };
-    assert_eq!(refused, Status::NAMESPACE_NOT_READY);
-    assert_eq!(write_blocks(&mut queue, 8, 3), Status::NAMESPACE_NOT_READY);
+    assert_eq!(refused, Status::ANA_INACCESSIBLE);
+    assert_eq!(write_blocks(&mut queue, 8, 3), Status::ANA_INACCESSIBLE);
     primary.wait_gauge("keel_replication_failed", 1, Duration::from_secs(5));
     let status = rpc(&cluster.socket(1), "volume_status", json!({})).expect("status");
     assert_eq!(status["failed"], true, "{status}");

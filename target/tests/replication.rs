@@ -31,11 +31,11 @@ fn three_keeld_replicate_with_quorum_2_through_a_replica_kill_and_converge() {
     {
         let (_ctrl, mut queue) = open_queue(&replica2);
         let status = run_one(&mut queue, IoKind::Read, 0, 8);
-        assert_eq!(status, Status::NAMESPACE_NOT_READY);
+        assert_eq!(status, Status::ANA_INACCESSIBLE);
         let status = run_one(&mut queue, IoKind::Write { fua: false }, 0, 8);
-        assert_eq!(status, Status::NAMESPACE_NOT_READY);
+        assert_eq!(status, Status::ANA_INACCESSIBLE);
         let status = run_one(&mut queue, IoKind::Flush, 0, 0);
-        assert_eq!(status, Status::NAMESPACE_NOT_READY);
+        assert_eq!(status, Status::ANA_INACCESSIBLE);
     }
 
     let (ctrl, mut queue) = open_queue(&primary);
@@ -97,7 +97,7 @@ fn a_primary_on_two_cores_replicates_the_writes_of_host_queues_on_both_shards() 
             let mut queue = ctrl.io_queue(qid, 4, ns).expect("I/O queue");
             for kind in [IoKind::Read, IoKind::Write { fua: false }, IoKind::Flush] {
                 let status = run_one(&mut queue, kind, 0, 8);
-                assert_eq!(status, Status::NAMESPACE_NOT_READY, "queue {qid}");
+                assert_eq!(status, Status::ANA_INACCESSIBLE, "queue {qid}");
             }
         }
     }
@@ -810,7 +810,7 @@ fn after_the_primary_dies_a_promoted_replica_serves_every_acknowledged_write() {
         let status = run_one(&mut old_queue, IoKind::Write { fua: false }, 8, 8);
         assert_eq!(
             status,
-            Status::NAMESPACE_NOT_READY,
+            Status::ANA_INACCESSIBLE,
             "the deposed primary refuses writes"
         );
     }

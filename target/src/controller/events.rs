@@ -24,6 +24,9 @@ pub enum AsyncEvent {
     /// Discovery Log Page Change: subsystems or listeners changed; the
     /// host re-reads the discovery log (70h).
     DiscoveryLogChanged,
+    /// Asymmetric Namespace Access Change: a namespace's ANA state on this
+    /// path changed; the host re-reads the ANA log (0Ch).
+    AnaChange,
 }
 
 impl AsyncEvent {
@@ -31,6 +34,7 @@ impl AsyncEvent {
     const fn info(self) -> u32 {
         match self {
             Self::NamespaceAttributeChanged => 0x00,
+            Self::AnaChange => 0x03,
             Self::DiscoveryLogChanged => 0xF0,
         }
     }
@@ -39,6 +43,7 @@ impl AsyncEvent {
     pub const fn log_page(self) -> LogPageId {
         match self {
             Self::NamespaceAttributeChanged => LogPageId::ChangedNamespaceList,
+            Self::AnaChange => LogPageId::AsymmetricNamespaceAccess,
             Self::DiscoveryLogChanged => LogPageId::Discovery,
         }
     }
@@ -47,6 +52,7 @@ impl AsyncEvent {
     const fn config_bit(self) -> u32 {
         match self {
             Self::NamespaceAttributeChanged => oaes::NAMESPACE_ATTRIBUTE,
+            Self::AnaChange => oaes::ANA_CHANGE,
             Self::DiscoveryLogChanged => oaes::DISCOVERY_LOG_CHANGE,
         }
     }
@@ -144,6 +150,7 @@ mod tests {
     fn dw0_layout() {
         assert_eq!(AsyncEvent::NamespaceAttributeChanged.dw0(), 0x0004_0002);
         assert_eq!(AsyncEvent::DiscoveryLogChanged.dw0(), 0x0070_F002);
+        assert_eq!(AsyncEvent::AnaChange.dw0(), 0x000C_0302);
     }
 
     #[test]

@@ -34,6 +34,7 @@
 //! [`response`], [`stats`], [`config`], [`clock`], [`error`].
 
 mod admin;
+pub mod ana;
 pub mod clock;
 pub mod config;
 pub mod connect;

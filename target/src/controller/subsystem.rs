@@ -79,9 +79,11 @@ pub struct Namespace {
     pub uuid: [u8; 16],
     /// IEEE EUI-64 (all zero: not reported).
     pub eui64: [u8; 8],
-    /// Whether I/O is served. A replica that is not the primary answers
-    /// Namespace Not Ready (retryable, no DNR) so the host never reads a
-    /// stale copy (ARCHITECTURE.md, "Failover path for hosts").
+    /// Whether I/O is served on this path: ANA optimized, or inaccessible
+    /// on a replica that is not the primary, which answers I/O with
+    /// Asymmetric Access Inaccessible (a path error: the host never reads a
+    /// stale copy and moves to another path; ARCHITECTURE.md, "Failover
+    /// path for hosts").
     pub ready: bool,
 }
 
@@ -309,4 +311,6 @@ mod tests {
 pub(crate) struct HostedSubsystem {
     pub subsystem: Subsystem,
     pub stats: crate::controller::stats::IoStatistics,
+    /// ANA change count: bumped whenever a namespace's ANA state changes.
+    pub ana_changes: u64,
 }

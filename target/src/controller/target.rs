@@ -128,6 +128,7 @@ impl Target {
             HostedSubsystem {
                 subsystem,
                 stats: IoStatistics::default(),
+                ana_changes: 0,
             },
         );
         self.discovery_changed();
@@ -212,16 +213,29 @@ impl Target {
         Ok(())
     }
 
-    /// Marks a namespace ready or not ready for I/O (a replica being
-    /// promoted or demoted). Hosts learn it from the I/O status, so no
-    /// event is raised.
+    /// Marks a namespace ready (ANA optimized) or not (inaccessible) on
+    /// this path: a replica promoted or deposed. A change bumps the
+    /// subsystem's ANA change count and raises an ANA Change notice on its
+    /// controllers, so multipath hosts re-read the ANA log and move their
+    /// I/O.
     pub fn set_namespace_ready(
         &mut self,
         nqn: &str,
         nsid: u32,
         ready: bool,
     ) -> Result<(), ConfigError> {
-        self.hosted_mut(nqn)?.subsystem.namespace_mut(nsid)?.ready = ready;
+        let hosted = self.hosted_mut(nqn)?;
+        let namespace = hosted.subsystem.namespace_mut(nsid)?;
+        if namespace.ready == ready {
+            return Ok(());
+        }
+        namespace.ready = ready;
+        hosted.ana_changes = hosted.ana_changes.wrapping_add(1);
+        for controller in self.controllers.values_mut() {
+            if controller.kind == ControllerKind::Nvm && controller.host.subnqn == nqn {
+                raise(controller, AsyncEvent::AnaChange, &mut self.outbox);
+            }
+        }
         Ok(())
     }
 

@@ -194,6 +194,9 @@ pub(crate) struct ShardHandler {
     repl_parts: HashMap<u64, usize>,
     next_repl_part: u64,
     repl_closed: bool,
+    /// Shard 0: the replicated namespace's ANA state last given to the
+    /// target (optimized while this node serves), if any yet.
+    ana_optimized: Option<bool>,
 }
 
 impl ShardHandler {
@@ -239,10 +242,13 @@ impl ShardHandler {
             repl_requests: Slab::new(),
             repl_parts: HashMap::new(),
             next_repl_part: 1,
+            ana_optimized: None,
             repl_closed: false,
         };
         if handler.repl.is_some() {
             let _ = shard.add_timer(REPL_TICK, TIMER_REPL_TICK);
+            // Before the first host connects: not served until elected.
+            handler.publish_ana(shard);
         }
         for index in 0..handler.accept_armed.len() {
             handler.arm_accept(shard, index);
@@ -866,7 +872,7 @@ impl ShardHandler {
                 .as_ref()
                 .is_some_and(|p| p.serving.load(std::sync::atomic::Ordering::Acquire));
             if !serving {
-                command.fail(Status::NAMESPACE_NOT_READY);
+                command.fail(Status::ANA_INACCESSIBLE);
                 self.finish(shard, key, cmd_key);
                 return;
             }
@@ -1262,6 +1268,45 @@ impl ShardHandler {
 
     /// Shard 0: applies the state machine's ended host operations to their
     /// requests, answering each request once all its parts have ended.
+    /// Shard 0: tells the target whether the replicated namespace is ANA
+    /// optimized (this node serves it) or inaccessible on this path, once
+    /// per change, so that multipath hosts get an ANA Change notice and
+    /// move their I/O. (Commands reaching a node that does not serve are
+    /// refused with Asymmetric Access Inaccessible meanwhile anyway.)
+    fn publish_ana(&mut self, shard: &mut Shard<Message>) {
+        let Some(published) = self.repl_published.as_ref() else {
+            return;
+        };
+        let serving = published.serving.load(std::sync::atomic::Ordering::Acquire);
+        if self.ana_optimized == Some(serving) {
+            return;
+        }
+        let Some(volume) = self
+            .volumes
+            .iter()
+            .find(|v| Some(v.device) == self.repl_device)
+        else {
+            return;
+        };
+        let mut control = self.shared.lock();
+        if let Err(error) = control
+            .target
+            .set_namespace_ready(&volume.nqn, volume.nsid, serving)
+        {
+            tracing::warn!(%error, nqn = volume.nqn, nsid = volume.nsid, "ANA state not set");
+        }
+        let routed = control.routed_async();
+        drop(control);
+        tracing::info!(
+            nqn = volume.nqn,
+            nsid = volume.nsid,
+            state = if serving { "optimized" } else { "inaccessible" },
+            "ANA state"
+        );
+        self.ana_optimized = Some(serving);
+        self.route_async(shard, routed);
+    }
+
     fn repl_completions(&mut self, shard: &mut Shard<Message>) {
         let Some(repl) = self.repl.as_mut() else {
             return;
@@ -1630,6 +1675,7 @@ impl keel_engine::Handler<Message> for ShardHandler {
                 if let Some(repl) = self.repl.as_mut() {
                     repl.tick(shard);
                     self.repl_completions(shard);
+                    self.publish_ana(shard);
                 }
                 if !self.repl_closed {
                     let _ = shard.add_timer(REPL_TICK, TIMER_REPL_TICK);
@@ -1762,8 +1808,8 @@ fn host_status(status: HostStatus) -> Status {
     match status {
         HostStatus::Success => Status::SUCCESS,
         // Not (or no longer) the serving primary: the host must use another
-        // path. Namespace Not Ready until keeld reports ANA states.
-        HostStatus::PathError => Status::NAMESPACE_NOT_READY,
+        // path, which the ANA log names.
+        HostStatus::PathError => Status::ANA_INACCESSIBLE,
         HostStatus::MediaError => Status::WRITE_FAULT,
         HostStatus::Busy => Status::COMMAND_INTERRUPTED,
         HostStatus::InvalidRange => Status::LBA_OUT_OF_RANGE,

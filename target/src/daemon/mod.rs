@@ -187,6 +187,29 @@ struct ReplPlan {
     options: ReplicationOptions,
 }
 
+/// Controller IDs per node: the copies of a replicated volume expose one
+/// NVM subsystem, and a multipath host refuses a second controller of a
+/// subsystem with a CNTLID it already holds ("Duplicate cntlid"), so each
+/// node hands out its own block of `max_controllers` IDs, chosen by its
+/// node id (node ids equal modulo the number of blocks share one).
+fn controller_ids(
+    limits: TargetLimits,
+    node: Option<keel_replicator::wire::NodeId>,
+) -> TargetLimits {
+    let Some(node) = node else {
+        return limits;
+    };
+    let block = limits.max_controllers.max(1);
+    let blocks = u64::from((limits.cntlid_max - limits.cntlid_min + 1) / block).max(1);
+    let index = u16::try_from(node.0 % blocks).unwrap_or(0);
+    let cntlid_min = limits.cntlid_min + index * block;
+    TargetLimits {
+        cntlid_min,
+        cntlid_max: cntlid_min + (block - 1),
+        ..limits
+    }
+}
+
 struct OpenVolume {
     nqn: String,
     nsid: u32,
@@ -196,7 +219,11 @@ struct OpenVolume {
 impl Daemon {
     /// Opens every volume, binds every listener and starts the shards.
     pub fn start(config: &DaemonConfig, runtime: &RuntimeOptions) -> Result<Daemon, DaemonError> {
-        let mut target = Target::new(TargetLimits::default());
+        let limits = controller_ids(
+            TargetLimits::default(),
+            runtime.replication.as_ref().map(|r| r.node),
+        );
+        let mut target = Target::new(limits);
         let mut listeners = Vec::with_capacity(config.listeners.len());
         let mut addrs = Vec::with_capacity(config.listeners.len());
         for (index, listener) in config.listeners.iter().enumerate() {
@@ -823,4 +850,27 @@ fn read_record(
         },
         addresses: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_replicator::wire::NodeId;
+
+    #[test]
+    fn each_node_hands_out_its_own_controller_ids() {
+        let all = TargetLimits::default();
+        let plain = controller_ids(all, None);
+        assert_eq!((plain.cntlid_min, plain.cntlid_max), (1, 0xFFEF));
+        let ranges: Vec<(u16, u16)> = (1..=3)
+            .map(|n| controller_ids(all, Some(NodeId(n))))
+            .map(|l| (l.cntlid_min, l.cntlid_max))
+            .collect();
+        assert_eq!(ranges, [(1025, 2048), (2049, 3072), (3073, 4096)]);
+        let last = controller_ids(all, Some(NodeId(62)));
+        assert_eq!(last.cntlid_max, 63 * 1024);
+        assert!(last.cntlid_max <= 0xFFEF);
+        let wrapped = controller_ids(all, Some(NodeId(63)));
+        assert_eq!(wrapped.cntlid_min, 1, "63 blocks of 1024");
+    }
 }

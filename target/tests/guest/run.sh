@@ -9,6 +9,8 @@
 #                                      examples/rdma_frames instead)
 #        keeld-rdma-replication.sh    (three keeld replicating over RDMA;
 #                                      builds keeld with --features rdma)
+#        keeld-multipath-failover.sh  (the kernel host's native multipath
+#                                      across three keeld; also keelctl)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
@@ -18,6 +20,11 @@ payload=${1:?usage: run.sh PAYLOAD.sh}
 [ -x "$guest/run.sh" ] || { echo "no guest runner at $guest (set KEEL_GUEST_DIR)" >&2; exit 2; }
 "$guest/setup.sh" >/dev/null
 case $payload in
+keeld-multipath-*)
+    # keeld, and keelctl to promote a replica.
+    (cd "$repo" && cargo build --release -p keel-target --bin keeld -p keelctl --bin keelctl)
+    exec "$guest/run.sh" "$here/$payload" "$repo/build/release/keeld" "$repo/build/release/keelctl"
+    ;;
 keeld-rdma-*)
     # keeld with replication over RDMA (cargo feature `rdma`).
     (cd "$repo" && cargo build --release -p keel-target --features rdma --bin keeld)

@@ -116,6 +116,15 @@ fn seeds_that_once_stalled() {
     run_seeds([1_077_321].into_iter(), config(2_000));
 }
 
+/// A change that raised W (2 to 3), recorded by its primary, which then
+/// crashed; a primary elected under the old W acknowledged a write on two
+/// copies; the changing node, promoted again, must hear the old fence
+/// quorum too or it serves without that write (check (c)).
+#[test]
+fn a_seed_that_needs_the_old_fence_quorum_after_raising_w() {
+    run_seeds([374_340].into_iter(), config(STEPS));
+}
+
 /// Replays one seed with a trace: `SIM_SEED=S` (and `SIM_STEPS`).
 #[test]
 #[ignore]

@@ -106,7 +106,7 @@ pub(crate) fn set_features(
             let supported = AEC_SMART_WARNINGS
                 | match controller.kind {
                     ControllerKind::Discovery => oaes::DISCOVERY_LOG_CHANGE,
-                    ControllerKind::Nvm => oaes::NAMESPACE_ATTRIBUTE,
+                    ControllerKind::Nvm => oaes::NAMESPACE_ATTRIBUTE | oaes::ANA_CHANGE,
                 };
             controller.events.set_config(value & supported);
         }

@@ -3,6 +3,7 @@
 //! 05h and 07h for completeness).
 
 use crate::controller::admin::AdminContext;
+use crate::controller::ana::{self, anacap};
 use crate::controller::response::Completion;
 use crate::controller::state::ControllerKind;
 use crate::controller::subsystem::{HostedSubsystem, Namespace};
@@ -115,9 +116,18 @@ fn write_controller(
         Some(hosted) => IdentifyController {
             serial_number: hosted.subsystem.serial(),
             model_number: hosted.subsystem.model(),
-            // Several hosts and ports may reach the same namespaces.
-            cmic: cmic::MULTI_PORT | cmic::MULTI_CONTROLLER,
-            oaes: oaes::NAMESPACE_ATTRIBUTE,
+            // Several hosts and ports may reach the same namespaces, and
+            // which path serves a replicated one is reported by ANA.
+            cmic: cmic::MULTI_PORT | cmic::MULTI_CONTROLLER | cmic::ANA_REPORTING,
+            oaes: oaes::NAMESPACE_ATTRIBUTE | oaes::ANA_CHANGE,
+            anatt: ana::TRANSITION_TIME_S,
+            anacap: anacap::OPTIMIZED | anacap::INACCESSIBLE | anacap::GROUP_ID_STATIC,
+            // One group per namespace (`ana::group_of`). A host sizes its
+            // ANA log buffer from these and MNAN (Linux refuses ANA with
+            // MNAN 0: "Invalid MNAN value").
+            anagrpmax: limits.max_nsid,
+            nanagrpid: limits.max_nsid,
+            mnan: limits.max_nsid,
             ctratt: ctratt::HOST_ID_128 | ctratt::TRAFFIC_BASED_KEEP_ALIVE,
             cntrltype: cntrltype::IO,
             frmw: FRMW,
@@ -159,6 +169,7 @@ fn write_namespace(
     let geometry = namespace.geometry;
     let mut identify = IdentifyNamespace::new(geometry.blocks(), geometry.block_size_shift());
     identify.nmic = NMIC_SHARED;
+    identify.anagrpid = ana::group_of(nsid);
     identify.nguid = namespace.nguid;
     identify.eui64 = namespace.eui64;
     identify.write_into(out).map_err(|_| Status::INTERNAL_ERROR)

@@ -5,6 +5,7 @@
 
 use crate::controller::admin::identify::FIRMWARE_REVISION;
 use crate::controller::admin::AdminContext;
+use crate::controller::ana;
 use crate::controller::discovery::build_discovery_log;
 use crate::controller::response::Completion;
 use crate::controller::state::ControllerKind;
@@ -52,7 +53,7 @@ pub(crate) fn get_log_page(
     expect_data_to_host(sqe, len)?;
     let len = usize::try_from(len).map_err(|_| Status::INVALID_FIELD)?;
     let window = out.get_mut(..len).ok_or(Status::INTERNAL_ERROR)?;
-    let page = build_page(ctx, sqe.nsid, command.lid)?;
+    let page = build_page(ctx, sqe.nsid, command.lid, command.lsp)?;
     copy_window(&page, command.lpo, window)?;
     if !command.rae {
         ctx.controller.log_page_read(command.lid);
@@ -60,7 +61,12 @@ pub(crate) fn get_log_page(
     Ok(Completion::with_data(len))
 }
 
-fn build_page(ctx: &mut AdminContext<'_>, nsid: u32, lid: LogPageId) -> Result<Vec<u8>, Status> {
+fn build_page(
+    ctx: &mut AdminContext<'_>,
+    nsid: u32,
+    lid: LogPageId,
+    lsp: u8,
+) -> Result<Vec<u8>, Status> {
     match (ctx.controller.kind, lid) {
         (ControllerKind::Discovery, LogPageId::Discovery) => Ok(build_discovery_log(
             ctx.discovery.genctr,
@@ -100,6 +106,14 @@ fn build_page(ctx: &mut AdminContext<'_>, nsid: u32, lid: LogPageId) -> Result<V
             Ok(page)
         }
         (ControllerKind::Nvm, LogPageId::CommandsSupportedAndEffects) => Ok(effects_log()),
+        (ControllerKind::Nvm, LogPageId::AsymmetricNamespaceAccess) => {
+            let hosted = ctx.subsystem.ok_or(Status::INVALID_LOG_PAGE)?;
+            Ok(ana::build_log(
+                hosted.subsystem.namespaces(),
+                hosted.ana_changes,
+                lsp & ana::LSP_GROUPS_ONLY != 0,
+            ))
+        }
         _ => Err(Status::INVALID_LOG_PAGE),
     }
 }

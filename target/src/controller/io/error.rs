@@ -14,10 +14,11 @@ pub enum IoError {
     /// NSID 0, inactive, or broadcast where it is not allowed.
     #[error("invalid namespace {0}")]
     InvalidNamespace(u32),
-    /// The namespace exists but may not serve I/O now (a replica that is
-    /// not primary); the host retries, possibly on another path.
-    #[error("namespace {0} not ready")]
-    NamespaceNotReady(u32),
+    /// The namespace exists but may not serve I/O on this path now (a
+    /// replica that is not primary: ANA inaccessible); a path error, so a
+    /// multipath host retries on another path.
+    #[error("namespace {0} is inaccessible on this path")]
+    Inaccessible(u32),
     /// The LBA range runs past the namespace.
     #[error("LBA range {slba}+{blocks} is out of range")]
     LbaOutOfRange {
@@ -49,7 +50,7 @@ impl IoError {
         match self {
             Self::InvalidOpcode(_) => Status::INVALID_OPCODE,
             Self::InvalidNamespace(_) => Status::INVALID_NAMESPACE,
-            Self::NamespaceNotReady(_) => Status::NAMESPACE_NOT_READY,
+            Self::Inaccessible(_) => Status::ANA_INACCESSIBLE,
             Self::LbaOutOfRange { .. } => Status::LBA_OUT_OF_RANGE,
             Self::TransferTooLarge { .. } | Self::UnsupportedField(_) => Status::INVALID_FIELD,
             Self::DataPointer(status) => *status,

@@ -161,7 +161,7 @@ pub fn parse_io_command(
         .namespace(sqe.nsid)
         .ok_or(IoError::InvalidNamespace(sqe.nsid))?;
     if !namespace.ready {
-        return Err(IoError::NamespaceNotReady(sqe.nsid));
+        return Err(IoError::Inaccessible(sqe.nsid));
     }
     let geometry = namespace.geometry;
     let operation = match opcode {

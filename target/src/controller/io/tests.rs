@@ -152,7 +152,7 @@ fn namespaces() {
     }
     let read = sqe(IoOpcode::Read, 2, 0, 1, transport(512));
     let not_ready = status(&read, &[]);
-    assert_eq!(not_ready, Status::NAMESPACE_NOT_READY);
+    assert_eq!(not_ready, Status::ANA_INACCESSIBLE);
     assert!(!not_ready.dnr, "the host may retry on another path");
     // Flush: one namespace or all of them.
     let flush = sqe(IoOpcode::Flush, 1, 0, 1, transport(0));
@@ -160,7 +160,7 @@ fn namespaces() {
     let all = sqe(IoOpcode::Flush, u32::MAX, 0, 1, transport(0));
     assert_eq!(parse(&all, &[]).unwrap().nsid, NSID_BROADCAST);
     let flush = sqe(IoOpcode::Flush, 2, 0, 1, transport(0));
-    assert_eq!(status(&flush, &[]), Status::NAMESPACE_NOT_READY);
+    assert_eq!(status(&flush, &[]), Status::ANA_INACCESSIBLE);
     let flush = sqe(IoOpcode::Flush, 1, 0, 1, transport(512));
     assert_eq!(status(&flush, &[]), Status::DATA_SGL_LENGTH_INVALID);
 }

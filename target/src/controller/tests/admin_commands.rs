@@ -262,3 +262,49 @@ fn namespace_events_coalesce_until_the_log_is_read() {
     assert!(h.target.add_namespace(SUBNQN, 2, namespace()).is_err());
     assert!(h.target.add_namespace(SUBNQN, 1025, namespace()).is_err());
 }
+
+/// A replica promoted (or deposed) changes its namespace's ANA state on
+/// this path: the host gets an ANA Change notice, the ANA log shows the new
+/// state with a new change count, I/O on an inaccessible path fails with a
+/// path error, and Identify Namespace names the group.
+#[test]
+fn an_ana_state_change_is_noticed_and_logged() {
+    let mut h = Harness::new(target());
+    let (mut session, _) = h.admin_session(0);
+    let enable = set_features_sqe(h.cid(), FeatureId::AsyncEventConfiguration, 1 << 11);
+    h.ok(&mut session, &enable);
+    let read_log = |h: &mut Harness, session: &mut _| {
+        let sqe = log_page_sqe(
+            h.cid(),
+            LogPageId::AsymmetricNamespaceAccess,
+            u32::MAX,
+            false,
+            52,
+            0,
+        );
+        h.ok(session, &sqe).1
+    };
+    let page = read_log(&mut h, &mut session);
+    assert_eq!(&page[..8], &0u64.to_le_bytes(), "change count");
+    assert_eq!(&page[8..10], &1u16.to_le_bytes(), "one group");
+    assert_eq!(&page[16..20], &1u32.to_le_bytes(), "ANAGRPID");
+    assert_eq!(page[32], 0x01, "optimized");
+    assert_eq!(&page[48..52], &1u32.to_le_bytes(), "NSID");
+
+    let aer = admin_sqe(AdminOpcode::AsyncEventRequest, 31, 0, 0);
+    assert_eq!(h.submit(&mut session, &aer, &[]), Reply::Deferred);
+    h.target.set_namespace_ready(SUBNQN, 1, false).unwrap();
+    let notices = h.take_async();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0].cqe.dw0, 0x000C_0302, "ANA change, log 0Ch");
+    // The same state again raises nothing.
+    h.target.set_namespace_ready(SUBNQN, 1, false).unwrap();
+    assert!(h.take_async().is_empty());
+    let page = read_log(&mut h, &mut session);
+    assert_eq!(&page[..8], &1u64.to_le_bytes());
+    assert_eq!(page[32], 0x03, "inaccessible");
+
+    let identify = identify_sqe(h.cid(), IdentifyCns::Namespace, 1, 0);
+    let data = h.ok(&mut session, &identify).1;
+    assert_eq!(&data[92..96], &1u32.to_le_bytes(), "ANAGRPID");
+}

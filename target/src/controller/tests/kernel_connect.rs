@@ -95,12 +95,18 @@ fn connect_sequence() {
         id.ctratt,
         ctratt::HOST_ID_128 | ctratt::TRAFFIC_BASED_KEEP_ALIVE
     );
-    assert_eq!(
+    assert_ne!(
         id.cmic & cmic::ANA_REPORTING,
         0,
-        "no ANA: the host skips the ANA log"
+        "ANA: the host reads the ANA log and follows the optimized path"
     );
-    assert_eq!(id.oaes, oaes::NAMESPACE_ATTRIBUTE);
+    assert_eq!(id.oaes, oaes::NAMESPACE_ATTRIBUTE | oaes::ANA_CHANGE);
+    assert_eq!((id.anagrpmax, id.nanagrpid, id.mnan), (1024, 1024, 1024));
+    assert_eq!(
+        id.anacap, 0b0100_0101,
+        "optimized, inaccessible, static ANAGRPID"
+    );
+    assert_eq!(id.anatt, 10);
     assert_eq!(id.ioccsz, 1028);
     assert_eq!(id.iorcsz, 1);
     assert_eq!(id.icdoff, 0);
@@ -147,16 +153,21 @@ fn connect_sequence() {
         "Write Uncorrectable not supported"
     );
 
-    // 11. ANA log: not advertised, so not there.
+    // 11. ANA log, sized as the host sizes it (header, NANAGRPID group
+    // descriptors, NN NSIDs): one group, optimized.
+    let len = 16 + 1024 * 32 + 1024 * 4;
     let sqe = log_page_sqe(
         h.cid(),
         LogPageId::AsymmetricNamespaceAccess,
         u32::MAX,
         false,
-        8208,
+        len,
         0,
     );
-    assert_eq!(h.status(&mut admin, &sqe), Status::INVALID_LOG_PAGE);
+    let (_, ana) = h.ok(&mut admin, &sqe);
+    assert_eq!(ana.len(), len as usize);
+    assert_eq!(&ana[8..10], &1u16.to_le_bytes());
+    assert_eq!(ana[32], 0x01);
 
     // 12. SMART / Health, NSID FFFFFFFFh, 512 bytes.
     let sqe = log_page_sqe(h.cid(), LogPageId::SmartHealth, u32::MAX, false, 512, 0);
@@ -183,11 +194,11 @@ fn connect_sequence() {
     let sqe = set_features_sqe(h.cid(), FeatureId::NumberOfQueues, 0x0003_0003);
     assert_eq!(h.status(&mut admin, &sqe), Status::COMMAND_SEQUENCE_ERROR);
 
-    // 14. AEC 0x900: namespace attribute notices kept, ANA masked off.
+    // 14. AEC 0x900: namespace attribute and ANA change notices.
     let sqe = set_features_sqe(h.cid(), FeatureId::AsyncEventConfiguration, 0x900);
     h.ok(&mut admin, &sqe);
     let sqe = get_features_sqe(h.cid(), FeatureId::AsyncEventConfiguration, 0, 0);
-    assert_eq!(h.ok(&mut admin, &sqe).0.dw0, 0x100);
+    assert_eq!(h.ok(&mut admin, &sqe).0.dw0, 0x900);
 
     // 15. AER CID 31.
     let aer = admin_sqe(AdminOpcode::AsyncEventRequest, 31, 0, 0);
