@@ -3,8 +3,8 @@
 //! `keelctl quorum set` and `keelctl replica remove` make; keelctl itself is
 //! tested against a replicating keeld in tools/keelctl/tests/cli.rs): a
 //! blank copy on a new disk is added to a volume of two copies and brought
-//! complete while the host writes, raising the write quorum is refused,
-//! the first replica is made async (the write quorum lowered with it),
+//! complete while the host writes, the write quorum is raised and lowered
+//! again, the first replica is made async (the write quorum lowered with it),
 //! then removed and stopped (and refuses to start again), and the host's verified writes go
 //! on throughout. At the end the
 //! two remaining copies are byte-identical and every acknowledged write
@@ -208,6 +208,14 @@ fn a_new_copy_is_added_the_quorum_changed_and_an_old_copy_removed_while_the_host
     };
     writes.write(&mut queue, 1);
     writes.write(&mut queue, 2);
+
+    // What multipath hosts see: the primary's path is ANA optimized, the
+    // replica's inaccessible.
+    for (node, state) in [(1, "optimized"), (2, "inaccessible")] {
+        let list = call(&volume.socket(node), "volume_list", json!({})).expect("volume_list");
+        assert_eq!(list[0]["ana_state"], state, "node {node}: {list}");
+        assert_eq!(list[0]["ana_group"], 1, "{list}");
+    }
 
     // Replicas refuse changes: only the serving primary makes them.
     let message = refused(

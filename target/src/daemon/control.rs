@@ -796,6 +796,11 @@ fn volume_json(nqn: &str, nsid: u32, namespace: &Namespace) -> Value {
         "blocks": namespace.geometry.blocks(),
         "bytes": namespace.geometry.bytes(),
         "ready": namespace.ready,
+        "ana_group": crate::controller::ana::group_of(nsid),
+        "ana_state": match crate::controller::ana::AnaState::of(namespace) {
+            crate::controller::ana::AnaState::Optimized => "optimized",
+            crate::controller::ana::AnaState::Inaccessible => "inaccessible",
+        },
         "nguid": hex(&namespace.nguid),
         "uuid": uuid(&namespace.uuid),
     })

@@ -314,7 +314,7 @@ const VOLUME_COLUMNS: &[(&str, &str)] = &[
     ("BLOCK", "block_size"),
     ("BLOCKS", "blocks"),
     ("SIZE", "bytes"),
-    ("READY", "ready"),
+    ("ANA", "ana_state"),
 ];
 const SUBSYSTEM_COLUMNS: &[(&str, &str)] = &[
     ("NQN", "nqn"),

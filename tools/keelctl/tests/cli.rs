@@ -82,11 +82,11 @@ impl RpcService for Recorder {
             })),
             "volume_list" => Ok(json!([{
                 "nqn": NQN, "nsid": 1, "block_size": 4096, "blocks": 262144,
-                "bytes": 1u64 << 30, "ready": true, "nguid": "00", "uuid": "00",
+                "bytes": 1u64 << 30, "ready": true, "ana_state": "optimized", "nguid": "00", "uuid": "00",
             }])),
             "volume_resize" => Ok(json!({
                 "nqn": NQN, "nsid": 1, "block_size": 512, "blocks": 4194304,
-                "bytes": 2u64 << 30, "ready": true, "changed": true,
+                "bytes": 2u64 << 30, "ready": true, "ana_state": "optimized", "changed": true,
             })),
             "subsystem_list" => Ok(json!([{
                 "nqn": NQN, "serial": "S", "model": "M", "firmware": "F", "namespaces": [1, 2],
@@ -220,7 +220,7 @@ fn every_subcommand_sends_its_method_and_params() {
     let out = s.expect(&["volume", "list"], "volume_list", None);
     assert_eq!(
         out,
-        format!("NQN                      NSID  BLOCK  BLOCKS  SIZE   READY\n{NQN}  1     4096   262144  1 GiB  yes\n")
+        format!("NQN                      NSID  BLOCK  BLOCKS  SIZE   ANA\n{NQN}  1     4096   262144  1 GiB  optimized\n")
     );
     s.expect(
         &["volume", "list", "--nqn", NQN],
