@@ -35,16 +35,9 @@ PIDS="- - -"
 FIO_PID=
 DEV=
 
-step() { CURRENT_STEP=$*; echo; echo "== $*"; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
-pid_of() { echo "$PIDS" | cut -d' ' -f"$1"; }
-set_pid() {
-    case $1 in
-    1) PIDS="$2 $(pid_of 2) $(pid_of 3)" ;;
-    2) PIDS="$(pid_of 1) $2 $(pid_of 3)" ;;
-    3) PIDS="$(pid_of 1) $(pid_of 2) $2" ;;
-    esac
-}
+# step, fail, pid_of/set_pid, gauge, wait_gauge, check_fio, run_fio, stop_node
+# shellcheck source=target/tests/guest/keel-nodes.sh
+. /extra/keel-nodes.sh
 
 on_exit() {
     rc=$?
@@ -80,19 +73,6 @@ start_node() {
     echo "keeld $n: pid $!"
 }
 
-gauge() { wget -q -O - "http://127.0.0.1:909$1/metrics" 2>/dev/null | awk -v g="$2" '$1 == g { print $2 }'; }
-
-# wait_gauge NODE NAME VALUE SECONDS
-wait_gauge() {
-    i=0
-    until [ "$(gauge "$1" "$2")" = "$3" ]; do
-        i=$((i + 1))
-        [ $i -le $(($4 * 5)) ] || fail "node $1: $2 not $3 after $4 s (now '$(gauge "$1" "$2")')"
-        sleep 0.2
-    done
-    echo "node $1: $2 = $3 after ~$((i / 5)) s"
-}
-
 # ana_state PORT: the ANA state of the path (hidden per-path disk
 # nvmeXcYn1) through the controller connected to PORT.
 ana_state() {
@@ -112,17 +92,6 @@ wait_ana() {
         sleep 0.2
     done
     echo "path to :$1: $2"
-}
-
-fio_job() {
-    name=$1; shift
-    fio --name="$name" --filename="$DEV" --ioengine=libaio --direct=1 --eta=never \
-        --output="$OUT/fio-$name.txt" "$@"
-}
-
-check_fio() {
-    cat "$OUT/fio-$1.txt"
-    ! grep -qE 'err= *[1-9]|verify:.*(bad|fail)' "$OUT/fio-$1.txt" || fail "fio $1 reported errors"
 }
 
 mkdir -p $OUT
@@ -160,12 +129,12 @@ wait_ana 4422 inaccessible 10
 wait_ana 4423 inaccessible 10
 
 step "verified writes through the multipath device (served by node 1)"
-fio_job write1 --rw=randwrite --bs=4k --bsrange=4k-64k --iodepth=8 --size="${FIO_SIZE_MB}M" \
-    --verify=crc32c --do_verify=1 --verify_fatal=1 --randseed=21 || fail "fio write1 failed"
-check_fio write1
+run_fio write1 --rw=randwrite --bs=4k --bsrange=4k-64k --iodepth=8 --size="${FIO_SIZE_MB}M" \
+    --verify=crc32c --do_verify=1 --verify_fatal=1 --randseed=21
 
 step "a second verified job; SIGKILL node 1 after ${FAILOVER_AFTER} s; promote node 2"
-fio_job write2 --rw=randwrite --bs=4k --iodepth=4 --offset="${FIO_SIZE_MB}M" \
+fio --name=write2 --filename="$DEV" --ioengine=libaio --direct=1 --eta=never \
+    --output="$OUT/fio-write2.txt" --rw=randwrite --bs=4k --iodepth=4 --offset="${FIO_SIZE_MB}M" \
     --size="${FIO_SIZE_MB}M" --rate_iops=500 --verify=crc32c --do_verify=1 --verify_fatal=1 \
     --randseed=22 &
 FIO_PID=$!
@@ -186,13 +155,10 @@ check_fio write2
 [ "$frc" -eq 0 ] || fail "fio write2 exited $frc across the failover"
 
 step "everything written before and during the failover reads back through node 2"
-fio_job verify1 --rw=randwrite --bs=4k --bsrange=4k-64k --iodepth=8 --size="${FIO_SIZE_MB}M" \
-    --verify=crc32c --verify_only=1 --verify_fatal=1 --randseed=21 || fail "verify1 failed"
-check_fio verify1
-fio_job verify2 --rw=randwrite --bs=4k --iodepth=4 --offset="${FIO_SIZE_MB}M" \
-    --size="${FIO_SIZE_MB}M" --verify=crc32c --verify_only=1 --verify_fatal=1 \
-    --randseed=22 || fail "verify2 failed"
-check_fio verify2
+run_fio verify1 --rw=randwrite --bs=4k --bsrange=4k-64k --iodepth=8 --size="${FIO_SIZE_MB}M" \
+    --verify=crc32c --verify_only=1 --verify_fatal=1 --randseed=21
+run_fio verify2 --rw=randwrite --bs=4k --iodepth=4 --offset="${FIO_SIZE_MB}M" \
+    --size="${FIO_SIZE_MB}M" --verify=crc32c --verify_only=1 --verify_fatal=1 --randseed=22
 dmesg | grep -iE 'nvme.*(ANA|optimized|inaccessible|failover|path)' | tail -n 10 || true
 
 step "node 1 restarts as a replica of node 2, is resynced, and reports its path inaccessible"
@@ -206,18 +172,7 @@ nvme disconnect -n $NQN
 DEV=
 
 step "SIGTERM all three; the copies must be byte-identical"
-for n in 2 3 1; do
-    p=$(pid_of $n)
-    kill -TERM "$p"
-    i=0
-    while kill -0 "$p" 2>/dev/null; do
-        i=$((i + 1)); [ $i -le 300 ] || fail "keeld $n did not stop within 60 s"
-        sleep 0.2
-    done
-    src=0; wait "$p" || src=$?
-    set_pid "$n" -
-    [ "$src" -eq 0 ] || fail "keeld $n exited $src on SIGTERM"
-done
+for n in 2 3 1; do stop_node $n; done
 sha256sum $DIR/node1.img $DIR/node2.img $DIR/node3.img
 cmp $DIR/node2.img $DIR/node1.img || fail "node 1's copy differs from node 2's"
 cmp $DIR/node2.img $DIR/node3.img || fail "node 3's copy differs from node 2's"

@@ -34,16 +34,9 @@ CURRENT_STEP=start
 PIDS="- - -"
 DEV=
 
-step() { CURRENT_STEP=$*; echo; echo "== $*"; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
-pid_of() { echo "$PIDS" | cut -d' ' -f"$1"; }
-set_pid() {
-    case $1 in
-    1) PIDS="$2 $(pid_of 2) $(pid_of 3)" ;;
-    2) PIDS="$(pid_of 1) $2 $(pid_of 3)" ;;
-    3) PIDS="$(pid_of 1) $(pid_of 2) $2" ;;
-    esac
-}
+# step, fail, pid_of/set_pid, gauge, wait_gauge, run_fio, stop_node
+# shellcheck source=target/tests/guest/keel-nodes.sh
+. /extra/keel-nodes.sh
 
 on_exit() {
     rc=$?
@@ -73,42 +66,6 @@ start_node() {
     "$KEELD" "$@" >>"$OUT/keeld$n.log" 2>&1 &
     set_pid "$n" $!
     echo "keeld $n: pid $!"
-}
-
-gauge() { wget -q -O - "http://127.0.0.1:909$1/metrics" 2>/dev/null | awk -v g="$2" '$1 == g { print $2 }'; }
-
-# wait_gauge NODE NAME VALUE SECONDS
-wait_gauge() {
-    i=0
-    until [ "$(gauge "$1" "$2")" = "$3" ]; do
-        i=$((i + 1))
-        [ $i -le $(($4 * 5)) ] || fail "node $1: $2 not $3 after $4 s (now '$(gauge "$1" "$2")')"
-        sleep 0.2
-    done
-    echo "node $1: $2 = $3 after ~$((i / 5)) s"
-}
-
-run_fio() {
-    name=$1; shift
-    frc=0
-    fio --name="$name" --filename="$DEV" --ioengine=libaio --direct=1 --eta=never \
-        --output="$OUT/fio-$name.txt" "$@" || frc=$?
-    cat "$OUT/fio-$name.txt"
-    [ "$frc" -eq 0 ] || fail "fio $name exited $frc"
-    ! grep -qE 'err= *[1-9]|verify:.*(bad|fail)' "$OUT/fio-$name.txt" || fail "fio $name reported errors"
-}
-
-stop_node() {
-    p=$(pid_of "$1")
-    kill -TERM "$p"
-    i=0
-    while kill -0 "$p" 2>/dev/null; do
-        i=$((i + 1)); [ $i -le 300 ] || fail "keeld $1 did not stop within 60 s"
-        sleep 0.2
-    done
-    src=0; wait "$p" || src=$?
-    set_pid "$1" -
-    [ "$src" -eq 0 ] || fail "keeld $1 exited $src on SIGTERM"
 }
 
 mkdir -p $OUT

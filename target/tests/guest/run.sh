@@ -23,12 +23,13 @@ case $payload in
 keeld-multipath-*)
     # keeld, and keelctl to promote a replica.
     (cd "$repo" && cargo build --release -p keel-target --bin keeld -p keelctl --bin keelctl)
-    exec "$guest/run.sh" "$here/$payload" "$repo/build/release/keeld" "$repo/build/release/keelctl"
+    exec "$guest/run.sh" "$here/$payload" "$here/keel-nodes.sh" "$repo/build/release/keeld" \
+        "$repo/build/release/keelctl"
     ;;
 keeld-rdma-*)
     # keeld with replication over RDMA (cargo feature `rdma`).
     (cd "$repo" && cargo build --release -p keel-target --features rdma --bin keeld)
-    exec "$guest/run.sh" "$here/$payload" "$repo/build/release/keeld"
+    exec "$guest/run.sh" "$here/$payload" "$here/keel-nodes.sh" "$repo/build/release/keeld"
     ;;
 rdma-*)
     # The RDMA transport's own check: one example binary, built with the
