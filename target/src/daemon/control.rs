@@ -912,6 +912,7 @@ mod tests {
             json!([{
                 "nqn": NQN, "nsid": 1, "block_size": 4096, "blocks": 256,
                 "bytes": 1 << 20, "ready": true,
+                "ana_group": 1, "ana_state": "optimized",
                 "nguid": "01".repeat(16),
                 "uuid": "02020202-0202-0202-0202-020202020202",
             }])
