@@ -169,7 +169,8 @@ enum ReplicaCommand {
         nqn: Option<String>,
     },
     /// Makes a copy sync or async. Making a sync copy async lowers the
-    /// write quorum by one in the same change; W is not raised back.
+    /// write quorum by one in the same change; raise it again afterwards
+    /// with `quorum set` if needed (a change of its own).
     Mode {
         /// The copy's node id.
         #[arg(long)]
