@@ -32,7 +32,11 @@ use keel_engine::sys::shared_map::SharedFileMap;
 use keel_replicator::core::{Position, Standing};
 use keel_replicator::wire::{Epoch, VolumeId};
 
+use crate::daemon::replication::record::{standing_flags, STANDING_AMNESIAC, STANDING_CONSISTENT};
+
 const MAGIC: &[u8; 8] = b"KEELNOTE";
+/// Flag bit 2, beside the record's standing flags: stored at a clean stop.
+const CLEAN_STOP: u8 = 0b100;
 const SLOT_LEN: usize = 128;
 const FILE_LEN: usize = 2 * SLOT_LEN;
 const BOOT_LEN: usize = 40;
@@ -166,12 +170,13 @@ fn read_slot(slot: &[u8]) -> Option<Slot> {
     }
     let mut boot = [0u8; BOOT_LEN];
     boot.copy_from_slice(&slot[24..24 + BOOT_LEN]);
-    // Bit 0 consistent, bit 1 amnesiac, bit 2 clean stop.
+    // The record's standing flags, and bit 2: clean stop.
     let flags = slot[96];
-    if flags & !0b111 != 0 {
+    if flags & !(STANDING_CONSISTENT | STANDING_AMNESIAC | CLEAN_STOP) != 0 {
         return None;
     }
-    let (consistent, amnesiac) = (flags & 1 != 0, flags & 2 != 0);
+    let consistent = flags & STANDING_CONSISTENT != 0;
+    let amnesiac = flags & STANDING_AMNESIAC != 0;
     Some(Slot {
         sequence: u64_at(slot, 8),
         volume: VolumeId(u64_at(slot, 16)),
@@ -186,7 +191,7 @@ fn read_slot(slot: &[u8]) -> Option<Slot> {
             consistent,
             amnesiac,
         },
-        clean: flags & 4 != 0,
+        clean: flags & CLEAN_STOP != 0,
     })
 }
 
@@ -207,8 +212,7 @@ fn write_slot(
     slot[72..80].copy_from_slice(&standing.synced.0.to_le_bytes());
     slot[80..88].copy_from_slice(&standing.applied.epoch.0.to_le_bytes());
     slot[88..96].copy_from_slice(&standing.applied.index.to_le_bytes());
-    slot[96] =
-        u8::from(standing.consistent) | u8::from(standing.amnesiac) << 1 | u8::from(clean) << 2;
+    slot[96] = standing_flags(standing) | if clean { CLEAN_STOP } else { 0 };
     let crc = crc32c::crc32c(&slot[..CRC_AT]);
     slot[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
 }

@@ -38,6 +38,22 @@ use keel_replicator::wire::{Epoch, NodeId, RegionIndex, ReplicationMode, VolumeI
 
 use super::Transport;
 
+/// Standing flags, in the record and in the note: bit 0 consistent; from
+/// format 4, bit 1 amnesiac.
+pub(crate) const STANDING_CONSISTENT: u8 = 0b01;
+pub(crate) const STANDING_AMNESIAC: u8 = 0b10;
+
+/// `standing`'s flags byte.
+pub(crate) fn standing_flags(standing: &Standing) -> u8 {
+    let mut flags = 0;
+    if standing.consistent {
+        flags |= STANDING_CONSISTENT;
+    }
+    if standing.amnesiac {
+        flags |= STANDING_AMNESIAC;
+    }
+    flags
+}
 const MAGIC: &[u8; 8] = b"KEELREC\0";
 const FORMAT_VERSION: u16 = 4;
 /// The format before membership changes, still read.
@@ -115,7 +131,7 @@ pub(crate) fn encode(stored: &StoredRecord) -> Result<Vec<u8>, RecordError> {
     body.extend_from_slice(&standing.synced.0.to_le_bytes());
     body.extend_from_slice(&standing.applied.epoch.0.to_le_bytes());
     body.extend_from_slice(&standing.applied.index.to_le_bytes());
-    body.push(u8::from(standing.consistent) | u8::from(standing.amnesiac) << 1);
+    body.push(standing_flags(standing));
     let bitmap_len = usize::try_from(stored.region_count.div_ceil(8))
         .map_err(|_| RecordError::Invalid("region count"))?;
     let at = body.len();
@@ -253,30 +269,26 @@ pub(crate) fn decode(slot: &[u8]) -> Result<StoredRecord, RecordError> {
     let primary = NodeId(r.u64()?);
     let write_quorum = r.u8()?;
     let members = read_members(&mut r)?;
-    let standing = Standing {
+    let (epoch, synced) = (Epoch(r.u64()?), Epoch(r.u64()?));
+    let applied = Position {
         epoch: Epoch(r.u64()?),
-        synced: Epoch(r.u64()?),
-        applied: Position {
-            epoch: Epoch(r.u64()?),
-            index: r.u64()?,
-        },
-        consistent: false,
-        amnesiac: false,
+        index: r.u64()?,
     };
-    // Bit 0 consistent; from format 4, bit 1 amnesiac.
     let flags = r.u8()?;
     let known = if version >= FORMAT_VERSION {
-        0b11
+        STANDING_CONSISTENT | STANDING_AMNESIAC
     } else {
-        0b01
+        STANDING_CONSISTENT
     };
     if flags & !known != 0 {
-        return Err(RecordError::Invalid("consistent"));
+        return Err(RecordError::Invalid("standing flags"));
     }
     let standing = Standing {
-        consistent: flags & 1 != 0,
-        amnesiac: flags & 2 != 0,
-        ..standing
+        epoch,
+        synced,
+        applied,
+        consistent: flags & STANDING_CONSISTENT != 0,
+        amnesiac: flags & STANDING_AMNESIAC != 0,
     };
     let bitmap_len =
         usize::try_from(region_count.div_ceil(8)).map_err(|_| RecordError::Invalid("regions"))?;
