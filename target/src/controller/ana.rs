@@ -42,9 +42,22 @@ pub enum AnaState {
 }
 
 impl AnaState {
+    /// Its name in the control socket's answers.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Optimized => "optimized",
+            Self::Inaccessible => "inaccessible",
+        }
+    }
+
     /// The state of `namespace` on this path.
     pub const fn of(namespace: &Namespace) -> Self {
-        if namespace.ready {
+        Self::of_serving(namespace.ready)
+    }
+
+    /// The state of a path whose node serves the namespace, or not.
+    pub const fn of_serving(serving: bool) -> Self {
+        if serving {
             Self::Optimized
         } else {
             Self::Inaccessible

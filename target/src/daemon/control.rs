@@ -797,10 +797,7 @@ fn volume_json(nqn: &str, nsid: u32, namespace: &Namespace) -> Value {
         "bytes": namespace.geometry.bytes(),
         "ready": namespace.ready,
         "ana_group": crate::controller::ana::group_of(nsid),
-        "ana_state": match crate::controller::ana::AnaState::of(namespace) {
-            crate::controller::ana::AnaState::Optimized => "optimized",
-            crate::controller::ana::AnaState::Inaccessible => "inaccessible",
-        },
+        "ana_state": crate::controller::ana::AnaState::of(namespace).name(),
         "nguid": hex(&namespace.nguid),
         "uuid": uuid(&namespace.uuid),
     })

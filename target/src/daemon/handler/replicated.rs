@@ -212,7 +212,7 @@ impl ShardHandler {
         tracing::info!(
             nqn = volume.nqn,
             nsid = volume.nsid,
-            state = if serving { "optimized" } else { "inaccessible" },
+            state = crate::controller::ana::AnaState::of_serving(serving).name(),
             "ANA state"
         );
         self.ana_optimized = Some(serving);
