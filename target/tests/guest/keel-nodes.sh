@@ -1,9 +1,10 @@
-# Sourced by the guest payloads that run three keeld nodes
-# (keeld-rdma-replication.sh, keeld-multipath-failover.sh); run.sh copies it
-# to /extra/keel-nodes.sh. Steps and failures, the nodes' pids, their
+# Sourced by the keeld guest payloads (keeld-kernel-host.sh for step, fail
+# and run_fio; keeld-rdma-replication.sh and keeld-multipath-failover.sh,
+# which run three keeld nodes, for the rest too); run.sh copies it to
+# /extra/keel-nodes.sh. Steps and failures, the nodes' pids, their
 # Prometheus gauges (node N serves metrics on 127.0.0.1:909N), verified fio
-# jobs on $DEV, and a clean stop. Uses $PIDS, $OUT, $DEV and $CURRENT_STEP
-# of the payload.
+# jobs on $DEV, a clean stop, and the exit trap. Uses $PIDS, $OUT, $DEV,
+# $NQN and $CURRENT_STEP of the payload.
 # shellcheck shell=sh
 
 # shellcheck disable=SC2034 # CURRENT_STEP is the payload's, for its exit trap
@@ -60,4 +61,25 @@ stop_node() {
     src=0; wait "$p" || src=$?
     set_pid "$1" -
     [ "$src" -eq 0 ] || fail "keeld $1 exited $src on SIGTERM"
+}
+
+# nodes_exit RC TAG LINES PATTERN: the payloads' exit trap. Disconnects
+# $NQN if $DEV is set, kills the nodes, saves dmesg; on failure prints the
+# step, each node's last LINES log lines and the dmesg lines matching
+# PATTERN, then "TAG: FAIL".
+nodes_exit() {
+    [ -n "$DEV" ] && nvme disconnect -n "$NQN" >/dev/null 2>&1
+    for n in 1 2 3; do
+        p=$(pid_of $n)
+        [ "$p" != - ] && kill -9 "$p" 2>/dev/null
+    done
+    dmesg >"$OUT/dmesg.txt" 2>/dev/null || true
+    [ "$1" -ne 0 ] || return 0
+    echo "== FAILED (exit $1) during step: $CURRENT_STEP"
+    for n in 1 2 3; do
+        [ -f "$OUT/keeld$n.log" ] && { echo "== keeld $n log (last $3 lines)"; tail -n "$3" "$OUT/keeld$n.log"; }
+    done
+    echo "== dmesg, lines matching $4 (last 30)"
+    dmesg | grep -iE "$4" | tail -n 30 || true
+    echo "$2: FAIL"
 }

@@ -41,8 +41,9 @@ LOG=$OUT/keeld.log
 KEELD_PID=
 CURRENT_STEP=start
 
-step() { CURRENT_STEP=$*; echo; echo "== $*"; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
+# step, fail, run_fio (and the three-node helpers, unused here)
+# shellcheck source=target/tests/guest/keel-nodes.sh
+. /extra/keel-nodes.sh
 
 on_exit() {
     rc=$?
@@ -108,18 +109,9 @@ disconnect() {
     [ -z "$(ctrls_of $NQN)" ] || fail "controller(s) of $NQN still present after disconnect: $(ctrls_of $NQN)"
 }
 
-# run_fio NAME ARGS...: fio against $DEV; prints its report; fails on any error.
-# The verify jobs add --verify_backlog: with time_based, fio's verify phase only
-# runs after a full pass over the file, which a short run may never finish.
-run_fio() {
-    name=$1; shift
-    frc=0
-    fio --name="$name" --filename="$DEV" --ioengine=libaio --direct=1 --eta=never \
-        --output="$OUT/fio-$name.txt" "$@" || frc=$?
-    cat "$OUT/fio-$name.txt"
-    [ "$frc" -eq 0 ] || fail "fio $name exited $frc"
-    ! grep -qE 'err= *[1-9]|verify:.*(bad|fail)' "$OUT/fio-$name.txt" || fail "fio $name reported errors"
-}
+# run_fio (keel-nodes.sh): fio against $DEV, fails on any error. The verify
+# jobs add --verify_backlog: with time_based, fio's verify phase only runs
+# after a full pass over the file, which a short run may never finish.
 
 # show FILE CMD...: run CMD with its output into FILE, print FILE, fail if CMD
 # failed (POSIX sh has no pipefail, so no "CMD | tee FILE").

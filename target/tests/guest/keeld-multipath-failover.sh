@@ -35,27 +35,14 @@ PIDS="- - -"
 FIO_PID=
 DEV=
 
-# step, fail, pid_of/set_pid, gauge, wait_gauge, check_fio, run_fio, stop_node
+# step, fail, pid_of/set_pid, gauge, wait_gauge, check_fio, run_fio, stop_node, nodes_exit
 # shellcheck source=target/tests/guest/keel-nodes.sh
 . /extra/keel-nodes.sh
 
 on_exit() {
     rc=$?
     [ -n "$FIO_PID" ] && kill -9 "$FIO_PID" 2>/dev/null
-    [ -n "$DEV" ] && nvme disconnect -n $NQN >/dev/null 2>&1
-    for n in 1 2 3; do
-        p=$(pid_of $n)
-        [ "$p" != - ] && kill -9 "$p" 2>/dev/null
-    done
-    dmesg >"$OUT/dmesg.txt" 2>/dev/null || true
-    [ "$rc" -ne 0 ] || return 0
-    echo "== FAILED (exit $rc) during step: $CURRENT_STEP"
-    for n in 1 2 3; do
-        [ -f "$OUT/keeld$n.log" ] && { echo "== keeld $n log (last 30 lines)"; tail -n 30 "$OUT/keeld$n.log"; }
-    done
-    echo "== dmesg, nvme lines (last 30)"
-    dmesg | grep -i nvme | tail -n 30 || true
-    echo "KEELD-MULTIPATH: FAIL"
+    nodes_exit "$rc" KEELD-MULTIPATH 30 nvme
 }
 trap on_exit EXIT
 

@@ -34,25 +34,12 @@ CURRENT_STEP=start
 PIDS="- - -"
 DEV=
 
-# step, fail, pid_of/set_pid, gauge, wait_gauge, run_fio, stop_node
+# step, fail, pid_of/set_pid, gauge, wait_gauge, run_fio, stop_node, nodes_exit
 # shellcheck source=target/tests/guest/keel-nodes.sh
 . /extra/keel-nodes.sh
 
 on_exit() {
-    rc=$?
-    [ -n "$DEV" ] && nvme disconnect -n $NQN >/dev/null 2>&1
-    for n in 1 2 3; do
-        p=$(pid_of $n)
-        [ "$p" != - ] && kill -9 "$p" 2>/dev/null
-    done
-    dmesg >"$OUT/dmesg.txt" 2>/dev/null || true
-    [ "$rc" -ne 0 ] || return 0
-    echo "== FAILED (exit $rc) during step: $CURRENT_STEP"
-    for n in 1 2 3; do
-        [ -f "$OUT/keeld$n.log" ] && { echo "== keeld $n log (last 40 lines)"; tail -n 40 "$OUT/keeld$n.log"; }
-    done
-    dmesg | grep -iE 'rxe|rdma|nvme' | tail -n 20 || true
-    echo "KEELD-RDMA: FAIL"
+    nodes_exit $? KEELD-RDMA 40 'rxe|rdma|nvme'
 }
 trap on_exit EXIT
 

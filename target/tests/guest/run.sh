@@ -40,4 +40,5 @@ rdma-*)
 esac
 # --bin selects targets across every -p given, so keel-bench needs its own --bin.
 (cd "$repo" && cargo build --release -p keel-target --bin keeld -p keel-bench --bin keel-bench)
-exec "$guest/run.sh" "$here/$payload" "$repo/build/release/keel-bench" "$repo/build/release/keeld"
+exec "$guest/run.sh" "$here/$payload" "$here/keel-nodes.sh" "$repo/build/release/keel-bench" \
+    "$repo/build/release/keeld"
