@@ -46,6 +46,7 @@ impl<P: Clone> Primary<P> {
         if let Some(link) = self.link_mut(peer) {
             link.phase = LinkPhase::Accepted;
         }
+        self.inheritance_reported(peer, standing);
         // A blank copy (new, or its device replaced) fences the old epoch
         // but remembers nothing it acknowledged: it cannot stand in the
         // quorum whose standings must reveal every acknowledged write.
@@ -106,6 +107,7 @@ impl<P: Clone> Primary<P> {
         let holds_everything =
             own.consistent && self.standings.values().all(|s| s.applied <= own.applied);
         if holds_everything {
+            self.inheritance_bound_decided();
             self.phase = Phase::Activating;
         } else {
             self.retire(out);

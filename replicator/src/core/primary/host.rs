@@ -367,6 +367,7 @@ impl<P: Clone> Primary<P> {
     /// A write is kept until it is durable on a quorum (or failed locally),
     /// since a later flush must wait for it.
     pub(super) fn complete_operations(&mut self, out: &mut Vec<Action<P>>) {
+        let inheritance_durable = self.flushes == 0 || self.inheritance_is_durable();
         let quorum = &self.quorum;
         let mut undurable_before = false;
         let mut finished = Vec::new();
@@ -400,7 +401,7 @@ impl<P: Clone> Primary<P> {
                         .tail
                         .range(..*key)
                         .any(|(_, w)| !durable_done(w, quorum));
-                    if f.local_durable && !undurable_before && !tail_before {
+                    if f.local_durable && !undurable_before && !tail_before && inheritance_durable {
                         out.push(Action::CompleteHost {
                             id: f.id,
                             status: HostStatus::Success,

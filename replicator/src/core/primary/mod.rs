@@ -21,10 +21,13 @@
 //!   them (the NVMe volatile-write-cache contract, kept for the quorum);
 //! - a flush is acknowledged only when every write admitted before it is
 //!   durable on a write quorum: the local device flushed after those writes
-//!   completed, and durable acks from enough sync replicas.
+//!   completed, and durable acks from enough sync replicas; and once a
+//!   write quorum holds durably the writes acknowledged before this epoch
+//!   (`inheritance`).
 
 mod election;
 mod host;
+mod inheritance;
 mod peer;
 mod reconfigure;
 mod resync;
@@ -270,6 +273,13 @@ pub struct Primary<P> {
     /// Sync members that accepted the epoch, blank ones included (this
     /// one too): when all have, no standing is missing.
     fenced: BTreeSet<NodeId>,
+    /// The newest standing the election heard (this copy's included),
+    /// once won: every write acknowledged before this epoch lies at or
+    /// below it.
+    inherited_bound: Option<Position>,
+    /// Replicas known to hold durably every write acknowledged before this
+    /// epoch (`inheritance`). Its own copy does since its activation.
+    inheritance_on: BTreeSet<NodeId>,
     activation: Option<IoToken>,
     /// Last record known durable.
     durable: DurableRecord,
@@ -381,6 +391,8 @@ impl<P: Clone> Primary<P> {
             phase: Phase::TakingEpoch,
             standings: BTreeMap::new(),
             fenced: BTreeSet::new(),
+            inherited_bound: None,
+            inheritance_on: BTreeSet::new(),
             activation: None,
             durable: record,
             next_index: 1,
@@ -842,6 +854,7 @@ impl<P: Clone> Primary<P> {
                     if let Some(link) = self.link_mut(peer) {
                         link.phase = LinkPhase::Streaming;
                     }
+                    self.inheritance_resynced(peer);
                 }
                 Purpose::ResyncBegin | Purpose::ResyncData | Purpose::Flush => {}
             }

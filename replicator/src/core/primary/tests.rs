@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::core::{Member, Previous};
+use crate::wire::ResyncOp;
 
 type Actions = Vec<Action<u64>>;
 
@@ -857,4 +858,115 @@ fn an_amnesiac_standing_does_not_make_a_fence_quorum() {
     h.ack(R2, 1, Some(record().standing_of_replica()));
     h.complete_persists();
     assert!(h.primary.is_serving());
+}
+
+impl Harness {
+    /// A primary of epoch 4 promoted from a replica's standing at index 10
+    /// of epoch 3, elected with R2 reporting a consistent standing at
+    /// `r2_index`; R2 has taken `Resync(Begin)` (a full copy: this
+    /// primary did not sync it).
+    fn failed_over_to(r2_index: u64) -> Self {
+        let mut replica = record();
+        replica.standing = replica.standing_of_replica();
+        let mut h = Harness::promoted(PrimaryLimits::default(), replica.clone());
+        h.complete_persists();
+        h.link_up(R2, LinkId(1));
+        let mut r2 = replica.standing;
+        r2.applied.index = r2_index;
+        h.ack(R2, 1, Some(r2));
+        h.complete_persists();
+        assert!(h.primary.is_serving());
+        h.ack(R2, 2, None); // Resync(Begin)
+        h
+    }
+
+    /// A host flush, its local device flush done and its `Flush` frame
+    /// acknowledged durably by R2; returns what completed meanwhile and
+    /// the local reads of region copies started.
+    fn flush_through_r2(&mut self, id: u64) -> (Vec<(HostOpId, HostStatus)>, Vec<IoToken>) {
+        self.event(Event::HostFlush { id: HostOpId(id) });
+        let mut completed = self.completions();
+        let reads = self.local_reads();
+        let (flush_seq, persist) = self.flush_started();
+        self.event(Event::Persisted { token: persist });
+        completed.extend(self.completions());
+        self.ack(R2, flush_seq, None);
+        completed.extend(self.completions());
+        (completed, reads)
+    }
+
+    fn local_reads(&self) -> Vec<IoToken> {
+        self.out
+            .iter()
+            .filter_map(|a| match a {
+                Action::LocalRead { token, .. } => Some(*token),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Answers the local `reads` of R2's region copies and acknowledges
+    /// every frame sent to R2 durably, until its `Resync(End)` is; returns
+    /// what completed meanwhile.
+    fn finish_resync_of_r2(&mut self, mut reads: Vec<IoToken>) -> Vec<(HostOpId, HostStatus)> {
+        let mut completed = Vec::new();
+        let mut sent = Vec::new();
+        for _ in 0..100 {
+            for token in std::mem::take(&mut reads) {
+                self.event(Event::LocalReadDone {
+                    token,
+                    result: Ok(0),
+                });
+                sent.extend(self.sent(R2));
+                completed.extend(self.completions());
+            }
+            let ended = sent.iter().any(|f| {
+                matches!(
+                    f,
+                    Frame::Resync {
+                        op: ResyncOp::End,
+                        ..
+                    }
+                )
+            });
+            if let Some(last) = sent.iter().filter_map(Frame::sequence).max() {
+                self.ack(R2, last.0, None);
+                completed.extend(self.completions());
+                reads = self.local_reads();
+                sent = self.sent(R2);
+            }
+            if ended {
+                return completed;
+            }
+        }
+        panic!("R2's resync never ended");
+    }
+}
+
+/// A flush through a new primary covers the writes completed before its
+/// epoch too: they must be durable on a write quorum, not only on this
+/// copy. R2 reported less than the election heard (this copy's 10): it
+/// may lack writes the old primary completed, so the flush waits for R2's
+/// resync to end.
+#[test]
+fn a_flush_after_a_failover_waits_for_the_inheritance_on_a_write_quorum() {
+    let mut h = Harness::failed_over_to(8);
+    let (completed, reads) = h.flush_through_r2(1);
+    assert!(
+        completed.is_empty(),
+        "R2 may lack inherited writes until its resync ends"
+    );
+    assert!(!reads.is_empty(), "R2 gets a full copy");
+    let completed = h.finish_resync_of_r2(reads);
+    assert_eq!(completed, vec![(HostOpId(1), HostStatus::Success)]);
+}
+
+/// R2 reported a consistent standing at the newest the election heard: it
+/// held every inherited write, durably since it accepted the epoch; a
+/// flush need not wait for its resync.
+#[test]
+fn a_flush_after_a_failover_counts_a_replica_that_held_the_inheritance() {
+    let mut h = Harness::failed_over_to(10);
+    let (completed, _) = h.flush_through_r2(1);
+    assert_eq!(completed, vec![(HostOpId(1), HostStatus::Success)]);
 }

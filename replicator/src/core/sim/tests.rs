@@ -93,13 +93,16 @@ fn long_seeds() {
 ///   that does not finish the change ("A safety hole the long seeds found"
 ///   in docs/replication-design.md);
 /// - 1006906 catches an amnesiac standing (a copy back from a power loss)
-///   counted toward a fence quorum ("Amnesia after a power loss").
+///   counted toward a fence quorum ("Amnesia after a power loss");
+/// - 1219741 catches a flush through a new primary that completed with the
+///   writes completed before its epoch durable on that copy alone
+///   ("Inherited writes and host flushes").
 #[test]
 fn long_seeds_that_once_lost_writes() {
     run_seeds(
         [
             1_000_204, 1_001_585, 1_001_893, 1_005_004, 1_006_906, 1_007_135, 1_007_914, 1_012_658,
-            1_021_782,
+            1_021_782, 1_219_741,
         ]
         .into_iter(),
         config(2_000),
