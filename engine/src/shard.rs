@@ -86,6 +86,30 @@ struct InFlight {
     buf: Option<Buf>,
     /// Set when the backend finished the op without the ring.
     done: Option<Result<u32, IoError>>,
+    /// A block op's device and the bytes of its buffer already moved by
+    /// earlier submissions (a file may complete a read or write short; the
+    /// rest is submitted again).
+    block: Option<(DeviceId, u32)>,
+}
+
+impl InFlight {
+    fn finish(self, result: Result<u32, IoError>, accepted: Option<OwnedFd>) -> Completion {
+        Completion {
+            tag: self.tag,
+            op: self.op,
+            result,
+            buf: self.buf,
+            accepted,
+        }
+    }
+}
+
+/// What became of a block op's completion.
+enum Continued {
+    /// It completed short and its rest is queued.
+    Resubmitted,
+    /// It is done, with this outcome.
+    Finished(InFlight, Result<u32, IoError>),
 }
 
 /// Counters a shard keeps about itself.
@@ -97,6 +121,8 @@ pub struct ShardStats {
     pub sleeps: u64,
     /// Wall time spent asleep in the kernel waiting for work.
     pub slept: Duration,
+    /// Block reads and writes that completed short and were continued.
+    pub short_transfers: u64,
 }
 
 pub struct Shard<M> {
@@ -293,22 +319,48 @@ impl<M> Shard<M> {
         if let Err(e) = backend::validate(&op, data_len, device.geometry) {
             return Err((e, buf));
         }
+        self.start_block(dev, op, buf, tag, 0)
+    }
+
+    /// Prepares and queues `op` on `dev` from byte `moved` of `buf` on
+    /// (`op`'s offset advanced by as much): the first submission of an
+    /// op, or the rest of one that completed short.
+    fn start_block(
+        &mut self,
+        dev: DeviceId,
+        op: IoOp,
+        buf: Option<Buf>,
+        tag: u64,
+        moved: u32,
+    ) -> Result<(), (IoError, Option<Buf>)> {
+        let Some(device) = self.devices.get(dev.0 as usize) else {
+            return Err((
+                IoError::Os {
+                    op: op.name(),
+                    errno: libc::ENODEV,
+                },
+                buf,
+            ));
+        };
         let backend = device.backend.clone();
         let file = device.file;
         let registered = self.buffers_registered;
         let (data, buf_index): (&mut [u8], Option<u16>) = match &buf {
             Some(b) if op.has_data() => {
                 let region = self.pool.region_of(b);
-                (self.pool.bytes_mut(b), registered.then_some(region))
+                let bytes = self.pool.bytes_mut(b);
+                let rest = bytes.get_mut(moved as usize..).unwrap_or_default();
+                (rest, registered.then_some(region))
             }
             _ => (&mut [], None),
         };
         let prepared = backend.prepare(Request {
-            op,
+            op: op.advanced(u64::from(moved)),
             data,
             buf_index,
             file,
         });
+        let block = Some((dev, moved));
         match prepared {
             Prepared::Done(result) => {
                 let key = self.inflight.insert(InFlight {
@@ -316,6 +368,7 @@ impl<M> Shard<M> {
                     op: Op::Block(op),
                     buf,
                     done: Some(result),
+                    block,
                 });
                 self.ready.push_back(key);
                 Ok(())
@@ -335,6 +388,7 @@ impl<M> Shard<M> {
                     op: Op::Block(op),
                     buf,
                     done: None,
+                    block,
                 });
                 debug_assert_eq!(key, entry_key);
                 Ok(())
@@ -394,6 +448,7 @@ impl<M> Shard<M> {
             op: Op::Net(op),
             buf,
             done: None,
+            block: None,
         });
         Ok(())
     }
@@ -471,10 +526,14 @@ impl<M> Shard<M> {
                 continue;
             };
             let (result, accepted) = match flight.op {
-                Op::Block(op) => {
-                    let wanted = flight.buf.as_ref().map_or(0, |b| b.len());
-                    (backend::complete(&op, wanted, result), None)
-                }
+                Op::Block(op) => match self.continue_block(op, flight, result) {
+                    Continued::Resubmitted => continue,
+                    Continued::Finished(flight, result) => {
+                        out.push(flight.finish(result, None));
+                        n += 1;
+                        continue;
+                    }
+                },
                 Op::Net(op) if result < 0 => (
                     Err(IoError::Os {
                         op: op.name(),
@@ -487,30 +546,50 @@ impl<M> Shard<M> {
                 Op::Net(NetOp::Accept) => (Ok(0), Some(unsafe { OwnedFd::from_raw_fd(result) })),
                 Op::Net(_) => (Ok(result as u32), None),
             };
-            out.push(Completion {
-                tag: flight.tag,
-                op: flight.op,
-                result,
-                buf: flight.buf,
-                accepted,
-            });
+            out.push(flight.finish(result, accepted));
             n += 1;
         }
         self.scratch = scratch;
         while let Some(key) = self.ready.pop_front() {
-            if let Some(flight) = self.inflight.try_remove(key) {
-                out.push(Completion {
-                    tag: flight.tag,
-                    op: flight.op,
-                    result: flight.done.unwrap_or(Ok(0)),
-                    buf: flight.buf,
-                    accepted: None,
-                });
-                n += 1;
-            }
+            let Some(mut flight) = self.inflight.try_remove(key) else {
+                continue;
+            };
+            let (flight, result) = match (flight.op, flight.done.take()) {
+                (Op::Block(op), Some(Ok(moved))) => {
+                    let moved = i32::try_from(moved).unwrap_or(i32::MAX);
+                    match self.continue_block(op, flight, moved) {
+                        Continued::Resubmitted => continue,
+                        Continued::Finished(flight, result) => (flight, result),
+                    }
+                }
+                (_, done) => (flight, done.unwrap_or(Ok(0))),
+            };
+            out.push(flight.finish(result, None));
+            n += 1;
         }
         self.stats.completions += n as u64;
         n
+    }
+
+    /// A block op's CQE arrived. A read or write that moved some bytes but
+    /// not all (a file may do that: a signal, a direct write partly falling
+    /// back to buffered) continues from where it stopped; anything else
+    /// finishes, a transfer of nothing more being an error.
+    fn continue_block(&mut self, op: IoOp, flight: InFlight, result: i32) -> Continued {
+        let wanted = flight.buf.as_ref().map_or(0, |b| b.len());
+        let (dev, moved) = flight.block.unwrap_or((DeviceId(0), 0));
+        let remaining = wanted.saturating_sub(moved as usize);
+        let partial = op.has_data() && result > 0 && (result as usize) < remaining;
+        if !partial {
+            let outcome = backend::complete(&op, remaining, result).map(|_| wanted as u32);
+            return Continued::Finished(flight, outcome);
+        }
+        let moved = moved + result as u32;
+        self.stats.short_transfers += 1;
+        match self.start_block(dev, op, flight.buf, flight.tag, moved) {
+            Ok(()) => Continued::Resubmitted,
+            Err((e, buf)) => Continued::Finished(InFlight { buf, ..flight }, Err(e)),
+        }
     }
 
     pub(crate) fn has_ready(&self) -> bool {

@@ -202,3 +202,53 @@ fn clearing_a_stall_rule_restores_normal_io() {
     assert_eq!(v.read(4), vec![0x44; BLOCK]);
     v.run(IoOp::Flush, Vec::new()).unwrap();
 }
+
+/// A file may complete a read or write short. The short rule makes the
+/// real file move one block of each submission; the shard submits the rest
+/// until the whole transfer is done, so the caller sees a plain success
+/// and every byte lands (and reads back) where it belongs.
+#[test]
+fn reads_and_writes_completed_short_are_continued_to_the_end() {
+    const BLOCKS: usize = 8;
+    let v = Volume::start();
+    v.plan
+        .inject(FaultRule {
+            op: FaultOp::Any,
+            action: FaultAction::Short,
+            count: None,
+        })
+        .unwrap();
+    let data: Vec<u8> = (0..BLOCKS * BLOCK).map(|i| (i / BLOCK) as u8 + 1).collect();
+    v.run(
+        IoOp::Write {
+            offset: BLOCK as u64,
+            fua: true,
+        },
+        data.clone(),
+    )
+    .expect("a write completed short is continued");
+    let read = v
+        .run(
+            IoOp::Read {
+                offset: BLOCK as u64,
+            },
+            vec![0; BLOCKS * BLOCK],
+        )
+        .expect("a read completed short is continued");
+    assert!(
+        read == data,
+        "the continued read returns every block in place"
+    );
+    // Each of the two transfers was cut at every block: 8 submissions.
+    assert_eq!(v.plan.rules()[0].hits, 2 * BLOCKS as u64);
+    v.plan.clear();
+    for (i, chunk) in data.chunks(BLOCK).enumerate() {
+        assert_eq!(v.read(1 + i as u64), chunk, "block {}", 1 + i);
+    }
+    assert_eq!(v.read(0), vec![0; BLOCK], "nothing before the range");
+    assert_eq!(
+        v.read(1 + BLOCKS as u64),
+        vec![0; BLOCK],
+        "nothing after it"
+    );
+}

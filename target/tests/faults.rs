@@ -111,6 +111,22 @@ fn an_injected_write_failure_fails_one_nvme_write_and_the_next_succeeds() {
     let cleared = rpc(&socket, "fault_clear", json!({})).expect("fault_clear");
     assert_eq!(cleared, json!({"cleared": ["data"]}));
     assert_eq!(run_one(&mut queue, IoKind::Flush, 0, 0), Status::SUCCESS);
+
+    // A disk that completes reads and writes short (one block at a time):
+    // keeld submits the rest, and the host sees every command succeed whole.
+    rpc(
+        &socket,
+        "fault_inject",
+        json!({"device": "data", "op": "any", "action": "short"}),
+    )
+    .expect("fault_inject");
+    assert_eq!(write_blocks(&mut queue, 64, 5), Status::SUCCESS);
+    assert!(holds(&mut queue, 64, 5));
+    write_read_verify(&mut queue, 2000, 6);
+    let rules = rpc(&socket, "fault_list", json!({})).expect("fault_list");
+    let hits = rules[0]["hits"].as_u64().unwrap_or(0);
+    assert!(hits >= 16, "8-block transfers cut at every block: {rules}");
+    rpc(&socket, "fault_clear", json!({})).expect("fault_clear");
     drop(queue);
     ctrl.shutdown().expect("shutdown");
     assert!(keeld.terminate().success());
@@ -133,7 +149,7 @@ fn an_injected_write_failure_fails_one_nvme_write_and_the_next_succeeds() {
         other => panic!("fault_inject without --fault-injection: {other:?}"),
     }
     let (ctrl, mut queue) = open_queue(&keeld);
-    assert!(holds(&mut queue, 64, 3));
+    assert!(holds(&mut queue, 64, 5));
     drop(queue);
     ctrl.shutdown().expect("shutdown");
     assert!(keeld.terminate().success());

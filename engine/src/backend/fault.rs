@@ -10,7 +10,12 @@
 //! - [`FaultAction::Stall`]: the operation completes with `EIO` only after
 //!   the delay, without reaching the backend. It is an io_uring timeout on
 //!   the shard's ring, so the shard keeps serving everything else meanwhile;
-//!   its `-ETIME` result becomes `EIO` in [`super::complete`].
+//!   its `-ETIME` result becomes `EIO` in [`super::complete`];
+//! - [`FaultAction::Short`]: a read or write reaches the backend with its
+//!   first block only, so the device really moves that much and the
+//!   operation completes short; the shard submits the rest (which the rule
+//!   may shorten again). Files do that now and then; an engine that takes
+//!   a short transfer for an error fails writes for nothing.
 //!
 //! A rule applies to the next `count` matching operations, or to all of
 //! them until cleared. With no rule set, an operation costs one atomic load
@@ -88,6 +93,9 @@ pub enum FaultAction {
     Fail { errno: i32 },
     /// Complete with `EIO` after this long (1 ns..=[`MAX_STALL`]).
     Stall { delay: Duration },
+    /// Move only the first block of a read or write (other operations
+    /// run whole).
+    Short,
 }
 
 /// One rule: operations, action, and how many more operations it takes
@@ -127,6 +135,7 @@ enum Fault {
     Fail(i32),
     /// The timespec lives as long as the plan (`PlanState::stalls`).
     Stall(*const types::Timespec),
+    Short,
 }
 
 struct Rule {
@@ -193,6 +202,7 @@ impl FaultPlan {
                 }
                 Some(state.stall_index(delay)?)
             }
+            FaultAction::Short => None,
         };
         let rule = Rule {
             rule,
@@ -243,6 +253,7 @@ impl FaultPlan {
             (FaultAction::Stall { .. }, Some((_, timespec))) => Fault::Stall(&**timespec),
             // A stall rule always has its timespec (inject).
             (FaultAction::Stall { .. }, None) => Fault::Fail(libc::EIO),
+            (FaultAction::Short, _) => Fault::Short,
         };
         if let Some(left) = rule.rule.count.as_mut() {
             *left -= 1;
@@ -302,9 +313,16 @@ impl BlockBackend for FaultBackend {
         format!("{} with fault injection", self.inner.describe())
     }
 
-    fn prepare(&self, req: Request<'_>) -> Prepared {
+    fn prepare(&self, mut req: Request<'_>) -> Prepared {
         match self.plan.take(&req.op) {
             None => self.inner.prepare(req),
+            Some(Fault::Short) => {
+                let block = self.inner.geometry().block_size as usize;
+                if req.op.has_data() && req.data.len() > block {
+                    req.data = &mut req.data[..block];
+                }
+                self.inner.prepare(req)
+            }
             Some(Fault::Fail(errno)) => Prepared::Done(Err(IoError::Os {
                 op: req.op.name(),
                 errno,

@@ -62,6 +62,21 @@ pub enum IoOp {
 }
 
 impl IoOp {
+    /// The same op `bytes` further on (a read or write continued after a
+    /// short transfer); other ops are unchanged.
+    pub fn advanced(self, bytes: u64) -> IoOp {
+        match self {
+            IoOp::Read { offset } => IoOp::Read {
+                offset: offset + bytes,
+            },
+            IoOp::Write { offset, fua } => IoOp::Write {
+                offset: offset + bytes,
+                fua,
+            },
+            other => other,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             IoOp::Read { .. } => "read",
@@ -180,8 +195,9 @@ pub fn validate(op: &IoOp, data_len: usize, geometry: Geometry) -> Result<(), Io
     }
 }
 
-/// Maps a CQE result to the op's outcome; a short read or write is an error
-/// because block I/O is all or nothing.
+/// Maps a CQE result to the op's outcome; a read or write that moved less
+/// than `wanted` is an error here (the shard continues one that moved
+/// something before it gets this far: block I/O is all or nothing).
 ///
 /// `-ETIME` is `EIO`: no block operation returns ETIME by itself, only the
 /// timeout a [`FaultBackend`] stall submits in the op's place, which stands

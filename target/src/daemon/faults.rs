@@ -119,9 +119,15 @@ fn inject(plans: &FaultPlans, params: Option<Value>) -> Result<Value, RpcError> 
                 "parameter \"errno\" goes with \"action\": \"fail\" only (a stall ends in EIO)",
             ))
         }
+        ("short", None, None) => FaultAction::Short,
+        ("short", _, _) => {
+            return Err(RpcError::invalid_params(
+                "\"action\": \"short\" takes neither \"errno\" nor \"delay_ms\"",
+            ))
+        }
         (other, _, _) => {
             return Err(RpcError::invalid_params(format!(
-                "parameter \"action\" must be \"fail\" or \"stall\", got {other:?}"
+                "parameter \"action\" must be \"fail\", \"stall\" or \"short\", got {other:?}"
             )))
         }
     };
@@ -172,6 +178,7 @@ fn list(plans: &FaultPlans) -> Value {
                         None,
                         Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
                     ),
+                    FaultAction::Short => ("short", None, None),
                 };
                 json!({
                     "device": device,
@@ -240,8 +247,20 @@ mod tests {
             Some(json!({"device": "data", "op": "flush", "action": "fail", "errno": 28})),
         )
         .unwrap();
+        call(
+            Some(&p),
+            "fault_inject",
+            Some(json!({"device": "data", "op": "read", "action": "short"})),
+        )
+        .unwrap();
         let listed = call(Some(&p), "fault_list", None).unwrap();
-        assert_eq!(listed.as_array().map(Vec::len), Some(3));
+        assert_eq!(listed.as_array().map(Vec::len), Some(4));
+        assert_eq!(
+            listed[2],
+            json!({"device": "data", "op": "read", "action": "short", "errno": null,
+                   "delay_ms": null, "count": null, "hits": 0})
+        );
+        let listed = json!([listed[0], listed[1], listed[3]]);
         assert_eq!(listed[1]["errno"], 28);
         assert_eq!(listed[2]["device"], "record");
         assert_eq!(listed[2]["delay_ms"], 1500);
@@ -255,7 +274,7 @@ mod tests {
                 .unwrap()
                 .as_array()
                 .map(Vec::len),
-            Some(2)
+            Some(3)
         );
         assert_eq!(
             call(Some(&p), "fault_clear", None).unwrap(),
@@ -304,6 +323,11 @@ mod tests {
             (
                 with(json!({"action": "stall", "delay_ms": 10, "errno": 5})),
                 "\"errno\"",
+            ),
+            (with(json!({"action": "short", "errno": 5})), "\"errno\""),
+            (
+                with(json!({"action": "short", "delay_ms": 5})),
+                "\"delay_ms\"",
             ),
             (with(json!({"bogus": 1})), "\"bogus\""),
         ] {

@@ -65,6 +65,7 @@ pub(crate) struct ShardMetrics {
     slept_ns: AtomicU64,
     wall_ns: AtomicU64,
     connections: AtomicU64,
+    short_transfers: AtomicU64,
 }
 
 /// Every metric keeld exports.
@@ -122,6 +123,9 @@ impl Metrics {
             .completions
             .store(stats.completions, Ordering::Relaxed);
         metrics.sleeps.store(stats.sleeps, Ordering::Relaxed);
+        metrics
+            .short_transfers
+            .store(stats.short_transfers, Ordering::Relaxed);
         let slept = u64::try_from(stats.slept.as_nanos()).unwrap_or(u64::MAX);
         metrics.slept_ns.store(slept, Ordering::Relaxed);
         let wall = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -208,7 +212,7 @@ impl Metrics {
             }
         }
 
-        let shard_metrics: [ShardMetric; 5] = [
+        let shard_metrics: [ShardMetric; 6] = [
             (
                 "keel_shard_loops_total",
                 "counter",
@@ -232,6 +236,12 @@ impl Metrics {
                 "counter",
                 "Time asleep waiting for work (the rest is polling or working).",
                 |s| s.slept_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            ),
+            (
+                "keel_shard_short_transfers_total",
+                "counter",
+                "Disk reads and writes that completed short and were continued.",
+                |s| s.short_transfers.load(Ordering::Relaxed) as f64,
             ),
             (
                 "keel_shard_connections",

@@ -247,7 +247,7 @@ enum FaultCommand {
 }
 
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("action").required(true).args(["fail", "stall_ms"])))]
+#[command(group(clap::ArgGroup::new("action").required(true).args(["fail", "stall_ms", "short"])))]
 struct FaultInject {
     /// data (the namespaces) or record (the replication record).
     #[arg(long, default_value = "data", value_parser = ["data", "record"])]
@@ -264,6 +264,10 @@ struct FaultInject {
     /// Complete each with EIO only after MS milliseconds (1..=600000).
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=600_000))]
     stall_ms: Option<u64>,
+    /// Let each read or write move only its first block, so it completes
+    /// short (keeld submits the rest).
+    #[arg(long, conflicts_with = "errno")]
+    short: bool,
     /// Only the next N matching operations (default: all until cleared).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
@@ -536,6 +540,7 @@ fn request(command: Command) -> (String, Option<Value>, View) {
                     params["action"] = json!("stall");
                     params["delay_ms"] = json!(ms);
                 }
+                None if inject.short => params["action"] = json!("short"),
                 None => params["action"] = json!("fail"),
             }
             if let Some(errno) = inject.errno {

@@ -369,6 +369,13 @@ fn every_subcommand_sends_its_method_and_params() {
         "fault_inject",
         Some(json!({"device": "data", "op": "any", "action": "stall", "delay_ms": 5000})),
     );
+    s.expect(
+        &[
+            "fault", "inject", "--op", "write", "--short", "--count", "3",
+        ],
+        "fault_inject",
+        Some(json!({"device": "data", "op": "write", "action": "short", "count": 3})),
+    );
     let out = s.expect(&["fault", "list"], "fault_list", None);
     assert!(out.starts_with("DEVICE "), "{out}");
     let out = s.expect(&["fault", "clear"], "fault_clear", None);
