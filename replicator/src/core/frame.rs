@@ -70,6 +70,26 @@ pub enum Frame<P> {
         /// Highest sequence applied (and every one before it).
         applied_through: Sequence,
     },
+    /// Wire `ReadRequest`, primary to replica: read `range` of the copy
+    /// (a degraded read: the primary's own device failed it). It takes the
+    /// link's next sequence as its tag, so the replica serves it in order,
+    /// after every write sent before it, and acknowledges it like them.
+    ReadRequest {
+        /// Sequence on this link (the wire's read tag).
+        seq: Sequence,
+        /// What to read (within one region).
+        range: ByteRange,
+    },
+    /// Wire `ReadResponse`, replica to primary: the data of the
+    /// `ReadRequest` `seq`. A read that fails is refused with a `Nack`.
+    ReadResponse {
+        /// The request's sequence.
+        seq: Sequence,
+        /// What was read.
+        range: ByteRange,
+        /// The data, `range.len` bytes.
+        data: P,
+    },
     /// Wire `Nack`: the frame `seq` was refused; the link closes.
     Nack {
         /// The refused frame (0 for the link).
@@ -80,14 +100,19 @@ pub enum Frame<P> {
 }
 
 impl<P> Frame<P> {
-    /// The sequence of a sequenced frame (`None` for `Ack`, `Applied` and `Nack`).
+    /// The sequence of a sequenced frame (`None` for `Ack`, `Applied`,
+    /// `ReadResponse` and `Nack`, which answer one).
     pub fn sequence(&self) -> Option<Sequence> {
         match self {
             Frame::Write { seq, .. }
             | Frame::Flush { seq }
             | Frame::Resync { seq, .. }
-            | Frame::EpochChange { seq, .. } => Some(*seq),
-            Frame::Ack { .. } | Frame::Applied { .. } | Frame::Nack { .. } => None,
+            | Frame::EpochChange { seq, .. }
+            | Frame::ReadRequest { seq, .. } => Some(*seq),
+            Frame::Ack { .. }
+            | Frame::Applied { .. }
+            | Frame::ReadResponse { .. }
+            | Frame::Nack { .. } => None,
         }
     }
 }

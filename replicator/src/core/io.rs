@@ -56,6 +56,16 @@ pub enum Event<P> {
         /// the next flush), as NVMe's volatile write cache allows.
         fua: bool,
     },
+    /// A host read the local copy failed (a media error): read `range`
+    /// (within one region) from a replica that holds it up to date, and
+    /// answer with [`Action::CompleteRead`] (or, if no copy can, a
+    /// `MediaError`).
+    DegradedRead {
+        /// Echoed in the completion.
+        id: HostOpId,
+        /// Bytes to read.
+        range: ByteRange,
+    },
     /// A host flush: completes once every write submitted before it is
     /// durable on a write quorum.
     HostFlush {
@@ -212,5 +222,12 @@ pub enum Action<P> {
         id: HostOpId,
         /// How it ended.
         status: HostStatus,
+    },
+    /// Finish a degraded read with its data (read from a replica).
+    CompleteRead {
+        /// The command.
+        id: HostOpId,
+        /// The range's bytes.
+        data: P,
     },
 }

@@ -237,12 +237,12 @@ impl<P: Clone> Node<P> {
     /// path error, new links are closed, the rest is dropped.
     fn refuse(event: Event<P>, out: &mut Vec<Action<P>>) {
         match event {
-            Event::HostWrite { id, .. } | Event::HostFlush { id } => {
-                out.push(Action::CompleteHost {
-                    id,
-                    status: HostStatus::PathError,
-                })
-            }
+            Event::HostWrite { id, .. }
+            | Event::HostFlush { id }
+            | Event::DegradedRead { id, .. } => out.push(Action::CompleteHost {
+                id,
+                status: HostStatus::PathError,
+            }),
             Event::LinkUp { peer, link, .. } => out.push(Action::CloseLink { peer, link }),
             _ => {}
         }
@@ -250,12 +250,12 @@ impl<P: Clone> Node<P> {
 
     fn hold(&mut self, event: Event<P>, out: &mut Vec<Action<P>>) {
         match event {
-            Event::HostWrite { id, .. } | Event::HostFlush { id } => {
-                out.push(Action::CompleteHost {
-                    id,
-                    status: HostStatus::PathError,
-                })
-            }
+            Event::HostWrite { id, .. }
+            | Event::HostFlush { id }
+            | Event::DegradedRead { id, .. } => out.push(Action::CompleteHost {
+                id,
+                status: HostStatus::PathError,
+            }),
             Event::Received { peer, link, .. } if self.held.len() >= MAX_HELD_EVENTS => {
                 out.push(Action::CloseLink { peer, link });
             }
@@ -266,7 +266,9 @@ impl<P: Clone> Node<P> {
     fn dispatch(&mut self, now: Time, event: Event<P>, out: &mut Vec<Action<P>>) {
         match &mut self.role {
             Role::Replica(replica) => match event {
-                Event::HostWrite { id, .. } | Event::HostFlush { id } => {
+                Event::HostWrite { id, .. }
+                | Event::HostFlush { id }
+                | Event::DegradedRead { id, .. } => {
                     out.push(Action::CompleteHost {
                         id,
                         status: HostStatus::PathError,

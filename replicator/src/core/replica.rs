@@ -76,6 +76,9 @@ struct QueuedFrame<P> {
     frame: Frame<P>,
 }
 
+/// A local write in flight, or a local read serving a `ReadRequest`
+/// (`read`): both hold their range against later writes, and the
+/// frames after them are acknowledged only once they are done.
 #[derive(Debug, Clone, Copy)]
 struct WriteInFlight {
     link: LinkId,
@@ -84,6 +87,7 @@ struct WriteInFlight {
     /// Its position in the stream, counted in the standing once it and
     /// every write issued before it completed.
     position: Option<Position>,
+    read: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -280,6 +284,7 @@ impl<P: Clone> Replica<P> {
                 link, epoch, frame, ..
             } => self.receive(link, epoch, frame, out),
             Event::LocalWriteDone { token, result } => self.write_done(token, result, out),
+            Event::LocalReadDone { token, result } => self.read_done(token, result, out),
             Event::Persisted { token } => self.persisted(token, out),
             // Quiet for a tick with writes not yet durable: make them so
             // (the primary's bitmap clears only on durable acks).
@@ -291,7 +296,7 @@ impl<P: Clone> Replica<P> {
             // A replica serves no host I/O; the node answers those.
             Event::HostWrite { .. }
             | Event::HostFlush { .. }
-            | Event::LocalReadDone { .. }
+            | Event::DegradedRead { .. }
             | Event::Promote { .. }
             | Event::Reconfigure { .. }
             | Event::ResyncCredit { .. }
@@ -488,6 +493,7 @@ impl<P: Clone> Replica<P> {
                     seq,
                     range,
                     position,
+                    read: false,
                 };
                 self.writes.insert(token, write);
                 self.advance(link, epoch, seq);
@@ -616,10 +622,69 @@ impl<P: Clone> Replica<P> {
                 self.start_persist(Some((link, before)), out);
                 true
             }
-            Frame::Ack { .. } | Frame::Applied { .. } | Frame::Nack { .. } => {
+            Frame::ReadRequest { seq, range } => {
+                let (seq, range) = (*seq, *range);
+                if self.geometry.region_of(range).is_none() {
+                    self.refuse(link, seq, NackReason::OutOfRange, out);
+                    return true;
+                }
+                // After every write before it (the device may reorder
+                // overlapping ones), and before any after it.
+                let overlaps = self.writes.values().any(|w| ranges_overlap(w.range, range));
+                if overlaps || self.writes.len() >= self.limits.max_writes_in_flight {
+                    return false;
+                }
+                self.queue.pop_front();
+                let token = self.alloc_token();
+                self.writes.insert(
+                    token,
+                    WriteInFlight {
+                        link,
+                        seq,
+                        range,
+                        position: None,
+                        read: true,
+                    },
+                );
+                self.advance(link, epoch, seq);
+                out.push(Action::LocalRead { token, range });
+                true
+            }
+            Frame::Ack { .. }
+            | Frame::Applied { .. }
+            | Frame::ReadResponse { .. }
+            | Frame::Nack { .. } => {
                 self.queue.pop_front();
                 true
             }
+        }
+    }
+
+    /// A local read for a `ReadRequest` ended: the data goes back to the
+    /// primary; a failed read refuses the request (the primary tries
+    /// another copy) and closes the link. The copy is unchanged, so it
+    /// stays consistent.
+    fn read_done(&mut self, token: IoToken, result: Result<P, IoError>, out: &mut Vec<Action<P>>) {
+        let Some(read) = self.writes.remove(&token).filter(|w| w.read) else {
+            return;
+        };
+        self.settle_positions();
+        match result {
+            Ok(data) => {
+                if let Some(l) = self.links.get(&read.link) {
+                    out.push(Action::Send {
+                        peer: l.peer,
+                        link: read.link,
+                        epoch: self.working.epoch,
+                        frame: Frame::ReadResponse {
+                            seq: read.seq,
+                            range: read.range,
+                            data,
+                        },
+                    });
+                }
+            }
+            Err(_) => self.refuse(read.link, read.seq, NackReason::MediaError, out),
         }
     }
 
@@ -692,7 +757,7 @@ impl<P: Clone> Replica<P> {
         result: Result<(), IoError>,
         out: &mut Vec<Action<P>>,
     ) {
-        let Some(write) = self.writes.remove(&token) else {
+        let Some(write) = self.writes.remove(&token).filter(|w| !w.read) else {
             return;
         };
         let oldest_in_flight = self.writes.keys().next().copied();
@@ -705,13 +770,7 @@ impl<P: Clone> Replica<P> {
                 self.working.applied = self.working.applied.max(p);
             }
         }
-        while let Some(entry) = self.completed_early.first_entry() {
-            if oldest_in_flight.is_some_and(|oldest| *entry.key() > oldest) {
-                break;
-            }
-            let p = entry.remove();
-            self.working.applied = self.working.applied.max(p);
-        }
+        self.settle_positions();
         if result.is_err() {
             // The range now holds unknown data: not consistent until a
             // resync, and this link's stream is broken.
@@ -722,6 +781,19 @@ impl<P: Clone> Replica<P> {
                 .map(|l| l.processed)
                 .unwrap_or_default();
             self.refuse(write.link, seq, NackReason::MediaError, out);
+        }
+    }
+
+    /// Counts in the standing the writes that completed early, as far as
+    /// nothing issued before them is still in flight.
+    fn settle_positions(&mut self) {
+        let oldest_in_flight = self.writes.keys().next().copied();
+        while let Some(entry) = self.completed_early.first_entry() {
+            if oldest_in_flight.is_some_and(|oldest| *entry.key() > oldest) {
+                break;
+            }
+            let p = entry.remove();
+            self.working.applied = self.working.applied.max(p);
         }
     }
 
@@ -1348,5 +1420,105 @@ mod tests {
         assert!(record.standing.consistent);
         assert_eq!(record.standing.synced, Epoch(4));
         assert_eq!(acks(&handle(&mut r, Event::Persisted { token })).len(), 1);
+    }
+
+    fn local_read(out: &Actions) -> Option<(IoToken, ByteRange)> {
+        out.iter().find_map(|a| match a {
+            Action::LocalRead { token, range } => Some((*token, *range)),
+            _ => None,
+        })
+    }
+
+    fn read_response(out: &Actions) -> Option<(Sequence, ByteRange, u64)> {
+        out.iter().find_map(|a| match a {
+            Action::Send {
+                frame: Frame::ReadResponse { seq, range, data },
+                ..
+            } => Some((*seq, *range, *data)),
+            _ => None,
+        })
+    }
+
+    /// A degraded read is served in stream order: after the overlapping
+    /// write before it completed on the device, never before it.
+    #[test]
+    fn a_read_request_is_served_after_the_writes_before_it() {
+        let mut r = accepted();
+        let written = local_write(&receive(&mut r, 4, write(2, 1)));
+        let request = Frame::ReadRequest {
+            seq: Sequence(3),
+            range: ByteRange::new(0, 8192),
+        };
+        let out = receive(&mut r, 4, request);
+        assert!(
+            local_read(&out).is_none(),
+            "the write to block 0 is in flight"
+        );
+        let out = handle(
+            &mut r,
+            Event::LocalWriteDone {
+                token: written,
+                result: Ok(()),
+            },
+        );
+        let (token, range) = local_read(&out).expect("read once the write is done");
+        assert_eq!(range, ByteRange::new(0, 8192));
+        assert_eq!(
+            applied(&out),
+            vec![Sequence(2)],
+            "the read is not answered yet"
+        );
+        // A later write to the range waits for the read.
+        assert!(!receive(&mut r, 4, write(4, 2))
+            .iter()
+            .any(|a| matches!(a, Action::LocalWrite { .. })));
+        let out = handle(
+            &mut r,
+            Event::LocalReadDone {
+                token,
+                result: Ok(42),
+            },
+        );
+        assert_eq!(
+            read_response(&out),
+            Some((Sequence(3), ByteRange::new(0, 8192), 42))
+        );
+        assert!(
+            out.iter().any(|a| matches!(a, Action::LocalWrite { .. })),
+            "the write after the read goes on"
+        );
+    }
+
+    /// A read its device fails is refused (the primary asks another copy)
+    /// and closes the link; the copy stays consistent, since nothing in it
+    /// changed.
+    #[test]
+    fn a_failed_read_is_refused_and_leaves_the_copy_consistent() {
+        let mut r = accepted();
+        let request = Frame::ReadRequest {
+            seq: Sequence(2),
+            range: ByteRange::new(4096, 4096),
+        };
+        let (token, _) = local_read(&receive(&mut r, 4, request)).expect("a read");
+        let out = handle(
+            &mut r,
+            Event::LocalReadDone {
+                token,
+                result: Err(IoError),
+            },
+        );
+        assert_eq!(nack(&out), Some(NackReason::MediaError));
+        assert!(read_response(&out).is_none());
+        assert!(r.standing().consistent);
+        // A read across two regions is refused outright.
+        let mut r = accepted();
+        let across = Frame::ReadRequest {
+            seq: Sequence(2),
+            range: ByteRange::new(12288, 8192),
+        };
+        assert_eq!(
+            nack(&receive(&mut r, 4, across)),
+            Some(NackReason::OutOfRange)
+        );
     }
 }

@@ -54,9 +54,9 @@ use std::ops::Range;
 use crate::auth::{AuthFailure, ConfigError};
 use crate::core::{Frame, Member, Membership, Position, Previous, Standing};
 use crate::wire::{
-    self, ByteRange, CopyInfo, CopyList, DecodeError, EncodeError, Epoch, FrameDecoder, Message,
-    MessageType, NodeId, PreviousCopies, ReadTag, Role, StandingReport, StreamId, Version,
-    VolumeId, WritePosition,
+    self, CopyInfo, CopyList, DecodeError, EncodeError, Epoch, FrameDecoder, Message, MessageType,
+    NodeId, PreviousCopies, ReadTag, Role, Sequence, StandingReport, StreamId, Version, VolumeId,
+    WritePosition,
 };
 
 /// The one wire version a link speaks.
@@ -183,22 +183,6 @@ pub enum Other {
         /// Whether it is a reply.
         reply: bool,
     },
-    /// `ReadRequest`: degraded reads are not implemented by the core.
-    ReadRequest {
-        /// Echo in the answer.
-        tag: ReadTag,
-        /// What to read.
-        range: ByteRange,
-    },
-    /// `ReadResponse`, its data as a range of the buffer.
-    ReadResponse {
-        /// Tag of the request.
-        tag: ReadTag,
-        /// Volume offset of the data.
-        offset: u64,
-        /// The data within the buffer given to [`decode`].
-        data: Range<usize>,
-    },
     /// A handshake frame (`Hello`, `Challenge`, `Response`) after the
     /// handshake: a protocol violation, close the link.
     Handshake(MessageType),
@@ -323,6 +307,10 @@ pub fn encode_header<P>(
         if let Message::Write(write) = message {
             append(out, message.header_len(), |tail| {
                 write.encode_header_into(envelope, tail)
+            })
+        } else if let Message::ReadResponse(_) = message {
+            append(out, message.header_len(), |tail| {
+                message.encode_header_into(envelope, tail)
             })
         } else {
             append(out, message.encoded_len(), |tail| {
@@ -485,6 +473,23 @@ fn with_message<P, R>(
                 standing: None,
             })
         }
+        Frame::ReadRequest { seq, range } => {
+            expect_payload(0, payload)?;
+            Message::ReadRequest(wire::ReadRequest {
+                stream,
+                tag: ReadTag(seq.0),
+                range: *range,
+            })
+        }
+        Frame::ReadResponse { seq, range, .. } => {
+            expect_payload(usize::try_from(range.len).unwrap_or(usize::MAX), payload)?;
+            Message::ReadResponse(wire::ReadResponse {
+                stream,
+                tag: ReadTag(seq.0),
+                offset: range.offset,
+                data: payload,
+            })
+        }
         Frame::Nack { seq, reason } => {
             expect_payload(0, payload)?;
             Message::Nack(wire::Nack {
@@ -634,19 +639,15 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, LinkError> {
                 reply: beat.reply,
             })
         }
-        Message::ReadRequest(read) => {
-            return other(Other::ReadRequest {
-                tag: read.tag,
-                range: read.range,
-            })
-        }
-        Message::ReadResponse(read) => {
-            return other(Other::ReadResponse {
-                tag: read.tag,
-                offset: read.offset,
-                data,
-            })
-        }
+        Message::ReadRequest(read) => Frame::ReadRequest {
+            seq: Sequence(read.tag.0),
+            range: read.range,
+        },
+        Message::ReadResponse(read) => Frame::ReadResponse {
+            seq: Sequence(read.tag.0),
+            range: read.range(),
+            data,
+        },
         message @ (Message::Hello(_) | Message::Challenge(_) | Message::Response(_)) => {
             return other(Other::Handshake(message.message_type()))
         }

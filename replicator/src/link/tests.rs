@@ -20,7 +20,7 @@ use crate::auth::{AuthFailure, PreSharedKey};
 use crate::core::{Frame, Member, Membership, Position, Previous, Standing};
 use crate::wire::{
     self, ByteRange, DecodeError, Epoch, Message, NackReason, NodeId, RegionIndex, ReplicationMode,
-    ResyncOp, Role, Sequence, StreamId, Version, VersionRange, VolumeId,
+    ResyncOp, Role, Sequence, StreamId, Version, VersionRange, VolumeId, MAX_PAYLOAD_LEN,
 };
 
 fn address_of(node: NodeId) -> String {
@@ -203,6 +203,22 @@ fn case() -> impl Strategy<Value = Case> {
         )),
         seq.clone()
             .prop_map(|seq| (Frame::Flush { seq }, Vec::new())),
+        (seq.clone(), any::<u64>(), 1..=MAX_PAYLOAD_LEN).prop_map(|(seq, offset, len)| {
+            let range = ByteRange::new(offset.min(u64::MAX - u64::from(len)), len);
+            (Frame::ReadRequest { seq, range }, Vec::new())
+        }),
+        (seq.clone(), any::<u64>(), vec(any::<u8>(), 1..300)).prop_map(|(seq, offset, data)| {
+            let len = data.len() as u32;
+            let range = ByteRange::new(offset.min(u64::MAX - u64::from(len)), len);
+            (
+                Frame::ReadResponse {
+                    seq,
+                    range,
+                    data: (),
+                },
+                data,
+            )
+        }),
         (seq, nack_reason()).prop_map(|(seq, reason)| (Frame::Nack { seq, reason }, Vec::new())),
     ];
     (envelope, frame_and_payload).prop_map(|(envelope, (frame, payload))| Case {
@@ -245,7 +261,7 @@ proptest! {
         let mut split = Vec::new();
         encode_header(&case.envelope, &case.frame, &case.payload, &book(&case.frame), &mut split)
             .unwrap();
-        if matches!(case.frame, Frame::Write { .. }) {
+        if matches!(case.frame, Frame::Write { .. } | Frame::ReadResponse { .. }) {
             split.extend_from_slice(&case.payload);
         }
         prop_assert_eq!(&split, &bytes);
@@ -268,6 +284,11 @@ proptest! {
             Frame::Applied { applied_through } => Frame::Applied { applied_through },
             Frame::Flush { seq } => Frame::Flush { seq },
             Frame::Nack { seq, reason } => Frame::Nack { seq, reason },
+            Frame::ReadRequest { seq, range } => Frame::ReadRequest { seq, range },
+            Frame::ReadResponse { seq, range, data } => {
+                prop_assert_eq!(&bytes[data.clone()], &case.payload[..]);
+                Frame::ReadResponse { seq, range, data: () }
+            }
         };
         prop_assert_eq!(&frame, &case.frame);
         let mut expected_addresses: Vec<_> = book(&case.frame).into_iter().collect();
@@ -545,8 +566,8 @@ fn wire_messages_the_core_does_not_use_are_handed_over() {
     );
     assert!(matches!(
         decode(&response).unwrap(),
-        Decoded::Other { message: Other::ReadResponse { data, offset: 512, .. }, .. }
-            if response[data.clone()] == *b"abc"
+        Decoded::Frame { frame: Frame::ReadResponse { data, range, seq: Sequence(5) }, .. }
+            if response[data.clone()] == *b"abc" && range == ByteRange::new(512, 3)
     ));
     let flush = wire_frame(
         &Message::Flush(wire::Flush {

@@ -29,6 +29,7 @@ mod election;
 mod host;
 mod inheritance;
 mod peer;
+mod read;
 mod reconfigure;
 mod resync;
 
@@ -298,6 +299,8 @@ pub struct Primary<P> {
     /// per-event passes over `ops` stay as short as the host's queue.
     tail: BTreeMap<u64, HostWrite<P>>,
     io: BTreeMap<IoToken, IoPurpose>,
+    /// Degraded reads waiting for a replica's answer.
+    reads: BTreeMap<HostOpId, read::DegradedRead>,
     peers: BTreeMap<NodeId, Peer<P>>,
     bitmap: WriteIntentBitmap,
     resync_credits: u32,
@@ -403,6 +406,7 @@ impl<P: Clone> Primary<P> {
             startable: 0,
             tail: BTreeMap::new(),
             io: BTreeMap::new(),
+            reads: BTreeMap::new(),
             peers,
             bitmap,
             resync_credits: 0,
@@ -523,6 +527,7 @@ impl<P: Clone> Primary<P> {
                 fua,
             } => self.admit_write(id, range, data, fua, out),
             Event::HostFlush { id } => self.admit_flush(id, out),
+            Event::DegradedRead { id, range } => self.admit_degraded_read(now, id, range, out),
             Event::LocalWriteDone { token, result } => {
                 if let Some(IoPurpose::LocalWrite { key }) = self.io.remove(&token) {
                     self.local_write_done(key, result.is_ok(), out);
@@ -798,6 +803,11 @@ impl<P: Clone> Primary<P> {
                 standing,
             } => self.acked(now, peer, durable_through, standing, out),
             Frame::Applied { applied_through } => self.applied(now, peer, applied_through, out),
+            Frame::ReadResponse { seq, range, data } => {
+                if !self.read_answered(peer, seq, range, data, out) {
+                    self.out_of_date(peer, out);
+                }
+            }
             // A copy will not follow this primary: it is in a newer epoch,
             // or it holds a newer membership than this node's (a change this
             // node missed). Either way the volume goes to a better
@@ -856,7 +866,7 @@ impl<P: Clone> Primary<P> {
                     }
                     self.inheritance_resynced(peer);
                 }
-                Purpose::ResyncBegin | Purpose::ResyncData | Purpose::Flush => {}
+                Purpose::ResyncBegin | Purpose::ResyncData | Purpose::Flush | Purpose::Read => {}
             }
         }
     }
@@ -909,6 +919,7 @@ impl<P: Clone> Primary<P> {
         let Some(link) = self.peers.get_mut(&peer).and_then(|p| p.link.take()) else {
             return;
         };
+        self.reads_lost_on(peer);
         let mut settle = Vec::new();
         for purpose in link.unacked_purposes() {
             if let Purpose::HostWrite { key, region } = purpose {
@@ -969,6 +980,7 @@ impl<P: Clone> Primary<P> {
                 _ => {}
             }
         }
+        self.fail_reads(out);
         self.ops.clear();
         self.flushes = 0;
         self.startable = 0;
@@ -1030,6 +1042,9 @@ impl<P: Clone> Primary<P> {
             }
         }
         self.check_lag(now, out);
+        if !self.reads.is_empty() {
+            self.retry_reads(now, out);
+        }
     }
 
     /// Async replicas get a bounded lag, sync ones a bounded wait for their

@@ -31,6 +31,8 @@ pub(crate) enum Purpose {
     /// A `Flush` for host flushes: its durable ack covers every frame
     /// before it.
     Flush,
+    /// A `ReadRequest` (a degraded read; its answer is a `ReadResponse`).
+    Read,
 }
 
 /// Where a link stands.

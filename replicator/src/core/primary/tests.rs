@@ -970,3 +970,92 @@ fn a_flush_after_a_failover_counts_a_replica_that_held_the_inheritance() {
     let (completed, _) = h.flush_through_r2(1);
     assert_eq!(completed, vec![(HostOpId(1), HostStatus::Success)]);
 }
+
+impl Harness {
+    fn read_request_to(&self, peer: NodeId) -> Option<(Sequence, ByteRange)> {
+        self.sent(peer).iter().find_map(|f| match f {
+            Frame::ReadRequest { seq, range } => Some((*seq, *range)),
+            _ => None,
+        })
+    }
+
+    fn read_answers(&self) -> Vec<(HostOpId, u64)> {
+        self.out
+            .iter()
+            .filter_map(|a| match a {
+                Action::CompleteRead { id, data } => Some((*id, *data)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A host read the local device failed goes to a replica taking writes
+/// with the region clean; its answer completes the read. When that link
+/// dies first and no other copy can answer, the host gets a media error.
+#[test]
+fn a_degraded_read_is_answered_by_an_up_to_date_replica() {
+    let mut h = Harness::serving();
+    let range = ByteRange::new(4096, 4096);
+    h.event(Event::DegradedRead {
+        id: HostOpId(7),
+        range,
+    });
+    let (seq, asked) = h.read_request_to(R2).expect("asked R2");
+    assert_eq!(asked, range);
+    h.event(Event::Received {
+        peer: R2,
+        link: LinkId(1),
+        epoch: Epoch(4),
+        frame: Frame::ReadResponse {
+            seq,
+            range,
+            data: 99,
+        },
+    });
+    assert_eq!(h.read_answers(), vec![(HostOpId(7), 99)]);
+
+    // An answer nobody asked for breaks the stream.
+    h.event(Event::Received {
+        peer: R2,
+        link: LinkId(1),
+        epoch: Epoch(4),
+        frame: Frame::ReadResponse {
+            seq,
+            range,
+            data: 99,
+        },
+    });
+    assert!(h
+        .out
+        .iter()
+        .any(|a| matches!(a, Action::CloseLink { peer: R2, .. })));
+
+    let mut h = Harness::serving();
+    h.event(Event::DegradedRead {
+        id: HostOpId(8),
+        range,
+    });
+    assert!(h.read_request_to(R2).is_some());
+    h.event(Event::LinkDown {
+        peer: R2,
+        link: LinkId(1),
+    });
+    assert_eq!(
+        h.completions(),
+        vec![(HostOpId(8), HostStatus::MediaError)],
+        "R3 is down: no copy left to ask"
+    );
+}
+
+/// A replica being fully copied may lack anything: it is never asked.
+#[test]
+fn a_degraded_read_never_goes_to_a_replica_that_may_lack_the_region() {
+    let mut h = Harness::failed_over_to(10);
+    h.event(Event::DegradedRead {
+        id: HostOpId(1),
+        range: ByteRange::new(0, 4096),
+    });
+    assert!(h.read_request_to(R2).is_none());
+    assert_eq!(h.completions(), vec![(HostOpId(1), HostStatus::MediaError)]);
+}
