@@ -386,3 +386,58 @@ fn a_replica_whose_flush_fails_stops_and_is_resynced_after_a_restart() {
     stop_all([primary, replica2, replica3]);
     cluster.assert_identical(&[2, 3]);
 }
+
+/// The primary's disk fails every read: the host's reads are answered by a
+/// replica instead (degraded reads), whole and correct, a read across a
+/// region boundary included; writes go on meanwhile. With no replica left
+/// to ask, the host sees the read error.
+#[test]
+fn reads_the_primarys_disk_fails_are_answered_by_a_replica() {
+    let cluster = Cluster::new("faults-degraded-read", 2);
+    let primary = start_node(&cluster, 1, &["--fault-injection"]);
+    let replica2 = start_node(&cluster, 2, &[]);
+    let replica3 = start_node(&cluster, 3, &[]);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    let (ctrl, mut queue) = open_replicated_queue(&primary);
+    let block = u64::from(queue.namespace().block_size);
+    // 8 blocks from 4 before the first 1 MiB region boundary.
+    let across = (1 << 20) / block - 4;
+    for (lba, generation) in [(64, 1), (across, 1)] {
+        assert_eq!(write_blocks(&mut queue, lba, generation), Status::SUCCESS);
+    }
+
+    let socket = cluster.socket(1);
+    rpc(
+        &socket,
+        "fault_inject",
+        json!({"device": "data", "op": "read", "action": "fail"}),
+    )
+    .expect("fault_inject on the primary");
+    assert!(holds(&mut queue, 64, 1), "a degraded read");
+    assert!(
+        holds(&mut queue, across, 1),
+        "a degraded read across regions"
+    );
+    // Writes are untouched by a read rule; what they write reads back
+    // through a replica too.
+    assert_eq!(write_blocks(&mut queue, 64, 2), Status::SUCCESS);
+    assert!(holds(&mut queue, 64, 2));
+    let rules = rpc(&socket, "fault_list", json!({})).expect("fault_list");
+    assert!(
+        rules[0]["hits"].as_u64().unwrap_or(0) >= 3,
+        "the primary's disk failed the reads: {rules}"
+    );
+
+    // Both replicas gone: nobody can answer.
+    replica2.kill9();
+    replica3.kill9();
+    let status = {
+        let bytes = 8 * block as usize;
+        queue.buffer(0, bytes).fill(0);
+        run_one(&mut queue, IoKind::Read, 64, 8)
+    };
+    assert_eq!(status, Status::UNRECOVERED_READ_ERROR);
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    assert!(primary.terminate().success());
+}

@@ -4,9 +4,9 @@
 
 mod replicated;
 
-use replicated::ReplRequest;
 pub use replicated::ReplWork;
 pub(crate) use replicated::ReplicatedVolume;
+use replicated::{ReplOp, ReplRequest};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_engine::{Completion, DeviceId, IoOp, NetOp, Op, Origin, Shard, ShardId};
+use keel_engine::{Completion, DeviceId, IoError, IoOp, NetOp, Op, Origin, Shard, ShardId};
 use slab::Slab;
 
 use crate::controller::io::NSID_BROADCAST;
@@ -109,6 +109,8 @@ pub enum Message {
         token: u64,
         /// The command's outcome.
         status: Status,
+        /// A degraded read's data.
+        data: Option<Arc<[u8]>>,
     },
     /// A replication link over RDMA whose handshake is done (shard 0).
     #[cfg(feature = "rdma")]
@@ -159,12 +161,14 @@ pub(crate) struct ShardHandler {
     repl_published: Option<Arc<Published>>,
     /// This shard's replicated commands waiting for shard 0: token →
     /// (connection, command).
-    repl_ops: HashMap<u64, (usize, usize)>,
+    repl_ops: HashMap<u64, ReplOp>,
     next_repl_op: u64,
     /// Shard 0: replicated commands in the state machine, from any shard.
     repl_requests: Slab<ReplRequest>,
     /// Shard 0: the state machine's host operation → its request.
-    repl_parts: HashMap<u64, usize>,
+    /// Shard 0: the state machine's host operation → its request and, for
+    /// a degraded read, the part's byte offset.
+    repl_parts: HashMap<u64, (usize, u64)>,
     next_repl_part: u64,
     repl_closed: bool,
     /// Shard 0: the replicated namespace's ANA state last given to the
@@ -1010,6 +1014,17 @@ impl ShardHandler {
         if let Err(error) = &done.result {
             tracing::warn!(%error, "disk operation failed");
             let reading = matches!(done.op, Op::Block(IoOp::Read { .. }));
+            let media = !matches!(error, IoError::OutOfRange { .. } | IoError::Busy);
+            if let (TagKind::Disk, Op::Block(IoOp::Read { offset }), true) =
+                (tag.kind, done.op, media)
+            {
+                if command.device.is_some() && command.device == self.repl_device {
+                    // The replicated volume: a replica may hold the range.
+                    conn.ops += 1;
+                    self.degraded_read(shard, tag, offset);
+                    return;
+                }
+            }
             command.fail(disk_status(error, reading));
         }
         command.disk_pending -= 1;
@@ -1318,8 +1333,12 @@ impl keel_engine::Handler<Message> for ShardHandler {
                 token,
                 work,
             } => self.submit_replicated(shard, origin, token, work),
-            Message::Replicated { token, status } => {
-                self.complete_repl_op(shard, token, status);
+            Message::Replicated {
+                token,
+                status,
+                data,
+            } => {
+                self.complete_repl_op(shard, token, status, data);
             }
             Message::PeerLink {
                 stream,

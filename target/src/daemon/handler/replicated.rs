@@ -14,6 +14,9 @@ use crate::daemon::replication::driver::Payload as ReplPayload;
 pub struct ReplWork {
     /// A Write's offset and data.
     write: Option<(u64, Arc<[u8]>)>,
+    /// A degraded read: offset and length of a read the local device
+    /// failed.
+    read: Option<(u64, u32)>,
     fua: bool,
     /// Write Zeroes, or deallocated ranges (they read back as zeroes).
     zeroes: Vec<crate::controller::ByteRange>,
@@ -39,6 +42,16 @@ pub(super) struct ReplRequest {
     remaining: usize,
     /// The first failure among them.
     status: Status,
+    /// A degraded read: its offset and the data its parts brought so far.
+    read: Option<(u64, Vec<u8>)>,
+}
+
+/// A command of this shard waiting for shard 0: its connection, command
+/// and, for a degraded read, the segment whose buffer the data fills.
+pub(super) struct ReplOp {
+    conn: usize,
+    command: usize,
+    segment: Option<usize>,
 }
 
 impl ShardHandler {
@@ -50,6 +63,7 @@ impl ShardHandler {
         let command = &mut conn.commands[cmd_key];
         let mut work = ReplWork {
             write: None,
+            read: None,
             fua: false,
             zeroes: Vec::new(),
             flush: false,
@@ -98,7 +112,19 @@ impl ShardHandler {
         self.next_repl_op += 1;
         command.disk_pending += 1;
         conn.ops += 1;
-        self.repl_ops.insert(token, (key, cmd_key));
+        self.repl_ops.insert(
+            token,
+            ReplOp {
+                conn: key,
+                command: cmd_key,
+                segment: None,
+            },
+        );
+        self.hand_to_replicator(shard, token, work);
+    }
+
+    /// Hands `work` to shard 0's state machine (this shard's, on shard 0).
+    fn hand_to_replicator(&mut self, shard: &mut Shard<Message>, token: u64, work: ReplWork) {
         if self.repl.is_some() {
             self.submit_replicated(shard, self.me, token, work);
         } else {
@@ -115,6 +141,44 @@ impl ShardHandler {
         }
     }
 
+    /// The local device failed segment `tag.segment` of a read (at byte
+    /// `offset`) on the replicated volume: the state machine reads it from
+    /// a replica, into the segment's buffer. The command stays pending
+    /// meanwhile (its disk count is unchanged).
+    pub(super) fn degraded_read(&mut self, shard: &mut Shard<Message>, tag: Tag, offset: u64) {
+        let Some(command) = self
+            .conns
+            .get(tag.conn)
+            .and_then(|c| c.commands.get(tag.command))
+        else {
+            return;
+        };
+        let len = command
+            .data
+            .get(tag.segment)
+            .and_then(|b| b.as_ref())
+            .map_or(0, |b| b.len());
+        let token = self.next_repl_op;
+        self.next_repl_op += 1;
+        self.repl_ops.insert(
+            token,
+            ReplOp {
+                conn: tag.conn,
+                command: tag.command,
+                segment: Some(tag.segment),
+            },
+        );
+        let work = ReplWork {
+            write: None,
+            read: Some((offset, u32::try_from(len).unwrap_or(u32::MAX))),
+            fua: false,
+            zeroes: Vec::new(),
+            flush: false,
+        };
+        tracing::warn!(offset, len, "local read failed: reading from a replica");
+        self.hand_to_replicator(shard, token, work);
+    }
+
     /// Shard 0: hands a replicated command to the state machine, one host
     /// operation per region it touches (the state machine wants each within
     /// one region).
@@ -127,9 +191,13 @@ impl ShardHandler {
     ) {
         let Some(repl) = self.repl.as_ref() else {
             // Not the owner (misrouted): nothing here can write it.
-            self.answer_replicated(shard, origin, token, Status::NAMESPACE_NOT_READY);
+            self.answer_replicated(shard, origin, token, Status::NAMESPACE_NOT_READY, None);
             return;
         };
+        if let Some((offset, len)) = work.read {
+            self.submit_degraded_read(shard, origin, token, offset, len);
+            return;
+        }
         let region = u64::from(repl.geometry().region_size());
         let mut parts: Vec<(u64, ReplPayload)> = Vec::new();
         if let Some((offset, data)) = work.write {
@@ -150,7 +218,7 @@ impl ShardHandler {
             tracing::warn!(
                 "a replicated write zeroes or deallocate larger than {MAX_REPL_PARTS} regions is refused"
             );
-            self.answer_replicated(shard, origin, token, Status::INVALID_FIELD);
+            self.answer_replicated(shard, origin, token, Status::INVALID_FIELD, None);
             return;
         }
         let request = self.repl_requests.insert(ReplRequest {
@@ -158,11 +226,12 @@ impl ShardHandler {
             token,
             remaining: parts.len() + usize::from(work.flush),
             status: Status::SUCCESS,
+            read: None,
         });
         let first = self.next_repl_part;
         self.next_repl_part += (parts.len() + usize::from(work.flush)) as u64;
         for id in first..self.next_repl_part {
-            self.repl_parts.insert(id, request);
+            self.repl_parts.insert(id, (request, 0));
         }
         let Some(repl) = self.repl.as_mut() else {
             return;
@@ -173,6 +242,42 @@ impl ShardHandler {
         for (index, (offset, data)) in parts.into_iter().enumerate() {
             let id = first + u64::from(work.flush) + index as u64;
             repl.host_write(shard, HostOpId(id), offset, data, work.fua);
+        }
+        self.repl_completions(shard);
+    }
+
+    /// Shard 0: a degraded read, one state machine read per region it
+    /// touches; the parts' data is assembled in the request.
+    fn submit_degraded_read(
+        &mut self,
+        shard: &mut Shard<Message>,
+        origin: ShardId,
+        token: u64,
+        offset: u64,
+        len: u32,
+    ) {
+        let Some(repl) = self.repl.as_ref() else {
+            return;
+        };
+        let region = u64::from(repl.geometry().region_size());
+        let parts: Vec<(u64, u64)> = region_parts(offset, u64::from(len), region).collect();
+        let request = self.repl_requests.insert(ReplRequest {
+            origin,
+            token,
+            remaining: parts.len(),
+            status: Status::SUCCESS,
+            read: Some((offset, vec![0; len as usize])),
+        });
+        let first = self.next_repl_part;
+        self.next_repl_part += parts.len() as u64;
+        for (id, (at, _)) in (first..).zip(&parts) {
+            self.repl_parts.insert(id, (request, *at));
+        }
+        let Some(repl) = self.repl.as_mut() else {
+            return;
+        };
+        for (id, (at, part)) in (first..).zip(parts) {
+            repl.degraded_read(shard, HostOpId(id), at, part as u32);
         }
         self.repl_completions(shard);
     }
@@ -223,21 +328,39 @@ impl ShardHandler {
         let Some(repl) = self.repl.as_mut() else {
             return;
         };
-        for (id, status) in repl.take_completed() {
-            let Some(request) = self.repl_parts.remove(&id.0) else {
+        for end in repl.take_completed() {
+            let Some((request, at)) = self.repl_parts.remove(&end.id.0) else {
                 continue; // its request was failed at shutdown
             };
             let Some(pending) = self.repl_requests.get_mut(request) else {
                 continue;
             };
-            let status = host_status(status);
+            let status = match (end.status, &mut pending.read) {
+                // No copy could answer: the read's own error stands.
+                (HostStatus::MediaError, Some(_)) => Status::UNRECOVERED_READ_ERROR,
+                (status, Some((offset, bytes))) => {
+                    if let Some(data) = &end.data {
+                        let data = data.as_slice();
+                        let start = usize::try_from(at.saturating_sub(*offset)).unwrap_or(0);
+                        if let Some(target) = bytes.get_mut(start..start + data.len()) {
+                            target.copy_from_slice(data);
+                        }
+                    }
+                    host_status(status)
+                }
+                (status, None) => host_status(status),
+            };
             if pending.status.is_success() {
                 pending.status = status;
             }
             pending.remaining -= 1;
             if pending.remaining == 0 {
                 let done = self.repl_requests.remove(request);
-                self.answer_replicated(shard, done.origin, done.token, done.status);
+                let data = done
+                    .read
+                    .filter(|_| done.status.is_success())
+                    .map(|(_, bytes)| Arc::from(bytes));
+                self.answer_replicated(shard, done.origin, done.token, done.status, data);
             }
         }
     }
@@ -249,11 +372,17 @@ impl ShardHandler {
         origin: ShardId,
         token: u64,
         status: Status,
+        data: Option<Arc<[u8]>>,
     ) {
         if origin == self.me {
-            self.complete_repl_op(shard, token, status);
+            self.complete_repl_op(shard, token, status, data);
         } else {
-            self.post(shard, origin, Message::Replicated { token, status });
+            let message = Message::Replicated {
+                token,
+                status,
+                data,
+            };
+            self.post(shard, origin, message);
         }
     }
 
@@ -262,15 +391,27 @@ impl ShardHandler {
         shard: &mut Shard<Message>,
         token: u64,
         status: Status,
+        data: Option<Arc<[u8]>>,
     ) {
-        let Some((key, cmd_key)) = self.repl_ops.remove(&token) else {
+        let Some(op) = self.repl_ops.remove(&token) else {
             return;
         };
+        let (key, cmd_key) = (op.conn, op.command);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         conn.ops -= 1;
         if let Some(command) = conn.commands.get_mut(cmd_key) {
+            // A degraded read's data lands in the segment's buffer.
+            let buf = op
+                .segment
+                .and_then(|s| command.data.get(s))
+                .and_then(|b| b.as_ref());
+            if let (Some(buf), Some(data)) = (buf, &data) {
+                let target = shard.buf_mut(buf);
+                let n = target.len().min(data.len());
+                target[..n].copy_from_slice(&data[..n]);
+            }
             command.fail(status);
             command.disk_pending -= 1;
             if command.disk_pending == 0 {
@@ -291,11 +432,12 @@ impl ShardHandler {
                 request.origin,
                 request.token,
                 Status::NAMESPACE_NOT_READY,
+                None,
             );
         }
         let tokens: Vec<u64> = self.repl_ops.keys().copied().collect();
         for token in tokens {
-            self.complete_repl_op(shard, token, Status::NAMESPACE_NOT_READY);
+            self.complete_repl_op(shard, token, Status::NAMESPACE_NOT_READY, None);
         }
     }
 

@@ -65,11 +65,15 @@ pub(super) fn encode_frame(
         stream: STREAM,
         epoch,
     };
-    let payload: &[u8] = match frame {
-        Frame::Write { data, .. } => data.as_slice(),
+    link::encode(&envelope, frame, frame_payload(frame), addresses, tx)
+}
+
+/// The data a frame carries (a write's, or a read's answer).
+pub(super) fn frame_payload(frame: &Frame<Payload>) -> &[u8] {
+    match frame {
+        Frame::Write { data, .. } | Frame::ReadResponse { data, .. } => data.as_slice(),
         _ => &[],
-    };
-    link::encode(&envelope, frame, payload, addresses, tx)
+    }
 }
 
 use crate::daemon::connection::{continue_send, SendProgress};
@@ -88,6 +92,14 @@ mod rdma;
 /// The stream every frame of the volume travels on (one per volume while
 /// replication runs on one shard).
 pub(crate) const STREAM: StreamId = StreamId(1);
+
+/// How a host operation ended: its status and, for a degraded read
+/// answered by a replica, the data.
+pub(crate) struct HostEnd {
+    pub id: HostOpId,
+    pub status: HostStatus,
+    pub data: Option<Payload>,
+}
 
 /// A write's data as the state machine passes it around: a shared,
 /// immutable byte buffer and the part of it that is this write's.
@@ -588,7 +600,7 @@ pub(crate) struct Replicator {
     /// Links with frames encoded and not yet handed to the ring: sent
     /// together once per reactor loop ([`Replicator::flush_sends`]).
     unsent: Vec<usize>,
-    completed: Vec<(HostOpId, HostStatus)>,
+    completed: Vec<HostEnd>,
     origin: Instant,
     published: Arc<Published>,
     in_sync: bool,
@@ -683,8 +695,22 @@ impl Replicator {
     }
 
     /// Host completions since the last call.
-    pub fn take_completed(&mut self) -> Vec<(HostOpId, HostStatus)> {
+    pub fn take_completed(&mut self) -> Vec<HostEnd> {
         std::mem::take(&mut self.completed)
+    }
+
+    /// A host read the local device failed: read `len` bytes at `offset`
+    /// (within one region) from a replica.
+    pub fn degraded_read(
+        &mut self,
+        shard: &mut Shard<Message>,
+        id: HostOpId,
+        offset: u64,
+        len: u32,
+    ) {
+        let range = ByteRange::new(offset, len);
+        self.events.push_back(Event::DegradedRead { id, range });
+        self.run(shard);
     }
 
     /// A host write within one region.
@@ -1060,7 +1086,16 @@ impl Replicator {
                     }
                 }
             }
-            Action::CompleteHost { id, status } => self.completed.push((id, status)),
+            Action::CompleteHost { id, status } => self.completed.push(HostEnd {
+                id,
+                status,
+                data: None,
+            }),
+            Action::CompleteRead { id, data } => self.completed.push(HostEnd {
+                id,
+                status: HostStatus::Success,
+                data: Some(data),
+            }),
             Action::Note { standing } => {
                 // A poisoned lock still holds a whole note file: a panic
                 // elsewhere cannot tear a store that runs under it.
@@ -1627,10 +1662,7 @@ impl Replicator {
             stream: STREAM,
             epoch,
         };
-        let payload: &[u8] = match frame {
-            Frame::Write { data, .. } => data.as_slice(),
-            _ => &[],
-        };
+        let payload = frame_payload(frame);
         // The header alone, the data copied once, from its payload into
         // the pool buffer that is sent.
         self.header.clear();
@@ -1888,8 +1920,6 @@ fn decode_frames(
                     Other::Heartbeat { token, reply } => {
                         extras.heartbeats.push(Heartbeat { token, reply });
                     }
-                    // Reads are not used between keeld nodes yet: skip them.
-                    Other::ReadRequest { .. } | Other::ReadResponse { .. } => {}
                 }
                 pos += consumed;
             }
@@ -1940,6 +1970,15 @@ fn payload_frame(frame: Frame<Range<usize>>, frame_bytes: &[u8]) -> Frame<Payloa
         Frame::Applied { applied_through } => Frame::Applied { applied_through },
         Frame::Flush { seq } => Frame::Flush { seq },
         Frame::Nack { seq, reason } => Frame::Nack { seq, reason },
+        Frame::ReadRequest { seq, range } => Frame::ReadRequest { seq, range },
+        Frame::ReadResponse { seq, range, data } => {
+            let bytes = frame_bytes.get(data).unwrap_or(&[]);
+            Frame::ReadResponse {
+                seq,
+                range,
+                data: Payload::new(bytes.into()),
+            }
+        }
     }
 }
 
