@@ -427,6 +427,11 @@ fn reads_the_primarys_disk_fails_are_answered_by_a_replica() {
         rules[0]["hits"].as_u64().unwrap_or(0) >= 3,
         "the primary's disk failed the reads: {rules}"
     );
+    // Three reads, one of them in two regions.
+    assert_eq!(
+        primary.gauge("keel_replication_degraded_reads_total"),
+        Some(4)
+    );
 
     // Both replicas gone: nobody can answer.
     replica2.kill9();
@@ -437,6 +442,10 @@ fn reads_the_primarys_disk_fails_are_answered_by_a_replica() {
         run_one(&mut queue, IoKind::Read, 64, 8)
     };
     assert_eq!(status, Status::UNRECOVERED_READ_ERROR);
+    assert_eq!(
+        primary.gauge("keel_replication_degraded_reads_failed_total"),
+        Some(1)
+    );
     drop(queue);
     ctrl.shutdown().expect("shutdown");
     assert!(primary.terminate().success());

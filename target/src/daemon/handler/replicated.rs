@@ -337,7 +337,13 @@ impl ShardHandler {
             };
             let status = match (end.status, &mut pending.read) {
                 // No copy could answer: the read's own error stands.
-                (HostStatus::MediaError, Some(_)) => Status::UNRECOVERED_READ_ERROR,
+                (HostStatus::MediaError, Some(_)) => {
+                    if let Some(published) = &self.repl_published {
+                        let failed = &published.degraded_reads_failed;
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Status::UNRECOVERED_READ_ERROR
+                }
                 (status, Some((offset, bytes))) => {
                     if let Some(data) = &end.data {
                         let data = data.as_slice();

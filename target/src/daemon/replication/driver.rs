@@ -226,6 +226,10 @@ pub(crate) struct Published {
     /// Back from a reboot or power loss and not yet brought in sync
     /// (`Node::is_amnesiac`).
     pub amnesiac: AtomicBool,
+    /// Host reads the local device failed that went to a replica, and how
+    /// many of them no copy could answer.
+    pub degraded_reads: AtomicU64,
+    pub degraded_reads_failed: AtomicU64,
     /// The replicas as the primary sees them, refreshed every tick (empty
     /// on a replica). Read by the control socket, never on the I/O path.
     pub replicas: std::sync::Mutex<Vec<keel_replicator::core::ReplicaView>>,
@@ -350,6 +354,23 @@ impl Published {
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        let volume_counters = [
+            (
+                "keel_replication_degraded_reads_total",
+                "Host reads the local device failed, sent to a replica (one per region touched).",
+                self.degraded_reads.load(Ordering::Relaxed),
+            ),
+            (
+                "keel_replication_degraded_reads_failed_total",
+                "Degraded reads no copy could answer (the host got a read error).",
+                self.degraded_reads_failed.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, value) in volume_counters {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {value}");
         }
 
@@ -709,6 +730,9 @@ impl Replicator {
         len: u32,
     ) {
         let range = ByteRange::new(offset, len);
+        self.published
+            .degraded_reads
+            .fetch_add(1, Ordering::Relaxed);
         self.events.push_back(Event::DegradedRead { id, range });
         self.run(shard);
     }
