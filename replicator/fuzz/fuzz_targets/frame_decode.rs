@@ -5,7 +5,11 @@
 //!   claims more bytes than it was given;
 //! - the two-step API (header, then payload) agrees with the one-step one;
 //! - a frame the decoder accepts from this version (or an older one) is
-//!   canonical: re-encoding the decoded message reproduces the exact bytes.
+//!   canonical: re-encoding the decoded message reproduces the exact bytes;
+//! - the link's mapping onto the state machines' frames (`link::decode`,
+//!   what keeld runs on every received byte) never panics either, and a
+//!   frame it takes consumes what the wire decoder says and hands out data
+//!   ranges inside it.
 //!
 //! Each input is decoded twice: as given, and with its CRCs recomputed so
 //! the mutations reach the field checks behind them instead of dying at the
@@ -35,6 +39,7 @@ fn decode_stream(bytes: &[u8]) {
             }
         };
         check_two_step_agrees(rest, &decoded);
+        check_link_decode(rest, &decoded);
         match &decoded {
             Decoded::NeedMore(more) => {
                 assert!(*more > 0);
@@ -46,6 +51,23 @@ fn decode_stream(bytes: &[u8]) {
         let consumed = decoded.consumed();
         assert!(consumed >= HEADER_LEN && consumed <= rest.len());
         rest = &rest[consumed..];
+    }
+}
+
+fn check_link_decode(bytes: &[u8], wire: &Decoded<'_>) {
+    use keel_replicator::core::Frame;
+    use keel_replicator::link;
+    let Ok(decoded) = link::decode(bytes) else {
+        return;
+    };
+    if let link::Decoded::Frame {
+        frame, consumed, ..
+    } = decoded
+    {
+        assert_eq!(consumed, wire.consumed());
+        if let Frame::Write { data, .. } | Frame::ReadResponse { data, .. } = frame {
+            assert!(data.start <= data.end && data.end <= consumed);
+        }
     }
 }
 

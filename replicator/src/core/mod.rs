@@ -29,6 +29,7 @@ mod io;
 mod membership;
 mod node;
 mod primary;
+mod recent;
 mod record;
 mod replica;
 
@@ -42,6 +43,9 @@ pub use ids::{HostOpId, IoToken, LinkId, Position, Time};
 pub use io::{Action, Event, HostStatus, IoError, LinkDirection};
 pub use membership::{Member, Membership, Previous};
 pub use node::Node;
-pub use primary::{Primary, PrimaryLimits, ReconfigureRefusal, ReplicaState, ReplicaView};
+pub use primary::{
+    Primary, PrimaryLimits, Promotion, ReconfigureRefusal, ReplicaState, ReplicaView,
+};
+pub use recent::{RecentWrites, MAX_RECENT_WRITES};
 pub use record::{DurableRecord, Standing};
 pub use replica::{Replica, ReplicaLimits};

@@ -14,7 +14,7 @@ use crate::core::frame::Frame;
 use crate::core::geometry::Geometry;
 use crate::core::ids::{IoToken, LinkId, Time};
 use crate::core::io::{Action, Event, HostStatus, LinkDirection};
-use crate::core::primary::{Primary, PrimaryLimits};
+use crate::core::primary::{Primary, PrimaryLimits, Promotion};
 use crate::core::record::DurableRecord;
 use crate::core::replica::{Replica, ReplicaLimits};
 use crate::wire::{Epoch, NackReason, NodeId, ReplicationMode, Sequence};
@@ -356,12 +356,16 @@ impl<P: Clone> Node<P> {
         for (link, peer) in replica.links() {
             out.push(Action::CloseLink { peer, link });
         }
+        let from = Promotion {
+            record: record.clone(),
+            recent: replica.recent_writes().clone(),
+            epoch,
+        };
         let primary = Primary::promote(
             self.me,
             self.geometry,
             self.primary_limits,
-            record.clone(),
-            epoch,
+            from,
             replica.next_token(),
             out,
         );

@@ -27,6 +27,7 @@ use crate::core::geometry::Geometry;
 use crate::core::ids::{IoToken, LinkId, Position, Time};
 use crate::core::io::{Action, Event, IoError};
 use crate::core::membership::Membership;
+use crate::core::recent::RecentWrites;
 use crate::core::record::{DurableRecord, Standing};
 use crate::wire::{ByteRange, Epoch, NackReason, NodeId, ResyncOp, Sequence, MAX_COPIES};
 
@@ -130,6 +131,8 @@ pub struct Replica<P> {
     /// nothing more is applied until it has.
     persist_wanted: bool,
     next_token: u64,
+    /// The last writes applied (memory only), for a promotion.
+    recent: RecentWrites,
 }
 
 impl<P: Clone> Replica<P> {
@@ -141,6 +144,7 @@ impl<P: Clone> Replica<P> {
         record: DurableRecord,
         first_token: u64,
     ) -> Self {
+        let applied = record.standing.applied;
         Self {
             geometry,
             limits,
@@ -155,7 +159,13 @@ impl<P: Clone> Replica<P> {
             persist: None,
             persist_wanted: false,
             next_token: first_token,
+            recent: RecentWrites::starting_at(applied),
         }
+    }
+
+    /// The last writes it applied, by position and region.
+    pub fn recent_writes(&self) -> &RecentWrites {
+        &self.recent
     }
 
     /// A replica starting from its record after the process ended (a crash
@@ -200,6 +210,7 @@ impl<P: Clone> Replica<P> {
             }
             None => {}
         }
+        replica.recent = RecentWrites::starting_at(replica.working.applied);
         replica
     }
 
@@ -488,6 +499,9 @@ impl<P: Clone> Replica<P> {
                     return false;
                 };
                 let token = self.alloc_token();
+                if let (Some(position), Some(region)) = (position, self.geometry.region_of(range)) {
+                    self.recent.record(position, region);
+                }
                 let write = WriteInFlight {
                     link,
                     seq,

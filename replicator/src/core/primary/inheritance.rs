@@ -15,18 +15,39 @@
 //! - accepted the epoch reporting a consistent standing at or beyond every
 //!   standing the election heard: it holds every inherited write, and its
 //!   acceptance is acknowledged after a device flush; or
+//! - accepted the epoch with a consistent standing below the bound, when
+//!   this copy (promoted from a replica without a restart) still remembers
+//!   the regions of every write it applied above that standing
+//!   (`RecentWrites`): once those regions' copies are acknowledged durably
+//!   (the resync copies them first), it holds every inherited write; or
 //! - finished a resync in this epoch (`End` acknowledged durably): it holds
 //!   everything this copy held.
+//!
+//! The third way is what keeps flushes moving after a failover: the copy
+//! that lost the election is usually a few writes behind the winner, and a
+//! copy this primary did not track gets a full resync, which on a large
+//! volume takes long.
 //!
 //! Without the rule a flush through a freshly elected primary completed
 //! with the inherited writes durable on that primary alone; a power loss of
 //! the former primary then let it win an election over the copies that held
 //! them (long sim seed 1219741, docs/replication-design.md).
 
+use std::collections::BTreeSet;
+
 use super::Primary;
 use crate::core::ids::Position;
 use crate::core::record::Standing;
-use crate::wire::NodeId;
+use crate::wire::{NodeId, RegionIndex};
+
+/// What a copy lacks of the inheritance, as far as this primary can tell.
+enum Lacks {
+    Nothing,
+    /// At most these regions' inherited writes.
+    Regions(BTreeSet<RegionIndex>),
+    /// Anything: it must finish a resync.
+    Unknown,
+}
 
 impl<P: Clone> Primary<P> {
     /// The election is won: every write acknowledged before this epoch is
@@ -40,33 +61,60 @@ impl<P: Clone> Primary<P> {
             .max()
             .unwrap_or(Position::ZERO);
         self.inherited_bound = Some(bound);
-        let holders: Vec<NodeId> = self
+        let reported: Vec<(NodeId, Standing)> = self
             .standings
             .iter()
-            .filter(|(node, s)| **node != self.me && Self::holds_inheritance(s, bound))
-            .map(|(node, _)| *node)
+            .filter(|(node, _)| **node != self.me)
+            .map(|(node, s)| (*node, *s))
             .collect();
-        self.inheritance_on.extend(holders);
+        for (peer, standing) in reported {
+            self.inheritance_reported(peer, standing);
+        }
     }
 
-    /// `peer` accepted the epoch on a new link after the election was
-    /// decided: it holds the inheritance if its standing covers the bound.
-    /// Otherwise it must earn it again with a resync, whatever it held
-    /// before (its device may have been replaced, or a power loss taken
-    /// it back into the middle of a resync).
+    /// `peer` accepted the epoch with `standing` (during the election, or
+    /// on a new link after it was decided): whether it holds the
+    /// inheritance, or which regions it still needs, is judged again from
+    /// that standing, whatever it held before (its device may have been
+    /// replaced, or a power loss taken it back into the middle of a
+    /// resync).
     pub(super) fn inheritance_reported(&mut self, peer: NodeId, standing: Standing) {
         let Some(bound) = self.inherited_bound else {
             return; // The election will look at its standing.
         };
-        if Self::holds_inheritance(&standing, bound) {
+        self.inheritance_on.remove(&peer);
+        self.inheritance_regions.remove(&peer);
+        match self.lacks(&standing, bound) {
+            Lacks::Nothing => {
+                self.inheritance_on.insert(peer);
+            }
+            Lacks::Regions(regions) => {
+                self.inheritance_regions.insert(peer, regions);
+            }
+            Lacks::Unknown => {}
+        }
+    }
+
+    /// Regions the inheritance needs on `peer`, to copy before the others.
+    pub(super) fn inheritance_regions_of(&self, peer: NodeId) -> Option<&BTreeSet<RegionIndex>> {
+        self.inheritance_regions.get(&peer)
+    }
+
+    /// A copy of `region` to `peer` was acknowledged durably.
+    pub(super) fn inheritance_region_copied(&mut self, peer: NodeId, region: RegionIndex) {
+        let Some(regions) = self.inheritance_regions.get_mut(&peer) else {
+            return;
+        };
+        regions.remove(&region);
+        if regions.is_empty() {
+            self.inheritance_regions.remove(&peer);
             self.inheritance_on.insert(peer);
-        } else {
-            self.inheritance_on.remove(&peer);
         }
     }
 
     /// `peer` finished a resync in this epoch, durably.
     pub(super) fn inheritance_resynced(&mut self, peer: NodeId) {
+        self.inheritance_regions.remove(&peer);
         self.inheritance_on.insert(peer);
     }
 
@@ -76,7 +124,20 @@ impl<P: Clone> Primary<P> {
         self.quorum.reached(&self.inheritance_on)
     }
 
-    fn holds_inheritance(standing: &Standing, bound: Position) -> bool {
-        standing.consistent && standing.applied >= bound
+    /// What a copy reporting `standing` lacks of the writes up to `bound`:
+    /// a consistent copy holds every acknowledged write up to its
+    /// standing; above it, this copy's recent writes name the regions.
+    fn lacks(&self, standing: &Standing, bound: Position) -> Lacks {
+        if !standing.consistent {
+            return Lacks::Unknown;
+        }
+        if standing.applied >= bound {
+            return Lacks::Nothing;
+        }
+        match self.recent.regions_after(standing.applied) {
+            Some(regions) if regions.is_empty() => Lacks::Nothing,
+            Some(regions) => Lacks::Regions(regions),
+            None => Lacks::Unknown,
+        }
     }
 }

@@ -92,6 +92,7 @@ use crate::core::geometry::Geometry;
 use crate::core::ids::{HostOpId, IoToken, LinkId, Position, Time};
 use crate::core::io::{Action, Event, HostStatus, LinkDirection};
 use crate::core::membership::Membership;
+use crate::core::recent::RecentWrites;
 use crate::core::record::{DurableRecord, Standing};
 use crate::wire::{ByteRange, Epoch, NackReason, NodeId, RegionIndex, ReplicationMode, Sequence};
 
@@ -163,6 +164,17 @@ impl Default for PrimaryLimits {
             mutation_ack_after_local_only: false,
         }
     }
+}
+
+/// What a node brings to its promotion.
+#[derive(Debug, Clone)]
+pub struct Promotion {
+    /// Its durable record (with the standing it would report).
+    pub record: DurableRecord,
+    /// The writes it applied last as a replica.
+    pub recent: RecentWrites,
+    /// The epoch it is promoted to.
+    pub epoch: Epoch,
 }
 
 /// Where the primary stands in its life.
@@ -281,6 +293,11 @@ pub struct Primary<P> {
     /// Replicas known to hold durably every write acknowledged before this
     /// epoch (`inheritance`). Its own copy does since its activation.
     inheritance_on: BTreeSet<NodeId>,
+    /// Replicas that will hold the inheritance once these regions are
+    /// copied to them (`inheritance`).
+    inheritance_regions: BTreeMap<NodeId, BTreeSet<RegionIndex>>,
+    /// The writes this copy applied last as a replica (`inheritance`).
+    recent: RecentWrites,
     activation: Option<IoToken>,
     /// Last record known durable.
     durable: DurableRecord,
@@ -308,17 +325,22 @@ pub struct Primary<P> {
 
 impl<P: Clone> Primary<P> {
     /// Starts a promotion of this node to primary of `epoch`, from its
-    /// durable `record` (the node must be idle). I/O tokens start at
+    /// durable `record` and the writes it applied last as a replica
+    /// (`recent`; the node must be idle). I/O tokens start at
     /// `first_token`.
     pub fn promote(
         me: NodeId,
         geometry: Geometry,
         limits: PrimaryLimits,
-        record: DurableRecord,
-        epoch: Epoch,
+        from: Promotion,
         first_token: u64,
         out: &mut Vec<Action<P>>,
     ) -> Self {
+        let Promotion {
+            record,
+            recent,
+            epoch,
+        } = from;
         debug_assert!(
             epoch > record.standing.epoch,
             "a promotion must raise the epoch"
@@ -396,6 +418,8 @@ impl<P: Clone> Primary<P> {
             fenced: BTreeSet::new(),
             inherited_bound: None,
             inheritance_on: BTreeSet::new(),
+            inheritance_regions: BTreeMap::new(),
+            recent,
             activation: None,
             durable: record,
             next_index: 1,

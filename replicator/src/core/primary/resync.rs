@@ -99,7 +99,11 @@ impl<P: Clone> Primary<P> {
     fn schedule_copies(&mut self, now: Time, peer: NodeId, out: &mut Vec<Action<P>>) {
         let limit = self.limits.resync_regions_in_flight;
         let paced = self.limits.resync_paced;
-        let dirty: Vec<RegionIndex> = self.bitmap.dirty_of(peer).collect();
+        // Regions a host flush waits for first (`inheritance`).
+        let mut dirty: Vec<RegionIndex> = self.bitmap.dirty_of(peer).collect();
+        if let Some(first) = self.inheritance_regions_of(peer) {
+            dirty.sort_by_key(|r| !first.contains(r));
+        }
         let Some(link) = self.peers.get_mut(&peer).and_then(|p| p.link.as_mut()) else {
             return;
         };
@@ -225,5 +229,8 @@ impl<P: Clone> Primary<P> {
         for key in covers {
             self.write_durable_on(*key, peer);
         }
+        // The copy was read after this primary's activation: it holds
+        // every inherited write to the region.
+        self.inheritance_region_copied(peer, region);
     }
 }

@@ -1,6 +1,7 @@
 //! Scenario tests of the primary alone, its replicas played by hand.
 
 use super::*;
+use crate::core::RecentWrites;
 use crate::core::{Member, Previous};
 use crate::wire::ResyncOp;
 
@@ -71,9 +72,20 @@ impl Harness {
     /// A primary promoted to epoch 4 from `record`, its first persist not
     /// done yet.
     fn promoted(limits: PrimaryLimits, record: DurableRecord) -> Self {
+        let recent = RecentWrites::starting_at(record.standing.applied);
+        Harness::promoted_with(limits, record, recent)
+    }
+
+    /// The same, remembering `recent` writes from its time as a replica.
+    fn promoted_with(limits: PrimaryLimits, record: DurableRecord, recent: RecentWrites) -> Self {
         let geometry = Geometry::new(4096, 16384, 4).expect("geometry");
         let mut out = Actions::new();
-        let primary = Primary::promote(ME, geometry, limits, record, Epoch(4), 100, &mut out);
+        let from = Promotion {
+            record,
+            recent,
+            epoch: Epoch(4),
+        };
+        let primary = Primary::promote(ME, geometry, limits, from, 100, &mut out);
         Harness {
             primary,
             out,
@@ -868,7 +880,15 @@ impl Harness {
     fn failed_over_to(r2_index: u64) -> Self {
         let mut replica = record();
         replica.standing = replica.standing_of_replica();
-        let mut h = Harness::promoted(PrimaryLimits::default(), replica.clone());
+        let recent = RecentWrites::starting_at(replica.standing.applied);
+        Harness::failed_over_remembering(r2_index, recent)
+    }
+
+    /// The same, the new primary remembering `recent` writes.
+    fn failed_over_remembering(r2_index: u64, recent: RecentWrites) -> Self {
+        let mut replica = record();
+        replica.standing = replica.standing_of_replica();
+        let mut h = Harness::promoted_with(PrimaryLimits::default(), replica.clone(), recent);
         h.complete_persists();
         h.link_up(R2, LinkId(1));
         let mut r2 = replica.standing;
@@ -1058,4 +1078,61 @@ fn a_degraded_read_never_goes_to_a_replica_that_may_lack_the_region() {
     });
     assert!(h.read_request_to(R2).is_none());
     assert_eq!(h.completions(), vec![(HostOpId(1), HostStatus::MediaError)]);
+}
+
+/// The new primary remembers the writes it applied above R2's standing (9
+/// and 10, both in region 2): a flush waits for region 2's copy to R2,
+/// copied first, not for R2's whole resync.
+#[test]
+fn a_flush_after_a_failover_waits_only_for_the_regions_a_replica_lacks() {
+    let at = |index| Position {
+        epoch: Epoch(3),
+        index,
+    };
+    let mut recent = RecentWrites::starting_at(at(6));
+    for (index, region) in [(7, 0), (8, 1), (9, 2), (10, 2)] {
+        recent.record(at(index), RegionIndex(region));
+    }
+    let mut h = Harness::failed_over_remembering(8, recent);
+    h.event(Event::HostFlush { id: HostOpId(1) });
+    let reads = h.local_reads();
+    let copies: Vec<IoToken> = reads.clone();
+    let (flush_seq, persist) = h.flush_started();
+    h.event(Event::Persisted { token: persist });
+    h.ack(R2, flush_seq, None);
+    assert!(h.completions().is_empty(), "region 2 not copied yet");
+    // The first copy read is region 2's.
+    let first = h.primary.io.get(&copies[0]).copied();
+    let Some(IoPurpose::CopyRead { key }) = first else {
+        panic!("a copy read first: {first:?}");
+    };
+    let Some(Op::Copy(copy)) = h.primary.ops.get(&key) else {
+        panic!("no copy");
+    };
+    assert_eq!(
+        copy.region,
+        RegionIndex(2),
+        "the region the flush waits for first"
+    );
+    // Region 2 copied and acknowledged durably: the flush completes while
+    // the rest of the resync goes on.
+    h.event(Event::LocalReadDone {
+        token: copies[0],
+        result: Ok(0),
+    });
+    let marker = h
+        .sent(R2)
+        .iter()
+        .filter_map(Frame::sequence)
+        .max()
+        .expect("region 2's data and marker");
+    h.ack(R2, marker.0, None);
+    assert_eq!(h.completions(), vec![(HostOpId(1), HostStatus::Success)]);
+    assert!(
+        h.primary.peers[&R2]
+            .link
+            .as_ref()
+            .is_some_and(|l| l.phase == LinkPhase::Resyncing),
+        "the resync is not over"
+    );
 }
