@@ -2,7 +2,7 @@
 //! the world.
 
 use crate::core::frame::Frame;
-use crate::core::ids::{HostOpId, IoToken, LinkId};
+use crate::core::ids::{HostOpId, IoToken, LinkId, Time};
 use crate::core::record::{DurableRecord, Standing};
 use crate::wire::{ByteRange, Epoch, NodeId};
 
@@ -65,6 +65,16 @@ pub enum Event<P> {
         id: HostOpId,
         /// Bytes to read.
         range: ByteRange,
+    },
+    /// The peer answered, on `link`, a heartbeat sent at `sent_at` (the
+    /// driver's liveness beats): for the read lease on idle links.
+    HeartbeatAnswered {
+        /// The replica.
+        peer: NodeId,
+        /// The link.
+        link: LinkId,
+        /// When the heartbeat was sent.
+        sent_at: Time,
     },
     /// A host flush: completes once every write submitted before it is
     /// durable on a write quorum.

@@ -110,6 +110,12 @@ impl<P: Clone> Node<P> {
         matches!(&self.role, Role::Primary(p) if p.is_serving())
     }
 
+    /// Whether it serves host reads at `now`: serving, and holding its read
+    /// lease when leases are on (`PrimaryLimits::read_lease`).
+    pub fn serves_reads(&self, now: Time) -> bool {
+        !self.failed && matches!(&self.role, Role::Primary(p) if p.serves_reads(now))
+    }
+
     /// Whether it serves and its stream is quiet and fully in sync.
     pub fn is_quiet(&self) -> bool {
         matches!(&self.role, Role::Primary(p) if p.is_quiet())

@@ -308,6 +308,7 @@ impl<P: Clone> Replica<P> {
             Event::HostWrite { .. }
             | Event::HostFlush { .. }
             | Event::DegradedRead { .. }
+            | Event::HeartbeatAnswered { .. }
             | Event::Promote { .. }
             | Event::Reconfigure { .. }
             | Event::ResyncCredit { .. }

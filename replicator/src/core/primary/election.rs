@@ -12,6 +12,7 @@
 //! from copies still in its epoch.
 
 use super::{Phase, Primary};
+use crate::core::ids::Time;
 use crate::core::io::Action;
 use crate::core::primary::peer::LinkPhase;
 use crate::core::record::Standing;
@@ -21,6 +22,7 @@ impl<P: Clone> Primary<P> {
     /// `peer` accepted the epoch, reporting how up to date it was.
     pub(super) fn accepted_epoch(
         &mut self,
+        now: Time,
         peer: NodeId,
         standing: Standing,
         out: &mut Vec<Action<P>>,
@@ -58,7 +60,7 @@ impl<P: Clone> Primary<P> {
             if remembers {
                 self.standings.insert(peer, standing);
             }
-            self.decide_election(out);
+            self.decide_election(now, out);
         }
     }
 
@@ -83,7 +85,7 @@ impl<P: Clone> Primary<P> {
     /// the epoch — of each membership, during a change: serve if this copy
     /// holds everything they may hold acknowledged, otherwise retire and
     /// leave the volume to a better candidate.
-    pub(super) fn decide_election(&mut self, out: &mut Vec<Action<P>>) {
+    pub(super) fn decide_election(&mut self, now: Time, out: &mut Vec<Action<P>>) {
         if self.phase != Phase::Electing {
             return;
         }
@@ -108,6 +110,11 @@ impl<P: Clone> Primary<P> {
             own.consistent && self.standings.values().all(|s| s.applied <= own.applied);
         if holds_everything {
             self.inheritance_bound_decided();
+            // A deposed primary cut off from the copies may serve reads
+            // until its lease runs out (`lease`).
+            if self.a_lease_may_be_held() {
+                self.serve_from = now.saturating_add(self.limits.read_lease);
+            }
             self.phase = Phase::Activating;
         } else {
             self.retire(out);

@@ -28,6 +28,7 @@
 mod election;
 mod host;
 mod inheritance;
+mod lease;
 mod peer;
 mod read;
 mod reconfigure;
@@ -140,6 +141,12 @@ pub struct PrimaryLimits {
     /// When set, a region copy starts only with a credit granted by
     /// `Event::ResyncCredit` (the driver's rate limiter).
     pub resync_paced: bool,
+    /// How long a read lease lasts (0: no leases). With leases, a primary
+    /// serves host reads only while a write quorum of copies answered it
+    /// within half of this, and a newly elected primary serves only this
+    /// long after its election: a deposed primary cut off from the copies
+    /// has stopped serving reads by then (`lease`).
+    pub read_lease: Time,
     /// Test-only mutation: complete host writes once the local copy is
     /// durable, ignoring the quorum. The simulation must catch it.
     #[cfg(test)]
@@ -160,6 +167,7 @@ impl Default for PrimaryLimits {
             resync_regions_in_flight: 4,
             bitmap_hold: 2_000_000_000,
             resync_paced: false,
+            read_lease: 0,
             #[cfg(test)]
             mutation_ack_after_local_only: false,
         }
@@ -299,6 +307,10 @@ pub struct Primary<P> {
     /// The writes this copy applied last as a replica (`inheritance`).
     recent: RecentWrites,
     activation: Option<IoToken>,
+    /// The activation record is durable.
+    activated: bool,
+    /// When it may start serving, once won (`lease`).
+    serve_from: Time,
     /// Last record known durable.
     durable: DurableRecord,
     next_index: u64,
@@ -421,6 +433,8 @@ impl<P: Clone> Primary<P> {
             inheritance_regions: BTreeMap::new(),
             recent,
             activation: None,
+            activated: false,
+            serve_from: 0,
             durable: record,
             next_index: 1,
             next_key: 0,
@@ -597,6 +611,11 @@ impl<P: Clone> Primary<P> {
             Event::ResyncCredit { regions } => {
                 self.resync_credits = self.resync_credits.saturating_add(regions);
             }
+            Event::HeartbeatAnswered {
+                peer,
+                link,
+                sent_at,
+            } => self.answered(peer, link, sent_at),
             // The node stops on a failed persist before the role sees it.
             Event::Promote { .. } | Event::Tick | Event::PersistFailed { .. } => {}
         }
@@ -693,9 +712,12 @@ impl<P: Clone> Primary<P> {
                 for node in linked {
                     self.send_epoch_change(now, node, true, out);
                 }
-                self.decide_election(out);
+                self.decide_election(now, out);
             }
-            Phase::Activating if self.activation == Some(token) => self.phase = Phase::Serving,
+            Phase::Activating if self.activation == Some(token) => {
+                self.activated = true;
+                self.start_serving_when_due(now);
+            }
             Phase::Serving => self.announce_if_durable(now, out),
             _ => {}
         }
@@ -862,6 +884,7 @@ impl<P: Clone> Primary<P> {
             self.out_of_date(peer, out); // Acknowledges what was never sent.
             return;
         }
+        link.answered_through(through);
         let mut done = Vec::new();
         while link.in_flight.front().is_some_and(|s| s.seq <= through) {
             if let Some(sent) = link.in_flight.pop_front() {
@@ -874,7 +897,7 @@ impl<P: Clone> Primary<P> {
             match purpose {
                 Purpose::EpochChange { epoch } => match standing {
                     Some(s) => {
-                        self.accepted_epoch(peer, s, out);
+                        self.accepted_epoch(now, peer, s, out);
                         self.reconfigure_accepted(peer, epoch, out);
                     }
                     None => return self.out_of_date(peer, out),
@@ -909,6 +932,7 @@ impl<P: Clone> Primary<P> {
         if through <= link.applied {
             return;
         }
+        link.answered_through(through);
         // Each host write among them was applied on `peer`, not yet
         // durably (`write_mut` on the fields it needs: `link` borrows the
         // peers, and no list of keys is built per acknowledgement).
@@ -1049,6 +1073,9 @@ impl<P: Clone> Primary<P> {
                 .count(),
             "startable count out of step with the operations"
         );
+        if self.phase == Phase::Activating {
+            self.start_serving_when_due(now);
+        }
         // First: a change that ends relaxes the quorum writes wait for.
         self.check_transition(out);
         if self.phase == Phase::Serving {

@@ -90,6 +90,9 @@ pub(crate) struct Link<P> {
     pub(crate) in_flight: VecDeque<Sent>,
     pub(crate) queued: VecDeque<Queued<P>>,
     pub(crate) resync: ResyncProgress,
+    /// When the newest frame or heartbeat the replica answered on this
+    /// link was sent (`lease`).
+    pub(crate) answered: Option<Time>,
 }
 
 impl<P> Link<P> {
@@ -102,6 +105,7 @@ impl<P> Link<P> {
             in_flight: VecDeque::new(),
             queued: VecDeque::new(),
             resync: ResyncProgress::default(),
+            answered: None,
         }
     }
 
@@ -142,6 +146,15 @@ impl<P> Link<P> {
     /// When the oldest frame not yet applied was sent.
     pub(crate) fn oldest_unacked(&self) -> Option<Time> {
         self.in_flight.get(self.first_unapplied()).map(|s| s.at)
+    }
+
+    /// The replica answered every frame up to `through`: the lease counts
+    /// from when the newest of them was sent.
+    pub(crate) fn answered_through(&mut self, through: Sequence) {
+        let upto = self.in_flight.partition_point(|s| s.seq <= through);
+        if let Some(sent) = upto.checked_sub(1).and_then(|i| self.in_flight.get(i)) {
+            self.answered = self.answered.max(Some(sent.at));
+        }
     }
 
     /// Host writes sent with a sequence in `(self.applied, through]`.

@@ -1136,3 +1136,43 @@ fn a_flush_after_a_failover_waits_only_for_the_regions_a_replica_lacks() {
         "the resync is not over"
     );
 }
+
+/// With read leases a primary serves reads only while a write quorum
+/// answered it within half the lease, and a newly elected one serves only
+/// a lease after its election.
+#[test]
+fn a_read_lease_holds_while_a_quorum_answers_and_delays_a_new_primary() {
+    const LEASE: Time = 1_000_000;
+    let limits = PrimaryLimits {
+        read_lease: LEASE,
+        ..PrimaryLimits::default()
+    };
+    let mut h = Harness::promoted(limits, record());
+    h.complete_persists();
+    h.link_up(R2, LinkId(1));
+    h.ack(R2, 1, Some(record().standing_of_replica()));
+    h.complete_persists();
+    assert!(!h.primary.is_serving(), "waits out a lease first");
+    h.now = LEASE - 1;
+    h.event(Event::Tick);
+    assert!(!h.primary.is_serving());
+    h.now = LEASE;
+    h.event(Event::Tick);
+    assert!(h.primary.is_serving());
+    // R2 answered the EpochChange sent at time 0: that was long ago.
+    assert!(!h.primary.serves_reads(h.now));
+    h.event(Event::HeartbeatAnswered {
+        peer: R2,
+        link: LinkId(1),
+        sent_at: LEASE,
+    });
+    assert!(h.primary.serves_reads(LEASE + LEASE / 2 - 1));
+    assert!(!h.primary.serves_reads(LEASE + LEASE / 2));
+    // An answer on another link does not count.
+    h.event(Event::HeartbeatAnswered {
+        peer: R2,
+        link: LinkId(9),
+        sent_at: 2 * LEASE,
+    });
+    assert!(!h.primary.serves_reads(2 * LEASE));
+}

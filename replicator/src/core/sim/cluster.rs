@@ -32,7 +32,13 @@ pub(crate) struct SimConfig {
     /// The host also reads through degraded reads (off for the seeds kept
     /// as regressions: it changes every run's random sequence).
     pub(crate) degraded_reads: bool,
+    /// Primaries hold read leases, and every node that serves reads is
+    /// checked to read every acknowledged write (check (f)).
+    pub(crate) read_leases: bool,
 }
+
+/// The read lease when `read_leases` is on: a few network round trips.
+const READ_LEASE: Time = 4_000_000;
 
 /// What a successful run did (to see that runs exercise something).
 #[derive(Debug, Default, Clone, Copy)]
@@ -191,6 +197,8 @@ impl Sim {
             resync_regions_in_flight: rng.between(1, 4) as usize,
             bitmap_hold: rng.between(0, 3_000_000),
             resync_paced: rng.chance(250),
+            // No draw: the seeds kept as regressions keep their runs.
+            read_lease: if cfg.read_leases { READ_LEASE } else { 0 },
             mutation_ack_after_local_only: cfg.mutation_ack_after_local_only,
         };
         // Epoch 1: node 0 was primary and every copy is identical (empty).
@@ -416,7 +424,34 @@ impl Sim {
         } else {
             self.now += 100_000;
         }
-        self.check_newest_primary_has_acked_writes()
+        self.check_newest_primary_has_acked_writes()?;
+        self.check_lease_holders_read_acked_writes()
+    }
+
+    /// (f) With read leases, every node that serves reads at this moment
+    /// reads every acknowledged write (or a newer one): a deposed primary
+    /// that has not noticed stops serving reads before a newer primary
+    /// serves anything.
+    fn check_lease_holders_read_acked_writes(&self) -> Check {
+        if !self.cfg.read_leases {
+            return Ok(());
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            let Some(state) = n.state.as_ref().filter(|s| s.serves_reads(self.now)) else {
+                continue;
+            };
+            for b in 0..BLOCKS {
+                if n.disk.visible(b) < self.acked[b] {
+                    return Err(format!(
+                        "(f) n{i} serves reads in epoch {} but reads block {b} as write #{}; write #{} was acknowledged",
+                        state.epoch().0,
+                        n.disk.visible(b),
+                        self.acked[b]
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn inject(&mut self) -> Check {
@@ -443,6 +478,7 @@ impl Sim {
             412..=414 => self.replace_random_device(),
             415..=420 => self.reconfigure_random()?,
             421..=470 if self.cfg.degraded_reads => self.host_degraded_read()?,
+            471..=480 if self.cfg.read_leases => self.isolate_a_primary()?,
             _ => {}
         }
         if self.step.is_multiple_of(50) {
@@ -617,6 +653,38 @@ impl Sim {
             .into_iter()
             .filter(|n| *n != primary && self.alive(*n))
             .collect();
+        match self.rng.pick(&candidates).copied() {
+            Some(candidate) => self.promote(candidate),
+            None => Ok(()),
+        }
+    }
+
+    /// A serving primary is cut off from every other node (a host may
+    /// still reach it) and another node is promoted: the cut-off one must
+    /// stop serving reads before the new one serves (read leases).
+    fn isolate_a_primary(&mut self) -> Check {
+        let serving: Vec<NodeId> = self
+            .node_ids()
+            .into_iter()
+            .filter(|n| {
+                self.nodes[n.0 as usize]
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| s.is_serving())
+            })
+            .collect();
+        let Some(primary) = self.rng.pick(&serving).copied() else {
+            return Ok(());
+        };
+        let others: Vec<NodeId> = self
+            .node_ids()
+            .into_iter()
+            .filter(|n| *n != primary)
+            .collect();
+        for other in &others {
+            self.partition(primary, *other);
+        }
+        let candidates: Vec<NodeId> = others.into_iter().filter(|n| self.alive(*n)).collect();
         match self.rng.pick(&candidates).copied() {
             Some(candidate) => self.promote(candidate),
             None => Ok(()),
