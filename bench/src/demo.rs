@@ -176,6 +176,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
                 fresh: FreshCopy::Bootstrap,
                 async_lag: Default::default(),
                 link_timeout: keel_target::daemon::replication::DEFAULT_LINK_TIMEOUT,
+                read_lease: false,
             }),
             ..RuntimeOptions::default()
         };

@@ -450,3 +450,49 @@ fn reads_the_primarys_disk_fails_are_answered_by_a_replica() {
     ctrl.shutdown().expect("shutdown");
     assert!(primary.terminate().success());
 }
+
+/// With read leases (`--read-lease`) the primary serves only while a write
+/// quorum of copies answers it: with one replica killed it goes on (W = 2
+/// of 3); with both, it stops serving within a link timeout (reads refused
+/// with Asymmetric Access Inaccessible, the ANA state a multipath host
+/// follows), although nothing deposed it; once a replica is back it
+/// serves again, every write in place.
+#[test]
+fn with_read_leases_a_primary_cut_off_from_the_copies_stops_serving() {
+    let cluster = Cluster::new("faults-read-lease", 2);
+    let primary = start_node(&cluster, 1, &["--read-lease"]);
+    let replica2 = start_node(&cluster, 2, &["--read-lease"]);
+    let replica3 = start_node(&cluster, 3, &["--read-lease"]);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    let (ctrl, mut queue) = open_replicated_queue(&primary);
+    write_read_verify(&mut queue, 8, 1);
+
+    replica3.kill9();
+    // Two link timeouts: node 3's link is gone, node 2's heartbeats keep
+    // the lease.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(primary.gauge("keel_replication_serving"), Some(1));
+    read_back(&mut queue, 8, 1);
+
+    replica2.kill9();
+    let cut = Instant::now();
+    primary.wait_gauge("keel_replication_serving", 0, Duration::from_secs(10));
+    eprintln!(
+        "stopped serving {:?} after its last copy went",
+        cut.elapsed()
+    );
+    let bytes = 8 * queue.namespace().block_size as usize;
+    queue.buffer(0, bytes).fill(0);
+    assert_eq!(
+        run_one(&mut queue, IoKind::Read, 8, 8),
+        Status::ANA_INACCESSIBLE
+    );
+
+    let replica2 = start_node(&cluster, 2, &["--read-lease"]);
+    primary.wait_gauge("keel_replication_serving", 1, Duration::from_secs(30));
+    read_back(&mut queue, 8, 1);
+    write_read_verify(&mut queue, 3000, 2);
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    stop_all([primary, replica2]);
+}

@@ -129,6 +129,14 @@ struct Cli {
     /// default 5000).
     #[arg(long, value_name = "MS", requires = "node_id")]
     link_timeout_ms: Option<u64>,
+    /// Replication: read leases of one link timeout. The primary serves
+    /// only while a write quorum of copies answered it within half of one
+    /// (so a primary cut off from the copies stops serving reads, and the
+    /// host's multipath moves on), and a promotion waits one out before it
+    /// serves. No stale reads from a deposed primary; a minority cannot
+    /// serve. Off by default.
+    #[arg(long, requires = "node_id")]
+    read_lease: bool,
     /// For tests only: wrap every backend (the namespaces' data and the
     /// replication record) in a fault-injecting one that the control
     /// socket drives (fault_inject, fault_clear, fault_list). Off by
@@ -238,6 +246,7 @@ fn replication_options(
         link_timeout: cli
             .link_timeout_ms
             .map_or(replication::DEFAULT_LINK_TIMEOUT, Duration::from_millis),
+        read_lease: cli.read_lease,
     };
     options
         .validate()

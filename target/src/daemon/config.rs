@@ -86,6 +86,8 @@ pub struct ReplicationConfig {
     pub async_lag: AsyncLagBound,
     /// `link_timeout_ms` (default 5000).
     pub link_timeout: std::time::Duration,
+    /// `read_lease` (default false).
+    pub read_lease: bool,
 }
 
 impl ReplicationConfig {
@@ -102,6 +104,7 @@ impl ReplicationConfig {
             fresh: self.fresh,
             async_lag: self.async_lag,
             link_timeout: self.link_timeout,
+            read_lease: self.read_lease,
         }
     }
 }
@@ -559,6 +562,7 @@ struct RawReplication {
     async_max_lag_bytes: Option<toml::Value>,
     async_max_lag_ms: Option<i64>,
     link_timeout_ms: Option<i64>,
+    read_lease: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -720,6 +724,7 @@ impl RawReplication {
             fresh,
             async_lag,
             link_timeout,
+            read_lease: self.read_lease.unwrap_or(false),
         })
     }
 }

@@ -686,6 +686,7 @@ fn plan_replication(
         published: Arc::new(published),
         async_lag: options.async_lag,
         link_timeout: options.link_timeout,
+        read_lease: options.read_lease,
     };
     Ok(ReplPlan {
         setup,

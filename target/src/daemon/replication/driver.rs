@@ -41,7 +41,7 @@ use keel_engine::{Buf, Completion, DeviceId, IoError as DeviceError, IoOp, NetOp
 use keel_replicator::core::{
     Action, DurableRecord, Event, Frame, Geometry, HostOpId, HostStatus, IoError, IoToken,
     LinkDirection, LinkId, Membership, Node, PrimaryLimits, ReplicaLimits, ReplicaState,
-    ReplicaView,
+    ReplicaView, Time,
 };
 use keel_replicator::link::{self, Decoded, Envelope, Other};
 use keel_replicator::wire::{
@@ -517,6 +517,8 @@ pub(crate) struct ReplicatorSetup {
     /// A link on which nothing arrives for this long is closed, and a
     /// replica that acknowledges nothing for this long is dropped.
     pub link_timeout: std::time::Duration,
+    /// Read leases of one link timeout.
+    pub read_lease: bool,
 }
 
 struct Peer {
@@ -651,6 +653,14 @@ impl Replicator {
             async_max_lag_bytes: setup.async_lag.bytes,
             async_max_lag_time: u64::try_from(setup.async_lag.time.as_nanos()).unwrap_or(u64::MAX),
             ack_timeout: u64::try_from(setup.link_timeout.as_nanos()).unwrap_or(u64::MAX),
+            // A lease of one link timeout: heartbeats (four per timeout)
+            // keep it on idle links, and a promotion waits that long
+            // after its election when an earlier primary may hold one.
+            read_lease: if setup.read_lease {
+                u64::try_from(setup.link_timeout.as_nanos()).unwrap_or(u64::MAX)
+            } else {
+                0
+            },
             resync_regions_in_flight: super::RESYNC_REGIONS_IN_FLIGHT,
             ..PrimaryLimits::default()
         };
@@ -837,10 +847,7 @@ impl Replicator {
         self.run(shard);
         self.maybe_take_over(shard);
         self.retry_promote(shard);
-        let now = shard
-            .now()
-            .saturating_duration_since(self.origin)
-            .as_nanos() as u64;
+        let now = machine_time(self.origin, shard.now());
         let views = self.node.replica_views(now);
         if let Ok(mut published) = self.published.replicas.lock() {
             *published = views;
@@ -1018,10 +1025,7 @@ impl Replicator {
 
     fn run(&mut self, shard: &mut Shard<Message>) {
         while let Some(event) = self.events.pop_front() {
-            let now = shard
-                .now()
-                .saturating_duration_since(self.origin)
-                .as_nanos() as u64;
+            let now = machine_time(self.origin, shard.now());
             let mut actions = std::mem::take(&mut self.actions);
             self.node.handle(now, event, &mut actions);
             for action in actions.drain(..) {
@@ -1029,17 +1033,19 @@ impl Replicator {
             }
             self.actions = actions;
         }
-        self.publish();
+        self.publish(machine_time(self.origin, shard.now()));
     }
 
-    fn publish(&mut self) {
+    fn publish(&mut self, now: Time) {
         let p = &self.published;
         p.epoch.store(self.node.epoch().0, Ordering::SeqCst);
         p.primary.store(self.node.is_primary(), Ordering::SeqCst);
         p.links.store(self.link_count(), Ordering::Relaxed);
         p.failed.store(self.node.has_failed(), Ordering::SeqCst);
         p.amnesiac.store(self.node.is_amnesiac(), Ordering::Relaxed);
-        let serving = self.node.is_serving();
+        // Serving host reads: with the read lease held (a write quorum
+        // answered lately), so a primary cut off from the copies stops.
+        let serving = self.node.serves_reads(now);
         if serving != self.serving {
             self.serving = serving;
             p.serving.store(serving, Ordering::SeqCst);
@@ -1561,7 +1567,7 @@ impl Replicator {
         let (applied_through, acked_through) = (&mut peer.applied_through, &mut peer.acked_through);
         let decoded = decode_frames(
             &mut peer.rx_heap,
-            self.volume,
+            (self.volume, self.node.epoch()),
             peer.node,
             peer.link,
             &mut self.events,
@@ -1637,6 +1643,14 @@ impl Replicator {
         if let (Some(round_trip), Some(c)) = (round_trip, &peer.counters) {
             let ns = u64::try_from(round_trip.as_nanos()).unwrap_or(u64::MAX);
             c.round_trip_ns.store(ns.max(1), Ordering::Relaxed);
+        }
+        if let Some(round_trip) = round_trip {
+            let sent = shard.now().checked_sub(round_trip).unwrap_or(self.origin);
+            self.events.push_back(Event::HeartbeatAnswered {
+                peer: peer.node,
+                link: peer.link,
+                sent_at: machine_time(self.origin, sent),
+            });
         }
         if let Some(answer) = answer {
             self.send_heartbeat(shard, key, answer);
@@ -1896,7 +1910,7 @@ struct LinkExtras {
 /// bytes decoded. An error closes the link.
 fn decode_frames(
     rx: &mut Vec<u8>,
-    volume: VolumeId,
+    (volume, current): (VolumeId, Epoch),
     node: NodeId,
     link: LinkId,
     events: &mut VecDeque<Event<Payload>>,
@@ -1935,12 +1949,18 @@ fn decode_frames(
                 pos += consumed;
             }
             Decoded::Other {
-                message, consumed, ..
+                envelope,
+                message,
+                consumed,
             } => {
                 match message {
                     Other::Handshake(kind) => {
                         break Err(format!("handshake frame {kind:?} after the handshake"));
                     }
+                    // A primary of an older epoch gets no answer: its read
+                    // lease must not outlive this copy's move to a newer
+                    // epoch (`core::primary::lease`).
+                    Other::Heartbeat { reply: false, .. } if envelope.epoch < current => {}
                     Other::Heartbeat { token, reply } => {
                         extras.heartbeats.push(Heartbeat { token, reply });
                     }
@@ -1951,6 +1971,11 @@ fn decode_frames(
     };
     rx.drain(..pos);
     result.map(|()| extras)
+}
+
+/// The state machines' time at `at`: nanoseconds since `origin`.
+pub(super) fn machine_time(origin: Instant, at: Instant) -> Time {
+    u64::try_from(at.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The envelope of a heartbeat: stream 0, outside every sequence.

@@ -204,6 +204,11 @@ pub struct ReplicationOptions {
     /// Silence on a link, or a replica's wait for acknowledgements, beyond
     /// which it is closed (`--link-timeout-ms`, `link_timeout_ms`).
     pub link_timeout: std::time::Duration,
+    /// Read leases of one link timeout (`--read-lease`, `read_lease`): a
+    /// primary serves only while a write quorum answered it within half
+    /// of one, and a promotion waits one out (docs/replication-design.md,
+    /// "Read leases").
+    pub read_lease: bool,
 }
 
 /// A replication setting, as a flag or as a key of keel.toml's
@@ -468,6 +473,7 @@ mod tests {
             fresh: FreshCopy::Bootstrap,
             async_lag: AsyncLagBound::default(),
             link_timeout: DEFAULT_LINK_TIMEOUT,
+            read_lease: false,
         }
     }
 

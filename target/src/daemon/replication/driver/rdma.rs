@@ -31,7 +31,7 @@ use keel_replicator::link;
 use keel_replicator::rdma::RdmaLink;
 use keel_replicator::wire::{Epoch, Heartbeat, NodeId, VolumeId};
 
-use super::{decode_frames, heartbeat_envelope, Payload, Replicator};
+use super::{decode_frames, heartbeat_envelope, machine_time, Payload, Replicator};
 use crate::daemon::handler::Message;
 use crate::daemon::replication::liveness::{self, LinkLiveness, Verdict};
 use crate::daemon::tags::{Tag, TagKind};
@@ -81,7 +81,7 @@ fn pump(
     peer: &mut RdmaPeer,
     id: LinkId,
     (volume, epoch): (VolumeId, Epoch),
-    now: Instant,
+    (now, origin): (Instant, Instant),
     events: &mut std::collections::VecDeque<Event<Payload>>,
 ) -> Result<bool, String> {
     let mut progress = false;
@@ -96,10 +96,20 @@ fn pump(
     if polled.received > 0 {
         peer.liveness.heard(now);
         // Addresses in `EpochChange` frames are learned over TCP links only.
-        let beats = decode_frames(&mut peer.rx, volume, peer.node, id, events, |_| {})?.heartbeats;
+        let beats =
+            decode_frames(&mut peer.rx, (volume, epoch), peer.node, id, events, |_| {})?.heartbeats;
         peer.frames_received += (events.len() - before) as u64;
+        let (round_trip, answer) = peer.liveness.take(&beats, now);
+        if let Some(round_trip) = round_trip {
+            let sent = now.checked_sub(round_trip).unwrap_or(origin);
+            events.push_back(Event::HeartbeatAnswered {
+                peer: peer.node,
+                link: id,
+                sent_at: machine_time(origin, sent),
+            });
+        }
         // The answer goes out on the next pump.
-        if let (_, Some(answer)) = peer.liveness.take(&beats, now) {
+        if let Some(answer) = answer {
             queue_heartbeat(peer, volume, epoch, answer)?;
         }
     }
@@ -309,6 +319,7 @@ impl Replicator {
         let mut down = Vec::new();
         let mut all_waiting = true;
         let now = shard.now();
+        let clock = (now, self.origin);
         let stream_of = (self.volume, self.node.epoch());
         for (&id, peer) in self.rdma.peers.iter_mut() {
             let result = (|| -> Result<bool, String> {
@@ -319,12 +330,12 @@ impl Replicator {
                 if peer.link.take_notifications().map_err(|e| e.to_string())? {
                     peer.armed = false;
                 }
-                let mut progress = pump(peer, id, stream_of, now, &mut self.events)?;
+                let mut progress = pump(peer, id, stream_of, clock, &mut self.events)?;
                 if !progress && !peer.armed {
                     peer.link.arm_notification().map_err(|e| e.to_string())?;
                     peer.armed = true;
                     // What completed before arming raises no notification.
-                    progress |= pump(peer, id, stream_of, now, &mut self.events)?;
+                    progress |= pump(peer, id, stream_of, clock, &mut self.events)?;
                 }
                 if !progress && !peer.waiting {
                     let fd = peer.link.notify_fd();
