@@ -496,3 +496,41 @@ fn with_read_leases_a_primary_cut_off_from_the_copies_stops_serving() {
     ctrl.shutdown().expect("shutdown");
     stop_all([primary, replica2]);
 }
+
+/// With read leases a promoted replica serves only a lease (one link
+/// timeout, 1 s here) after its election: the old primary, were it alive
+/// and cut off, would have stopped serving reads by then.
+#[test]
+fn with_read_leases_a_promoted_replica_waits_out_the_old_lease() {
+    let cluster = Cluster::new("faults-lease-failover", 2);
+    let primary = start_node(&cluster, 1, &["--read-lease"]);
+    let replica2 = start_node(&cluster, 2, &["--read-lease"]);
+    let replica3 = start_node(&cluster, 3, &["--read-lease"]);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    {
+        let (_ctrl, mut queue) = open_replicated_queue(&primary);
+        write_read_verify(&mut queue, 8, 1);
+    }
+    // Every copy holds the writes, so node 2 wins its election.
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    primary.kill9();
+
+    let promoted = Instant::now();
+    RpcClient::connect(&cluster.socket(2))
+        .expect("control socket")
+        .call("promote", None)
+        .expect("promote");
+    replica2.wait_gauge("keel_replication_serving", 1, Duration::from_secs(20));
+    let waited = promoted.elapsed();
+    eprintln!("the promoted replica served {waited:?} after its promotion");
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "served {waited:?} after the promotion, inside a lease the old primary may hold"
+    );
+    let (ctrl, mut queue) = open_replicated_queue(&replica2);
+    read_back(&mut queue, 8, 1);
+    write_read_verify(&mut queue, 3000, 2);
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    stop_all([replica2, replica3]);
+}
