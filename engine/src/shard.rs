@@ -104,6 +104,14 @@ impl InFlight {
     }
 }
 
+/// The error for an op on a device the shard does not have.
+fn no_device(op: &IoOp) -> IoError {
+    IoError::Os {
+        op: op.name(),
+        errno: libc::ENODEV,
+    }
+}
+
 /// What became of a block op's completion.
 enum Continued {
     /// It completed short and its rest is queued.
@@ -301,13 +309,7 @@ impl<M> Shard<M> {
         tag: u64,
     ) -> Result<(), (IoError, Option<Buf>)> {
         let Some(device) = self.devices.get(dev.0 as usize) else {
-            return Err((
-                IoError::Os {
-                    op: op.name(),
-                    errno: libc::ENODEV,
-                },
-                buf,
-            ));
+            return Err((no_device(&op), buf));
         };
         if self.inflight.len() >= self.max_inflight {
             return Err((IoError::Busy, buf));
@@ -334,13 +336,7 @@ impl<M> Shard<M> {
         moved: u32,
     ) -> Result<(), (IoError, Option<Buf>)> {
         let Some(device) = self.devices.get(dev.0 as usize) else {
-            return Err((
-                IoError::Os {
-                    op: op.name(),
-                    errno: libc::ENODEV,
-                },
-                buf,
-            ));
+            return Err((no_device(&op), buf));
         };
         let backend = device.backend.clone();
         let file = device.file;

@@ -483,13 +483,13 @@ impl<P: Clone> Replica<P> {
                 ..
             } => {
                 let (seq, position, range) = (*seq, *position, *range);
-                if self.geometry.region_of(range).is_none() {
-                    self.refuse(link, seq, NackReason::OutOfRange, out);
-                    return true;
-                }
-                let overlaps = self.writes.values().any(|w| ranges_overlap(w.range, range));
-                if overlaps || self.writes.len() >= self.limits.max_writes_in_flight {
-                    return false;
+                match self.may_start_io(range) {
+                    Some(true) => {}
+                    Some(false) => return false,
+                    None => {
+                        self.refuse(link, seq, NackReason::OutOfRange, out);
+                        return true;
+                    }
                 }
                 let popped = self.queue.pop_front();
                 let Some(QueuedFrame {
@@ -639,15 +639,15 @@ impl<P: Clone> Replica<P> {
             }
             Frame::ReadRequest { seq, range } => {
                 let (seq, range) = (*seq, *range);
-                if self.geometry.region_of(range).is_none() {
-                    self.refuse(link, seq, NackReason::OutOfRange, out);
-                    return true;
-                }
                 // After every write before it (the device may reorder
                 // overlapping ones), and before any after it.
-                let overlaps = self.writes.values().any(|w| ranges_overlap(w.range, range));
-                if overlaps || self.writes.len() >= self.limits.max_writes_in_flight {
-                    return false;
+                match self.may_start_io(range) {
+                    Some(true) => {}
+                    Some(false) => return false,
+                    None => {
+                        self.refuse(link, seq, NackReason::OutOfRange, out);
+                        return true;
+                    }
                 }
                 self.queue.pop_front();
                 let token = self.alloc_token();
@@ -701,6 +701,15 @@ impl<P: Clone> Replica<P> {
             }
             Err(_) => self.refuse(read.link, read.seq, NackReason::MediaError, out),
         }
+    }
+
+    /// Whether a local write or read of `range` may start now: none in
+    /// flight overlaps it and there is room (`None`: the range is not
+    /// within one region, the frame is refused).
+    fn may_start_io(&self, range: ByteRange) -> Option<bool> {
+        self.geometry.region_of(range)?;
+        let overlaps = self.writes.values().any(|w| ranges_overlap(w.range, range));
+        Some(!overlaps && self.writes.len() < self.limits.max_writes_in_flight)
     }
 
     /// Whether applying must pause so the writes in flight drain for a

@@ -18,15 +18,7 @@ impl<P: Clone> Primary<P> {
         fua: bool,
         out: &mut Vec<Action<P>>,
     ) {
-        if let Some(status) = self.refuse_host_op() {
-            out.push(Action::CompleteHost { id, status });
-            return;
-        }
-        let Some(region) = self.geometry.region_of(range) else {
-            out.push(Action::CompleteHost {
-                id,
-                status: HostStatus::InvalidRange,
-            });
+        let Some(region) = self.admit_host_range(id, range, self.refuse_host_op(), out) else {
             return;
         };
         let key = self.take_key();
@@ -65,6 +57,27 @@ impl<P: Clone> Primary<P> {
                 local_durable: false,
             }),
         );
+    }
+
+    /// The region of a host operation's `range`, unless `refusal` (or a
+    /// range outside one region) ends the operation `id` here.
+    pub(super) fn admit_host_range(
+        &self,
+        id: HostOpId,
+        range: ByteRange,
+        refusal: Option<HostStatus>,
+        out: &mut Vec<Action<P>>,
+    ) -> Option<RegionIndex> {
+        let outcome = match refusal {
+            Some(status) => Err(status),
+            None => self
+                .geometry
+                .region_of(range)
+                .ok_or(HostStatus::InvalidRange),
+        };
+        outcome
+            .map_err(|status| out.push(Action::CompleteHost { id, status }))
+            .ok()
     }
 
     fn refuse_host_op(&self) -> Option<HostStatus> {

@@ -47,15 +47,7 @@ impl<P: Clone> Primary<P> {
         } else {
             None
         };
-        if let Some(status) = refusal {
-            out.push(Action::CompleteHost { id, status });
-            return;
-        }
-        let Some(region) = self.geometry.region_of(range) else {
-            out.push(Action::CompleteHost {
-                id,
-                status: HostStatus::InvalidRange,
-            });
+        let Some(region) = self.admit_host_range(id, range, refusal, out) else {
             return;
         };
         let read = DegradedRead {

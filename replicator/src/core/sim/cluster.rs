@@ -728,15 +728,20 @@ impl Sim {
         self.rng.pick(&targets).copied()
     }
 
-    fn host_write(&mut self) -> Check {
-        let Some(node) = self.host_target() else {
-            return Ok(());
-        };
+    /// A host command's blocks: 1 or 2 within one region (first, count).
+    fn random_blocks(&mut self) -> (usize, u64) {
         let per_region = BLOCKS_PER_REGION as u64;
         let region = self.rng.below(REGIONS);
         let start = self.rng.below(per_region);
         let len = self.rng.between(1, (per_region - start).min(2));
-        let first = (region * per_region + start) as usize;
+        ((region * per_region + start) as usize, len)
+    }
+
+    fn host_write(&mut self) -> Check {
+        let Some(node) = self.host_target() else {
+            return Ok(());
+        };
+        let (first, len) = self.random_blocks();
         let blocks: Vec<usize> = (first..first + len as usize).collect();
         if blocks.iter().any(|b| self.locked.contains(b)) {
             return Ok(());
@@ -755,10 +760,7 @@ impl Sim {
                 read: None,
             },
         );
-        let range = ByteRange::new(
-            first as u64 * u64::from(BLOCK_SIZE),
-            len as u32 * BLOCK_SIZE,
-        );
+        let range = block_range(first, len);
         let data = Rc::new(vec![id; len as usize]);
         self.log(|| format!("host write #{id} blocks {first}+{len} to n{}", node.0));
         self.deliver(
@@ -778,11 +780,7 @@ impl Sim {
         let Some(node) = self.host_target() else {
             return Ok(());
         };
-        let per_region = BLOCKS_PER_REGION as u64;
-        let region = self.rng.below(REGIONS);
-        let start = self.rng.below(per_region);
-        let len = self.rng.between(1, (per_region - start).min(2));
-        let first = (region * per_region + start) as usize;
+        let (first, len) = self.random_blocks();
         let id = self.next_host_id;
         self.next_host_id += 1;
         let expected = self.acked[first..first + len as usize].to_vec();
@@ -796,10 +794,7 @@ impl Sim {
                 read: Some((first, expected)),
             },
         );
-        let range = ByteRange::new(
-            first as u64 * u64::from(BLOCK_SIZE),
-            len as u32 * BLOCK_SIZE,
-        );
+        let range = block_range(first, len);
         self.log(|| {
             format!(
                 "host degraded read #{id} blocks {first}+{len} to n{}",
@@ -1578,6 +1573,14 @@ impl Sim {
             .unwrap_or(0);
         Ok(())
     }
+}
+
+/// The bytes of `len` blocks from block `first`.
+fn block_range(first: usize, len: u64) -> ByteRange {
+    ByteRange::new(
+        first as u64 * u64::from(BLOCK_SIZE),
+        len as u32 * BLOCK_SIZE,
+    )
 }
 
 /// A one-line description of a frame for traces.
