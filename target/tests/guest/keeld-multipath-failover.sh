@@ -18,6 +18,7 @@
 # Env (GUEST_PAYLOAD_ENV="VAR=value ..."): SIZE_MB (64), FIO_SIZE_MB (16),
 #   KEELD (/extra/keeld), KEELCTL (/extra/keelctl), SYNC_TIMEOUT (s, 120),
 #   FAILOVER_AFTER (s, 2): how long the second job runs before the kill,
+#   KEELD_EXTRA (""): more keeld flags for every node (e.g. --read-lease),
 #   RUST_LOG (info)
 set -eu
 NQN=nqn.2014-08.io.keel:multipath
@@ -27,6 +28,7 @@ KEELD=${KEELD:-/extra/keeld}
 KEELCTL=${KEELCTL:-/extra/keelctl}
 SYNC_TIMEOUT=${SYNC_TIMEOUT:-120}
 FAILOVER_AFTER=${FAILOVER_AFTER:-2}
+KEELD_EXTRA=${KEELD_EXTRA:-}
 export RUST_LOG="${RUST_LOG:-info}"
 DIR=/srv/keel
 OUT=/out
@@ -50,7 +52,8 @@ trap on_exit EXIT
 start_node() {
     n=$1
     primary=${2:-1}
-    "$KEELD" --listen 127.0.0.1:442"$n" --nqn $NQN --no-pin --metrics 127.0.0.1:909"$n" \
+    # shellcheck disable=SC2086 # KEELD_EXTRA is a list of flags
+    "$KEELD" $KEELD_EXTRA --listen 127.0.0.1:442"$n" --nqn $NQN --no-pin --metrics 127.0.0.1:909"$n" \
         --rpc-socket "$DIR/node$n.sock" --buffers 256 --backend "$DIR/node$n.img" \
         --size "${SIZE_MB}M" --node-id "$n" --primary "$primary" --replica-listen 127.0.0.1:443"$n" \
         --write-quorum 2 --psk-file $DIR/psk --bootstrap \
