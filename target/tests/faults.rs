@@ -487,6 +487,9 @@ fn with_read_leases_a_primary_cut_off_from_the_copies_stops_serving() {
         run_one(&mut queue, IoKind::Read, 8, 8),
         Status::ANA_INACCESSIBLE
     );
+    let status = rpc(&cluster.socket(1), "volume_status", json!({})).expect("volume_status");
+    assert_eq!(status["read_lease"], true, "{status}");
+    assert_eq!(status["role"], "replica", "no lease, no serving: {status}");
 
     let replica2 = start_node(&cluster, 2, &["--read-lease"]);
     primary.wait_gauge("keel_replication_serving", 1, Duration::from_secs(30));

@@ -370,6 +370,7 @@ impl ControlService {
             "in_sync": published.in_sync.load(Ordering::SeqCst),
             "failed": published.failed.load(Ordering::SeqCst),
             "amnesiac": published.amnesiac.load(Ordering::Relaxed),
+            "read_lease": options.read_lease,
             "links": published.links.load(Ordering::SeqCst),
             "replicas": replicas,
         });

@@ -133,14 +133,15 @@ fn a_seed_that_needs_the_old_fence_quorum_after_raising_w() {
 
 /// Runs with degraded reads too (the host's reads that failed on the
 /// primary's device, answered by a replica): 2,000 seeds in CI, from
-/// `SIM_SEED_START` (default 2,000,000) for `SIM_SEEDS`.
+/// `SIM_SEED_START` (default 2,000,000) for `SIM_SEEDS`, `SIM_STEPS`
+/// faulty steps each (150).
 #[test]
 fn degraded_read_seeds() {
     let count = env_u64("SIM_SEEDS").unwrap_or(2_000);
     let start = env_u64("SIM_SEED_START").unwrap_or(2_000_000);
     let cfg = SimConfig {
         degraded_reads: true,
-        ..config(STEPS)
+        ..config(env_u64("SIM_STEPS").map_or(STEPS, |s| s as usize))
     };
     let stats = run_seeds(start..start + count, cfg);
     eprintln!("degraded read seeds {start}..{}: {stats:?}", start + count);
@@ -152,14 +153,15 @@ fn degraded_read_seeds() {
 
 /// Runs with read leases, checking that every node serving reads reads
 /// every acknowledged write (check (f)): 2,000 seeds in CI, from
-/// `SIM_SEED_START` (default 3,000,000) for `SIM_SEEDS`.
+/// `SIM_SEED_START` (default 3,000,000) for `SIM_SEEDS`, `SIM_STEPS`
+/// faulty steps each (150).
 #[test]
 fn read_lease_seeds() {
     let count = env_u64("SIM_SEEDS").unwrap_or(2_000);
     let start = env_u64("SIM_SEED_START").unwrap_or(3_000_000);
     let cfg = SimConfig {
         read_leases: true,
-        ..config(STEPS)
+        ..config(env_u64("SIM_STEPS").map_or(STEPS, |s| s as usize))
     };
     let stats = run_seeds(start..start + count, cfg);
     eprintln!("read lease seeds {start}..{}: {stats:?}", start + count);
