@@ -142,6 +142,13 @@ impl WriteIntentBitmap {
         self.dirty.get(&replica).into_iter().flatten().copied()
     }
 
+    /// Whether `replica` may lack `region`.
+    pub fn is_dirty(&self, replica: NodeId, region: RegionIndex) -> bool {
+        self.dirty
+            .get(&replica)
+            .is_some_and(|s| s.contains(&region))
+    }
+
     /// Whether `replica` may lack any region.
     pub fn has_dirty(&self, replica: NodeId) -> bool {
         self.dirty.get(&replica).is_some_and(|s| !s.is_empty())

@@ -70,16 +70,15 @@ impl<P: Clone> Primary<P> {
             !peer.leaving
                 && !read.tried.contains(node)
                 && peer.link.as_ref().is_some_and(|l| l.takes_writes())
-                && !self.bitmap.dirty_of(*node).any(|r| r == region)
+                && !self.bitmap.is_dirty(*node, region)
         };
-        let mut candidates: Vec<(bool, NodeId)> = self
+        let chosen = self
             .peers
             .iter()
             .filter(|(node, peer)| able(node, peer))
-            .map(|(node, peer)| (peer.mode != ReplicationMode::Sync, *node))
-            .collect();
-        candidates.sort();
-        let Some(&(_, peer)) = candidates.first() else {
+            .min_by_key(|(node, peer)| (peer.mode != ReplicationMode::Sync, **node))
+            .map(|(node, _)| *node);
+        let Some(peer) = chosen else {
             self.reads.remove(&id);
             out.push(Action::CompleteHost {
                 id,

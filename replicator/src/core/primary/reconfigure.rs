@@ -129,9 +129,15 @@ impl Quorum {
 
     /// Whether the local copy and the replicas in `on` make a quorum.
     pub(super) fn reached(&self, on: &BTreeSet<NodeId>) -> bool {
+        self.reached_by(|n| on.contains(&n))
+    }
+
+    /// Whether the local copy and the replicas for which `counts` holds
+    /// make a quorum.
+    pub(super) fn reached_by(&self, counts: impl Fn(NodeId) -> bool) -> bool {
         self.local_only
             || self.rules.iter().all(|(sync, w, local)| {
-                let replicas = on.iter().filter(|n| sync.contains(n)).count();
+                let replicas = sync.iter().filter(|n| counts(**n)).count();
                 usize::from(*local) + replicas >= *w
             })
     }
