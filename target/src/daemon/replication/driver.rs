@@ -1639,17 +1639,16 @@ impl Replicator {
     /// of a reply.
     fn on_heartbeats(&mut self, shard: &mut Shard<Message>, key: usize, beats: Vec<Heartbeat>) {
         let peer = &mut self.peers[key];
-        let (round_trip, answer) = peer.liveness.take(&beats, shard.now());
-        if let (Some(round_trip), Some(c)) = (round_trip, &peer.counters) {
-            let ns = u64::try_from(round_trip.as_nanos()).unwrap_or(u64::MAX);
-            c.round_trip_ns.store(ns.max(1), Ordering::Relaxed);
-        }
-        if let Some(round_trip) = round_trip {
-            let sent = shard.now().checked_sub(round_trip).unwrap_or(self.origin);
+        let (reply, answer) = peer.liveness.take(&beats, shard.now());
+        if let Some(reply) = reply {
+            if let Some(c) = &peer.counters {
+                let ns = u64::try_from(reply.round_trip.as_nanos()).unwrap_or(u64::MAX);
+                c.round_trip_ns.store(ns.max(1), Ordering::Relaxed);
+            }
             self.events.push_back(Event::HeartbeatAnswered {
                 peer: peer.node,
                 link: peer.link,
-                sent_at: machine_time(self.origin, sent),
+                sent_at: machine_time(self.origin, reply.sent),
             });
         }
         if let Some(answer) = answer {

@@ -41,6 +41,14 @@ pub(crate) fn silence(quiet: Duration) -> String {
     )
 }
 
+/// A reply to the heartbeat in flight: when that heartbeat was sent and
+/// the round trip it measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reply {
+    pub sent: Instant,
+    pub round_trip: Duration,
+}
+
 /// The liveness of one link.
 #[derive(Debug, Clone)]
 pub(crate) struct LinkLiveness {
@@ -69,20 +77,23 @@ impl LinkLiveness {
         self.heard = self.heard.max(now);
     }
 
-    /// A heartbeat reply with `token` arrived at `now`: the round trip, if
-    /// it answers the heartbeat in flight (any other token is ignored: the
+    /// A heartbeat reply with `token` arrived at `now`: the reply, if it
+    /// answers the heartbeat in flight (any other token is ignored: the
     /// peer may echo anything).
-    fn replied(&mut self, token: u64, now: Instant) -> Option<Duration> {
-        let (sent_token, sent_at) = self.beat?;
+    fn replied(&mut self, token: u64, now: Instant) -> Option<Reply> {
+        let (sent_token, sent) = self.beat?;
         if sent_token != token {
             return None;
         }
         self.beat = None;
-        Some(now.saturating_duration_since(sent_at))
+        Some(Reply {
+            sent,
+            round_trip: now.saturating_duration_since(sent),
+        })
     }
 
     /// Takes the heartbeats one batch of received bytes carried (at
-    /// `now`): the round trip a reply to the heartbeat in flight measured,
+    /// `now`): the reply to the heartbeat in flight, if any,
     /// and the one answer owed — to the latest heartbeat only, so a peer
     /// sending them back to back cannot make this side queue more than it
     /// receives.
@@ -90,16 +101,16 @@ impl LinkLiveness {
         &mut self,
         beats: &[Heartbeat],
         now: Instant,
-    ) -> (Option<Duration>, Option<Heartbeat>) {
-        let mut round_trip = None;
+    ) -> (Option<Reply>, Option<Heartbeat>) {
+        let mut reply = None;
         for beat in beats.iter().filter(|b| b.reply) {
-            round_trip = self.replied(beat.token, now).or(round_trip);
+            reply = self.replied(beat.token, now).or(reply);
         }
         let answer = beats.iter().rev().find(|b| !b.reply).map(|beat| Heartbeat {
             reply: true,
             ..*beat
         });
-        (round_trip, answer)
+        (reply, answer)
     }
 
     /// What to do at `now` with a link timeout of `timeout`.
@@ -161,7 +172,10 @@ mod tests {
         assert_eq!(link.replied(token + 1, answered), None, "not its token");
         assert_eq!(
             link.replied(token, answered),
-            Some(Duration::from_millis(3))
+            Some(Reply {
+                sent: start + INTERVAL,
+                round_trip: Duration::from_millis(3)
+            })
         );
         assert_eq!(link.replied(token, answered), None, "answered once");
         // The next beat an interval after the last one.
@@ -183,10 +197,11 @@ mod tests {
         let beat = |token, reply| Heartbeat { token, reply };
         let batch = [beat(7, false), beat(token, true), beat(8, false)];
         let at = start + INTERVAL + Duration::from_millis(2);
-        assert_eq!(
-            link.take(&batch, at),
-            (Some(Duration::from_millis(2)), Some(beat(8, true)))
-        );
+        let reply = Reply {
+            sent: start + INTERVAL,
+            round_trip: Duration::from_millis(2),
+        };
+        assert_eq!(link.take(&batch, at), (Some(reply), Some(beat(8, true))));
         assert_eq!(link.take(&[], at), (None, None));
     }
 

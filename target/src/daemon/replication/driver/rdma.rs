@@ -99,13 +99,12 @@ fn pump(
         let beats =
             decode_frames(&mut peer.rx, (volume, epoch), peer.node, id, events, |_| {})?.heartbeats;
         peer.frames_received += (events.len() - before) as u64;
-        let (round_trip, answer) = peer.liveness.take(&beats, now);
-        if let Some(round_trip) = round_trip {
-            let sent = now.checked_sub(round_trip).unwrap_or(origin);
+        let (reply, answer) = peer.liveness.take(&beats, now);
+        if let Some(reply) = reply {
             events.push_back(Event::HeartbeatAnswered {
                 peer: peer.node,
                 link: id,
-                sent_at: machine_time(origin, sent),
+                sent_at: machine_time(origin, reply.sent),
             });
         }
         // The answer goes out on the next pump.
