@@ -256,11 +256,18 @@ impl ShardHandler {
         offset: u64,
         len: u32,
     ) {
-        let Some(repl) = self.repl.as_ref() else {
+        let Some(region) = self.repl.as_ref().map(|r| r.geometry().region_size()) else {
+            self.answer_replicated(shard, origin, token, Status::NAMESPACE_NOT_READY, None);
             return;
         };
-        let region = u64::from(repl.geometry().region_size());
+        let region = u64::from(region);
         let parts: Vec<(u64, u64)> = region_parts(offset, u64::from(len), region).collect();
+        if parts.is_empty() {
+            // A segment without a buffer: nothing to read, nothing would
+            // ever answer it.
+            self.answer_replicated(shard, origin, token, Status::UNRECOVERED_READ_ERROR, None);
+            return;
+        }
         let request = self.repl_requests.insert(ReplRequest {
             origin,
             token,
@@ -282,8 +289,6 @@ impl ShardHandler {
         self.repl_completions(shard);
     }
 
-    /// Shard 0: applies the state machine's ended host operations to their
-    /// requests, answering each request once all its parts have ended.
     /// Shard 0, every reactor loop: tells the target whether the replicated
     /// namespace is ANA optimized (this node serves it) or inaccessible on
     /// this path, once per change, so that multipath hosts get an ANA
@@ -324,6 +329,8 @@ impl ShardHandler {
         self.route_async(shard, routed);
     }
 
+    /// Shard 0: applies the state machine's ended host operations to their
+    /// requests, answering each request once all its parts have ended.
     pub(super) fn repl_completions(&mut self, shard: &mut Shard<Message>) {
         let Some(repl) = self.repl.as_mut() else {
             return;
