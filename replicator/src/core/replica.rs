@@ -483,13 +483,8 @@ impl<P: Clone> Replica<P> {
                 ..
             } => {
                 let (seq, position, range) = (*seq, *position, *range);
-                match self.may_start_io(range) {
-                    Some(true) => {}
-                    Some(false) => return false,
-                    None => {
-                        self.refuse(link, seq, NackReason::OutOfRange, out);
-                        return true;
-                    }
+                if let Err(progressed) = self.admit_io(link, seq, range, out) {
+                    return progressed;
                 }
                 let popped = self.queue.pop_front();
                 let Some(QueuedFrame {
@@ -641,13 +636,8 @@ impl<P: Clone> Replica<P> {
                 let (seq, range) = (*seq, *range);
                 // After every write before it (the device may reorder
                 // overlapping ones), and before any after it.
-                match self.may_start_io(range) {
-                    Some(true) => {}
-                    Some(false) => return false,
-                    None => {
-                        self.refuse(link, seq, NackReason::OutOfRange, out);
-                        return true;
-                    }
+                if let Err(progressed) = self.admit_io(link, seq, range, out) {
+                    return progressed;
                 }
                 self.queue.pop_front();
                 let token = self.alloc_token();
@@ -703,13 +693,26 @@ impl<P: Clone> Replica<P> {
         }
     }
 
-    /// Whether a local write or read of `range` may start now: none in
-    /// flight overlaps it and there is room (`None`: the range is not
-    /// within one region, the frame is refused).
-    fn may_start_io(&self, range: ByteRange) -> Option<bool> {
-        self.geometry.region_of(range)?;
+    /// Whether the local write or read of frame `seq` (on `range`) may
+    /// start now: none in flight overlaps it and there is room. `Err`
+    /// tells `apply_front` what to return instead: false to wait, true
+    /// once a range not within one region has been refused.
+    fn admit_io(
+        &mut self,
+        link: LinkId,
+        seq: Sequence,
+        range: ByteRange,
+        out: &mut Vec<Action<P>>,
+    ) -> Result<(), bool> {
+        if self.geometry.region_of(range).is_none() {
+            self.refuse(link, seq, NackReason::OutOfRange, out);
+            return Err(true);
+        }
         let overlaps = self.writes.values().any(|w| ranges_overlap(w.range, range));
-        Some(!overlaps && self.writes.len() < self.limits.max_writes_in_flight)
+        if overlaps || self.writes.len() >= self.limits.max_writes_in_flight {
+            return Err(false);
+        }
+        Ok(())
     }
 
     /// Whether applying must pause so the writes in flight drain for a
