@@ -470,9 +470,7 @@ impl Sim {
                     .into_iter()
                     .filter(|n| self.alive(*n))
                     .collect();
-                if let Some(node) = self.rng.pick(&alive).copied() {
-                    self.promote(node)?;
-                }
+                self.promote_one_of(&alive)?;
             }
             409..=411 => self.duplicate_random_frame(),
             412..=414 => self.replace_random_device(),
@@ -525,16 +523,7 @@ impl Sim {
     /// The control plane changes the serving primary's membership: a new
     /// write quorum, a copy's mode, a copy removed or one added (back).
     fn reconfigure_random(&mut self) -> Check {
-        let serving: Vec<NodeId> = self
-            .node_ids()
-            .into_iter()
-            .filter(|n| {
-                self.nodes[n.0 as usize]
-                    .state
-                    .as_ref()
-                    .is_some_and(|s| s.is_serving() && !s.is_reconfiguring())
-            })
-            .collect();
+        let serving = self.nodes_whose_state(|s| s.is_serving() && !s.is_reconfiguring());
         let Some(node) = self.rng.pick(&serving).copied() else {
             return Ok(());
         };
@@ -653,26 +642,14 @@ impl Sim {
             .into_iter()
             .filter(|n| *n != primary && self.alive(*n))
             .collect();
-        match self.rng.pick(&candidates).copied() {
-            Some(candidate) => self.promote(candidate),
-            None => Ok(()),
-        }
+        self.promote_one_of(&candidates)
     }
 
     /// A serving primary is cut off from every other node (a host may
     /// still reach it) and another node is promoted: the cut-off one must
     /// stop serving reads before the new one serves (read leases).
     fn isolate_a_primary(&mut self) -> Check {
-        let serving: Vec<NodeId> = self
-            .node_ids()
-            .into_iter()
-            .filter(|n| {
-                self.nodes[n.0 as usize]
-                    .state
-                    .as_ref()
-                    .is_some_and(|s| s.is_serving())
-            })
-            .collect();
+        let serving = self.nodes_whose_state(Node::is_serving);
         let Some(primary) = self.rng.pick(&serving).copied() else {
             return Ok(());
         };
@@ -685,10 +662,7 @@ impl Sim {
             self.partition(primary, *other);
         }
         let candidates: Vec<NodeId> = others.into_iter().filter(|n| self.alive(*n)).collect();
-        match self.rng.pick(&candidates).copied() {
-            Some(candidate) => self.promote(candidate),
-            None => Ok(()),
-        }
+        self.promote_one_of(&candidates)
     }
 
     /// The write quorum `node` works with now.
@@ -699,6 +673,14 @@ impl Sim {
             .map_or(usize::from(self.membership.write_quorum), |s| {
                 usize::from(s.membership().write_quorum)
             })
+    }
+
+    /// Promotes one of `candidates` picked at random, if any.
+    fn promote_one_of(&mut self, candidates: &[NodeId]) -> Check {
+        match self.rng.pick(candidates).copied() {
+            Some(candidate) => self.promote(candidate),
+            None => Ok(()),
+        }
     }
 
     fn promote(&mut self, node: NodeId) -> Check {
@@ -712,20 +694,22 @@ impl Sim {
     /// any node acting as primary (a multipath host may hit a stale path).
     fn host_target(&mut self) -> Option<NodeId> {
         let serving = !self.rng.chance(100);
-        let targets: Vec<NodeId> = self
-            .node_ids()
-            .into_iter()
-            .filter(|n| {
-                self.nodes[n.0 as usize].state.as_ref().is_some_and(|s| {
-                    if serving {
-                        s.is_serving()
-                    } else {
-                        s.is_primary()
-                    }
-                })
-            })
-            .collect();
+        let targets = self.nodes_whose_state(|s| {
+            if serving {
+                s.is_serving()
+            } else {
+                s.is_primary()
+            }
+        });
         self.rng.pick(&targets).copied()
+    }
+
+    /// The live nodes whose state machine satisfies `f`, in id order.
+    fn nodes_whose_state(&self, f: impl Fn(&Node<Payload>) -> bool) -> Vec<NodeId> {
+        self.node_ids()
+            .into_iter()
+            .filter(|n| self.nodes[n.0 as usize].state.as_ref().is_some_and(&f))
+            .collect()
     }
 
     /// A host command's blocks: 1 or 2 within one region (first, count).
