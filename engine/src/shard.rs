@@ -131,6 +131,8 @@ pub struct ShardStats {
     pub slept: Duration,
     /// Block reads and writes that completed short and were continued.
     pub short_transfers: u64,
+    /// Buffers asked of the pool while it had none left.
+    pub pool_empty: u64,
 }
 
 pub struct Shard<M> {
@@ -269,7 +271,11 @@ impl<M> Shard<M> {
 
     /// A buffer of `len` bytes from the registered pool.
     pub fn alloc(&mut self, len: usize) -> Option<Buf> {
-        self.pool.get(len)
+        let buf = self.pool.get(len);
+        if buf.is_none() && self.pool.available() == 0 {
+            self.stats.pool_empty += 1;
+        }
+        buf
     }
 
     pub fn free(&mut self, buf: Buf) {

@@ -437,9 +437,12 @@ fn a_frozen_replica_does_not_stop_a_quorum_and_catches_up_when_it_thaws() {
 
 /// Large writes from several queues, more data in flight than the
 /// primary's buffer pool holds, while a replica is frozen: every write
-/// succeeds. Host commands used to keep their pool buffers until the
+/// succeeds, and neither the host's connections nor the link to the live
+/// replica break. Host commands used to keep their pool buffers until the
 /// quorum answered, and the state machine's own local writes then found
-/// the pool empty and failed host writes (Write Fault).
+/// the pool empty and failed host writes (Write Fault); later the local
+/// writes emptied the pool and a connection or link with something to send
+/// was closed ("buffer pool exhausted": in CI, the host's queues).
 #[test]
 fn large_writes_beyond_the_buffer_pool_never_fail_while_a_replica_is_frozen() {
     use nix::sys::signal::Signal;
@@ -447,12 +450,12 @@ fn large_writes_beyond_the_buffer_pool_never_fail_while_a_replica_is_frozen() {
     const BYTES: usize = 1 << 20;
     const DEPTH: u16 = 16;
     let cluster = Cluster::new("replication-pool", 2);
-    // 256 buffers of 128 KiB (32 MiB) against 4 queues x 16 x 1 MiB in
-    // flight: the host's writes can take nearly the whole pool (a small
-    // pool admits too few at once to starve the local writes).
+    // 96 buffers of 128 KiB (12 MiB) against 4 queues x 16 x 1 MiB in
+    // flight: the host's writes take the pool down to their reserve, the
+    // local writes take the rest.
     // A larger volume than the cluster's usual: enough 1 MiB slots that the
     // writes in flight never overlap (overlapping ones wait for each other).
-    let primary = cluster.start_with(1, &["--buffers", "256", "--size", "64M"]);
+    let primary = cluster.start_with(1, &["--buffers", "96", "--size", "64M"]);
     let replica2 = cluster.start_with(2, &["--size", "64M"]);
     let replica3 = cluster.start_with(3, &["--size", "64M"]);
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
@@ -504,6 +507,15 @@ fn large_writes_beyond_the_buffer_pool_never_fail_while_a_replica_is_frozen() {
         .into_iter()
         .map(|w| w.join().expect("writer"))
         .collect();
+    let metrics = scrape(&primary);
+    let links = replica_sample(&metrics, "keel_replica_link_connects_total", 2, None);
+    assert_eq!(links, Some(1.0), "the link to the live replica broke");
+    let empty = metrics
+        .samples
+        .iter()
+        .find(|s| s.metric == "keel_shard_pool_empty_total")
+        .map(|s| s.value.clone());
+    eprintln!("the primary's pool found empty: {empty:?} times");
     replica3.signal(Signal::SIGCONT);
     primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
     for (mut queue, last) in results {

@@ -1,12 +1,9 @@
 //! One accepted NVMe/TCP connection on a shard: its socket, PDU decoder,
 //! receive buffer, send queue, queue session and commands in flight.
 //!
-//! Sending batches: PDUs are appended to the back buffer of a queue of
-//! pool buffers; one send is in flight at a time, and whatever piles up
-//! behind it goes out in the next send, so a burst of completions costs
-//! one syscall-free submission, not one each.
+//! Sending batches (see [`SendQueue`]): a burst of completions costs one
+//! syscall-free submission, not one each.
 
-use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpStream};
 use std::ops::Range;
 
@@ -14,13 +11,19 @@ use keel_engine::{Buf, DeviceId, NetOp, Shard};
 use slab::Slab;
 
 use crate::controller::QueueSession;
-use crate::daemon::command::Command;
+use crate::daemon::command::{Command, MAX_SEGMENTS};
+use crate::daemon::send_queue::{Kick, Part, SendQueue};
 use crate::daemon::tags::{Tag, TagKind};
 use crate::tcp::{digest_bytes, PduDecoder, PduHeader, TxParams};
 
 /// Largest PDU header prefix: 72-byte header, digest, padding to a 128-byte
 /// alignment (PDA 31).
 const MAX_PREFIX: usize = 256;
+
+/// Pool buffers a connection's send queue may hold: one largest transfer's
+/// worth. A host that stops reading its socket pins no more of the shard's
+/// pool than this; what it is owed beyond waits on the heap.
+const SEND_BUFFERS: usize = MAX_SEGMENTS;
 
 /// Data a PDU carries.
 pub(crate) enum Payload<'a> {
@@ -66,10 +69,8 @@ pub(crate) struct Connection {
     pub rx_end: usize,
     /// Waiting for pool buffers before taking the next command.
     pub rx_paused: bool,
-    /// Filled send buffers with their lengths; the front one is next.
-    pub tx_queue: VecDeque<(Buf, usize)>,
-    /// A send is in flight (its buffer is with the ring).
-    pub sending: bool,
+    /// PDUs on their way to the host.
+    pub tx: SendQueue,
     pub commands: Slab<Command>,
     /// Ring operations in flight for this connection.
     pub ops: usize,
@@ -92,8 +93,7 @@ impl Connection {
             rx_start: 0,
             rx_end: 0,
             rx_paused: false,
-            tx_queue: VecDeque::new(),
-            sending: false,
+            tx: SendQueue::new(SEND_BUFFERS),
             commands: Slab::new(),
             ops: 0,
             closing: Closing::No,
@@ -115,9 +115,9 @@ impl Connection {
             .map(|&(_, _, index)| index)
     }
 
-    /// Appends one PDU to the send queue. Fails only when the pool has no
-    /// buffer left or the PDU cannot be encoded, both fatal for the
-    /// connection.
+    /// Appends one PDU to the send queue. Fails only when the PDU cannot
+    /// be encoded, which is fatal for the connection; a dry pool only
+    /// delays it (see [`SendQueue`]).
     pub fn queue_pdu<M>(
         &mut self,
         shard: &mut Shard<M>,
@@ -133,79 +133,37 @@ impl Connection {
         let layout = header
             .encode_header(&tx, data_len, &mut prefix)
             .map_err(|e| format!("encoding {:?}: {e}", header.pdu_type()))?;
-        let slot_size = shard.pool().slot_size();
-        if layout.pdu_len > slot_size {
-            return Err(format!("PDU of {} bytes exceeds a buffer", layout.pdu_len));
-        }
-        let room = self
-            .tx_queue
-            .back()
-            .is_some_and(|(_, filled)| filled + layout.pdu_len <= slot_size);
-        if !room {
-            let buf = shard
-                .alloc(slot_size)
-                .ok_or_else(|| "buffer pool exhausted".to_string())?;
-            self.tx_queue.push_back((buf, 0));
-        }
-        let Some((buf, filled)) = self.tx_queue.back_mut() else {
-            return Err("send queue empty after push".into());
+        let digest = match (&payload, layout.data_digest) {
+            (Payload::Heap(bytes), true) => Some(digest_bytes(bytes)),
+            (Payload::Slot(src, range), true) => Some(digest_bytes(&shard.buf(src)[range.clone()])),
+            _ => None,
         };
-        let at = *filled;
-        let prefix_len = layout.data_offset;
-        shard.buf_mut(buf)[at..at + prefix_len].copy_from_slice(&prefix[..prefix_len]);
-        let data_at = at + prefix_len;
-        let digest = match payload {
-            Payload::None => None,
-            Payload::Heap(bytes) => {
-                shard.buf_mut(buf)[data_at..data_at + bytes.len()].copy_from_slice(bytes);
-                layout.data_digest.then(|| digest_bytes(bytes))
-            }
-            Payload::Slot(src, range) => {
-                let digest = layout
-                    .data_digest
-                    .then(|| digest_bytes(&shard.buf(src)[range.clone()]));
-                shard.pool_mut().copy(src, range, buf, data_at);
-                digest
-            }
+        let data = match payload {
+            Payload::None => Part::Bytes(&[]),
+            Payload::Heap(bytes) => Part::Bytes(bytes),
+            Payload::Slot(src, range) => Part::Slot(src, range),
         };
-        if let Some(digest) = digest {
-            let end = data_at + data_len;
-            shard.buf_mut(buf)[end..end + digest.len()].copy_from_slice(&digest);
-        }
-        *filled += layout.pdu_len;
+        let digest = digest.as_ref().map_or(&[][..], |d| d.as_slice());
+        let parts = [
+            Part::Bytes(&prefix[..layout.data_offset]),
+            data,
+            Part::Bytes(digest),
+        ];
+        self.tx.append(shard, &parts);
         Ok(())
     }
 
-    /// Starts sending the front of the queue if nothing is in flight.
-    pub fn flush<M>(&mut self, shard: &mut Shard<M>, key: usize) -> Result<(), String> {
-        if self.sending || self.closing == Closing::Abort {
-            return Ok(());
-        }
-        let Some((mut buf, filled)) = self.tx_queue.pop_front() else {
-            return Ok(());
-        };
-        if filled == 0 {
-            shard.free(buf);
-            return Ok(());
-        }
-        if let Err(e) = shard.pool().set_len(&mut buf, filled) {
-            shard.free(buf);
-            return Err(e.to_string());
+    /// Starts sending what is queued if nothing is in flight.
+    pub fn flush<M>(&mut self, shard: &mut Shard<M>, key: usize) -> Result<Kick, String> {
+        if self.closing == Closing::Abort {
+            return Ok(Kick::Idle);
         }
         let tag = Tag::new(TagKind::Send, key, 0, 0).raw();
-        match shard.submit_net(&self.socket, NetOp::Send { offset: 0 }, Some(buf), tag) {
-            Ok(()) => {
-                self.sending = true;
-                self.ops += 1;
-                Ok(())
-            }
-            Err((error, buf)) => {
-                if let Some(buf) = buf {
-                    shard.free(buf);
-                }
-                Err(format!("send: {error}"))
-            }
+        let kick = self.tx.kick(shard, &self.socket, tag)?;
+        if kick == Kick::Started {
+            self.ops += 1;
         }
+        Ok(kick)
     }
 
     /// Arms a receive into the free end of the receive buffer.
@@ -253,66 +211,6 @@ impl Connection {
     /// this connection is left with the ring.
     pub fn is_quiescent(&self) -> bool {
         self.ops == 0
-            && (self.closing == Closing::Abort
-                || (self.commands.is_empty() && self.tx_queue.is_empty() && !self.sending))
-    }
-}
-
-/// What became of a completed send of one pool buffer.
-pub(crate) enum SendProgress {
-    /// Sent short: the rest of the buffer is in flight again (one more
-    /// ring operation of the connection).
-    Resent,
-    /// The whole buffer is out and back in the pool: send what is next.
-    Finished,
-    /// The connection is broken; the buffer is back in the pool.
-    Failed(String),
-}
-
-/// Carries a send completion forward, for NVMe/TCP connections and
-/// replication links alike: the unsent rest of `buf` goes out again
-/// (unless `resend` is false, when the link is closing), a finished or
-/// failed buffer goes back to the pool.
-pub(crate) fn continue_send<M>(
-    shard: &mut Shard<M>,
-    socket: &TcpStream,
-    done: keel_engine::Completion,
-    resend: bool,
-    tag: u64,
-) -> SendProgress {
-    let Some(buf) = done.buf else {
-        return SendProgress::Failed("send completed without its buffer".into());
-    };
-    let offset = match done.op {
-        keel_engine::Op::Net(NetOp::Send { offset }) => offset as usize,
-        _ => 0,
-    };
-    match done.result {
-        Ok(sent) if sent > 0 && offset + (sent as usize) < buf.len() && resend => {
-            let next = NetOp::Send {
-                offset: (offset + sent as usize) as u32,
-            };
-            match shard.submit_net(socket, next, Some(buf), tag) {
-                Ok(()) => SendProgress::Resent,
-                Err((error, buf)) => {
-                    if let Some(buf) = buf {
-                        shard.free(buf);
-                    }
-                    SendProgress::Failed(format!("send: {error}"))
-                }
-            }
-        }
-        Ok(sent) if sent > 0 => {
-            shard.free(buf);
-            SendProgress::Finished
-        }
-        Ok(_) => {
-            shard.free(buf);
-            SendProgress::Failed("send made no progress".into())
-        }
-        Err(error) => {
-            shard.free(buf);
-            SendProgress::Failed(format!("send failed: {error}"))
-        }
+            && (self.closing == Closing::Abort || (self.commands.is_empty() && self.tx.is_idle()))
     }
 }

@@ -66,6 +66,7 @@ pub(crate) struct ShardMetrics {
     wall_ns: AtomicU64,
     connections: AtomicU64,
     short_transfers: AtomicU64,
+    pool_empty: AtomicU64,
 }
 
 /// Every metric keeld exports.
@@ -126,6 +127,9 @@ impl Metrics {
         metrics
             .short_transfers
             .store(stats.short_transfers, Ordering::Relaxed);
+        metrics
+            .pool_empty
+            .store(stats.pool_empty, Ordering::Relaxed);
         let slept = u64::try_from(stats.slept.as_nanos()).unwrap_or(u64::MAX);
         metrics.slept_ns.store(slept, Ordering::Relaxed);
         let wall = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -212,7 +216,7 @@ impl Metrics {
             }
         }
 
-        let shard_metrics: [ShardMetric; 6] = [
+        let shard_metrics: [ShardMetric; 7] = [
             (
                 "keel_shard_loops_total",
                 "counter",
@@ -242,6 +246,12 @@ impl Metrics {
                 "counter",
                 "Disk reads and writes that completed short and were continued.",
                 |s| s.short_transfers.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "keel_shard_pool_empty_total",
+                "counter",
+                "Buffers asked of the shard's pool while it had none left (the asker waits: a send, a replication link).",
+                |s| s.pool_empty.load(Ordering::Relaxed) as f64,
             ),
             (
                 "keel_shard_connections",

@@ -8,7 +8,8 @@
 //! sans-IO [`crate::controller::Target`], shared by the shards.
 //!
 //! Modules: `handler` (the per-shard state machine), `connection` (socket,
-//! receive buffer, send queue), `command` (one I/O command's buffers and
+//! receive buffer, PDUs out), `send_queue` (bytes out through pool
+//! buffers, for connections and replication links), `command` (one I/O command's buffers and
 //! state), `shared` (the target behind its lock), `tags` (ring operation
 //! tags), [`config`] (keel.toml and the quick-start flags).
 
@@ -21,6 +22,7 @@ mod faults;
 mod handler;
 mod metrics;
 pub mod replication;
+mod send_queue;
 mod shared;
 mod tags;
 

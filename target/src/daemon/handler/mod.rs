@@ -20,12 +20,13 @@ use slab::Slab;
 use crate::controller::io::NSID_BROADCAST;
 use crate::controller::{AsyncCompletion, DataSource, IoCommand, IoOperation};
 use crate::daemon::command::{disk_status, Command, Phase, MAX_SEGMENTS};
-use crate::daemon::connection::{continue_send, Closing, Connection, Payload, SendProgress};
+use crate::daemon::connection::{Closing, Connection, Payload};
 use crate::daemon::metrics::{Metrics, OpClass};
 use crate::daemon::replication::change::{
     ChangeError, ChangeErrorKind, ChangeOutcome, MembershipChange,
 };
 use crate::daemon::replication::driver::{Published, Replicator};
+use crate::daemon::send_queue::{Kick, SendProgress};
 use crate::daemon::shared::Shared;
 use crate::daemon::tags::{Tag, TagKind, MAX_CONNECTIONS_PER_SHARD};
 use crate::nvme::cqe::CompletionQueueEntry;
@@ -148,6 +149,9 @@ pub(crate) struct ShardHandler {
     outbox: VecDeque<(ShardId, Message)>,
     next_shard: usize,
     stalled: Vec<usize>,
+    /// Connections whose queued PDUs wait for a pool buffer to be sent
+    /// from; retried, ahead of new commands' buffers, as buffers free up.
+    tx_starved: Vec<usize>,
     /// Commands waiting for data buffers, oldest first: (connection,
     /// command key, command id).
     need_buffers: VecDeque<(usize, usize, u16)>,
@@ -205,6 +209,7 @@ impl ShardHandler {
             outbox: VecDeque::new(),
             next_shard: 0,
             stalled: Vec::new(),
+            tx_starved: Vec::new(),
             need_buffers: VecDeque::new(),
             decoder_limits: DecoderLimits {
                 max_in_capsule_data: in_capsule,
@@ -1123,9 +1128,13 @@ impl ShardHandler {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let Err(error) = conn.flush(shard, key) {
-            self.abort(shard, key, &error);
-            return;
+        match conn.flush(shard, key) {
+            Ok(Kick::Starved) => self.tx_starved.push(key),
+            Ok(_) => {}
+            Err(error) => {
+                self.abort(shard, key, &error);
+                return;
+            }
         }
         self.maybe_finalize(shard, key);
     }
@@ -1138,13 +1147,9 @@ impl ShardHandler {
             return;
         };
         conn.ops -= 1;
-        conn.sending = false;
         let tag = Tag::new(TagKind::Send, key, 0, 0).raw();
-        match continue_send(shard, &conn.socket, done, true, tag) {
-            SendProgress::Resent => {
-                conn.sending = true;
-                conn.ops += 1;
-            }
+        match conn.tx.on_sent(shard, &conn.socket, done, true, tag) {
+            SendProgress::Resent => conn.ops += 1,
             SendProgress::Finished => self.flush(shard, key),
             SendProgress::Failed(why) => self.abort(shard, key, &why),
         }
@@ -1224,9 +1229,7 @@ impl ShardHandler {
             }
         }
         if mode == Closing::Abort {
-            for (buf, _) in conn.tx_queue.drain(..) {
-                shard.free(buf);
-            }
+            conn.tx.release(shard);
         }
         self.maybe_finalize(shard, key);
     }
@@ -1242,15 +1245,14 @@ impl ShardHandler {
         if let Some(buf) = conn.rx.take() {
             shard.free(buf);
         }
-        for (buf, _) in conn.tx_queue.drain(..) {
-            shard.free(buf);
-        }
+        conn.tx.release(shard);
         for mut command in conn.commands.drain() {
             for buf in command.take_buffers() {
                 shard.free(buf);
             }
         }
         self.stalled.retain(|&k| k != key);
+        self.tx_starved.retain(|&k| k != key);
         let admin = conn.session.qid() == Some(0);
         let cntlid = conn.session.cntlid();
         let mut control = self.shared.lock();
@@ -1462,6 +1464,13 @@ impl keel_engine::Handler<Message> for ShardHandler {
                 }
                 worked = true;
                 break;
+            }
+            worked = true;
+        }
+        // What hosts are owed goes out before new commands take buffers.
+        if !self.tx_starved.is_empty() && shard.pool().available() > 0 {
+            for key in std::mem::take(&mut self.tx_starved) {
+                self.flush(shard, key);
             }
             worked = true;
         }

@@ -76,7 +76,6 @@ pub(super) fn frame_payload(frame: &Frame<Payload>) -> &[u8] {
     }
 }
 
-use crate::daemon::connection::{continue_send, SendProgress};
 use crate::daemon::handler::Message;
 use crate::daemon::replication::change::{self, ChangeError, ChangeOutcome, MembershipChange};
 use crate::daemon::replication::links::LinkDownNotices;
@@ -84,6 +83,7 @@ use crate::daemon::replication::liveness::{self, LinkLiveness, Verdict};
 use crate::daemon::replication::record::{self, StoredRecord};
 use crate::daemon::replication::roster::Roster;
 use crate::daemon::replication::MemberAddress;
+use crate::daemon::send_queue::{Kick, Part, SendProgress, SendQueue};
 use crate::daemon::tags::{Tag, TagKind};
 
 #[cfg(feature = "rdma")]
@@ -92,6 +92,12 @@ mod rdma;
 /// The stream every frame of the volume travels on (one per volume while
 /// replication runs on one shard).
 pub(crate) const STREAM: StreamId = StreamId(1);
+
+/// Pool buffers a link's send queue may hold besides the one in flight:
+/// the frames of one reactor loop go out in one buffer; a replica that
+/// falls behind (its frames pile up until the primary drops it) keeps them
+/// on the heap, not in the shard's pool.
+const LINK_SEND_BUFFERS: usize = 1;
 
 /// How a host operation ended: its status and, for a degraded read
 /// answered by a replica, the data.
@@ -528,14 +534,8 @@ struct Peer {
     direction: LinkDirection,
     rx: Option<Buf>,
     rx_heap: Vec<u8>,
-    /// Frames encoded since the last send, straight into a pool buffer
-    /// (its length is the bytes filled); sent when no send is in flight.
-    fill: Option<Buf>,
-    /// Frames that did not fit `fill` (they follow it on the stream), sent
-    /// a pool buffer at a time from `tx_pos`.
-    tx: Vec<u8>,
-    tx_pos: usize,
-    sending: bool,
+    /// Frames on their way to the peer.
+    tx: SendQueue,
     ops: usize,
     closing: bool,
     close_after_send: bool,
@@ -1109,7 +1109,7 @@ impl Replicator {
                 }
                 if let Some(&key) = self.links.get(&link) {
                     let peer = &mut self.peers[key];
-                    if peer.sending || peer.fill.is_some() || peer.tx_pos < peer.tx.len() {
+                    if !peer.tx.is_idle() {
                         peer.close_after_send = true;
                     } else {
                         self.close_peer(shard, key, "closed by the state machine");
@@ -1456,10 +1456,7 @@ impl Replicator {
             direction,
             rx: Some(rx),
             rx_heap: Vec::new(),
-            fill: None,
-            tx: Vec::new(),
-            tx_pos: 0,
-            sending: false,
+            tx: SendQueue::new(LINK_SEND_BUFFERS),
             ops: 0,
             closing: false,
             close_after_send: false,
@@ -1670,7 +1667,7 @@ impl Replicator {
             return;
         }
         // In the stream's order, sent with the loop's other frames.
-        enqueue(shard, peer, &self.header, &[]);
+        peer.tx.append(shard, &[Part::Bytes(&self.header)]);
         if !self.unsent.contains(&key) {
             self.unsent.push(key);
         }
@@ -1717,7 +1714,8 @@ impl Replicator {
             c.frames_sent.fetch_add(1, Ordering::Relaxed);
             c.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
         }
-        enqueue(shard, peer, &self.header, payload);
+        let parts = [Part::Bytes(&self.header), Part::Bytes(payload)];
+        peer.tx.append(shard, &parts);
         if !self.unsent.contains(&key) {
             self.unsent.push(key);
         }
@@ -1726,9 +1724,10 @@ impl Replicator {
     /// Hands every link's frames encoded since the last call to the ring:
     /// once per reactor loop, so the frames of one loop leave in one send
     /// per link (one TCP segment train and one wake-up of the peer, not one
-    /// per frame).
+    /// per frame). A link whose frames wait for a pool buffer is tried
+    /// again in the next loop.
     pub fn flush_sends(&mut self, shard: &mut Shard<Message>) {
-        while let Some(key) = self.unsent.pop() {
+        for key in std::mem::take(&mut self.unsent) {
             if self.peers.contains(key) {
                 self.kick_send(shard, key);
             }
@@ -1737,50 +1736,25 @@ impl Replicator {
 
     fn kick_send(&mut self, shard: &mut Shard<Message>, key: usize) {
         let peer = &mut self.peers[key];
-        if peer.sending || peer.closing {
+        if peer.closing {
             return;
         }
-        let buf = match peer.fill.take() {
-            Some(buf) if !buf.is_empty() => buf,
-            empty => {
-                if let Some(buf) = empty {
-                    shard.free(buf);
-                }
-                let remaining = peer.tx.len() - peer.tx_pos;
-                if remaining == 0 {
-                    if peer.close_after_send {
-                        self.close_peer(shard, key, "closed by the state machine");
-                    }
-                    return;
-                }
-                let len = remaining.min(shard.pool().slot_size());
-                let Some(buf) = shard.alloc(len) else {
-                    self.close_peer(shard, key, "buffer pool exhausted");
-                    return;
-                };
-                shard.buf_mut(&buf)[..len]
-                    .copy_from_slice(&peer.tx[peer.tx_pos..peer.tx_pos + len]);
-                peer.tx_pos += len;
-                if peer.tx_pos == peer.tx.len() {
-                    peer.tx.clear();
-                    peer.tx_pos = 0;
-                }
-                buf
-            }
-        };
         let tag = Tag::new(TagKind::ReplSend, key, 0, 0).raw();
-        match shard.submit_net(&peer.socket, NetOp::Send { offset: 0 }, Some(buf), tag) {
-            Ok(()) => {
-                peer.sending = true;
-                peer.ops += 1;
-            }
-            Err((error, buf)) => {
-                if let Some(buf) = buf {
-                    shard.free(buf);
+        match peer.tx.kick(shard, &peer.socket, tag) {
+            Ok(Kick::Started) => peer.ops += 1,
+            Ok(Kick::Busy) => {}
+            // Tried again in the next loop, when buffers may be free.
+            Ok(Kick::Starved) => {
+                if !self.unsent.contains(&key) {
+                    self.unsent.push(key);
                 }
-                let why = format!("send: {error}");
-                self.close_peer(shard, key, &why);
             }
+            Ok(Kick::Idle) => {
+                if peer.close_after_send {
+                    self.close_peer(shard, key, "closed by the state machine");
+                }
+            }
+            Err(why) => self.close_peer(shard, key, &why),
         }
     }
 
@@ -1792,14 +1766,10 @@ impl Replicator {
             return;
         };
         peer.ops -= 1;
-        peer.sending = false;
         let tag = Tag::new(TagKind::ReplSend, key, 0, 0).raw();
         let resend = !peer.closing;
-        match continue_send(shard, &peer.socket, done, resend, tag) {
-            SendProgress::Resent => {
-                peer.sending = true;
-                peer.ops += 1;
-            }
+        match peer.tx.on_sent(shard, &peer.socket, done, resend, tag) {
+            SendProgress::Resent => peer.ops += 1,
             SendProgress::Finished => self.kick_send(shard, key),
             SendProgress::Failed(why) => self.close_peer(shard, key, &why),
         }
@@ -1823,9 +1793,7 @@ impl Replicator {
         if let Some(buf) = peer.rx.take() {
             shard.free(buf);
         }
-        if let Some(buf) = peer.fill.take() {
-            shard.free(buf);
-        }
+        peer.tx.release(shard);
         self.links.remove(&peer.link);
         tracing::info!(peer = %peer.node, link = peer.link.0, "replication link down");
         self.events.push_back(Event::LinkDown {
@@ -1870,30 +1838,6 @@ impl Replicator {
             self.run(shard);
         }
     }
-}
-
-/// Appends a frame (`header`, then `data`) to `peer`'s outgoing stream:
-/// into its fill buffer while nothing waits in its backlog and the frame
-/// fits (a pool buffer is taken for it if needed), else to the backlog.
-fn enqueue(shard: &mut Shard<Message>, peer: &mut Peer, header: &[u8], data: &[u8]) {
-    let len = header.len() + data.len();
-    let slot = shard.pool().slot_size();
-    if peer.tx_pos == peer.tx.len() && len <= slot {
-        if peer.fill.is_none() {
-            peer.fill = shard.alloc(0);
-        }
-        if let Some(buf) = peer.fill.as_mut() {
-            let at = buf.len();
-            if at + len <= slot && shard.pool().set_len(buf, at + len).is_ok() {
-                let bytes = &mut shard.buf_mut(buf)[at..];
-                bytes[..header.len()].copy_from_slice(header);
-                bytes[header.len()..len].copy_from_slice(data);
-                return;
-            }
-        }
-    }
-    peer.tx.extend_from_slice(header);
-    peer.tx.extend_from_slice(data);
 }
 
 /// What received bytes carried besides the state machine's frames.
