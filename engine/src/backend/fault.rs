@@ -18,9 +18,17 @@
 //!   a short transfer for an error fails writes for nothing.
 //!
 //! A rule applies to the next `count` matching operations, or to all of
-//! them until cleared. With no rule set, an operation costs one atomic load
-//! more than the backend's own `prepare`.
+//! them until cleared.
+//!
+//! Media errors model a disk's latent sector errors: a read that touches a
+//! marked 512-byte sector fails with `EIO` (before any rule is tried),
+//! until a write or Write Zeroes covers the sector, as a drive remaps a
+//! sector it rewrites ([`FaultPlan::mark_media_errors`]).
+//!
+//! With no rule and no media error set, an operation costs one atomic
+//! load more than the backend's own `prepare`.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -36,6 +44,10 @@ pub const MAX_STALL: Duration = Duration::from_secs(600);
 pub const MAX_STALL_SETTINGS: usize = 64;
 /// Rules one plan holds at once.
 pub const MAX_RULES: usize = 64;
+/// The unit of a media error.
+pub const MEDIA_SECTOR: u64 = 512;
+/// Sectors one plan may hold marked as media errors at once (32 MiB).
+pub const MAX_MEDIA_ERRORS: usize = 65_536;
 
 /// Which operations a rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +140,17 @@ pub enum FaultError {
     TooManyStallSettings,
     #[error("this plan holds {MAX_RULES} rules already")]
     TooManyRules,
+    #[error("media errors take a range of whole {MEDIA_SECTOR}-byte sectors, not {offset}+{len}")]
+    MediaRange { offset: u64, len: u64 },
+    #[error("this plan would hold more than {MAX_MEDIA_ERRORS} sectors of media errors")]
+    TooManyMediaErrors,
+}
+
+/// A run of sectors marked as media errors, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaErrorRange {
+    pub offset: u64,
+    pub len: u64,
 }
 
 /// What to do with one operation.
@@ -151,6 +174,17 @@ struct PlanState {
     /// Every stall delay this plan ever used, with its timespec. Never
     /// shrinks: a timeout entry may point at one until the shard submits it.
     stalls: Vec<(Duration, Box<types::Timespec>)>,
+    /// Sectors (byte offset / [`MEDIA_SECTOR`]) that fail reads until
+    /// written.
+    media: BTreeSet<u64>,
+    /// Reads failed for a media error.
+    media_hits: u64,
+}
+
+impl PlanState {
+    fn is_active(&self) -> bool {
+        !self.rules.is_empty() || !self.media.is_empty()
+    }
 }
 
 /// The rules of one device, shared by every shard that uses it and by
@@ -219,10 +253,50 @@ impl FaultPlan {
         Ok(())
     }
 
-    /// Removes every rule.
+    /// Marks `len` bytes from `offset` (whole sectors) as media errors.
+    pub fn mark_media_errors(&self, offset: u64, len: u64) -> Result<(), FaultError> {
+        let whole = |n: u64| n.is_multiple_of(MEDIA_SECTOR);
+        let end = offset.checked_add(len);
+        let Some(end) = end.filter(|_| len > 0 && whole(offset) && whole(len)) else {
+            return Err(FaultError::MediaRange { offset, len });
+        };
+        let sectors = offset / MEDIA_SECTOR..end / MEDIA_SECTOR;
+        if len / MEDIA_SECTOR > MAX_MEDIA_ERRORS as u64 {
+            return Err(FaultError::TooManyMediaErrors);
+        }
+        let mut state = self.lock();
+        let new = sectors.clone().filter(|s| !state.media.contains(s)).count();
+        if state.media.len() + new > MAX_MEDIA_ERRORS {
+            return Err(FaultError::TooManyMediaErrors);
+        }
+        state.media.extend(sectors);
+        self.active.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// The media errors marked now, as runs of sectors, and how many reads
+    /// they failed.
+    pub fn media_errors(&self) -> (Vec<MediaErrorRange>, u64) {
+        let state = self.lock();
+        let mut runs: Vec<MediaErrorRange> = Vec::new();
+        for &sector in &state.media {
+            let offset = sector * MEDIA_SECTOR;
+            match runs.last_mut() {
+                Some(run) if run.offset + run.len == offset => run.len += MEDIA_SECTOR,
+                _ => runs.push(MediaErrorRange {
+                    offset,
+                    len: MEDIA_SECTOR,
+                }),
+            }
+        }
+        (runs, state.media_hits)
+    }
+
+    /// Removes every rule and media error.
     pub fn clear(&self) {
         let mut state = self.lock();
         state.rules.clear();
+        state.media.clear();
         self.active.store(false, Ordering::Release);
     }
 
@@ -238,14 +312,28 @@ impl FaultPlan {
             .collect()
     }
 
-    /// The fault for `op`, if a rule takes it (and counts it).
-    fn take(&self, op: &IoOp) -> Option<Fault> {
+    /// The fault for `op` of `len` bytes, if a media error or a rule takes
+    /// it (and counts it). A write heals the media errors it covers.
+    fn take(&self, op: &IoOp, len: u64) -> Option<Fault> {
         if !self.active.load(Ordering::Acquire) {
             return None;
         }
         let mut state = self.lock();
+        if !state.media.is_empty() {
+            if let Some(fault) = state.media_fault(op, len) {
+                return Some(fault);
+            }
+            if !state.is_active() {
+                self.active.store(false, Ordering::Release);
+            }
+        }
         let index = state.rules.iter().position(|r| r.rule.op.matches(op))?;
-        let PlanState { rules, stalls } = &mut *state;
+        let PlanState {
+            rules,
+            stalls,
+            media,
+            ..
+        } = &mut *state;
         let rule = &mut rules[index];
         rule.hits += 1;
         let fault = match (rule.rule.action, rule.stall.and_then(|i| stalls.get(i))) {
@@ -259,7 +347,7 @@ impl FaultPlan {
             *left -= 1;
             if *left == 0 {
                 rules.remove(index);
-                if rules.is_empty() {
+                if rules.is_empty() && media.is_empty() {
                     self.active.store(false, Ordering::Release);
                 }
             }
@@ -269,6 +357,34 @@ impl FaultPlan {
 }
 
 impl PlanState {
+    /// A read touching a marked sector fails; a write or Write Zeroes
+    /// unmarks the sectors it covers whole.
+    fn media_fault(&mut self, op: &IoOp, len: u64) -> Option<Fault> {
+        let (offset, len, heals) = match *op {
+            IoOp::Read { offset } => (offset, len, false),
+            IoOp::Write { offset, .. } => (offset, len, true),
+            IoOp::WriteZeroes { offset, len } => (offset, len, true),
+            IoOp::Flush | IoOp::Discard { .. } => return None,
+        };
+        let end = offset.saturating_add(len);
+        if heals {
+            let covered = offset.div_ceil(MEDIA_SECTOR)..end / MEDIA_SECTOR;
+            if !covered.is_empty() {
+                let healed: Vec<u64> = self.media.range(covered).copied().collect();
+                for sector in healed {
+                    self.media.remove(&sector);
+                }
+            }
+            return None;
+        }
+        let touched = offset / MEDIA_SECTOR..end.div_ceil(MEDIA_SECTOR);
+        if touched.is_empty() || self.media.range(touched).next().is_none() {
+            return None;
+        }
+        self.media_hits += 1;
+        Some(Fault::Fail(libc::EIO))
+    }
+
     /// Where the timespec of `delay` is in `stalls`, made once per
     /// distinct delay.
     fn stall_index(&mut self, delay: Duration) -> Result<usize, FaultError> {
@@ -314,7 +430,8 @@ impl BlockBackend for FaultBackend {
     }
 
     fn prepare(&self, mut req: Request<'_>) -> Prepared {
-        match self.plan.take(&req.op) {
+        let len = req.data.len() as u64;
+        match self.plan.take(&req.op, len) {
             None => self.inner.prepare(req),
             Some(Fault::Short) => {
                 let block = self.inner.geometry().block_size as usize;
@@ -353,19 +470,89 @@ mod tests {
     #[test]
     fn a_counted_rule_takes_exactly_its_count_of_matching_ops() {
         let plan = FaultPlan::new();
-        assert!(plan.take(&IoOp::Flush).is_none());
+        assert!(plan.take(&IoOp::Flush, 4096).is_none());
         plan.inject(rule(FaultOp::Write, EIO, Some(2))).unwrap();
-        assert!(plan.take(&IoOp::Read { offset: 0 }).is_none());
+        assert!(plan.take(&IoOp::Read { offset: 0 }, 4096).is_none());
         let write = IoOp::Write {
             offset: 0,
             fua: false,
         };
-        assert!(matches!(plan.take(&write), Some(Fault::Fail(libc::EIO))));
+        assert!(matches!(
+            plan.take(&write, 4096),
+            Some(Fault::Fail(libc::EIO))
+        ));
         assert_eq!(plan.rules()[0].hits, 1);
-        assert!(matches!(plan.take(&write), Some(Fault::Fail(libc::EIO))));
-        assert!(plan.take(&write).is_none());
+        assert!(matches!(
+            plan.take(&write, 4096),
+            Some(Fault::Fail(libc::EIO))
+        ));
+        assert!(plan.take(&write, 4096).is_none());
         assert!(plan.rules().is_empty());
         assert!(!plan.active.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn media_errors_fail_reads_until_a_write_covers_them() {
+        let plan = FaultPlan::new();
+        plan.mark_media_errors(4096, 1024).unwrap();
+        let read = |offset| IoOp::Read { offset };
+        assert!(plan.take(&read(0), 4096).is_none(), "not touched");
+        assert!(plan.take(&read(8192), 4096).is_none(), "not touched");
+        assert!(matches!(
+            plan.take(&read(0), 8192),
+            Some(Fault::Fail(libc::EIO))
+        ));
+        assert!(matches!(
+            plan.take(&read(5120 - 1), 1),
+            Some(Fault::Fail(libc::EIO))
+        ));
+        assert_eq!(
+            plan.media_errors(),
+            (
+                vec![MediaErrorRange {
+                    offset: 4096,
+                    len: 1024
+                }],
+                2
+            )
+        );
+        // A write covering one of the two sectors heals only that one.
+        let write = |offset| IoOp::Write { offset, fua: false };
+        assert!(plan.take(&write(4096 - 100), 612).is_none());
+        assert_eq!(
+            plan.media_errors().0,
+            vec![MediaErrorRange {
+                offset: 4608,
+                len: 512
+            }]
+        );
+        assert!(plan.take(&read(4608), 512).is_some());
+        let zeroes = IoOp::WriteZeroes {
+            offset: 0,
+            len: 8192,
+        };
+        assert!(plan.take(&zeroes, 0).is_none());
+        assert!(plan.media_errors().0.is_empty());
+        assert!(plan.take(&read(0), 8192).is_none());
+        assert!(
+            !plan.active.load(Ordering::Relaxed),
+            "nothing left to check"
+        );
+
+        for (offset, len) in [(1, 512), (0, 100), (0, 0), (u64::MAX - 511, 1024)] {
+            assert_eq!(
+                plan.mark_media_errors(offset, len),
+                Err(FaultError::MediaRange { offset, len })
+            );
+        }
+        let max = MAX_MEDIA_ERRORS as u64 * MEDIA_SECTOR;
+        assert_eq!(
+            plan.mark_media_errors(0, max + MEDIA_SECTOR),
+            Err(FaultError::TooManyMediaErrors)
+        );
+        plan.mark_media_errors(0, max).unwrap();
+        plan.clear();
+        assert!(plan.media_errors().0.is_empty());
     }
 
     #[test]
@@ -420,7 +607,7 @@ mod tests {
             assert_eq!(plan.inject(bad), Err(error));
         }
         assert!(plan.rules().is_empty());
-        assert!(plan.take(&IoOp::Flush).is_none());
+        assert!(plan.take(&IoOp::Flush, 4096).is_none());
     }
 
     #[test]
@@ -439,7 +626,7 @@ mod tests {
         // A delay used before is still fine, even after a clear.
         plan.clear();
         plan.inject(rule(FaultOp::Read, stall(7), None)).unwrap();
-        match plan.take(&IoOp::Read { offset: 0 }) {
+        match plan.take(&IoOp::Read { offset: 0 }, 4096) {
             Some(Fault::Stall(ts)) => assert!(!ts.is_null()),
             _ => panic!("expected a stall"),
         }
@@ -461,6 +648,6 @@ mod tests {
         assert_eq!(rules[0].rule.count, Some(3));
         plan.clear();
         assert!(plan.rules().is_empty());
-        assert!(plan.take(&IoOp::Flush).is_none());
+        assert!(plan.take(&IoOp::Flush, 4096).is_none());
     }
 }

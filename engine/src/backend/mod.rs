@@ -13,7 +13,7 @@ mod memory;
 
 pub use fault::{
     FaultAction, FaultBackend, FaultError, FaultOp, FaultPlan, FaultRule, FaultRuleStatus,
-    MAX_RULES, MAX_STALL, MAX_STALL_SETTINGS,
+    MediaErrorRange, MAX_MEDIA_ERRORS, MAX_RULES, MAX_STALL, MAX_STALL_SETTINGS, MEDIA_SECTOR,
 };
 pub use file::{FileBackend, OpenOptions};
 pub use memory::MemoryBackend;

@@ -53,6 +53,7 @@ pub(crate) const METHODS: &[(&str, bool)] = &[
     ("resync_status", true),
     // Available only with --fault-injection (see `ControlService::methods`).
     ("fault_inject", false),
+    ("fault_media_error", false),
     ("fault_clear", false),
     ("fault_list", false),
 ];
@@ -96,7 +97,7 @@ impl ControlService {
         }
     }
 
-    /// Serves `fault_inject`, `fault_clear` and `fault_list` on `plans`.
+    /// Serves the fault methods (`faults::METHODS`) on `plans`.
     pub(crate) fn with_faults(mut self, plans: Arc<FaultPlans>) -> Self {
         self.faults = Some(plans);
         self
@@ -747,7 +748,7 @@ impl RpcService for ControlService {
             "replica_remove" => self.replica_remove(params),
             "replica_mode" => self.replica_mode(params),
             "quorum_set" => self.quorum_set(params),
-            "fault_inject" | "fault_clear" | "fault_list" => {
+            fault if faults::METHODS.contains(&fault) => {
                 faults::call(self.faults.as_deref(), method, params)
             }
             _ => Err(RpcError::method_not_found(method)),

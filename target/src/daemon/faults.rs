@@ -3,7 +3,8 @@
 //! [`FaultBackend`], with one [`FaultPlan`] per device — `data` (the
 //! namespaces' backends) and, on a replicating keeld, `record` (the
 //! replication record file) — which the control socket changes with
-//! `fault_inject`, `fault_clear` and `fault_list` (docs/rpc.md).
+//! `fault_inject`, `fault_media_error`, `fault_clear` and `fault_list`
+//! (docs/rpc.md).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,12 @@ use serde_json::{json, Value};
 use crate::rpc::{Params, RpcError};
 
 /// Methods of this module.
-pub(crate) const METHODS: &[&str] = &["fault_inject", "fault_clear", "fault_list"];
+pub(crate) const METHODS: &[&str] = &[
+    "fault_inject",
+    "fault_media_error",
+    "fault_clear",
+    "fault_list",
+];
 
 /// The errno of a failed operation unless the rule names one.
 const EIO: i32 = nix::libc::EIO;
@@ -69,6 +75,7 @@ pub(crate) fn call(
     let plans = plans.ok_or_else(|| RpcError::not_available(OFF))?;
     match method {
         "fault_inject" => inject(plans, params),
+        "fault_media_error" => media_error(plans, params),
         "fault_clear" => clear(plans, params),
         "fault_list" => {
             Params::new(params)?.finish()?;
@@ -141,6 +148,25 @@ fn inject(plans: &FaultPlans, params: Option<Value>) -> Result<Value, RpcError> 
     Ok(list(plans))
 }
 
+/// `fault_media_error`: marks `length` bytes from `offset` of a device as
+/// media errors (latent sector errors: reads fail until a write covers
+/// them). Answers with every rule set.
+fn media_error(plans: &FaultPlans, params: Option<Value>) -> Result<Value, RpcError> {
+    let mut params = Params::new(params)?;
+    let device = params.str("device")?;
+    let offset = params.u64_in("offset", 0, u64::MAX)?;
+    let length = params.u64_in("length", 1, u64::MAX)?;
+    params.finish()?;
+    let (_, plan) = plans.device(&device)?;
+    plan.mark_media_errors(offset, length)
+        .map_err(|e| match e {
+            FaultError::TooManyMediaErrors => RpcError::refused(e),
+            other => RpcError::invalid_params(other),
+        })?;
+    tracing::warn!(%device, offset, length, "media errors marked");
+    Ok(list(plans))
+}
+
 /// `fault_clear`: removes the rules of one device, or of all.
 fn clear(plans: &FaultPlans, params: Option<Value>) -> Result<Value, RpcError> {
     let mut params = Params::new(params)?;
@@ -192,7 +218,25 @@ fn list(plans: &FaultPlans) -> Value {
             })
         })
         .collect();
-    Value::Array(rules)
+    // Media errors after the rules: they are tried first, but they are
+    // no rule to replace.
+    let media = plans.devices().flat_map(|(device, plan)| {
+        let (runs, hits) = plan.media_errors();
+        runs.into_iter().map(move |run| {
+            json!({
+                "device": device,
+                "op": "read",
+                "action": "media_error",
+                "errno": EIO,
+                "delay_ms": null,
+                "count": null,
+                "hits": hits,
+                "offset": run.offset,
+                "length": run.len,
+            })
+        })
+    });
+    Value::Array(rules.into_iter().chain(media).collect())
 }
 
 #[cfg(test)]
@@ -280,6 +324,68 @@ mod tests {
             call(Some(&p), "fault_clear", None).unwrap(),
             json!({"cleared": ["data", "record"]})
         );
+        assert_eq!(call(Some(&p), "fault_list", None).unwrap(), json!([]));
+    }
+
+    #[test]
+    fn media_errors_are_marked_listed_and_cleared() {
+        let p = plans(false);
+        let listed = call(
+            Some(&p),
+            "fault_media_error",
+            Some(json!({"device": "data", "offset": 8192, "length": 4096})),
+        )
+        .unwrap();
+        assert_eq!(
+            listed,
+            json!([{"device": "data", "op": "read", "action": "media_error", "errno": 5,
+                    "delay_ms": null, "count": null, "hits": 0,
+                    "offset": 8192, "length": 4096}])
+        );
+        // Adjacent ranges list as one run.
+        call(
+            Some(&p),
+            "fault_media_error",
+            Some(json!({"device": "data", "offset": 12288, "length": 512})),
+        )
+        .unwrap();
+        let listed = call(Some(&p), "fault_list", None).unwrap();
+        assert_eq!(listed[0]["length"], 4608);
+        for (params, name) in [
+            (json!({"device": "data", "offset": 8192}), "\"length\""),
+            (json!({"device": "data", "length": 512}), "\"offset\""),
+            (
+                json!({"device": "data", "offset": 1, "length": 512}),
+                "sectors",
+            ),
+            (
+                json!({"device": "data", "offset": 0, "length": 0}),
+                "\"length\"",
+            ),
+            (
+                json!({"device": "data", "offset": -1, "length": 512}),
+                "\"offset\"",
+            ),
+            (
+                json!({"device": "disk", "offset": 0, "length": 512}),
+                "\"device\"",
+            ),
+            (
+                json!({"device": "data", "offset": 0, "length": 512, "op": "read"}),
+                "\"op\"",
+            ),
+        ] {
+            let (code, message) = err(call(Some(&p), "fault_media_error", Some(params.clone())));
+            assert_eq!(code, codes::INVALID_PARAMS, "{params}: {message}");
+            assert!(message.contains(name), "{params}: {message}");
+        }
+        let (code, _) = err(call(
+            Some(&p),
+            "fault_media_error",
+            Some(json!({"device": "data", "offset": 0, "length": 1u64 << 40})),
+        ));
+        assert_eq!(code, codes::REFUSED);
+        call(Some(&p), "fault_clear", None).unwrap();
         assert_eq!(call(Some(&p), "fault_list", None).unwrap(), json!([]));
     }
 

@@ -236,6 +236,19 @@ enum FaultCommand {
     /// Fails or stalls a device's next operations of a kind (replacing its
     /// rule for the same kind).
     Inject(FaultInject),
+    /// Marks a byte range of a device as media errors (latent sector
+    /// errors): reads of it fail until a write covers it.
+    MediaError {
+        /// data (the namespaces) or record (the replication record).
+        #[arg(long, default_value = "data", value_parser = ["data", "record"])]
+        device: String,
+        /// First byte (a multiple of 512).
+        #[arg(long)]
+        offset: u64,
+        /// Bytes (a multiple of 512).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        length: u64,
+    },
     /// Removes the rules of one device, or of every device.
     Clear {
         /// data (the namespaces) or record (the replication record).
@@ -363,6 +376,8 @@ const FAULT_COLUMNS: &[(&str, &str)] = &[
     ("DELAY MS", "delay_ms"),
     ("LEFT", "count"),
     ("HITS", "hits"),
+    ("OFFSET", "offset"),
+    ("LENGTH", "length"),
 ];
 const RESYNC_COLUMNS: &[(&str, &str)] = &[
     ("NQN", "nqn"),
@@ -551,6 +566,15 @@ fn request(command: Command) -> (String, Option<Value>, View) {
             }
             ("fault_inject", Some(params), View::Table(FAULT_COLUMNS))
         }
+        Command::Fault(FaultCommand::MediaError {
+            device,
+            offset,
+            length,
+        }) => (
+            "fault_media_error",
+            Some(json!({ "device": device, "offset": offset, "length": length })),
+            View::Table(FAULT_COLUMNS),
+        ),
         Command::Fault(FaultCommand::Clear { device }) => (
             "fault_clear",
             device.map(|device| json!({ "device": device })),

@@ -136,11 +136,13 @@ impl RpcService for Recorder {
                      "change": "adding"},
                 ],
             })),
-            "fault_inject" | "fault_list" => Ok(json!([
+            "fault_inject" | "fault_list" | "fault_media_error" => Ok(json!([
                 {"device": "data", "op": "write", "action": "fail", "errno": 5,
                  "delay_ms": null, "count": 2, "hits": 0},
                 {"device": "record", "op": "any", "action": "stall", "errno": null,
                  "delay_ms": 1500, "count": null, "hits": 7},
+                {"device": "data", "op": "read", "action": "media_error", "errno": 5,
+                 "delay_ms": null, "count": null, "hits": 1, "offset": 8192, "length": 4096},
             ])),
             "fault_clear" => Ok(json!({"cleared": ["data", "record"]})),
             "broken" => Err(RpcError::not_found("no such thing").with_data(json!({"hint": 1}))),
@@ -352,10 +354,23 @@ fn every_subcommand_sends_its_method_and_params() {
     assert_eq!(
         out,
         concat!(
-            "DEVICE  OP     ACTION  ERRNO  DELAY MS  LEFT  HITS\n",
-            "data    write  fail    5      -         2     0\n",
-            "record  any    stall   -      1500      -     7\n",
+            "DEVICE  OP     ACTION       ERRNO  DELAY MS  LEFT  HITS  OFFSET  LENGTH\n",
+            "data    write  fail         5      -         2     0     -       -\n",
+            "record  any    stall        -      1500      -     7     -       -\n",
+            "data    read   media_error  5      -         -     1     8192    4096\n",
         )
+    );
+    s.expect(
+        &[
+            "fault",
+            "media-error",
+            "--offset",
+            "8192",
+            "--length",
+            "4096",
+        ],
+        "fault_media_error",
+        Some(json!({"device": "data", "offset": 8192, "length": 4096})),
     );
     s.expect(
         &[
