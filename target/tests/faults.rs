@@ -451,6 +451,52 @@ fn reads_the_primarys_disk_fails_are_answered_by_a_replica() {
     assert!(primary.terminate().success());
 }
 
+/// A latent sector error on the primary's disk (`fault_media_error`: reads
+/// of it fail until a write covers it): the read is answered by a replica
+/// and the answer written back, which remaps the sector, so the next read
+/// of it is served from the local copy again.
+#[test]
+fn a_media_error_on_the_primary_is_repaired_from_a_replica() {
+    let cluster = Cluster::new("faults-read-repair", 2);
+    let primary = start_node(&cluster, 1, &["--fault-injection"]);
+    let _replica2 = start_node(&cluster, 2, &[]);
+    let _replica3 = start_node(&cluster, 3, &[]);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    let (ctrl, mut queue) = open_replicated_queue(&primary);
+    let block = u64::from(queue.namespace().block_size);
+    assert_eq!(write_blocks(&mut queue, 64, 1), Status::SUCCESS);
+
+    let socket = cluster.socket(1);
+    let bad = 66 * block;
+    rpc(
+        &socket,
+        "fault_media_error",
+        json!({"device": "data", "offset": bad, "length": block}),
+    )
+    .expect("fault_media_error on the primary");
+    assert!(holds(&mut queue, 64, 1), "a read across the bad block");
+    assert_eq!(
+        primary.gauge("keel_replication_degraded_reads_total"),
+        Some(1)
+    );
+    primary.wait_gauge(
+        "keel_replication_read_repairs_total",
+        1,
+        Duration::from_secs(10),
+    );
+    let listed = rpc(&socket, "fault_list", json!({})).expect("fault_list");
+    assert_eq!(listed, json!([]), "the repair rewrote the bad block");
+    assert!(holds(&mut queue, 64, 1));
+    assert_eq!(
+        primary.gauge("keel_replication_degraded_reads_total"),
+        Some(1),
+        "read from the local copy again"
+    );
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    assert!(primary.terminate().success());
+}
+
 /// With read leases (`--read-lease`) the primary serves only while a write
 /// quorum of copies answers it: with one replica killed it goes on (W = 2
 /// of 3); with both, it stops serving within a link timeout (reads refused

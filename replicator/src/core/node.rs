@@ -50,6 +50,9 @@ pub struct Node<P> {
     held: VecDeque<Event<P>>,
     /// A persist failed: the node stopped (see [`Node::has_failed`]).
     failed: bool,
+    /// Degraded reads written back to the local copy by primaries of this
+    /// node that stepped down.
+    past_read_repairs: u64,
 }
 
 impl<P: Clone> Node<P> {
@@ -73,6 +76,7 @@ impl<P: Clone> Node<P> {
             draining: BTreeSet::new(),
             held: VecDeque::new(),
             failed: false,
+            past_read_repairs: 0,
         }
     }
 
@@ -114,6 +118,16 @@ impl<P: Clone> Node<P> {
     /// lease when leases are on (`PrimaryLimits::read_lease`).
     pub fn serves_reads(&self, now: Time) -> bool {
         !self.failed && matches!(&self.role, Role::Primary(p) if p.serves_reads(now))
+    }
+
+    /// Degraded reads written back to the local copy since it started
+    /// (read repair, `core/primary/read.rs`).
+    pub fn read_repairs(&self) -> u64 {
+        let current = match &self.role {
+            Role::Primary(p) => p.read_repairs(),
+            Role::Replica(_) => 0,
+        };
+        self.past_read_repairs + current
     }
 
     /// Whether it serves and its stream is quiet and fully in sync.
@@ -385,6 +399,7 @@ impl<P: Clone> Node<P> {
             return;
         };
         self.draining = primary.outstanding_io().collect();
+        self.past_read_repairs += primary.read_repairs();
         let replica = Replica::new(
             self.geometry,
             self.replica_limits,

@@ -21,6 +21,7 @@ impl<P: Clone> Primary<P> {
         let Some(region) = self.admit_host_range(id, range, self.refuse_host_op(), out) else {
             return;
         };
+        self.reads_overwritten(range);
         let key = self.take_key();
         self.startable += 1;
         self.ops.insert(
@@ -93,7 +94,7 @@ impl<P: Clone> Primary<P> {
                     pending += usize::from(!w.completed);
                 }
                 Op::Flush(_) => pending += 1,
-                Op::Copy(_) => {}
+                Op::Copy(_) | Op::Repair(_) => {}
             }
         }
         let full =
@@ -116,6 +117,7 @@ impl<P: Clone> Primary<P> {
                     && overlap(w.range, range)
             }
             Op::Copy(c) => overlap(self.geometry.region_range(c.region), range),
+            Op::Repair(r) => overlap(r.range(), range),
             Op::Flush(_) => false,
         })
     }
@@ -131,6 +133,7 @@ impl<P: Clone> Primary<P> {
             .filter(|(_, op)| match op {
                 Op::Write(w) => w.stage == WriteStage::Waiting,
                 Op::Copy(c) => !c.reading,
+                Op::Repair(r) => r.is_waiting(),
                 Op::Flush(_) => false,
             })
             .map(|(k, _)| *k)
@@ -153,6 +156,9 @@ impl<P: Clone> Primary<P> {
                     if !self.is_held(key, range) {
                         self.start_copy_read(key, out);
                     }
+                }
+                Some(Op::Repair(r)) if !self.is_held(key, r.range()) => {
+                    self.issue_repair(key, out);
                 }
                 _ => {}
             }
@@ -422,7 +428,7 @@ impl<P: Clone> Primary<P> {
                         finished.push(*key);
                     }
                 }
-                Op::Copy(_) => {}
+                Op::Copy(_) | Op::Repair(_) => {}
             }
         }
         for key in finished {
@@ -466,7 +472,7 @@ fn durable_done<P>(w: &HostWrite<P>, quorum: &Quorum) -> bool {
     w.stage == WriteStage::LocalFailed || quorum.reached(&w.durable_on)
 }
 
-fn overlap(a: ByteRange, b: ByteRange) -> bool {
+pub(super) fn overlap(a: ByteRange, b: ByteRange) -> bool {
     let a_end = a.end().unwrap_or(u64::MAX);
     let b_end = b.end().unwrap_or(u64::MAX);
     a.offset < b_end && b.offset < a_end

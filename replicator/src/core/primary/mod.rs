@@ -205,6 +205,7 @@ enum Phase {
 enum IoPurpose {
     LocalWrite { key: u64 },
     CopyRead { key: u64 },
+    Repair { key: u64 },
     Persist,
 }
 
@@ -265,6 +266,7 @@ enum Op<P> {
     Write(HostWrite<P>),
     Copy(RegionCopy),
     Flush(HostFlush),
+    Repair(read::Repair<P>),
 }
 
 /// The primary state machine for one stream of a volume.
@@ -330,6 +332,8 @@ pub struct Primary<P> {
     io: BTreeMap<IoToken, IoPurpose>,
     /// Degraded reads waiting for a replica's answer.
     reads: BTreeMap<HostOpId, read::DegradedRead>,
+    /// Degraded reads written back to the local copy.
+    read_repairs: u64,
     peers: BTreeMap<NodeId, Peer<P>>,
     bitmap: WriteIntentBitmap,
     resync_credits: u32,
@@ -445,6 +449,7 @@ impl<P: Clone> Primary<P> {
             tail: BTreeMap::new(),
             io: BTreeMap::new(),
             reads: BTreeMap::new(),
+            read_repairs: 0,
             peers,
             bitmap,
             resync_credits: 0,
@@ -566,11 +571,13 @@ impl<P: Clone> Primary<P> {
             } => self.admit_write(id, range, data, fua, out),
             Event::HostFlush { id } => self.admit_flush(id, out),
             Event::DegradedRead { id, range } => self.admit_degraded_read(now, id, range, out),
-            Event::LocalWriteDone { token, result } => {
-                if let Some(IoPurpose::LocalWrite { key }) = self.io.remove(&token) {
-                    self.local_write_done(key, result.is_ok(), out);
+            Event::LocalWriteDone { token, result } => match self.io.remove(&token) {
+                Some(IoPurpose::LocalWrite { key }) => {
+                    self.local_write_done(key, result.is_ok(), out)
                 }
-            }
+                Some(IoPurpose::Repair { key }) => self.repair_done(key, result.is_ok()),
+                _ => {}
+            },
             Event::LocalReadDone { token, result } => {
                 if let Some(IoPurpose::CopyRead { key }) = self.io.remove(&token) {
                     self.copy_read_done(now, key, result.ok(), out);
@@ -1068,6 +1075,7 @@ impl<P: Clone> Primary<P> {
                 .filter(|op| match op {
                     Op::Write(w) => w.stage == WriteStage::Waiting,
                     Op::Copy(_) => true,
+                    Op::Repair(r) => r.is_waiting(),
                     Op::Flush(_) => false,
                 })
                 .count(),

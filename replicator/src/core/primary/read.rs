@@ -10,14 +10,40 @@
 //! dies before the answer, or the replica's device fails the read too, the
 //! next copy is tried; with none left the host gets a media error, as
 //! without replication.
+//!
+//! Read repair: the answer is then written back to the local copy (a
+//! device rewrites, and so remaps, a bad sector), unless a host write to
+//! the range was pending when the read was asked or came after it: the
+//! answer may then be older than the local copy will be. The repair is an
+//! operation in the stream's order like a write: host writes and region
+//! copies admitted after it wait for it, it waits for those before it.
 
 use std::collections::BTreeSet;
 
-use super::{Peer, Phase, Primary, Purpose};
+use super::host::overlap;
+use super::{IoPurpose, Op, Peer, Phase, Primary, Purpose};
 use crate::core::frame::Frame;
 use crate::core::ids::{HostOpId, Time};
 use crate::core::io::{Action, HostStatus};
 use crate::wire::{ByteRange, NodeId, RegionIndex, ReplicationMode, Sequence};
+
+/// A replica's answer on its way back to the local copy.
+#[derive(Debug, Clone)]
+pub(super) struct Repair<P> {
+    range: ByteRange,
+    /// Held until the local write is issued.
+    data: Option<P>,
+}
+
+impl<P> Repair<P> {
+    pub(super) fn range(&self) -> ByteRange {
+        self.range
+    }
+
+    pub(super) fn is_waiting(&self) -> bool {
+        self.data.is_some()
+    }
+}
 
 /// A degraded read waiting for a replica's answer.
 #[derive(Debug, Clone)]
@@ -29,6 +55,9 @@ pub(super) struct DegradedRead {
     asked: Option<(NodeId, Sequence)>,
     /// Replicas asked already (each at most once).
     tried: BTreeSet<NodeId>,
+    /// A host write to the range was pending when the read was asked or
+    /// came after it: the answer is not written back.
+    overwritten: bool,
 }
 
 impl<P: Clone> Primary<P> {
@@ -50,11 +79,16 @@ impl<P: Clone> Primary<P> {
         let Some(region) = self.admit_host_range(id, range, refusal, out) else {
             return;
         };
+        let overwritten = self
+            .ops
+            .values()
+            .any(|op| matches!(op, Op::Write(w) if overlap(w.range, range)));
         let read = DegradedRead {
             range,
             region,
             asked: None,
             tried: BTreeSet::new(),
+            overwritten,
         };
         self.reads.insert(id, read);
         self.ask_for_read(now, id, out);
@@ -116,9 +150,66 @@ impl<P: Clone> Primary<P> {
         let Some(id) = found else {
             return false;
         };
-        self.reads.remove(&id);
+        let Some(read) = self.reads.remove(&id) else {
+            return false;
+        };
+        let repairs = self
+            .ops
+            .values()
+            .filter(|op| matches!(op, Op::Repair(_)))
+            .count();
+        if !read.overwritten && repairs < self.limits.max_host_ops {
+            let key = self.take_key();
+            self.startable += 1;
+            let repair = Repair {
+                range,
+                data: Some(data.clone()),
+            };
+            self.ops.insert(key, Op::Repair(repair));
+        }
         out.push(Action::CompleteRead { id, data });
         true
+    }
+
+    /// A host write to `range` was admitted: a degraded read of it still
+    /// waiting may come back older than the local copy will be.
+    pub(super) fn reads_overwritten(&mut self, range: ByteRange) {
+        for read in self.reads.values_mut() {
+            read.overwritten |= overlap(read.range, range);
+        }
+    }
+
+    /// Writes repair `key`'s data to the local copy.
+    pub(super) fn issue_repair(&mut self, key: u64, out: &mut Vec<Action<P>>) {
+        let token = self.alloc_token(IoPurpose::Repair { key });
+        let Some(Op::Repair(repair)) = self.ops.get_mut(&key) else {
+            return;
+        };
+        let Some(data) = repair.data.take() else {
+            return;
+        };
+        self.startable -= 1;
+        out.push(Action::LocalWrite {
+            token,
+            range: repair.range,
+            data,
+            fua: false,
+        });
+    }
+
+    /// Repair `key`'s local write finished. A failed one leaves the copy as
+    /// it was: the next read of the range is degraded again.
+    pub(super) fn repair_done(&mut self, key: u64, ok: bool) {
+        if let Some(Op::Repair(_)) = self.ops.remove(&key) {
+            if ok {
+                self.read_repairs += 1;
+            }
+        }
+    }
+
+    /// Degraded reads written back to the local copy so far.
+    pub fn read_repairs(&self) -> u64 {
+        self.read_repairs
     }
 
     /// `peer`'s link is gone: its unanswered reads go to another copy.

@@ -1068,6 +1068,76 @@ fn a_degraded_read_is_answered_by_an_up_to_date_replica() {
     );
 }
 
+impl Harness {
+    /// A degraded read of `range` answered by R2 with `data`.
+    fn degraded_read_answered(&mut self, id: u64, range: ByteRange, data: u64) {
+        self.event(Event::DegradedRead {
+            id: HostOpId(id),
+            range,
+        });
+        let (seq, _) = self.read_request_to(R2).expect("asked R2");
+        self.answer_read(seq, range, data);
+    }
+
+    fn answer_read(&mut self, seq: Sequence, range: ByteRange, data: u64) {
+        self.event(Event::Received {
+            peer: R2,
+            link: LinkId(1),
+            epoch: Epoch(4),
+            frame: Frame::ReadResponse { seq, range, data },
+        });
+    }
+}
+
+/// A replica's answer to a degraded read is written back to the local
+/// copy, in the stream's order: a host write to the range admitted after
+/// it waits for it. An answer to a read that a host write to the range
+/// came after is not written back (it may be older than the local copy).
+#[test]
+fn a_degraded_read_is_written_back_unless_a_write_to_the_range_came_after_it() {
+    let mut h = Harness::serving();
+    let range = ByteRange::new(4096, 4096);
+    h.degraded_read_answered(7, range, 99);
+    assert_eq!(h.read_answers(), vec![(HostOpId(7), 99)]);
+    let repair = h.local_writes();
+    assert!(
+        matches!(repair.as_slice(), [(_, 99)]),
+        "the answer goes to the local copy: {repair:?}"
+    );
+    h.write(20, 1);
+    assert!(
+        h.local_writes().is_empty(),
+        "a write to the range waits for the repair"
+    );
+    h.event(Event::LocalWriteDone {
+        token: repair[0].0,
+        result: Ok(()),
+    });
+    h.complete_persists_keeping_writes();
+    assert_eq!(h.local_writes().len(), 1, "then it is issued");
+    assert_eq!(h.primary.read_repairs(), 1);
+
+    // A write to the range admitted while the read is out: no repair.
+    let mut h = Harness::serving();
+    h.event(Event::DegradedRead {
+        id: HostOpId(8),
+        range,
+    });
+    let (seq, _) = h.read_request_to(R2).expect("asked R2");
+    h.write(21, 1);
+    h.answer_read(seq, range, 98);
+    assert_eq!(h.read_answers(), vec![(HostOpId(8), 98)]);
+    assert!(h.local_writes().is_empty(), "not written back");
+
+    // One pending when the read is asked: no repair either.
+    let mut h = Harness::serving();
+    h.write(22, 1);
+    h.degraded_read_answered(9, range, 97);
+    assert_eq!(h.read_answers(), vec![(HostOpId(9), 97)]);
+    assert!(h.local_writes().is_empty(), "not written back");
+    assert_eq!(h.primary.read_repairs(), 0);
+}
+
 /// A replica being fully copied may lack anything: it is never asked.
 #[test]
 fn a_degraded_read_never_goes_to_a_replica_that_may_lack_the_region() {

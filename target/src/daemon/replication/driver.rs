@@ -236,6 +236,8 @@ pub(crate) struct Published {
     /// many of them no copy could answer.
     pub degraded_reads: AtomicU64,
     pub degraded_reads_failed: AtomicU64,
+    /// Replicas' answers to degraded reads written back to the local copy.
+    pub read_repairs: AtomicU64,
     /// The replicas as the primary sees them, refreshed every tick (empty
     /// on a replica). Read by the control socket, never on the I/O path.
     pub replicas: std::sync::Mutex<Vec<keel_replicator::core::ReplicaView>>,
@@ -372,6 +374,11 @@ impl Published {
                 "keel_replication_degraded_reads_failed_total",
                 "Degraded reads no copy could answer (the host got a read error).",
                 self.degraded_reads_failed.load(Ordering::Relaxed),
+            ),
+            (
+                "keel_replication_read_repairs_total",
+                "Replicas' answers to degraded reads written back to the local copy (a device remaps a bad sector it rewrites).",
+                self.read_repairs.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, value) in volume_counters {
@@ -1043,6 +1050,8 @@ impl Replicator {
         p.links.store(self.link_count(), Ordering::Relaxed);
         p.failed.store(self.node.has_failed(), Ordering::SeqCst);
         p.amnesiac.store(self.node.is_amnesiac(), Ordering::Relaxed);
+        p.read_repairs
+            .store(self.node.read_repairs(), Ordering::Relaxed);
         // Serving host reads: with the read lease held (a write quorum
         // answered lately), so a primary cut off from the copies stops.
         let serving = self.node.serves_reads(now);
