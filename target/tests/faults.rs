@@ -497,6 +497,77 @@ fn a_media_error_on_the_primary_is_repaired_from_a_replica() {
     assert!(primary.terminate().success());
 }
 
+/// A replica's copy changed behind keeld's back (bit rot on its disk, a
+/// bug): nothing notices until a scrub (`volume_scrub`) compares every
+/// region with the primary's; it finds that one, copies it to the replica
+/// again, and the copies end byte-identical. A second pass finds nothing.
+#[test]
+fn a_scrub_finds_a_region_a_replica_lost_behind_its_back_and_copies_it_again() {
+    use std::os::unix::fs::FileExt;
+
+    let cluster = Cluster::new("faults-scrub", 2);
+    let primary = start_node(&cluster, 1, &[]);
+    let replica2 = start_node(&cluster, 2, &[]);
+    let replica3 = start_node(&cluster, 3, &[]);
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+    let (ctrl, mut queue) = open_replicated_queue(&primary);
+    write_read_verify(&mut queue, 2048, 1);
+
+    // 4 KiB of node 3's copy, in the fourth region, behind its keeld.
+    let image = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cluster.image(3))
+        .expect("node 3's image");
+    image
+        .write_all_at(&[0xA5; 4096], (3 << 20) + 8192)
+        .expect("corrupt");
+    image.sync_all().expect("sync");
+    drop(image);
+
+    let socket = cluster.socket(1);
+    let started = rpc(&socket, "volume_scrub", json!({})).expect("volume_scrub");
+    assert_eq!(started["already_running"], false, "{started}");
+    primary.wait_gauge(
+        "keel_replication_scrub_passes_total",
+        1,
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        primary.gauge("keel_replication_scrub_mismatches_total"),
+        Some(1)
+    );
+    let status = rpc(&socket, "volume_status", json!({})).expect("volume_status");
+    assert_eq!(status["scrub"]["running"], false, "{status}");
+    assert_eq!(status["scrub"]["mismatches"], 1, "{status}");
+    assert!(
+        status["scrub"]["checked"].as_u64() > Some(2),
+        "every region of both replicas: {status}"
+    );
+    primary.wait_gauge("keel_replication_in_sync", 1, Duration::from_secs(60));
+
+    rpc(&socket, "volume_scrub", json!({})).expect("volume_scrub");
+    primary.wait_gauge(
+        "keel_replication_scrub_passes_total",
+        2,
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        primary.gauge("keel_replication_scrub_mismatches_total"),
+        Some(1),
+        "the copy made them identical"
+    );
+    // A replica does not scrub.
+    let (code, _) = match rpc(&cluster.socket(2), "volume_scrub", json!({})) {
+        Err(ClientError::Rpc(e)) => (e.code, e.message),
+        other => panic!("a replica scrubbed: {other:?}"),
+    };
+    assert_eq!(code, codes::REFUSED);
+    drop(queue);
+    ctrl.shutdown().expect("shutdown");
+    stop_all([primary, replica2, replica3]);
+    cluster.assert_identical(&[2, 3]);
+}
+
 /// With read leases (`--read-lease`) the primary serves only while a write
 /// quorum of copies answers it: with one replica killed it goes on (W = 2
 /// of 3); with both, it stops serving within a link timeout (reads refused

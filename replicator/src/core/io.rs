@@ -155,6 +155,10 @@ pub enum Event<P> {
         /// The new membership (this node still its primary).
         membership: crate::core::Membership,
     },
+    /// The control plane asks the serving primary to scrub: compare every
+    /// region of its copy with each replica's (a pass; ignored while one
+    /// runs, and by a node that does not serve).
+    Scrub,
     /// Time passed (lag deadlines are checked on every event anyway).
     Tick,
     /// Rate-limit hook: the driver grants this many more resync regions.

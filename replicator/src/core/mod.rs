@@ -44,7 +44,7 @@ pub use io::{Action, Event, HostStatus, IoError, LinkDirection};
 pub use membership::{Member, Membership, Previous};
 pub use node::Node;
 pub use primary::{
-    Primary, PrimaryLimits, Promotion, ReconfigureRefusal, ReplicaState, ReplicaView,
+    Primary, PrimaryLimits, Promotion, ReconfigureRefusal, ReplicaState, ReplicaView, ScrubStatus,
 };
 pub use recent::{RecentWrites, MAX_RECENT_WRITES};
 pub use record::{DurableRecord, Standing};

@@ -53,9 +53,11 @@ pub struct Node<P> {
     /// Degraded reads written back to the local copy by primaries of this
     /// node that stepped down.
     past_read_repairs: u64,
+    /// Their scrubs' counts (`next_region` unused).
+    past_scrubs: crate::core::ScrubStatus,
 }
 
-impl<P: Clone> Node<P> {
+impl<P: Clone + PartialEq> Node<P> {
     /// A node starting (or restarting) from its durable record, as replica,
     /// with the standing it last noted (`Action::Note`) if that survived.
     pub fn recover(
@@ -77,6 +79,7 @@ impl<P: Clone> Node<P> {
             held: VecDeque::new(),
             failed: false,
             past_read_repairs: 0,
+            past_scrubs: crate::core::ScrubStatus::default(),
         }
     }
 
@@ -128,6 +131,20 @@ impl<P: Clone> Node<P> {
             Role::Replica(_) => 0,
         };
         self.past_read_repairs + current
+    }
+
+    /// Scrubbing since it started: the pass in progress, if it acts as
+    /// primary, and the counts of every primary role it had.
+    pub fn scrub_status(&self) -> crate::core::ScrubStatus {
+        let mut status = self.past_scrubs;
+        if let Role::Primary(p) = &self.role {
+            let current = p.scrub_status();
+            status.next_region = current.next_region.filter(|_| !p.is_retired());
+            status.passes += current.passes;
+            status.checked += current.checked;
+            status.mismatches += current.mismatches;
+        }
+        status
     }
 
     /// Whether it serves and its stream is quiet and fully in sync.
@@ -400,6 +417,10 @@ impl<P: Clone> Node<P> {
         };
         self.draining = primary.outstanding_io().collect();
         self.past_read_repairs += primary.read_repairs();
+        let scrub = primary.scrub_status();
+        self.past_scrubs.passes += scrub.passes;
+        self.past_scrubs.checked += scrub.checked;
+        self.past_scrubs.mismatches += scrub.mismatches;
         let replica = Replica::new(
             self.geometry,
             self.replica_limits,

@@ -135,7 +135,7 @@ pub struct Replica<P> {
     recent: RecentWrites,
 }
 
-impl<P: Clone> Replica<P> {
+impl<P: Clone + PartialEq> Replica<P> {
     /// A replica whose durable record is `record`; its I/O tokens start at
     /// `first_token` (distinct from any still in flight on this node).
     pub fn new(
@@ -312,6 +312,7 @@ impl<P: Clone> Replica<P> {
             | Event::Promote { .. }
             | Event::Reconfigure { .. }
             | Event::ResyncCredit { .. }
+            | Event::Scrub
             // The node stops on a failed persist before the role sees it.
             | Event::PersistFailed { .. } => {}
         }

@@ -50,6 +50,7 @@ pub(crate) const METHODS: &[(&str, bool)] = &[
     ("volume_status", true),
     ("quorum_set", true),
     ("promote", true),
+    ("volume_scrub", true),
     ("resync_status", true),
     // Available only with --fault-injection (see `ControlService::methods`).
     ("fault_inject", false),
@@ -158,6 +159,40 @@ impl ControlService {
             "node": options.node.0,
             "from_epoch": epoch,
             "to_epoch": crate::daemon::replication::next_epoch(epoch, options.node),
+        }))
+    }
+
+    /// `volume_scrub`: the serving primary compares every region of its
+    /// copy with each replica holding it; a replica found different gets
+    /// the region copied again.
+    fn volume_scrub(&self, params: Option<Value>) -> Result<Value, RpcError> {
+        let mut params = Params::new(params)?;
+        let nqn = params.opt_nqn("nqn")?;
+        params.finish()?;
+        let (published, options) = self
+            .replication
+            .as_ref()
+            .ok_or_else(|| RpcError::not_available(NOT_REPLICATED.to_string()))?;
+        if let Some(asked) = &nqn {
+            let control = self.shared.lock();
+            if control.target.subsystem(asked).is_none() {
+                return Err(RpcError::not_found(format!("no subsystem {asked}")));
+            }
+        }
+        use std::sync::atomic::Ordering;
+        if !published.serving.load(Ordering::SeqCst) {
+            return Err(RpcError::refused(
+                "only the serving primary scrubs (its copy is the one compared against)",
+            ));
+        }
+        let running = published.scrub_next_region.load(Ordering::Relaxed) != u64::MAX;
+        if !running {
+            self.send_to_shard0(crate::daemon::Message::Scrub)?;
+        }
+        Ok(json!({
+            "node": options.node.0,
+            "already_running": running,
+            "passes": published.scrub_passes.load(Ordering::Relaxed),
         }))
     }
 
@@ -373,6 +408,7 @@ impl ControlService {
             "amnesiac": published.amnesiac.load(Ordering::Relaxed),
             "read_lease": options.read_lease,
             "links": published.links.load(Ordering::SeqCst),
+            "scrub": scrub_json(published),
             "replicas": replicas,
         });
         if let Some(pending) = &view.pending {
@@ -683,6 +719,19 @@ fn listed_copies(
     copies
 }
 
+/// Where scrubbing stands, for `volume_status`.
+fn scrub_json(published: &crate::daemon::replication::driver::Published) -> Value {
+    use std::sync::atomic::Ordering;
+    let next = published.scrub_next_region.load(Ordering::Relaxed);
+    json!({
+        "running": next != u64::MAX,
+        "next_region": (next != u64::MAX).then_some(next),
+        "passes": published.scrub_passes.load(Ordering::Relaxed),
+        "checked": published.scrub_checked.load(Ordering::Relaxed),
+        "mismatches": published.scrub_mismatches.load(Ordering::Relaxed),
+    })
+}
+
 /// A membership as the control socket shows it: the primary, W, and each
 /// copy with its mode and (from the roster) address and transport.
 fn membership_json(membership: &Membership, roster: &Roster) -> Value {
@@ -744,6 +793,7 @@ impl RpcService for ControlService {
                 .volume_status(params)
                 .map(|status| status["replicas"].clone()),
             "promote" => self.promote(params),
+            "volume_scrub" => self.volume_scrub(params),
             "replica_add" => self.replica_add(params),
             "replica_remove" => self.replica_remove(params),
             "replica_mode" => self.replica_mode(params),

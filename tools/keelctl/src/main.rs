@@ -97,6 +97,10 @@ enum VolumeCommand {
     /// address, mode, state (in_sync, resyncing, out_of_date, connecting,
     /// down), resync progress, lag and epoch.
     Status(Filter),
+    /// Starts a scrub pass on the serving primary: every region of its copy
+    /// compared with each replica's; a replica found different gets the
+    /// region copied again (progress in `volume status`).
+    Scrub(Filter),
     /// Grows a namespace to SIZE (e.g. 20G; only growing).
     Resize {
         /// Subsystem NQN.
@@ -435,6 +439,19 @@ fn request(command: Command) -> (String, Option<Value>, View) {
                          (restart keeld once the device is fixed)\n",
                     );
                 }
+                let scrub = &v["scrub"];
+                if scrub.is_object() {
+                    let now = match scrub["next_region"].as_u64() {
+                        Some(region) => format!("running (next region {region})"),
+                        None => "idle".to_owned(),
+                    };
+                    out.push_str(&format!(
+                        "scrub: {now}, {} passes, {} regions checked, {} mismatches\n",
+                        text(&scrub["passes"]),
+                        text(&scrub["checked"]),
+                        text(&scrub["mismatches"]),
+                    ));
+                }
                 if v["pending_membership"].is_object() {
                     out.push_str(&format!(
                         "changing to: {}\n",
@@ -444,6 +461,17 @@ fn request(command: Command) -> (String, Option<Value>, View) {
                 let rows = v["replicas"].as_array().cloned().unwrap_or_default();
                 out.push_str(&table(VOLUME_STATUS_COLUMNS, &rows));
                 out.trim_end().to_owned()
+            }),
+        ),
+        Command::Volume(VolumeCommand::Scrub(f)) => (
+            "volume_scrub",
+            filter(f),
+            View::Line(|v| {
+                if v["already_running"] == true {
+                    "a scrub pass is already running".to_owned()
+                } else {
+                    format!("scrub started on node {}", text(&v["node"]))
+                }
             }),
         ),
         Command::Volume(VolumeCommand::Resize { nqn, size, nsid }) => (

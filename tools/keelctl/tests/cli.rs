@@ -121,6 +121,8 @@ impl RpcService for Recorder {
                 "nqn": NQN, "node": 1, "role": "primary", "epoch": 129, "primary": 1,
                 "write_quorum": 2, "sync_copies": 2, "reconfiguring": true, "in_sync": false,
                 "links": 2,
+                "scrub": {"running": true, "next_region": 7, "passes": 1, "checked": 40,
+                          "mismatches": 2},
                 "membership": {"primary": 1, "write_quorum": 2, "members": [
                     {"node": 1, "mode": "sync"}, {"node": 2, "mode": "sync"},
                 ]},
@@ -145,6 +147,7 @@ impl RpcService for Recorder {
                  "delay_ms": null, "count": null, "hits": 1, "offset": 8192, "length": 4096},
             ])),
             "fault_clear" => Ok(json!({"cleared": ["data", "record"]})),
+            "volume_scrub" => Ok(json!({"node": 1, "already_running": false, "passes": 1})),
             "broken" => Err(RpcError::not_found("no such thing").with_data(json!({"hint": 1}))),
             _ => Ok(json!({ "ok": true })),
         }
@@ -301,6 +304,7 @@ fn every_subcommand_sends_its_method_and_params() {
         out.starts_with(&format!(
             "{NQN} node 1 primary epoch 129 quorum 2 of 2 sync copies, in sync no, reconfiguring yes\n\
              membership: 1 (primary, sync), 2 (sync); write quorum 2\n\
+             scrub: running (next region 7), 1 passes, 40 regions checked, 2 mismatches\n\
              changing to: 1 (primary, sync), 2 (sync), 3 (sync); write quorum 2\n\
              NODE"
         )),
@@ -308,6 +312,8 @@ fn every_subcommand_sends_its_method_and_params() {
     );
     assert!(out.contains("resyncing  12.5"), "{out}");
     assert!(out.trim_end().ends_with("adding"), "{out}");
+    let out = s.expect(&["volume", "scrub"], "volume_scrub", None);
+    assert_eq!(out, "scrub started on node 1\n");
     let out = s.expect(&["replica", "list"], "replica_list", None);
     assert!(out.starts_with("NQN "), "{out}");
     assert!(

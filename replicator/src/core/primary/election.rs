@@ -18,7 +18,7 @@ use crate::core::primary::peer::LinkPhase;
 use crate::core::record::Standing;
 use crate::wire::{Epoch, NodeId};
 
-impl<P: Clone> Primary<P> {
+impl<P: Clone + PartialEq> Primary<P> {
     /// `peer` accepted the epoch, reporting how up to date it was.
     pub(super) fn accepted_epoch(
         &mut self,

@@ -9,7 +9,7 @@ use crate::core::ids::{HostOpId, IoToken, Position, Time};
 use crate::core::io::{Action, HostStatus};
 use crate::wire::{ByteRange, NodeId, RegionIndex};
 
-impl<P: Clone> Primary<P> {
+impl<P: Clone + PartialEq> Primary<P> {
     pub(super) fn admit_write(
         &mut self,
         id: HostOpId,
@@ -94,7 +94,7 @@ impl<P: Clone> Primary<P> {
                     pending += usize::from(!w.completed);
                 }
                 Op::Flush(_) => pending += 1,
-                Op::Copy(_) | Op::Repair(_) => {}
+                Op::Copy(_) | Op::Repair(_) | Op::Check(_) => {}
             }
         }
         let full =
@@ -118,6 +118,7 @@ impl<P: Clone> Primary<P> {
             }
             Op::Copy(c) => overlap(self.geometry.region_range(c.region), range),
             Op::Repair(r) => overlap(r.range(), range),
+            Op::Check(c) => overlap(self.geometry.region_range(c.region()), range),
             Op::Flush(_) => false,
         })
     }
@@ -134,6 +135,7 @@ impl<P: Clone> Primary<P> {
                 Op::Write(w) => w.stage == WriteStage::Waiting,
                 Op::Copy(c) => !c.reading,
                 Op::Repair(r) => r.is_waiting(),
+                Op::Check(c) => c.is_waiting(),
                 Op::Flush(_) => false,
             })
             .map(|(k, _)| *k)
@@ -159,6 +161,12 @@ impl<P: Clone> Primary<P> {
                 }
                 Some(Op::Repair(r)) if !self.is_held(key, r.range()) => {
                     self.issue_repair(key, out);
+                }
+                Some(Op::Check(c)) => {
+                    let range = self.geometry.region_range(c.region());
+                    if !self.is_held(key, range) {
+                        self.start_check(now, key, out);
+                    }
                 }
                 _ => {}
             }
@@ -428,7 +436,7 @@ impl<P: Clone> Primary<P> {
                         finished.push(*key);
                     }
                 }
-                Op::Copy(_) | Op::Repair(_) => {}
+                Op::Copy(_) | Op::Repair(_) | Op::Check(_) => {}
             }
         }
         for key in finished {

@@ -49,7 +49,7 @@ enum Lacks {
     Unknown,
 }
 
-impl<P: Clone> Primary<P> {
+impl<P: Clone + PartialEq> Primary<P> {
     /// The election is won: every write acknowledged before this epoch is
     /// at or below the newest standing heard. Copies that reported a
     /// consistent standing at or beyond it hold the inheritance already.

@@ -30,7 +30,7 @@ use crate::wire::{Epoch, NodeId};
 /// serves (the first one to serve is promoted to a later one).
 const BOOTSTRAP_EPOCH: Epoch = Epoch(1);
 
-impl<P: Clone> Primary<P> {
+impl<P: Clone + PartialEq> Primary<P> {
     /// `peer` answered, on `link`, a heartbeat sent at `sent_at`.
     pub(super) fn answered(&mut self, peer: NodeId, link: LinkId, sent_at: Time) {
         if let Some(l) = self.link_mut(peer).filter(|l| l.id == link) {

@@ -33,8 +33,10 @@ mod peer;
 mod read;
 mod reconfigure;
 mod resync;
+mod scrub;
 
 pub use reconfigure::ReconfigureRefusal;
+pub use scrub::ScrubStatus;
 /// A replica as its primary sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplicaView {
@@ -205,6 +207,7 @@ enum Phase {
 enum IoPurpose {
     LocalWrite { key: u64 },
     CopyRead { key: u64 },
+    CheckRead { key: u64 },
     Repair { key: u64 },
     Persist,
 }
@@ -267,6 +270,7 @@ enum Op<P> {
     Copy(RegionCopy),
     Flush(HostFlush),
     Repair(read::Repair<P>),
+    Check(scrub::RegionCheck<P>),
 }
 
 /// The primary state machine for one stream of a volume.
@@ -334,12 +338,14 @@ pub struct Primary<P> {
     reads: BTreeMap<HostOpId, read::DegradedRead>,
     /// Degraded reads written back to the local copy.
     read_repairs: u64,
+    /// Scrubbing (`scrub.rs`).
+    scrub: ScrubStatus,
     peers: BTreeMap<NodeId, Peer<P>>,
     bitmap: WriteIntentBitmap,
     resync_credits: u32,
 }
 
-impl<P: Clone> Primary<P> {
+impl<P: Clone + PartialEq> Primary<P> {
     /// Starts a promotion of this node to primary of `epoch`, from its
     /// durable `record` and the writes it applied last as a replica
     /// (`recent`; the node must be idle). I/O tokens start at
@@ -450,6 +456,7 @@ impl<P: Clone> Primary<P> {
             io: BTreeMap::new(),
             reads: BTreeMap::new(),
             read_repairs: 0,
+            scrub: ScrubStatus::default(),
             peers,
             bitmap,
             resync_credits: 0,
@@ -578,11 +585,13 @@ impl<P: Clone> Primary<P> {
                 Some(IoPurpose::Repair { key }) => self.repair_done(key, result.is_ok()),
                 _ => {}
             },
-            Event::LocalReadDone { token, result } => {
-                if let Some(IoPurpose::CopyRead { key }) = self.io.remove(&token) {
-                    self.copy_read_done(now, key, result.ok(), out);
+            Event::LocalReadDone { token, result } => match self.io.remove(&token) {
+                Some(IoPurpose::CopyRead { key }) => {
+                    self.copy_read_done(now, key, result.ok(), out)
                 }
-            }
+                Some(IoPurpose::CheckRead { key }) => self.check_read_done(key, result.ok()),
+                _ => {}
+            },
             Event::Persisted { token } => {
                 if self.io.remove(&token) == Some(IoPurpose::Persist) {
                     self.persisted(token, now, out);
@@ -623,6 +632,11 @@ impl<P: Clone> Primary<P> {
                 link,
                 sent_at,
             } => self.answered(peer, link, sent_at),
+            Event::Scrub => {
+                if self.phase == Phase::Serving {
+                    self.start_scrub();
+                }
+            }
             // The node stops on a failed persist before the role sees it.
             Event::Promote { .. } | Event::Tick | Event::PersistFailed { .. } => {}
         }
@@ -857,7 +871,9 @@ impl<P: Clone> Primary<P> {
             } => self.acked(now, peer, durable_through, standing, out),
             Frame::Applied { applied_through } => self.applied(now, peer, applied_through, out),
             Frame::ReadResponse { seq, range, data } => {
-                if !self.read_answered(peer, seq, range, data, out) {
+                let answered = self.check_answered(peer, seq, &data)
+                    || self.read_answered(peer, seq, range, data, out);
+                if !answered {
                     self.out_of_date(peer, out);
                 }
             }
@@ -993,12 +1009,18 @@ impl<P: Clone> Primary<P> {
         }
         // Copies for that link that have not read yet are dropped; a read in
         // progress finishes and is discarded.
-        let before = self.ops.len();
-        self.ops.retain(|_, op| match op {
-            Op::Copy(c) => c.link != link.id || c.reading,
-            _ => true,
+        // So are checks (`scrub.rs`) that have not started reading.
+        let mut dropped_startable = 0;
+        self.ops.retain(|_, op| {
+            let (dies, was_startable) = match op {
+                Op::Copy(c) => (c.link == link.id && !c.reading, true),
+                Op::Check(c) => (c.dies_with(link.id), c.is_waiting()),
+                _ => (false, false),
+            };
+            dropped_startable += usize::from(dies && was_startable);
+            !dies
         });
-        self.startable -= before - self.ops.len();
+        self.startable -= dropped_startable;
     }
 
     /// Closes the link to a replica that fell too far behind or broke the
@@ -1076,6 +1098,7 @@ impl<P: Clone> Primary<P> {
                     Op::Write(w) => w.stage == WriteStage::Waiting,
                     Op::Copy(_) => true,
                     Op::Repair(r) => r.is_waiting(),
+                    Op::Check(c) => c.is_waiting(),
                     Op::Flush(_) => false,
                 })
                 .count(),
@@ -1091,6 +1114,10 @@ impl<P: Clone> Primary<P> {
             self.start_flushes(now, out);
             self.complete_operations(out);
             self.drive_resyncs(now, out);
+            if self.scrub.next_region.is_some() {
+                self.drive_scrub();
+                self.start_operations(now, out);
+            }
         }
         if !self.bitmap.is_persisting() {
             let activate = self.phase == Phase::Activating && self.activation.is_none();

@@ -60,7 +60,7 @@ pub(super) struct DegradedRead {
     overwritten: bool,
 }
 
-impl<P: Clone> Primary<P> {
+impl<P: Clone + PartialEq> Primary<P> {
     /// The host read `id` of `range` failed on the local device.
     pub(super) fn admit_degraded_read(
         &mut self,

@@ -143,7 +143,7 @@ impl Quorum {
     }
 }
 
-impl<P: Clone> Primary<P> {
+impl<P: Clone + PartialEq> Primary<P> {
     /// The write quorum host writes need now (kept in `self.quorum`, off
     /// the per-acknowledgement path).
     pub(super) fn refresh_quorum(&mut self) {

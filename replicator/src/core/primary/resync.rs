@@ -22,7 +22,7 @@ use crate::core::io::Action;
 use crate::core::primary::peer::LinkPhase;
 use crate::wire::{NodeId, RegionIndex, ResyncOp};
 
-impl<P: Clone> Primary<P> {
+impl<P: Clone + PartialEq> Primary<P> {
     pub(super) fn drive_resyncs(&mut self, now: Time, out: &mut Vec<Action<P>>) {
         let peers = self.member_peers();
         // Asked only when a copy is ready to start (rare): this runs on

@@ -1138,6 +1138,57 @@ fn a_degraded_read_is_written_back_unless_a_write_to_the_range_came_after_it() {
     assert_eq!(h.primary.read_repairs(), 0);
 }
 
+/// A scrub compares each region with every in-sync replica, reading both
+/// at the same point of the stream: a write to the region admitted after
+/// the check waits for it. A replica whose region differs has it copied
+/// again; one that matches does not.
+#[test]
+fn a_scrub_recopies_a_region_a_replica_holds_differently() {
+    let mut h = Harness::failed_over_to(10);
+    h.event(Event::Tick);
+    h.complete_persists_keeping_writes();
+    let reads = h.local_reads();
+    assert!(!reads.is_empty(), "R2's full copy");
+    h.finish_resync_of_r2(reads);
+    h.event(Event::Scrub);
+    let check_read = h.local_reads();
+    let (seq, range) = h.read_request_to(R2).expect("R2's region 0 asked");
+    assert_eq!((check_read.len(), range), (1, ByteRange::new(0, 16384)));
+    h.write(20, 1);
+    assert!(h.local_writes().is_empty(), "a write to the region waits");
+    h.event(Event::LocalReadDone {
+        token: check_read[0],
+        result: Ok(5),
+    });
+    h.answer_read(seq, range, 5);
+    h.complete_persists_keeping_writes();
+    assert_eq!(h.local_writes().len(), 1, "then it goes");
+    assert_eq!(h.primary.scrub_status().mismatches, 0);
+
+    // Region 1 next: R2 answers something else.
+    let check_read = h.local_reads();
+    let (seq, range) = h.read_request_to(R2).expect("R2's region 1 asked");
+    assert_eq!(range, ByteRange::new(16384, 16384));
+    h.event(Event::LocalReadDone {
+        token: check_read[0],
+        result: Ok(5),
+    });
+    h.answer_read(seq, range, 6);
+    let status = h.primary.scrub_status();
+    assert_eq!((status.checked, status.mismatches), (2, 1));
+    assert!(
+        h.sent(R2).iter().any(|f| matches!(
+            f,
+            Frame::Resync {
+                op: ResyncOp::Begin { .. },
+                ..
+            }
+        )),
+        "R2 is resynced: {:?}",
+        h.sent(R2)
+    );
+}
+
 /// A replica being fully copied may lack anything: it is never asked.
 #[test]
 fn a_degraded_read_never_goes_to_a_replica_that_may_lack_the_region() {

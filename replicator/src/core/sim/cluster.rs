@@ -35,6 +35,9 @@ pub(crate) struct SimConfig {
     /// Primaries hold read leases, and every node that serves reads is
     /// checked to read every acknowledged write (check (f)).
     pub(crate) read_leases: bool,
+    /// The control plane starts scrubs, and no scrub may find a replica
+    /// different from its primary (check (g)).
+    pub(crate) scrubs: bool,
 }
 
 /// The read lease when `read_leases` is on: a few network round trips.
@@ -53,6 +56,9 @@ pub(crate) struct Stats {
     pub(crate) steps: u64,
     /// Degraded reads answered with data.
     pub(crate) degraded_reads: u64,
+    /// Region checks scrubs finished (at least: a node's count is lost
+    /// when it stops being primary).
+    pub(crate) scrub_checks: u64,
 }
 
 enum SimEvent {
@@ -425,7 +431,32 @@ impl Sim {
             self.now += 100_000;
         }
         self.check_newest_primary_has_acked_writes()?;
-        self.check_lease_holders_read_acked_writes()
+        self.check_lease_holders_read_acked_writes()?;
+        self.check_scrubs_match()
+    }
+
+    /// (g) A scrub never finds a replica's region different from its
+    /// primary's: the copies it compares must hold the same writes (a
+    /// replica the primary may have let diverge is dirty, and not compared).
+    fn check_scrubs_match(&mut self) -> Check {
+        if !self.cfg.scrubs {
+            return Ok(());
+        }
+        let mut checked = 0;
+        for (i, n) in self.nodes.iter().enumerate() {
+            let Some(status) = n.state.as_ref().map(|s| s.scrub_status()) else {
+                continue;
+            };
+            if status.mismatches > 0 {
+                return Err(format!(
+                    "(g) n{i}'s scrub found {} region(s) of a replica different from its own",
+                    status.mismatches
+                ));
+            }
+            checked += status.checked;
+        }
+        self.stats.scrub_checks = self.stats.scrub_checks.max(checked);
+        Ok(())
     }
 
     /// (f) With read leases, every node that serves reads at this moment
@@ -477,6 +508,7 @@ impl Sim {
             415..=420 => self.reconfigure_random()?,
             421..=470 if self.cfg.degraded_reads => self.host_degraded_read()?,
             471..=480 if self.cfg.read_leases => self.isolate_a_primary()?,
+            481..=520 if self.cfg.scrubs => self.start_scrub()?,
             _ => {}
         }
         if self.step.is_multiple_of(50) {
@@ -792,6 +824,16 @@ impl Sim {
                 range,
             },
         )
+    }
+
+    /// The control plane asks the serving primaries to scrub.
+    fn start_scrub(&mut self) -> Check {
+        let serving = self.nodes_whose_state(|s| s.is_serving());
+        for node in serving {
+            self.log(|| format!("scrub on n{}", node.0));
+            self.deliver(node, Event::Scrub)?;
+        }
+        Ok(())
     }
 
     /// A degraded read answered with `data`: from the current primary, it

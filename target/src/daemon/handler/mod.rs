@@ -86,6 +86,8 @@ pub enum Message {
     /// Control plane: this node is to become primary of the replicated
     /// volume (shard 0).
     Promote,
+    /// Control plane: the serving primary is to scrub (shard 0).
+    Scrub,
     /// Control plane: the serving primary is to change the membership
     /// (shard 0); the outcome goes back on `reply`.
     Reconfigure {
@@ -1355,6 +1357,12 @@ impl keel_engine::Handler<Message> for ShardHandler {
             Message::Promote => {
                 if let Some(repl) = self.repl.as_mut() {
                     repl.promote(shard);
+                    self.repl_completions(shard);
+                }
+            }
+            Message::Scrub => {
+                if let Some(repl) = self.repl.as_mut() {
+                    repl.scrub(shard);
                     self.repl_completions(shard);
                 }
             }

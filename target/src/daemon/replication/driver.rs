@@ -108,8 +108,9 @@ pub(crate) struct HostEnd {
 }
 
 /// A write's data as the state machine passes it around: a shared,
-/// immutable byte buffer and the part of it that is this write's.
-#[derive(Clone, PartialEq, Eq)]
+/// immutable byte buffer and the part of it that is this write's. Two
+/// payloads are equal when their bytes are (a scrub compares copies).
+#[derive(Clone)]
 pub(crate) struct Payload {
     bytes: Arc<[u8]>,
     start: usize,
@@ -141,6 +142,14 @@ impl Payload {
         &self.bytes[self.start..self.start + self.len]
     }
 }
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Payload {}
 
 impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -238,6 +247,13 @@ pub(crate) struct Published {
     pub degraded_reads_failed: AtomicU64,
     /// Replicas' answers to degraded reads written back to the local copy.
     pub read_repairs: AtomicU64,
+    /// Scrubbing (`Node::scrub_status`): the region a pass checks next
+    /// (`u64::MAX`: no pass), passes, region checks and mismatches since
+    /// keeld started.
+    pub scrub_next_region: AtomicU64,
+    pub scrub_passes: AtomicU64,
+    pub scrub_checked: AtomicU64,
+    pub scrub_mismatches: AtomicU64,
     /// The replicas as the primary sees them, refreshed every tick (empty
     /// on a replica). Read by the control socket, never on the I/O path.
     pub replicas: std::sync::Mutex<Vec<keel_replicator::core::ReplicaView>>,
@@ -270,6 +286,7 @@ impl Published {
     pub fn new(me: NodeId, members: &[MemberAddress]) -> Published {
         let published = Published {
             roster: Roster::new(members),
+            scrub_next_region: AtomicU64::new(u64::MAX),
             ..Published::default()
         };
         published.set_peers(
@@ -358,6 +375,11 @@ impl Published {
                 "1 if a persist of the local copy failed and the node stopped (restart it once the device is fixed).",
                 u64::from(self.failed.load(Ordering::Relaxed)),
             ),
+            (
+                "keel_replication_scrubbing",
+                "1 while a scrub pass compares the copies.",
+                u64::from(self.scrub_next_region.load(Ordering::Relaxed) != u64::MAX),
+            ),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -379,6 +401,21 @@ impl Published {
                 "keel_replication_read_repairs_total",
                 "Replicas' answers to degraded reads written back to the local copy (a device remaps a bad sector it rewrites).",
                 self.read_repairs.load(Ordering::Relaxed),
+            ),
+            (
+                "keel_replication_scrub_passes_total",
+                "Scrub passes finished (every region compared with each replica holding it).",
+                self.scrub_passes.load(Ordering::Relaxed),
+            ),
+            (
+                "keel_replication_scrub_checks_total",
+                "Regions compared with a replica's by scrubs.",
+                self.scrub_checked.load(Ordering::Relaxed),
+            ),
+            (
+                "keel_replication_scrub_mismatches_total",
+                "Regions a scrub found different on a replica (copied to it again).",
+                self.scrub_mismatches.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, value) in volume_counters {
@@ -737,6 +774,14 @@ impl Replicator {
         std::mem::take(&mut self.completed)
     }
 
+    /// The control plane asks for a scrub pass (the state machine ignores
+    /// it on a node that does not serve, or while a pass runs).
+    pub fn scrub(&mut self, shard: &mut Shard<Message>) {
+        tracing::info!("replication: scrub asked");
+        self.events.push_back(Event::Scrub);
+        self.run(shard);
+    }
+
     /// A host read the local device failed: read `len` bytes at `offset`
     /// (within one region) from a replica.
     pub fn degraded_read(
@@ -1052,6 +1097,13 @@ impl Replicator {
         p.amnesiac.store(self.node.is_amnesiac(), Ordering::Relaxed);
         p.read_repairs
             .store(self.node.read_repairs(), Ordering::Relaxed);
+        let scrub = self.node.scrub_status();
+        p.scrub_next_region
+            .store(scrub.next_region.unwrap_or(u64::MAX), Ordering::Relaxed);
+        p.scrub_passes.store(scrub.passes, Ordering::Relaxed);
+        p.scrub_checked.store(scrub.checked, Ordering::Relaxed);
+        p.scrub_mismatches
+            .store(scrub.mismatches, Ordering::Relaxed);
         // Serving host reads: with the read lease held (a write quorum
         // answered lately), so a primary cut off from the copies stops.
         let serving = self.node.serves_reads(now);
