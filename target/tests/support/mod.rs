@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod delay;
 pub mod io;
+pub mod ports;
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+pub use ports::free_ports;
 
 pub struct Keeld {
     pub child: Option<Child>,
@@ -155,15 +158,6 @@ pub fn serve_args(nqn: &str, args: &[String]) -> Vec<String> {
         .map(str::to_string)
         .chain(args.iter().cloned())
         .collect()
-}
-
-/// `N` distinct free ports on loopback: each stays bound until all are
-/// read, so the kernel cannot hand the same one out twice.
-pub fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"))
-        .collect();
-    std::array::from_fn(|i| listeners[i].local_addr().expect("free port").port())
 }
 
 /// One scrape of `keeld`'s metrics endpoint, parsed by a real parser.

@@ -859,14 +859,9 @@ fn against_keeld_io_shows_in_stats_and_controllers() {
 
 // ----- against a replicated keeld ------------------------------------------
 
-/// `n` distinct free ports: each stays bound until all are read, so the
-/// kernel cannot hand the same one out twice.
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"))
-        .collect();
-    std::array::from_fn(|i| listeners[i].local_addr().expect("free port").port())
-}
+#[path = "../../../target/tests/support/ports.rs"]
+mod ports;
+use ports::free_ports;
 
 /// The primary of a two-copy volume (W = 2) whose other copy never starts:
 /// it serves (its fence quorum is itself), but a change that needs node 2
