@@ -177,6 +177,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
                 async_lag: Default::default(),
                 link_timeout: keel_target::daemon::replication::DEFAULT_LINK_TIMEOUT,
                 read_lease: false,
+                resync_rate: None,
             }),
             ..RuntimeOptions::default()
         };

@@ -137,6 +137,12 @@ struct Cli {
     /// serve. Off by default.
     #[arg(long, requires = "node_id")]
     read_lease: bool,
+    /// Replication: the most a primary reads for resyncs and scrubs
+    /// together, in MiB/s (region copies and scrub checks start only as
+    /// the budget allows, so host I/O keeps the rest of the disk and link).
+    /// Default: unlimited.
+    #[arg(long, value_name = "MIB", requires = "node_id", value_parser = clap::value_parser!(u64).range(1..=replication::MAX_RESYNC_RATE_MIB))]
+    resync_rate_mib: Option<u64>,
     /// For tests only: wrap every backend (the namespaces' data and the
     /// replication record) in a fault-injecting one that the control
     /// socket drives (fault_inject, fault_clear, fault_list). Off by
@@ -247,6 +253,7 @@ fn replication_options(
             .link_timeout_ms
             .map_or(replication::DEFAULT_LINK_TIMEOUT, Duration::from_millis),
         read_lease: cli.read_lease,
+        resync_rate: cli.resync_rate_mib.map(|mib| mib << 20),
     };
     options
         .validate()

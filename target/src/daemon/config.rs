@@ -88,6 +88,8 @@ pub struct ReplicationConfig {
     pub link_timeout: std::time::Duration,
     /// `read_lease` (default false).
     pub read_lease: bool,
+    /// `resync_rate_mib` in bytes per second (default: unlimited).
+    pub resync_rate: Option<u64>,
 }
 
 impl ReplicationConfig {
@@ -105,6 +107,7 @@ impl ReplicationConfig {
             async_lag: self.async_lag,
             link_timeout: self.link_timeout,
             read_lease: self.read_lease,
+            resync_rate: self.resync_rate,
         }
     }
 }
@@ -563,6 +566,7 @@ struct RawReplication {
     async_max_lag_ms: Option<i64>,
     link_timeout_ms: Option<i64>,
     read_lease: Option<bool>,
+    resync_rate_mib: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -713,6 +717,24 @@ impl RawReplication {
                 errors.invalid(field("link_timeout_ms"), format!("{ms} is negative"))
             })?),
         };
+        let resync_rate = match self.resync_rate_mib {
+            None => None,
+            Some(mib) => Some(
+                u64::try_from(mib)
+                    .ok()
+                    .filter(|mib| (1..=super::replication::MAX_RESYNC_RATE_MIB).contains(mib))
+                    .map(|mib| mib << 20)
+                    .ok_or_else(|| {
+                        errors.invalid(
+                            field("resync_rate_mib"),
+                            format!(
+                                "{mib} is outside 1..={} (MiB/s)",
+                                super::replication::MAX_RESYNC_RATE_MIB
+                            ),
+                        )
+                    })?,
+            ),
+        };
         Ok(ReplicationConfig {
             node,
             members,
@@ -725,6 +747,7 @@ impl RawReplication {
             async_lag,
             link_timeout,
             read_lease: self.read_lease.unwrap_or(false),
+            resync_rate,
         })
     }
 }
@@ -1212,6 +1235,23 @@ psk_file = "/etc/keel/vol0.psk"
             replication.link_timeout,
             std::time::Duration::from_millis(1500)
         );
+        for bad in [
+            "resync_rate_mib = 0",
+            "resync_rate_mib = -3",
+            "resync_rate_mib = 1000001",
+        ] {
+            let message = error_about(&with(bad), "replication.resync_rate_mib");
+            assert!(message.contains("MiB/s"), "{message}");
+        }
+        error_about(
+            &with("resync_rate_mib = \"fast\""),
+            "replication.resync_rate_mib",
+        );
+        let replication = parse(&with("resync_rate_mib = 200"))
+            .expect("200")
+            .replication
+            .expect("replication");
+        assert_eq!(replication.resync_rate, Some(200 << 20));
         error_about(&with("fresh = \"maybe\""), "replication.fresh");
         error_about(&with("colour = 1"), "replication.colour");
         let text = REPLICATED.replace("write_quorum = 2", "write_quorum = 3");

@@ -689,6 +689,7 @@ fn plan_replication(
         async_lag: options.async_lag,
         link_timeout: options.link_timeout,
         read_lease: options.read_lease,
+        resync_rate: options.resync_rate,
     };
     Ok(ReplPlan {
         setup,

@@ -102,6 +102,9 @@ use crate::wire::{ByteRange, Epoch, NackReason, NodeId, RegionIndex, Replication
 use peer::{Link, LinkPhase, Peer, Purpose, Queued, Sent};
 use reconfigure::{Quorum, Transition};
 
+/// Grants of `Event::ResyncCredit` a primary banks at most.
+const MAX_BANKED_GRANTS: u32 = 4;
+
 /// Epochs a primary remembers having held (older ones: copies synced in
 /// them get a full copy instead of a bitmap resync).
 const MAX_HELD_EPOCHS: usize = 64;
@@ -140,8 +143,9 @@ pub struct PrimaryLimits {
     /// How long a write-intent bit stays set after its region's last write
     /// settled (each set costs a persist in a write's path).
     pub bitmap_hold: Time,
-    /// When set, a region copy starts only with a credit granted by
-    /// `Event::ResyncCredit` (the driver's rate limiter).
+    /// When set, a region copy, or a scrub's check of a region on one
+    /// replica, starts only with a credit granted by `Event::ResyncCredit`
+    /// (the driver's rate limiter); credits bank for a few grants at most.
     pub resync_paced: bool,
     /// How long a read lease lasts (0: no leases). With leases, a primary
     /// serves host reads only while a write quorum of copies answered it
@@ -343,6 +347,9 @@ pub struct Primary<P> {
     peers: BTreeMap<NodeId, Peer<P>>,
     bitmap: WriteIntentBitmap,
     resync_credits: u32,
+    /// Credits a scrub region took beyond those it had (its checks start
+    /// together): paid from the next grants.
+    resync_debt: u32,
 }
 
 impl<P: Clone + PartialEq> Primary<P> {
@@ -460,6 +467,7 @@ impl<P: Clone + PartialEq> Primary<P> {
             peers,
             bitmap,
             resync_credits: 0,
+            resync_debt: 0,
         };
         primary.refresh_quorum();
         primary.persist(out);
@@ -624,8 +632,13 @@ impl<P: Clone + PartialEq> Primary<P> {
                 }
             }
             Event::Reconfigure { epoch, membership } => self.reconfigure(epoch, membership, out),
+            // Banked for a few grants at most: a pace held while nothing
+            // was copied does not turn into a burst.
             Event::ResyncCredit { regions } => {
-                self.resync_credits = self.resync_credits.saturating_add(regions);
+                let paid = regions.min(self.resync_debt);
+                self.resync_debt -= paid;
+                let bank = regions.saturating_mul(MAX_BANKED_GRANTS).max(1);
+                self.resync_credits = self.resync_credits.saturating_add(regions - paid).min(bank);
             }
             Event::HeartbeatAnswered {
                 peer,

@@ -9,7 +9,8 @@
 //! region copy, that reads the region locally and asks the replica for it
 //! with a `ReadRequest` on its link at the same point of the stream (after
 //! every write to the region issued before it; writes admitted after it
-//! wait). Both answers then hold the same writes. A replica whose answer
+//! wait). Both answers then hold the same writes. Paced like resync
+//! (`PrimaryLimits::resync_paced`): a check costs a region's credit. A replica whose answer
 //! differs has the region marked dirty and copied again from the primary,
 //! whose copy is the one hosts read.
 
@@ -78,9 +79,15 @@ impl<P: Clone + PartialEq> Primary<P> {
         self.scrub
     }
 
-    /// Creates the next region's checks once the last region's finished.
+    /// Creates the next region's checks once the last region's finished
+    /// (and, paced, with a credit: each check costs one, as a region copy
+    /// does).
     pub(super) fn drive_scrub(&mut self) {
         if self.ops.values().any(|op| matches!(op, Op::Check(_))) {
+            return;
+        }
+        let paced = self.limits.resync_paced;
+        if paced && (self.resync_credits == 0 || self.resync_debt > 0) {
             return;
         }
         let regions = self.geometry.region_count();
@@ -99,6 +106,14 @@ impl<P: Clone + PartialEq> Primary<P> {
                 .collect();
             if checks.is_empty() {
                 continue;
+            }
+            if paced {
+                // The region's checks start together; what the credits
+                // do not cover is owed.
+                let cost = u32::try_from(checks.len()).unwrap_or(u32::MAX);
+                let covered = cost.min(self.resync_credits);
+                self.resync_credits -= covered;
+                self.resync_debt = self.resync_debt.saturating_add(cost - covered);
             }
             for (peer, link) in checks {
                 let key = self.take_key();

@@ -107,6 +107,16 @@ pub(crate) struct HostEnd {
     pub data: Option<Payload>,
 }
 
+/// Resync and scrub pacing (`--resync-rate-mib`).
+#[derive(Debug)]
+struct Pacing {
+    /// Bytes per second.
+    rate: u64,
+    /// Bytes earned and not yet granted as whole regions.
+    earned: u64,
+    since: std::time::Instant,
+}
+
 /// A write's data as the state machine passes it around: a shared,
 /// immutable byte buffer and the part of it that is this write's. Two
 /// payloads are equal when their bytes are (a scrub compares copies).
@@ -569,6 +579,8 @@ pub(crate) struct ReplicatorSetup {
     pub link_timeout: std::time::Duration,
     /// Read leases of one link timeout.
     pub read_lease: bool,
+    /// Bytes per second resyncs and scrubs may read (`None`: unlimited).
+    pub resync_rate: Option<u64>,
 }
 
 struct Peer {
@@ -676,6 +688,9 @@ pub(crate) struct Replicator {
     zeroes: Payload,
     /// See [`ReplicatorSetup::link_timeout`].
     link_timeout: std::time::Duration,
+    /// Resync and scrub pacing: the rate, and the bytes earned since the
+    /// last region's worth was granted, as of when.
+    pacing: Option<Pacing>,
     /// Links over RDMA (`driver/rdma.rs`), polled from the handler's loop.
     #[cfg(feature = "rdma")]
     rdma: rdma::RdmaPeers,
@@ -706,6 +721,7 @@ impl Replicator {
                 0
             },
             resync_regions_in_flight: super::RESYNC_REGIONS_IN_FLIGHT,
+            resync_paced: setup.resync_rate.is_some(),
             ..PrimaryLimits::default()
         };
         let node = Node::recover(
@@ -751,6 +767,11 @@ impl Replicator {
             closing: false,
             zeroes,
             link_timeout: setup.link_timeout,
+            pacing: setup.resync_rate.map(|rate| Pacing {
+                rate,
+                earned: 0,
+                since: shard.now(),
+            }),
             #[cfg(feature = "rdma")]
             rdma: rdma::RdmaPeers::default(),
         };
@@ -893,6 +914,7 @@ impl Replicator {
 
     pub fn tick(&mut self, shard: &mut Shard<Message>) {
         self.check_liveness(shard);
+        self.grant_resync_credits(shard);
         // A persist postponed by a full ring or pool.
         self.start_persist(shard);
         self.events.push_back(Event::Tick);
@@ -905,6 +927,31 @@ impl Replicator {
             *published = views;
         }
         self.publish_membership();
+    }
+
+    /// Paced: grants the regions that the time since the last grant
+    /// earned at the rate (the state machine banks a few grants at most).
+    fn grant_resync_credits(&mut self, shard: &Shard<Message>) {
+        let Some(pacing) = self.pacing.as_mut() else {
+            return;
+        };
+        let now = shard.now();
+        let elapsed = now.saturating_duration_since(pacing.since);
+        pacing.since = now;
+        let earned = u128::from(pacing.rate) * elapsed.as_nanos() / 1_000_000_000;
+        let region = u64::from(self.geometry.region_size());
+        // At most a second's worth carried over (a stalled shard does not
+        // earn a burst).
+        pacing.earned = pacing
+            .earned
+            .saturating_add(u64::try_from(earned).unwrap_or(u64::MAX))
+            .min(pacing.rate.max(region));
+        let regions = pacing.earned / region;
+        if regions > 0 {
+            pacing.earned %= region;
+            let regions = u32::try_from(regions).unwrap_or(u32::MAX);
+            self.events.push_back(Event::ResyncCredit { regions });
+        }
     }
 
     // ----- membership ---------------------------------------------------

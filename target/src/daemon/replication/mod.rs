@@ -56,6 +56,8 @@ pub const MAX_ASYNC_LAG: std::time::Duration = std::time::Duration::from_secs(86
 /// it, and a replica that acknowledges nothing for this long is dropped
 /// (and resynced when it answers again).
 pub const DEFAULT_LINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The highest `--resync-rate-mib` / `resync_rate_mib` (about 1 TiB/s).
+pub const MAX_RESYNC_RATE_MIB: u64 = 1_000_000;
 
 /// The link timeout must be at least this (four heartbeats of two 50 ms
 /// ticks each) ...
@@ -209,6 +211,9 @@ pub struct ReplicationOptions {
     /// of one, and a promotion waits one out (docs/replication-design.md,
     /// "Read leases").
     pub read_lease: bool,
+    /// Bytes per second a primary may read for resyncs and scrubs
+    /// (`--resync-rate-mib`, `resync_rate_mib`); `None`: unlimited.
+    pub resync_rate: Option<u64>,
 }
 
 /// A replication setting, as a flag or as a key of keel.toml's
@@ -474,6 +479,7 @@ mod tests {
             async_lag: AsyncLagBound::default(),
             link_timeout: DEFAULT_LINK_TIMEOUT,
             read_lease: false,
+            resync_rate: None,
         }
     }
 
