@@ -5,7 +5,6 @@
 //! syscall-free submission, not one each.
 
 use std::net::{SocketAddr, TcpStream};
-use std::ops::Range;
 
 use keel_engine::{Buf, DeviceId, NetOp, Shard};
 use slab::Slab;
@@ -26,23 +25,6 @@ const MAX_PREFIX: usize = 256;
 /// large reads fits: with 2 MiB (16 buffers), 128 KiB reads at QD 32 on
 /// tmpfs lost about a fifth of their IOPS to those copies.
 const SEND_BUFFERS: usize = 4 * MAX_SEGMENTS;
-
-/// Data a PDU carries.
-pub(crate) enum Payload<'a> {
-    None,
-    Heap(&'a [u8]),
-    Slot(&'a Buf, Range<usize>),
-}
-
-impl Payload<'_> {
-    fn len(&self) -> usize {
-        match self {
-            Payload::None => 0,
-            Payload::Heap(bytes) => bytes.len(),
-            Payload::Slot(_, range) => range.len(),
-        }
-    }
-}
 
 /// Why a connection is going away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,34 +99,27 @@ impl Connection {
             .map(|&(_, _, index)| index)
     }
 
-    /// Appends one PDU to the send queue. Fails only when the PDU cannot
-    /// be encoded, which is fatal for the connection; a dry pool only
-    /// delays it (see [`SendQueue`]).
+    /// Appends one PDU carrying `data` (empty for none) to the send queue.
+    /// Fails only when the PDU cannot be encoded, which is fatal for the
+    /// connection; a dry pool only delays it (see [`SendQueue`]).
     pub fn queue_pdu<M>(
         &mut self,
         shard: &mut Shard<M>,
         header: &PduHeader,
         tx: TxParams,
-        payload: Payload<'_>,
+        data: Part<'_>,
     ) -> Result<(), String> {
         if self.closing == Closing::Abort {
             return Ok(());
         }
-        let data_len = payload.len();
         let mut prefix = [0u8; MAX_PREFIX];
         let layout = header
-            .encode_header(&tx, data_len, &mut prefix)
+            .encode_header(&tx, data.len(), &mut prefix)
             .map_err(|e| format!("encoding {:?}: {e}", header.pdu_type()))?;
-        let digest = match (&payload, layout.data_digest) {
-            (Payload::Heap(bytes), true) => Some(digest_bytes(bytes)),
-            (Payload::Slot(src, range), true) => Some(digest_bytes(&shard.buf(src)[range.clone()])),
-            _ => None,
-        };
-        let data = match payload {
-            Payload::None => Part::Bytes(&[]),
-            Payload::Heap(bytes) => Part::Bytes(bytes),
-            Payload::Slot(src, range) => Part::Slot(src, range),
-        };
+        let digest = layout.data_digest.then(|| match &data {
+            Part::Bytes(bytes) => digest_bytes(bytes),
+            Part::Slot(src, range) => digest_bytes(&shard.buf(src)[range.clone()]),
+        });
         let digest = digest.as_ref().map_or(&[][..], |d| d.as_slice());
         let parts = [
             Part::Bytes(&prefix[..layout.data_offset]),

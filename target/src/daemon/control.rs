@@ -139,16 +139,7 @@ impl ControlService {
         let mut params = Params::new(params)?;
         let nqn = params.opt_nqn("nqn")?;
         params.finish()?;
-        let (published, options) = self
-            .replication
-            .as_ref()
-            .ok_or_else(|| RpcError::not_available(NOT_REPLICATED.to_string()))?;
-        if let Some(asked) = &nqn {
-            let control = self.shared.lock();
-            if control.target.subsystem(asked).is_none() {
-                return Err(RpcError::not_found(format!("no subsystem {asked}")));
-            }
-        }
+        let (published, options) = self.replicated(nqn.as_deref())?;
         use std::sync::atomic::Ordering;
         let epoch = published.epoch.load(Ordering::SeqCst);
         if published.primary.load(Ordering::SeqCst) {
@@ -169,16 +160,7 @@ impl ControlService {
         let mut params = Params::new(params)?;
         let nqn = params.opt_nqn("nqn")?;
         params.finish()?;
-        let (published, options) = self
-            .replication
-            .as_ref()
-            .ok_or_else(|| RpcError::not_available(NOT_REPLICATED.to_string()))?;
-        if let Some(asked) = &nqn {
-            let control = self.shared.lock();
-            if control.target.subsystem(asked).is_none() {
-                return Err(RpcError::not_found(format!("no subsystem {asked}")));
-            }
-        }
+        let (published, options) = self.replicated(nqn.as_deref())?;
         use std::sync::atomic::Ordering;
         if !published.serving.load(Ordering::SeqCst) {
             return Err(RpcError::refused(

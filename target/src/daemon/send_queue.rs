@@ -26,7 +26,7 @@ pub(crate) enum Part<'a> {
 }
 
 impl Part<'_> {
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         match self {
             Part::Bytes(bytes) => bytes.len(),
             Part::Slot(_, range) => range.len(),

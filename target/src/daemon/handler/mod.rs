@@ -20,13 +20,13 @@ use slab::Slab;
 use crate::controller::io::NSID_BROADCAST;
 use crate::controller::{AsyncCompletion, DataSource, IoCommand, IoOperation};
 use crate::daemon::command::{disk_status, Command, Phase, MAX_SEGMENTS};
-use crate::daemon::connection::{Closing, Connection, Payload};
+use crate::daemon::connection::{Closing, Connection};
 use crate::daemon::metrics::{Metrics, OpClass};
 use crate::daemon::replication::change::{
     ChangeError, ChangeErrorKind, ChangeOutcome, MembershipChange,
 };
 use crate::daemon::replication::driver::{Published, Replicator};
-use crate::daemon::send_queue::{Kick, SendProgress};
+use crate::daemon::send_queue::{Kick, Part, SendProgress};
 use crate::daemon::shared::Shared;
 use crate::daemon::tags::{Tag, TagKind, MAX_CONNECTIONS_PER_SHARD};
 use crate::nvme::cqe::CompletionQueueEntry;
@@ -488,7 +488,7 @@ impl ShardHandler {
             shard,
             &PduHeader::IcResp(icresp),
             TxParams::PLAIN,
-            Payload::None,
+            Part::Bytes(&[]),
         );
         if let Err(error) = queued {
             self.abort(shard, key, &error);
@@ -581,7 +581,7 @@ impl ShardHandler {
                 last,
                 success: false,
             });
-            let payload = Payload::Heap(&self.out[offset..offset + chunk]);
+            let payload = Part::Bytes(&self.out[offset..offset + chunk]);
             if let Err(error) = conn.queue_pdu(shard, &header, tx, payload) {
                 self.abort(shard, key, &error);
                 return;
@@ -596,7 +596,7 @@ impl ShardHandler {
         };
         let tx = conn.tx_params;
         let header = PduHeader::CapsuleResp(CapsuleResp { cqe });
-        if let Err(error) = conn.queue_pdu(shard, &header, tx, Payload::None) {
+        if let Err(error) = conn.queue_pdu(shard, &header, tx, Part::Bytes(&[])) {
             self.abort(shard, key, &error);
         }
     }
@@ -753,7 +753,7 @@ impl ShardHandler {
                     r2tl: len as u32,
                 });
                 let tx = conn.tx_params;
-                if let Err(error) = conn.queue_pdu(shard, &r2t, tx, Payload::None) {
+                if let Err(error) = conn.queue_pdu(shard, &r2t, tx, Part::Bytes(&[])) {
                     self.abort(shard, key, &error);
                 }
             }
@@ -1101,7 +1101,7 @@ impl ShardHandler {
                             success: last && success_flag,
                         });
                         if let Err(error) =
-                            conn.queue_pdu(shard, &header, tx, Payload::Slot(buf, at..at + len))
+                            conn.queue_pdu(shard, &header, tx, Part::Slot(buf, at..at + len))
                         {
                             tracing::warn!(%error, "cannot queue read data");
                             conn.closing = Closing::Abort;
@@ -1131,7 +1131,7 @@ impl ShardHandler {
             return;
         };
         match conn.flush(shard, key) {
-            Ok(Kick::Starved) => self.tx_starved.push(key),
+            Ok(Kick::Starved) if !self.tx_starved.contains(&key) => self.tx_starved.push(key),
             Ok(_) => {}
             Err(error) => {
                 self.abort(shard, key, &error);
@@ -1176,8 +1176,7 @@ impl ShardHandler {
                 .map(|(header, _)| (header, [0u8; TERM_REQ_MAX_ERROR_DATA], 0))
         });
         if let Some((header, data, len)) = term {
-            let queued =
-                conn.queue_pdu(shard, &header, TxParams::PLAIN, Payload::Heap(&data[..len]));
+            let queued = conn.queue_pdu(shard, &header, TxParams::PLAIN, Part::Bytes(&data[..len]));
             if queued.is_err() {
                 self.abort(shard, key, "cannot queue the termination request");
                 return;
